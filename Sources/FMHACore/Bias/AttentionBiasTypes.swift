@@ -1,0 +1,27 @@
+/// Every attention bias type FMHA has, in the order of `xformers.ops.fmha.attn_bias`, for
+/// listings (`fmha info`) and for checks that cover all of them.
+public let attentionBiasTypes: [any AttentionBias.Type] = [
+    Tensor.self,
+    LowerTriangularMask.self,
+    LowerTriangularMaskWithTensorBias.self,
+    LowerTriangularFromBottomRightMask.self,
+    LowerTriangularFromBottomRightLocalAttentionMask.self,
+    LocalAttentionFromBottomRightMask.self,
+    BlockDiagonalMask.self,
+    BlockDiagonalCausalMask.self,
+    BlockDiagonalCausalFromBottomRightMask.self,
+    BlockDiagonalCausalLocalAttentionMask.self,
+    BlockDiagonalCausalLocalAttentionFromBottomRightMask.self,
+    BlockDiagonalPaddedKeysMask.self,
+    BlockDiagonalCausalWithOffsetPaddedKeysMask.self,
+    BlockDiagonalLocalAttentionPaddedKeysMask.self,
+    BlockDiagonalCausalLocalAttentionPaddedKeysMask.self,
+    PagedBlockDiagonalPaddedKeysMask.self,
+    PagedBlockDiagonalCausalWithOffsetPaddedKeysMask.self,
+    PagedBlockDiagonalCausalLocalPaddedKeysMask.self,
+    BlockDiagonalGappyKeysMask.self,
+    BlockDiagonalCausalWithOffsetGappyKeysMask.self,
+    BlockDiagonalLocalAttentionFromBottomRightGappyKeysMask.self,
+    PagedBlockDiagonalGappyKeysMask.self,
+    PagedBlockDiagonalCausalWithOffsetGappyKeysMask.self,
+]

@@ -1,0 +1,33 @@
+/// The one error type FMHA throws.
+///
+/// Every check on caller input throws an `FMHAError` whose message names the argument, what was
+/// expected and what was given. Nothing a caller passes should crash the process instead.
+public struct FMHAError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// What went wrong, broadly; `message` has the details.
+    public enum Kind: String, Sendable, Equatable {
+        /// An argument has a value the function cannot accept (shape, length, window, dtype…).
+        case invalidArgument
+        /// The request is valid but not implemented on this device, dtype or build.
+        case unsupported
+        /// The device named is not usable in this process (no driver, no CUDA storage yet…).
+        case deviceUnavailable
+    }
+
+    /// The broad category of the failure.
+    public let kind: Kind
+    /// A full sentence for the user.
+    public let message: String
+
+    /// Creates an error of `kind` with a ready-made message.
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    /// An invalid argument: "`argument`: expected `expected`, got `given`".
+    public static func invalidArgument(_ argument: String, expected: String, got given: String) -> FMHAError {
+        FMHAError(.invalidArgument, "\(argument): expected \(expected), got \(given)")
+    }
+
+    public var description: String { message }
+}

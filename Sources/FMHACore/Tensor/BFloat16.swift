@@ -1,0 +1,50 @@
+/// A bfloat16 number: sign, 8 exponent bits and 7 mantissa bits, i.e. the upper 16 bits of a
+/// `Float`.
+///
+/// Conversion from `Float` rounds to nearest, ties to even; NaN stays NaN (made quiet, sign kept)
+/// and values beyond the largest finite bfloat16 round to infinity, as IEEE rounding requires.
+/// Equality and hashing compare bit patterns (so `+0 != -0` and a NaN equals itself); compare
+/// `floatValue`s for IEEE semantics.
+public struct BFloat16: Sendable, Hashable, CustomStringConvertible {
+    /// The raw 16 bits.
+    public var bitPattern: UInt16
+
+    /// Wraps raw bits.
+    public init(bitPattern: UInt16) {
+        self.bitPattern = bitPattern
+    }
+
+    /// Rounds `value` to the nearest bfloat16 (ties to even).
+    public init(_ value: Float) {
+        let bits = value.bitPattern
+        if value.isNaN {
+            // Keep the sign and the top payload bits; set the quiet bit so it cannot become inf.
+            bitPattern = UInt16(truncatingIfNeeded: bits >> 16) | 0x0040
+            return
+        }
+        // Adding 0x7FFF plus the lowest kept bit rounds to nearest, ties to even, and carries into
+        // the exponent (up to infinity) exactly when IEEE rounding would.
+        let lowestKeptBit = (bits >> 16) & 1
+        bitPattern = UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ lowestKeptBit) >> 16)
+    }
+
+    /// Rounds `value` to the nearest bfloat16 through `Float` (so double rounding may occur).
+    public init(_ value: Double) {
+        self.init(Float(value))
+    }
+
+    /// The exact value as a `Float`.
+    public var floatValue: Float { Float(bitPattern: UInt32(bitPattern) << 16) }
+
+    /// True for either NaN encoding.
+    public var isNaN: Bool { floatValue.isNaN }
+
+    public var description: String { floatValue.description }
+}
+
+extension Float {
+    /// The exact value of a bfloat16.
+    public init(_ value: BFloat16) {
+        self = value.floatValue
+    }
+}

@@ -1,0 +1,153 @@
+extension DType {
+    /// Reads element `index` (in elements) of an array of this dtype at `base`, exactly widened.
+    @inline(__always)
+    func load(_ base: UnsafeRawPointer, _ index: Int) -> Double {
+        switch self {
+        case .float32: Double(base.load(fromByteOffset: index &* 4, as: Float.self))
+        case .float16: Double(base.load(fromByteOffset: index &* 2, as: Float16.self))
+        case .bfloat16: Double(BFloat16(bitPattern: base.load(fromByteOffset: index &* 2, as: UInt16.self)).floatValue)
+        case .float64: base.load(fromByteOffset: index &* 8, as: Double.self)
+        }
+    }
+
+    /// Writes `value`, rounded to nearest (ties to even) in this dtype, as element `index` at `base`.
+    @inline(__always)
+    func store(_ value: Double, _ base: UnsafeMutableRawPointer, _ index: Int) {
+        switch self {
+        case .float32: base.storeBytes(of: Float(value), toByteOffset: index &* 4, as: Float.self)
+        case .float16: base.storeBytes(of: Float16(value), toByteOffset: index &* 2, as: Float16.self)
+        case .bfloat16:
+            base.storeBytes(of: BFloat16(roundingToOdd: value).bitPattern, toByteOffset: index &* 2, as: UInt16.self)
+        case .float64: base.storeBytes(of: value, toByteOffset: index &* 8, as: Double.self)
+        }
+    }
+}
+
+extension BFloat16 {
+    /// Rounds a `Double` to the nearest bfloat16 with a single rounding: the `Float` step rounds
+    /// to odd, which leaves enough bits for the final ties-to-even step to be exact.
+    init(roundingToOdd value: Double) {
+        var narrowed = Float(value)
+        if narrowed.isFinite, Double(narrowed) != value, narrowed.bitPattern & 1 == 0 {
+            narrowed = Double(narrowed) < value ? narrowed.nextUp : narrowed.nextDown
+        }
+        self.init(narrowed)
+    }
+}
+
+extension Tensor {
+    /// Calls `body` with the storage index of every logical element, in row-major order.
+    func forEachStorageIndex(_ body: (Int) -> Void) {
+        let count = self.count
+        guard count > 0 else { return }
+        guard rank > 0 else { return body(offset) }
+        var index = [Int](repeating: 0, count: rank)
+        var position = offset
+        let last = rank - 1
+        let innerSize = shape[last], innerStride = strides[last]
+        var remaining = count
+        while remaining > 0 {
+            var inner = position
+            for _ in 0..<innerSize {
+                body(inner)
+                inner &+= innerStride
+            }
+            remaining -= innerSize
+            // Advance the odometer over the outer dimensions.
+            var dimension = last - 1
+            while dimension >= 0 {
+                index[dimension] += 1
+                position &+= strides[dimension]
+                if index[dimension] < shape[dimension] { break }
+                position &-= strides[dimension] &* shape[dimension]
+                index[dimension] = 0
+                dimension -= 1
+            }
+        }
+    }
+
+    /// The elements in logical row-major order, widened exactly to `Double`.
+    public func toDoubleArray() throws -> [Double] {
+        try requireHost("toDoubleArray")
+        let base = UnsafeRawPointer(storage.hostAddress), dtype = self.dtype
+        var result = [Double]()
+        result.reserveCapacity(count)
+        forEachStorageIndex { result.append(dtype.load(base, $0)) }
+        return result
+    }
+
+    /// The elements in logical row-major order as `Float` (float64 values are rounded).
+    public func toArray() throws -> [Float] {
+        try toDoubleArray().map { Float($0) }
+    }
+
+    /// Builds a contiguous tensor of `shape` from row-major `scalars`, rounded to `dtype`.
+    public init(shape: [Int], scalars: [Float], dtype: DType = .float32, device: Device = .cpu) throws {
+        try self.init(shape: shape, doubles: scalars.lazy.map(Double.init), count: scalars.count, dtype: dtype,
+                      device: device)
+    }
+
+    /// Builds a contiguous tensor of `shape` from row-major `scalars`, rounded to `dtype` once.
+    public init(shape: [Int], scalars: [Double], dtype: DType = .float64, device: Device = .cpu) throws {
+        try self.init(shape: shape, doubles: scalars, count: scalars.count, dtype: dtype, device: device)
+    }
+
+    private init<S: Sequence<Double>>(shape: [Int], doubles: S, count: Int, dtype: DType, device: Device) throws {
+        let expected = try Tensor.checkedCount(shape, argument: "shape")
+        guard expected == count else {
+            throw FMHAError.invalidArgument("scalars", expected: "\(expected) values for shape \(shape)",
+                                            got: "\(count)")
+        }
+        try self.init(allocating: shape, dtype: dtype, device: device)
+        let base = storage.hostAddress
+        for (index, value) in doubles.enumerated() { dtype.store(value, base, index) }
+    }
+
+    /// A contiguous tensor of zeros.
+    public static func zeros(_ shape: [Int], dtype: DType = .float32, device: Device = .cpu) throws -> Tensor {
+        try Tensor(allocating: shape, dtype: dtype, device: device)
+    }
+
+    /// A contiguous tensor with every element set to `value` (rounded to `dtype`), e.g. NaN to
+    /// poison an output before a kernel writes it.
+    public static func full(_ shape: [Int], value: Double, dtype: DType = .float32, device: Device = .cpu) throws -> Tensor {
+        let tensor = try Tensor(allocating: shape, dtype: dtype, device: device)
+        let base = tensor.storage.hostAddress
+        for index in 0..<tensor.count { dtype.store(value, base, index) }
+        return tensor
+    }
+
+    /// Standard normal samples, rounded to `dtype`. Element `n` (row-major) is a pure function of
+    /// `(seed, n)`, so the same seed gives the same values for any shape prefix and on any device.
+    public static func randn(_ shape: [Int], dtype: DType = .float32, device: Device = .cpu, seed: UInt64 = 0) throws -> Tensor {
+        let tensor = try Tensor(allocating: shape, dtype: dtype, device: device)
+        let base = tensor.storage.hostAddress
+        for index in 0..<tensor.count { dtype.store(StandardNormal.sample(seed: seed, index: index), base, index) }
+        return tensor
+    }
+
+    /// Copies the elements into a new contiguous tensor of `dtype`.
+    func copied(as dtype: DType) throws -> Tensor {
+        try requireHost("copying a tensor")
+        let result = try Tensor(allocating: shape, dtype: dtype, device: device)
+        let source = UnsafeRawPointer(storage.hostAddress), target = result.storage.hostAddress
+        let sourceType = self.dtype
+        var next = 0
+        forEachStorageIndex { index in
+            dtype.store(sourceType.load(source, index), target, next)
+            next &+= 1
+        }
+        return result
+    }
+
+    /// This tensor if it is already contiguous, otherwise a contiguous copy.
+    public func contiguous() throws -> Tensor {
+        isContiguous ? self : try copied(as: dtype)
+    }
+
+    /// A contiguous copy with elements rounded to `dtype` (ties to even); `self` when the dtype is
+    /// already `dtype`.
+    public func converted(to dtype: DType) throws -> Tensor {
+        dtype == self.dtype ? self : try copied(as: dtype)
+    }
+}
