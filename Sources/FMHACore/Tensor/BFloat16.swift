@@ -28,9 +28,15 @@ public struct BFloat16: Sendable, Hashable, CustomStringConvertible {
         bitPattern = UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ lowestKeptBit) >> 16)
     }
 
-    /// Rounds `value` to the nearest bfloat16 through `Float` (so double rounding may occur).
+    /// Rounds `value` to the nearest bfloat16 (ties to even) with a single rounding: the step
+    /// through `Float` rounds to odd, which keeps enough bits for the last step to be exact.
+    @_disfavoredOverload
     public init(_ value: Double) {
-        self.init(Float(value))
+        var narrowed = Float(value)
+        if narrowed.isFinite, Double(narrowed) != value, narrowed.bitPattern & 1 == 0 {
+            narrowed = Double(narrowed) < value ? narrowed.nextUp : narrowed.nextDown
+        }
+        self.init(narrowed)
     }
 
     /// The exact value as a `Float`.

@@ -17,21 +17,9 @@ extension DType {
         case .float32: base.storeBytes(of: Float(value), toByteOffset: index &* 4, as: Float.self)
         case .float16: base.storeBytes(of: Float16(value), toByteOffset: index &* 2, as: Float16.self)
         case .bfloat16:
-            base.storeBytes(of: BFloat16(roundingToOdd: value).bitPattern, toByteOffset: index &* 2, as: UInt16.self)
+            base.storeBytes(of: BFloat16(value).bitPattern, toByteOffset: index &* 2, as: UInt16.self)
         case .float64: base.storeBytes(of: value, toByteOffset: index &* 8, as: Double.self)
         }
-    }
-}
-
-extension BFloat16 {
-    /// Rounds a `Double` to the nearest bfloat16 with a single rounding: the `Float` step rounds
-    /// to odd, which leaves enough bits for the final ties-to-even step to be exact.
-    init(roundingToOdd value: Double) {
-        var narrowed = Float(value)
-        if narrowed.isFinite, Double(narrowed) != value, narrowed.bitPattern & 1 == 0 {
-            narrowed = Double(narrowed) < value ? narrowed.nextUp : narrowed.nextDown
-        }
-        self.init(narrowed)
     }
 }
 
@@ -81,26 +69,18 @@ extension Tensor {
         try toDoubleArray().map { Float($0) }
     }
 
-    /// Builds a contiguous tensor of `shape` from row-major `scalars`, rounded to `dtype`.
-    public init(shape: [Int], scalars: [Float], dtype: DType = .float32, device: Device = .cpu) throws {
-        try self.init(shape: shape, doubles: scalars.lazy.map(Double.init), count: scalars.count, dtype: dtype,
-                      device: device)
-    }
-
-    /// Builds a contiguous tensor of `shape` from row-major `scalars`, rounded to `dtype` once.
-    public init(shape: [Int], scalars: [Double], dtype: DType = .float64, device: Device = .cpu) throws {
-        try self.init(shape: shape, doubles: scalars, count: scalars.count, dtype: dtype, device: device)
-    }
-
-    private init<S: Sequence<Double>>(shape: [Int], doubles: S, count: Int, dtype: DType, device: Device) throws {
+    /// Builds a contiguous tensor of `shape` from row-major `scalars` (`Float`, `Double`,
+    /// `Float16`…), each rounded once to `dtype` (ties to even).
+    public init<Scalar: BinaryFloatingPoint>(shape: [Int], scalars: [Scalar], dtype: DType = .float32,
+                                             device: Device = .cpu) throws {
         let expected = try Tensor.checkedCount(shape, argument: "shape")
-        guard expected == count else {
+        guard expected == scalars.count else {
             throw FMHAError.invalidArgument("scalars", expected: "\(expected) values for shape \(shape)",
-                                            got: "\(count)")
+                                            got: "\(scalars.count)")
         }
         try self.init(allocating: shape, dtype: dtype, device: device)
         let base = storage.hostAddress
-        for (index, value) in doubles.enumerated() { dtype.store(value, base, index) }
+        for (index, value) in scalars.enumerated() { dtype.store(Double(value), base, index) }
     }
 
     /// A contiguous tensor of zeros.

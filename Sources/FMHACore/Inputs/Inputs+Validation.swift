@@ -1,0 +1,97 @@
+extension Inputs {
+    /// Checks everything xFormers' `validate_inputs` checks, and a little more, and returns the
+    /// call's sizes. Throws `FMHAError` naming the argument, what was expected and what was given:
+    /// - query, key and value of one rank (3, 4 or 5), one dtype, one device, unit last stride;
+    /// - equal B (and G, H) everywhere, equal Mkv for key and value, equal K for query and key,
+    ///   K ≥ 1 (no broadcasting: expand K/V with stride 0 for grouped-query attention);
+    /// - `p` in [0, 1), a finite `scale`;
+    /// - a bias type allowed with the layout (BMK takes none, a Tensor or `LowerTriangularMask`);
+    ///   a tensor bias of exactly the scores' shape, the query's dtype and device; a
+    ///   variable-length bias with B = 1 and the query and key totals it describes.
+    @discardableResult
+    public func validate() throws -> AttentionDimensions {
+        let dimensions = try validateTensors()
+        guard p.isFinite, p >= 0, p < 1 else {
+            throw FMHAError.invalidArgument("p", expected: "a dropout probability in [0, 1)", got: "\(p)")
+        }
+        if let scale, !scale.isFinite {
+            throw FMHAError.invalidArgument("scale", expected: "a finite scale", got: "\(scale)")
+        }
+        if let bias { try validate(bias: bias, dimensions) }
+        return dimensions
+    }
+
+    /// Ranks, dtypes, devices, strides and sizes of query, key and value.
+    private func validateTensors() throws -> AttentionDimensions {
+        let shapes = "query.shape \(query.shape), key.shape \(key.shape), value.shape \(value.shape)"
+        guard (3...5).contains(query.rank), key.rank == query.rank, value.rank == query.rank else {
+            throw FMHAError.invalidArgument("query/key/value",
+                                            expected: "tensors of one rank: BMK (3), BMHK (4) or BMGHK (5)", got: shapes)
+        }
+        guard key.device == query.device, value.device == query.device else {
+            throw FMHAError.invalidArgument("query/key/value", expected: "tensors on one device",
+                                            got: "query on \(query.device), key on \(key.device), value on \(value.device)")
+        }
+        guard key.dtype == query.dtype, value.dtype == query.dtype else {
+            throw FMHAError.invalidArgument("query/key/value", expected: "tensors of one dtype",
+                                            got: "query \(query.dtype), key \(key.dtype), value \(value.dtype)")
+        }
+        for (name, tensor) in [("query", query), ("key", key), ("value", value)] {
+            guard tensor.shape[tensor.rank - 1] <= 1 || tensor.strides[tensor.rank - 1] == 1 else {
+                throw FMHAError.invalidArgument(name, expected: "a unit stride on the last dimension (call contiguous())",
+                                                got: "strides \(tensor.strides) for shape \(tensor.shape)")
+            }
+        }
+        let rank = query.rank
+        let headAxes = 2..<(rank - 1)
+        let compatible = key.shape[0] == query.shape[0] && value.shape[0] == query.shape[0]
+            && value.shape[1] == key.shape[1]
+            && headAxes.allSatisfy { key.shape[$0] == query.shape[$0] && value.shape[$0] == query.shape[$0] }
+            && key.shape[rank - 1] == query.shape[rank - 1]
+        guard compatible else {
+            throw FMHAError.invalidArgument(
+                "query/key/value",
+                expected: "equal batch and head sizes, key and value of one length, query and key of one head dimension (no broadcasting: expand K/V yourself, stride 0 is fine)",
+                got: shapes)
+        }
+        let headDimension = query.shape[rank - 1]
+        guard headDimension >= 1 else {
+            throw FMHAError.invalidArgument("query", expected: "a head dimension K ≥ 1", got: "shape \(query.shape)")
+        }
+        let layout: AttentionLayout = rank == 3 ? .bmk : rank == 4 ? .bmhk : .bmghk
+        return AttentionDimensions(
+            layout: layout, batch: query.shape[0], queryLength: query.shape[1], keyLength: key.shape[1],
+            groups: rank == 5 ? query.shape[2] : 1, heads: rank == 3 ? 1 : query.shape[rank - 2],
+            headDimension: headDimension, valueHeadDimension: value.shape[rank - 1])
+    }
+
+    /// The bias against the layout and sizes of the call.
+    private func validate(bias: any AttentionBias, _ dimensions: AttentionDimensions) throws {
+        let biasName = type(of: bias).name
+        if dimensions.layout == .bmk, !(bias is Tensor || bias is LowerTriangularMask) {
+            throw FMHAError.invalidArgument(
+                "bias", expected: "no bias, a Tensor or LowerTriangularMask with BMK inputs (use BMHK [B, M, 1, K] for other biases)",
+                got: biasName)
+        }
+        if let tensor = bias.tensorBias {
+            guard tensor.shape == dimensions.biasShape else {
+                throw FMHAError.invalidArgument(
+                    "bias", expected: "a tensor of shape \(dimensions.biasShape) ([B, (G, H,) Mq, Mkv]; use expanded(to:) to broadcast)",
+                    got: "shape \(tensor.shape) for query.shape \(query.shape)")
+            }
+            guard tensor.dtype == query.dtype, tensor.device == query.device else {
+                throw FMHAError.invalidArgument("bias", expected: "a \(query.dtype) tensor on \(query.device) like the query",
+                                                got: "\(tensor.dtype) on \(tensor.device)")
+            }
+        }
+        if let blocks = bias.maskLayout?.blocks {
+            guard dimensions.batch == 1 else {
+                throw FMHAError.invalidArgument(
+                    "query", expected: "batch size 1 with \(biasName) (sequences are packed along M)",
+                    got: "shape \(query.shape)")
+            }
+            try blocks.checkShape(queryCount: dimensions.queryLength, keyCount: dimensions.keyLength,
+                                  argument: "query/key lengths for \(biasName)")
+        }
+    }
+}

@@ -1,0 +1,87 @@
+/// Everything one attention call is given, as xFormers' `Inputs`: query, key, value, an
+/// optional bias, dropout probability, scale and output dtype.
+///
+/// Layouts (no broadcasting; expand K/V with stride 0 for grouped-query attention):
+///
+/// | layout | query | key | value | output |
+/// |---|---|---|---|---|
+/// | BMK | `[B, Mq, K]` | `[B, Mkv, K]` | `[B, Mkv, Kv]` | `[B, Mq, Kv]` |
+/// | BMHK | `[B, Mq, H, K]` | `[B, Mkv, H, K]` | `[B, Mkv, H, Kv]` | `[B, Mq, H, Kv]` |
+/// | BMGHK | `[B, Mq, G, H, K]` | `[B, Mkv, G, H, K]` | `[B, Mkv, G, H, Kv]` | `[B, Mq, G, H, Kv]` |
+public struct Inputs: Sendable {
+    /// Queries.
+    public var query: Tensor
+    /// Keys.
+    public var key: Tensor
+    /// Values.
+    public var value: Tensor
+    /// Additive bias on the scores: a mask, a `Tensor`, or both; `nil` for none.
+    public var bias: (any AttentionBias)?
+    /// Dropout probability on the attention weights, in `[0, 1)`.
+    public var p: Double
+    /// Factor on `Q·Kᵀ`; `nil` means `1/sqrt(K)`.
+    public var scale: Double?
+    /// Dtype of the output; `nil` means the query's.
+    public var outputDType: DType?
+
+    /// Gathers the inputs of one call; `validate()` checks them.
+    public init(query: Tensor, key: Tensor, value: Tensor, bias: (any AttentionBias)? = nil, p: Double = 0,
+                scale: Double? = nil, outputDType: DType? = nil) {
+        self.query = query
+        self.key = key
+        self.value = value
+        self.bias = bias
+        self.p = p
+        self.scale = scale
+        self.outputDType = outputDType
+    }
+
+    /// The scale actually applied: `scale`, or `1/sqrt(K)` with K the query head dimension.
+    public var effectiveScale: Double {
+        scale ?? 1 / Double(query.shape.last ?? 1).squareRoot()
+    }
+}
+
+/// The tensor layout of an attention call, from the query's rank.
+public enum AttentionLayout: String, Sendable, Hashable {
+    /// `[B, M, K]`: one head.
+    case bmk = "BMK"
+    /// `[B, M, H, K]`.
+    case bmhk = "BMHK"
+    /// `[B, M, G, H, K]`: grouped-query attention.
+    case bmghk = "BMGHK"
+}
+
+/// The sizes of a validated attention call, as `Inputs.validate()` returns them.
+public struct AttentionDimensions: Sendable, Hashable {
+    /// Layout of query, key, value and output.
+    public var layout: AttentionLayout
+    /// Batch size B.
+    public var batch: Int
+    /// Queries per batch element, Mq.
+    public var queryLength: Int
+    /// Keys per batch element, Mkv.
+    public var keyLength: Int
+    /// Head groups G (1 unless BMGHK).
+    public var groups: Int
+    /// Heads per group H (1 for BMK).
+    public var heads: Int
+    /// Query/key head dimension K.
+    public var headDimension: Int
+    /// Value head dimension Kv.
+    public var valueHeadDimension: Int
+
+    /// Shape of the output, in the inputs' layout.
+    public var outputShape: [Int] { [batch, queryLength] + headDims + [valueHeadDimension] }
+    /// Shape of a dense tensor bias: `[B, Mq, Mkv]`, `[B, H, Mq, Mkv]` or `[B, G, H, Mq, Mkv]`.
+    public var biasShape: [Int] { [batch] + headDims + [queryLength, keyLength] }
+
+    /// `[H]`, `[G, H]`, or nothing for BMK.
+    var headDims: [Int] {
+        switch layout {
+        case .bmk: []
+        case .bmhk: [heads]
+        case .bmghk: [groups, heads]
+        }
+    }
+}
