@@ -15,5 +15,6 @@ let package = Package(
         // The command-line tool.
         .executableTarget(name: "fmha", dependencies: ["FMHA"]),
         .testTarget(name: "FMHACoreTests", dependencies: ["FMHACore"]),
+        .testTarget(name: "FMHATests", dependencies: ["FMHA"]),
     ]
 )

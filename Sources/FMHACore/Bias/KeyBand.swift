@@ -14,14 +14,14 @@ public struct KeyBand: Sendable, Hashable {
     }
 
     /// Where the diagonal starts.
-    public var anchor: Anchor
+    public let anchor: Anchor
     /// How many keys before the diagonal are visible; `nil` for all of them.
-    public var left: Int?
+    public let left: Int?
     /// How many keys after the diagonal are visible; `nil` for all of them.
-    public var right: Int?
+    public let right: Int?
 
     /// A band; factories have already checked that bounds are ≥ 0.
-    public init(anchor: Anchor, left: Int?, right: Int?) {
+    init(anchor: Anchor, left: Int?, right: Int?) {
         self.anchor = anchor
         self.left = left
         self.right = right
@@ -41,8 +41,8 @@ public struct KeyBand: Sendable, Hashable {
         let diagonal = query + (anchor == .bottomRight ? keyCount - queryCount : 0)
         // Bounds wider than the block act as unbounded; clamping keeps the arithmetic in range.
         let reach = queryCount + keyCount
-        let lower = left.map { max(0, diagonal - min($0, reach)) } ?? 0
-        let upper = right.map { min(keyCount, diagonal + min($0, reach) + 1) } ?? keyCount
+        let lower = left.map { max(0, diagonal - min(max($0, -reach), reach)) } ?? 0
+        let upper = right.map { min(keyCount, diagonal + min(max($0, -reach), reach) + 1) } ?? keyCount
         return lower < upper ? lower..<upper : lower..<lower
     }
 }

@@ -6,13 +6,13 @@
 /// positions to physical rows of K/V through `pages` when the bias is paged.
 public struct MaskLayout: Sendable, Hashable {
     /// The visible keys of each query, relative to its block.
-    public var band: KeyBand
+    public let band: KeyBand
     /// The blocks of a variable-length bias; `nil` when every batch element is one block of all
     /// `Mq` queries and all `Mkv` keys.
-    public var blocks: BlockLayout?
+    public let blocks: BlockLayout?
 
     /// A layout from its parts.
-    public init(band: KeyBand, blocks: BlockLayout? = nil) {
+    init(band: KeyBand, blocks: BlockLayout? = nil) {
         self.band = band
         self.blocks = blocks
     }
@@ -26,19 +26,19 @@ public struct MaskLayout: Sendable, Hashable {
 /// `pages` maps them to rows of K/V.
 public struct BlockLayout: Sendable, Hashable {
     /// Start of each block's queries, plus the total at the end (`count + 1` entries).
-    public var queryStarts: [Int]
+    public let queryStarts: [Int]
     /// Start of each block's keys (logical).
-    public var keyStarts: [Int]
+    public let keyStarts: [Int]
     /// Number of keys in each block.
-    public var keyLengths: [Int]
+    public let keyLengths: [Int]
     /// The page table of a paged bias.
-    public var pages: PageTable?
+    public let pages: PageTable?
     /// The number of K/V rows the bias describes: exactly the key dimension for unpaged biases,
     /// and the least one for paged ones (rows past the last page are never visible).
-    public var keyCount: Int
+    public let keyCount: Int
 
     /// A block layout whose arrays a factory has already checked.
-    public init(queryStarts: [Int], keyStarts: [Int], keyLengths: [Int], pages: PageTable? = nil, keyCount: Int) {
+    init(queryStarts: [Int], keyStarts: [Int], keyLengths: [Int], pages: PageTable? = nil, keyCount: Int) {
         self.queryStarts = queryStarts
         self.keyStarts = keyStarts
         self.keyLengths = keyLengths
@@ -64,9 +64,9 @@ public struct BlockLayout: Sendable, Hashable {
 /// `p·pageSize ..< (p + 1)·pageSize` of sequence `b`.
 public struct PageTable: Sendable, Hashable {
     /// One row of page indices per sequence, all rows of one length (`[batch][page]`).
-    public var blockTables: [[Int]]
+    public let blockTables: [[Int]]
     /// Keys per page.
-    public var pageSize: Int
+    public let pageSize: Int
 
     /// A page table that `validated(...)` has already checked.
     init(blockTables: [[Int]], pageSize: Int) {

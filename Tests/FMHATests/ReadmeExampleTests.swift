@@ -1,0 +1,18 @@
+import FMHA
+import Testing
+
+/// The README's example, through the `FMHA` module users import.
+@Suite struct ReadmeExampleTests {
+    @Test func readmeExampleRuns() throws {
+        let query = try Tensor.randn([1, 8, 4, 64], dtype: .bfloat16, seed: 1)
+        let key = try Tensor.randn([1, 8, 4, 64], dtype: .bfloat16, seed: 2)
+        let value = try Tensor.randn([1, 8, 4, 64], dtype: .bfloat16, seed: 3)
+        let bias = try BlockDiagonalCausalMask.fromSeqlens(qSeqlen: [3, 5])
+        let inputs = Inputs(query: query, key: key, value: value, bias: bias)
+        let sizes = try inputs.validate()
+        #expect(sizes.outputShape == [1, 8, 4, 64])
+        let mask = try bias.materialize(shape: [8, 8]).toArray()
+        // Row 4 is the second query of the second sequence (keys 3..<8): it sees keys 3 and 4.
+        #expect(mask[4 * 8 ..< 5 * 8].map { $0 == 0 } == [false, false, false, true, true, false, false, false])
+    }
+}
