@@ -7,14 +7,25 @@ let package = Package(
         .library(name: "FMHA", targets: ["FMHA"]),
         .executable(name: "fmha", targets: ["fmha"]),
     ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
     targets: [
-        // Tensor, DType, Device, attention biases, Inputs + validation, FMHAError.
+        // Tensor, DType, Device, attention biases, Inputs + validation, operator model, dropout, FMHAError.
         .target(name: "FMHACore"),
-        // The one module users import: re-exports FMHACore (entry points come with the operators).
-        .target(name: "FMHA", dependencies: ["FMHACore"]),
-        // The command-line tool.
-        .executableTarget(name: "fmha", dependencies: ["FMHA"]),
+        // CPU operators: the float64 reference (and, later, the fast tiled backend).
+        .target(name: "FMHACPU", dependencies: ["FMHACore"]),
+        // The one module users import: entry points, dispatch, merge; re-exports FMHACore.
+        .target(name: "FMHA", dependencies: ["FMHACore", "FMHACPU"]),
+        // The `fmha` command's implementation: subcommands, .npy files, bias JSON.
+        .target(name: "FMHACLI", dependencies: [
+            "FMHA",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "fmha", dependencies: ["FMHACLI"]),
         .testTarget(name: "FMHACoreTests", dependencies: ["FMHACore"]),
+        .testTarget(name: "FMHACPUTests", dependencies: ["FMHACPU"]),
         .testTarget(name: "FMHATests", dependencies: ["FMHA"]),
+        .testTarget(name: "FMHACLITests", dependencies: ["FMHACLI"]),
     ]
 )

@@ -1,3 +1,5 @@
-// FMHA is the module users import. It re-exports the core types (Tensor, DType, Device, every
-// attention bias, Inputs and FMHAError); the operators and entry points build on them.
+// FMHA is the module users import: the entry points and dispatch live here, and it re-exports
+// the core types (Tensor, DType, Device, every attention bias, Inputs, operators, FMHAError) and
+// the CPU operators, so that `op: ReferenceForward()` needs no other import.
+@_exported import FMHACPU
 @_exported import FMHACore

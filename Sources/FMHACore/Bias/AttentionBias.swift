@@ -54,26 +54,29 @@ extension AttentionBias {
 extension MaskLayout {
     /// The row-major `[queryCount, keyCount]` plane of 0 and −inf this layout describes.
     func materialize(queryCount: Int, keyCount: Int) throws -> [Float] {
+        try blocks?.checkShape(queryCount: queryCount, keyCount: keyCount, argument: "shape")
         var plane = [Float](repeating: -.infinity, count: queryCount * keyCount)
-        guard let blocks else {
-            for query in 0..<queryCount {
-                for key in band.visibleKeys(query: query, queryCount: queryCount, keyCount: keyCount) {
-                    plane[query * keyCount + key] = 0
-                }
-            }
-            return plane
-        }
-        try blocks.checkShape(queryCount: queryCount, keyCount: keyCount, argument: "shape")
-        for block in 0..<blocks.count {
-            let firstQuery = blocks.queryStarts[block], blockQueries = blocks.queryStarts[block + 1] - firstQuery
-            for query in 0..<blockQueries {
-                let row = (firstQuery + query) * keyCount
-                for key in band.visibleKeys(query: query, queryCount: blockQueries, keyCount: blocks.keyLengths[block]) {
-                    plane[row + blocks.physicalKey(block: block, key: blocks.keyStarts[block] + key)] = 0
-                }
-            }
+        for query in 0..<queryCount {
+            forEachVisibleKey(query: query, queryCount: queryCount, keyCount: keyCount) { plane[query * keyCount + $0] = 0 }
         }
         return plane
+    }
+
+    /// Calls `body` with each K/V row that query `query` (packed index) may see, in increasing
+    /// logical order, for a call with `queryCount` queries and `keyCount` keys per batch element
+    /// (which `BlockLayout.checkShape` has accepted).
+    @inline(__always)
+    public func forEachVisibleKey(query: Int, queryCount: Int, keyCount: Int, _ body: (Int) -> Void) {
+        guard let blocks else {
+            for key in band.visibleKeys(query: query, queryCount: queryCount, keyCount: keyCount) { body(key) }
+            return
+        }
+        let block = blocks.block(containing: query)
+        let firstQuery = blocks.queryStarts[block]
+        let local = band.visibleKeys(query: query - firstQuery, queryCount: blocks.queryStarts[block + 1] - firstQuery,
+                                     keyCount: blocks.keyLengths[block])
+        let keyStart = blocks.keyStarts[block]
+        for key in local { body(blocks.physicalKey(block: block, key: keyStart + key)) }
     }
 }
 

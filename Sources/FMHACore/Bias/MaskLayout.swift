@@ -51,6 +51,17 @@ public struct BlockLayout: Sendable, Hashable {
     /// Total number of queries, i.e. the query dimension the bias needs.
     public var queryCount: Int { queryStarts.last ?? 0 }
 
+    /// The block that holds packed query `query` (`0 ≤ query < queryCount`); empty blocks hold none.
+    public func block(containing query: Int) -> Int {
+        // The last block starting at or before `query`: past any empty blocks that start there too.
+        var low = 0, high = count - 1
+        while low < high {
+            let middle = (low + high + 1) / 2
+            if queryStarts[middle] <= query { low = middle } else { high = middle - 1 }
+        }
+        return low
+    }
+
     /// The K/V row that holds logical key `key` of block `block`.
     @inline(__always)
     public func physicalKey(block: Int, key: Int) -> Int {

@@ -95,3 +95,27 @@ extension Inputs {
         }
     }
 }
+
+extension Inputs {
+    /// Checks what a backward pass is given besides the inputs: the forward's output and LSE and
+    /// the output's gradient, against the sizes `validate()` returned.
+    public func validateBackward(output: Tensor, lse: Tensor, gradOutput: Tensor,
+                                 _ dimensions: AttentionDimensions) throws {
+        for (name, tensor) in [("output", output), ("gradOutput", gradOutput)] {
+            guard tensor.shape == dimensions.outputShape else {
+                throw FMHAError.invalidArgument(name, expected: "shape \(dimensions.outputShape) (the attention output's)",
+                                                got: "\(tensor.shape)")
+            }
+            guard tensor.device == query.device else {
+                throw FMHAError.invalidArgument(name, expected: "a tensor on \(query.device)", got: "\(tensor.device)")
+            }
+        }
+        guard lse.shape == dimensions.lseShape else {
+            throw FMHAError.invalidArgument("lse", expected: "shape \(dimensions.lseShape) (as the forward returns it)",
+                                            got: "\(lse.shape)")
+        }
+        guard lse.device == query.device else {
+            throw FMHAError.invalidArgument("lse", expected: "a tensor on \(query.device)", got: "\(lse.device)")
+        }
+    }
+}

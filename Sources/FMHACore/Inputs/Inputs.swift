@@ -21,12 +21,18 @@ public struct Inputs: Sendable {
     public var p: Double
     /// Factor on `Q·Kᵀ`; `nil` means `1/sqrt(K)`.
     public var scale: Double?
-    /// Dtype of the output; `nil` means the query's.
+    /// Dtype of the output; `nil` means the query's (float32 in partial mode).
     public var outputDType: DType?
+    /// Partial attention over one chunk of keys, for `mergeAttentions`: the output defaults to
+    /// float32 (float64 for float64 inputs) and only operators that support it qualify.
+    public var isPartial: Bool
+    /// Only operators that give the same bits every run qualify.
+    public var requiresDeterminism: Bool
 
     /// Gathers the inputs of one call; `validate()` checks them.
     public init(query: Tensor, key: Tensor, value: Tensor, bias: (any AttentionBias)? = nil, p: Double = 0,
-                scale: Double? = nil, outputDType: DType? = nil) {
+                scale: Double? = nil, outputDType: DType? = nil, isPartial: Bool = false,
+                requiresDeterminism: Bool = false) {
         self.query = query
         self.key = key
         self.value = value
@@ -34,6 +40,15 @@ public struct Inputs: Sendable {
         self.p = p
         self.scale = scale
         self.outputDType = outputDType
+        self.isPartial = isPartial
+        self.requiresDeterminism = requiresDeterminism
+    }
+
+    /// The dtype the output is written in.
+    public var resolvedOutputDType: DType {
+        if let outputDType { return outputDType }
+        if isPartial { return query.dtype == .float64 ? .float64 : .float32 }
+        return query.dtype
     }
 
     /// The scale actually applied: `scale`, or `1/sqrt(K)` with K the query head dimension.
@@ -75,6 +90,19 @@ public struct AttentionDimensions: Sendable, Hashable {
     public var outputShape: [Int] { [batch, queryLength] + headDims + [valueHeadDimension] }
     /// Shape of a dense tensor bias: `[B, Mq, Mkv]`, `[B, H, Mq, Mkv]` or `[B, G, H, Mq, Mkv]`.
     public var biasShape: [Int] { [batch] + headDims + [queryLength, keyLength] }
+
+    /// Shape of the LSE: `[B, G, H, Mq]` for BMGHK, `[B, H, Mq]` for BMHK, `[B, 1, Mq]` for BMK.
+    public var lseShape: [Int] { [batch] + (layout == .bmk ? [1] : headDims) + [queryLength] }
+    /// Query/key shape seen as BMGHK: `[B, Mq, G, H, K]` (G = 1 and H = 1 fill in for BMHK and BMK).
+    public var queryShape5D: [Int] { [batch, queryLength, groups, heads, headDimension] }
+    /// Key shape seen as BMGHK.
+    public var keyShape5D: [Int] { [batch, keyLength, groups, heads, headDimension] }
+    /// Value shape seen as BMGHK.
+    public var valueShape5D: [Int] { [batch, keyLength, groups, heads, valueHeadDimension] }
+    /// Output shape seen as BMGHK.
+    public var outputShape5D: [Int] { [batch, queryLength, groups, heads, valueHeadDimension] }
+    /// Tensor-bias shape seen as BMGHK: `[B, G, H, Mq, Mkv]`.
+    public var biasShape5D: [Int] { [batch, groups, heads, queryLength, keyLength] }
 
     /// `[H]`, `[G, H]`, or nothing for BMK.
     var headDims: [Int] {

@@ -1,0 +1,43 @@
+import FMHACore
+import FMHACPU
+
+/// The operators this build has, in dispatch priority order, and the questions dispatch answers.
+public enum Operators {
+    /// Forward operators, most preferred first.
+    public static let forward: [any ForwardOperator] = [ReferenceForward()]
+    /// Backward operators, most preferred first.
+    public static let backward: [any BackwardOperator] = [ReferenceBackward()]
+
+    /// The forward operator called `name`, if this build has one.
+    public static func forward(named name: String) -> (any ForwardOperator)? {
+        forward.first { $0.name == name }
+    }
+
+    /// The backward operator called `name`, if this build has one.
+    public static func backward(named name: String) -> (any BackwardOperator)? {
+        backward.first { $0.name == name }
+    }
+
+    /// Which forward operator would run `inputs`, without running anything; throws, with every
+    /// operator's reasons, when none can.
+    public static func forwardOperator(for inputs: Inputs) throws -> any ForwardOperator {
+        try inputs.validate()
+        return try Dispatch.selectForward(forward, explicit: nil, for: inputs, entryPoint: "memoryEfficientAttentionForward")
+    }
+
+    /// Which backward operator would run `inputs`, without running anything.
+    public static func backwardOperator(for inputs: Inputs) throws -> any BackwardOperator {
+        try inputs.validate()
+        return try Dispatch.selectBackward(backward, explicit: nil, for: inputs, entryPoint: "memoryEfficientAttentionBackward")
+    }
+
+    /// Every forward operator with its reasons to refuse `inputs` (none: it can run them).
+    public static func explainForward(_ inputs: Inputs) -> [(name: String, reasons: [String])] {
+        Dispatch.explain(forward, for: inputs)
+    }
+
+    /// Every backward operator with its reasons to refuse `inputs`.
+    public static func explainBackward(_ inputs: Inputs) -> [(name: String, reasons: [String])] {
+        Dispatch.explain(backward, for: inputs)
+    }
+}

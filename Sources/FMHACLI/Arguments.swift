@@ -1,0 +1,30 @@
+import ArgumentParser
+import FMHA
+
+extension DType: ExpressibleByArgument {}
+
+/// `--device cpu|cuda[:N]`.
+struct DeviceArgument: ExpressibleByArgument {
+    /// The device named.
+    var device: Device
+
+    static let cpu = DeviceArgument(device: .cpu)
+
+    init(device: Device) {
+        self.device = device
+    }
+
+    init?(argument: String) {
+        if argument == "cpu" {
+            device = .cpu
+        } else if argument == "cuda" {
+            device = .cuda(0)
+        } else if argument.hasPrefix("cuda:"), let ordinal = Int(argument.dropFirst(5)), ordinal >= 0 {
+            device = .cuda(ordinal)
+        } else {
+            return nil
+        }
+    }
+
+    var defaultValueDescription: String { device.description }
+}

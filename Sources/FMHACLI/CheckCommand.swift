@@ -1,0 +1,47 @@
+import ArgumentParser
+import FMHA
+
+/// `fmha check`: every forward operator against a float64 oracle on one case per bias type.
+struct CheckCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Run every available operator against a float64 oracle on every bias type; print a pass/fail table.")
+
+    @Option(help: "Device to check: cpu or cuda.")
+    var device: DeviceArgument = .cpu
+
+    @Option(help: "Input dtypes to check (repeatable): float32, float16, bfloat16, float64.")
+    var dtype: [DType] = [.float32, .float16, .bfloat16]
+
+    func run() throws {
+        var failures = 0, rows = [[String]]()
+        for dtype in dtype {
+            for sample in try SampleCases.all(dtype: dtype, device: device.device) {
+                for forward in Operators.forward {
+                    let reasons = forward.notSupportedReasons(sample.inputs)
+                    guard reasons.isEmpty else {
+                        rows.append([forward.name, sample.name, dtype.rawValue, "-", "skip: " + reasons[0]])
+                        continue
+                    }
+                    let verdict = try Self.compare(forward, sample.inputs)
+                    if !verdict.passed { failures += 1 }
+                    rows.append([forward.name, sample.name, dtype.rawValue, verdict.error, verdict.passed ? "PASS" : "FAIL"])
+                }
+            }
+        }
+        print(Table.render(header: ["operator", "case", "dtype", "max error / allowed", "result"], rows: rows))
+        print("\(rows.count - failures - rows.filter { $0[4].hasPrefix("skip") }.count) passed, \(failures) failed")
+        if failures > 0 { throw ExitCode.failure }
+    }
+
+    /// The operator's output and LSE against `DenseAttention`: the worst error as a multiple of
+    /// the allowed one (the forward tolerance of the output dtype; 2e-4 absolute on the LSE).
+    static func compare(_ forward: any ForwardOperator, _ inputs: Inputs) throws -> (passed: Bool, error: String) {
+        let result = try forward.forward(inputs, dropout: nil)
+        let oracle = try DenseAttention.forward(inputs)
+        let outputRatio = Tolerance.forward(result.output.dtype).worstRatio(try result.output.toDoubleArray(), oracle.output)
+        let lseRatio = Tolerance(absolute: 2e-4, relative: 1e-5).worstRatio(try result.lse.toDoubleArray(), oracle.lse)
+        let worst = max(outputRatio, lseRatio)
+        return (worst <= 1, Formatting.decimal(worst, digits: 3))
+    }
+}

@@ -1,0 +1,12 @@
+import ArgumentParser
+import FMHA
+
+/// The `fmha` command: attention from the shell.
+public struct FMHACommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "fmha",
+        abstract: "Memory-efficient attention (xFormers' fmha) from the shell.",
+        subcommands: [])
+
+    public init() {}
+}

@@ -1,0 +1,41 @@
+import ArgumentParser
+import FMHA
+
+/// `fmha info`: the platform, the GPU libraries, and every operator with its capabilities.
+struct InfoCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "info", abstract: "Show the platform, CUDA libraries found or not, and every operator's capabilities.")
+
+    func run() throws {
+        print("platform: Linux \(Platform.architecture), \(Platform.processorCount) logical CPUs")
+        print("cpu: \(Platform.cpuDescription())")
+        print("cuda driver (libcuda.so.1): \(Platform.probeLibrary("libcuda.so.1"))")
+        print("nvrtc (libnvrtc.so): \(Platform.probeLibrary("libnvrtc.so"))")
+        print("cuda backend: not in this build yet (CPU operators only)")
+        print("attention biases: \(attentionBiasTypes.count) types")
+        for (kind, operators) in [("forward", Operators.forward as [any AttentionOperator]),
+                                  ("backward", Operators.backward as [any AttentionOperator])] {
+            for op in operators {
+                print("\(kind) operator \(op.name):")
+                for line in Self.describe(op.capabilities, backward: kind == "backward") { print("  " + line) }
+            }
+        }
+    }
+
+    /// One line per capability.
+    static func describe(_ capabilities: OperatorCapabilities, backward: Bool) -> [String] {
+        func yesNo(_ flag: Bool) -> String { flag ? "yes" : "no" }
+        let biasCount = capabilities.biasTypes.count
+        var lines = [
+            "devices: \(capabilities.devices.map(\.rawValue).sorted().joined(separator: ", "))",
+            "dtypes: \(DType.allCases.filter(capabilities.dtypes.contains).map(\.rawValue).joined(separator: ", "))",
+            "max head dimension: \(capabilities.maxHeadDimension == .max ? "any" : String(capabilities.maxHeadDimension))",
+            "bias types: \(biasCount == attentionBiasTypes.count ? "all \(biasCount)" : capabilities.biasTypes.map { $0.name }.joined(separator: ", "))",
+            "dropout: \(yesNo(capabilities.supportsDropout)), custom scale: \(yesNo(capabilities.supportsCustomScale)), K ≠ Kv: \(yesNo(capabilities.supportsDifferentValueHeadDimension)), BMGHK: \(yesNo(capabilities.supportsBMGHK))",
+            "partial: \(yesNo(capabilities.supportsPartial)), output dtype: \(yesNo(capabilities.supportsOutputDType)), deterministic: \(yesNo(capabilities.isDeterministic))",
+        ]
+        if backward { lines.append("bias gradient: \(yesNo(capabilities.supportsBiasGradient))") }
+        if let minimum = capabilities.minimumComputeCapability { lines.append("minimum compute capability: \(minimum)") }
+        return lines
+    }
+}

@@ -1,0 +1,112 @@
+/// An attention operator: a named implementation with declared capabilities.
+public protocol AttentionOperator: Sendable {
+    /// A short unique name, e.g. `cpu-reference`; what `op:` and `--op` refer to.
+    var name: String { get }
+    /// What it supports.
+    var capabilities: OperatorCapabilities { get }
+    /// Why it cannot run `inputs` (validated inputs); empty when it can. The default explains
+    /// every capability the inputs need and the operator lacks; operators add their own checks.
+    func notSupportedReasons(_ inputs: Inputs) -> [String]
+}
+
+extension AttentionOperator {
+    public func notSupportedReasons(_ inputs: Inputs) -> [String] {
+        capabilityReasons(inputs)
+    }
+
+    /// The reasons that follow from `capabilities` alone, in xFormers' order.
+    public func capabilityReasons(_ inputs: Inputs) -> [String] {
+        let capabilities = self.capabilities
+        var reasons = [String]()
+        let device = inputs.query.device
+        if !capabilities.devices.contains(device.kind) {
+            reasons.append("device \(device) is not supported (supported: \(capabilities.devices.map(\.rawValue).sorted().joined(separator: ", ")))")
+        }
+        let dtype = inputs.query.dtype
+        if !capabilities.dtypes.contains(dtype) {
+            reasons.append("dtype \(dtype) is not supported (supported: \(capabilities.dtypes.map(\.rawValue).sorted().joined(separator: ", ")))")
+        }
+        let headDimension = inputs.query.shape.last ?? 0, valueHeadDimension = inputs.value.shape.last ?? 0
+        if max(headDimension, valueHeadDimension) > capabilities.maxHeadDimension {
+            reasons.append("head dimension \(max(headDimension, valueHeadDimension)) is over the maximum \(capabilities.maxHeadDimension)")
+        }
+        if headDimension != valueHeadDimension, !capabilities.supportsDifferentValueHeadDimension {
+            reasons.append("query/key head dimension \(headDimension) differs from value head dimension \(valueHeadDimension)")
+        }
+        if let bias = inputs.bias, !capabilities.supportsBiasType(of: bias) {
+            reasons.append("bias type \(type(of: bias).name) is not supported")
+        }
+        if inputs.p > 0, !capabilities.supportsDropout {
+            reasons.append("dropout (p = \(inputs.p)) is not supported")
+        }
+        if inputs.scale != nil, !capabilities.supportsCustomScale {
+            reasons.append("a custom scale is not supported")
+        }
+        if inputs.query.rank == 5, !capabilities.supportsBMGHK {
+            reasons.append("BMGHK (5-dimensional) inputs are not supported")
+        }
+        if inputs.isPartial, !capabilities.supportsPartial {
+            reasons.append("partial attention is not supported")
+        }
+        if let outputDType = inputs.outputDType, outputDType != dtype, !capabilities.supportsOutputDType {
+            reasons.append("output dtype \(outputDType) different from the input dtype \(dtype) is not supported")
+        }
+        if inputs.requiresDeterminism, !capabilities.isDeterministic {
+            reasons.append("it is not deterministic, and determinism was required")
+        }
+        return reasons
+    }
+}
+
+/// The forward pass and its log-sum-exp.
+public struct ForwardOutput: Sendable {
+    /// Attention output, in `Inputs.resolvedOutputDType`, shaped like the query with the value's
+    /// head dimension.
+    public var output: Tensor
+    /// Natural-log sum of exp of the scores per query, float32, `[B, H, Mq]` (`[B, G, H, Mq]` for
+    /// BMGHK, `[B, 1, Mq]` for BMK); −inf where a query sees no key.
+    public var lse: Tensor
+
+    /// Output and LSE.
+    public init(output: Tensor, lse: Tensor) {
+        self.output = output
+        self.lse = lse
+    }
+}
+
+/// Gradients of the attention inputs. Where an input has stride 0 along a dimension (expanded
+/// K/V of grouped-query attention, a broadcast tensor bias), its gradient is summed along that
+/// dimension and returned expanded the same way: any slice along it is the gradient of the shared
+/// tensor.
+public struct Gradients: Sendable {
+    /// ∂L/∂query.
+    public var dq: Tensor
+    /// ∂L/∂key.
+    public var dk: Tensor
+    /// ∂L/∂value.
+    public var dv: Tensor
+    /// ∂L/∂bias for a tensor bias (its shape and dtype); `nil` otherwise.
+    public var dBias: Tensor?
+
+    /// The gradients.
+    public init(dq: Tensor, dk: Tensor, dv: Tensor, dBias: Tensor?) {
+        self.dq = dq
+        self.dk = dk
+        self.dv = dv
+        self.dBias = dBias
+    }
+}
+
+/// A forward operator.
+public protocol ForwardOperator: AttentionOperator {
+    /// Runs validated `inputs` (which this operator supports). `dropout` is set when `inputs.p > 0`.
+    func forward(_ inputs: Inputs, dropout: DropoutState?) throws -> ForwardOutput
+}
+
+/// A backward operator.
+public protocol BackwardOperator: AttentionOperator {
+    /// The gradients of validated `inputs` given the forward's `output` and `lse` and the
+    /// gradient of the output, replaying `dropout` when the forward used it.
+    func backward(_ inputs: Inputs, output: Tensor, lse: Tensor, gradOutput: Tensor,
+                  dropout: DropoutState?) throws -> Gradients
+}
