@@ -36,10 +36,11 @@ extension AttentionBias {
             let mask = try layout.materialize(queryCount: queryCount, keyCount: keyCount)
             result = try Tensor(shape: [queryCount, keyCount], scalars: mask).expanded(to: shape)
             if let tensor = tensorBias {
-                let maskValues = mask, plane = queryCount * keyCount
-                let biasValues = try tensor.expanded(to: shape).toArray()
-                let sum = biasValues.indices.map { biasValues[$0] + maskValues[$0 % plane] }
-                result = try Tensor(shape: shape, scalars: sum)
+                // Added in float64, so that a float64 bias keeps its precision.
+                let plane = queryCount * keyCount
+                let biasValues = try tensor.expanded(to: shape).toDoubleArray()
+                let sum = biasValues.indices.map { biasValues[$0] + Double(mask[$0 % plane]) }
+                result = try Tensor(shape: shape, scalars: sum, dtype: dtype)
             }
         } else if let tensor = tensorBias {
             result = try tensor.expanded(to: shape)

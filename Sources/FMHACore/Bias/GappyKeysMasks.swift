@@ -32,6 +32,10 @@ struct GappyKeysArguments {
                                             got: "\(kvSeqstarts.count)")
         }
         keyCount = kvSeqstarts[kvSeqstarts.count - 1]
+        guard keyCount >= 0 else {
+            throw FMHAError.invalidArgument("kvSeqstarts[\(kvSeqlen.count)]", expected: "the key total, ≥ 0",
+                                            got: "\(keyCount)")
+        }
         keyInfo = try GappySeqInfo.validated(seqstarts: Array(kvSeqstarts.dropLast()), seqlens: kvSeqlen,
                                              limit: keyCount, limitDescription: "the key total kvSeqstarts.last")
     }

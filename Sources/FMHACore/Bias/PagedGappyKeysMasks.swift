@@ -44,8 +44,8 @@ struct GappyPaging {
     init(queryInfo: SeqLenInfo, keyInfo unpaged: GappySeqInfo, blockTables: [[Int]], pageSize: Int,
          notionalPadding: Int) throws {
         pages = try PageTable.validated(blockTables: blockTables, pageSize: pageSize, sequenceCount: unpaged.count)
-        guard notionalPadding > 0, notionalPadding % pageSize == 0 else {
-            throw FMHAError.invalidArgument("notionalPadding", expected: "a positive multiple of pageSize (\(pageSize))",
+        guard notionalPadding >= 0, notionalPadding % pageSize == 0 else {
+            throw FMHAError.invalidArgument("notionalPadding", expected: "a multiple of pageSize (\(pageSize)), ≥ 0",
                                             got: "\(notionalPadding)")
         }
         guard notionalPadding.multipliedReportingOverflow(by: unpaged.count).overflow == false else {

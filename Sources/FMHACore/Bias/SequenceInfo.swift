@@ -84,7 +84,7 @@ public struct GappySeqInfo: Sendable, Hashable {
                                             got: "\(seqstarts.count) starts")
         }
         for (block, (start, length)) in zip(seqstarts, seqlens).enumerated() {
-            guard start >= 0, start <= limit - length else {
+            guard start >= 0, start <= limit, length <= limit - start else {
                 throw FMHAError.invalidArgument(
                     "kvSeqstarts[\(block)]",
                     expected: "a start ≥ 0 whose sequence (length \(length)) ends within \(limitDescription) (\(limit))",
