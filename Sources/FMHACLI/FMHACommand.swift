@@ -6,7 +6,7 @@ public struct FMHACommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "fmha",
         abstract: "Memory-efficient attention (xFormers' fmha) from the shell.",
-        subcommands: [])
+        subcommands: [InfoCommand.self, RunCommand.self, CheckCommand.self, BenchCommand.self])
 
     public init() {}
 }

@@ -17,7 +17,7 @@ public enum DenseAttention {
         let query = try inputs.query.reshaped(d.queryShape5D).toDoubleArray()
         let key = try inputs.key.reshaped(d.keyShape5D).toDoubleArray()
         let value = try inputs.value.reshaped(d.valueShape5D).toDoubleArray()
-        let bias = try inputs.bias?.materialize(shape: d.biasShape5D, dtype: .float64).toDoubleArray()
+        let bias = try inputs.bias?.materialize(shape: d.biasShape, dtype: .float64).toDoubleArray()
         let scale = inputs.effectiveScale
         var output = [Double](repeating: 0, count: d.outputShape5D.reduce(1, *)), lse = [Double]()
         for b in 0..<d.batch {

@@ -11,6 +11,20 @@ import Testing
         let inputs = Inputs(query: query, key: key, value: value, bias: bias)
         let sizes = try inputs.validate()
         #expect(sizes.outputShape == [1, 8, 4, 64])
+        let output = try memoryEfficientAttention(query, key, value, bias: bias)
+        #expect(output.shape == [1, 8, 4, 64])
+        let forward = try memoryEfficientAttentionForwardRequiresGrad(query, key, value, bias: bias, p: 0.1, seed: 7)
+        let gradients = try memoryEfficientAttentionBackward(
+            output, output: forward.output, lse: forward.lse, query: query, key: key, value: value,
+            bias: bias, dropout: forward.dropout)
+        #expect(gradients.dk.shape == key.shape)
+        let (first, firstLSE) = try memoryEfficientAttentionPartial(query, key.slice(dimension: 1, range: 0..<4),
+                                                                    value.slice(dimension: 1, range: 0..<4))
+        let (second, secondLSE) = try memoryEfficientAttentionPartial(query, key.slice(dimension: 1, range: 4..<8),
+                                                                      value.slice(dimension: 1, range: 4..<8))
+        let merged = try mergeAttentions([first, second], lses: [firstLSE, secondLSE])
+        #expect(merged.output.shape == [1, 8, 4, 64])
+        #expect(Operators.explainForward(inputs).map(\.name) == ["cpu-reference"])
         let mask = try bias.materialize(shape: [8, 8]).toArray()
         // Row 4 is the second query of the second sequence (keys 3..<8): it sees keys 3 and 4.
         #expect(mask[4 * 8 ..< 5 * 8].map { $0 == 0 } == [false, false, false, true, true, false, false, false])
