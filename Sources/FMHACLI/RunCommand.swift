@@ -29,7 +29,8 @@ struct RunCommand: ParsableCommand {
         }
     }
 
-    private func compute() throws {
+    /// The work of `run()`, throwing `FMHAError` for anything wrong with the files or arguments.
+    func compute() throws {
         let tensors = try [query, key, value].map { path in
             let tensor = try NumpyFile.read(path: path)
             return try tensor.converted(to: dtype ?? tensor.dtype)

@@ -108,7 +108,7 @@ import Testing
 
     /// Mutated and truncated JSON either parses or throws `FMHAError`; none crash.
     @Test func survivesMutatedInputs() throws {
-        var generator = SeededGenerator(seed: 42)
+        var generator = SplitMix64(seed: 42)
         let seeds = [
             #"{"type": "PagedBlockDiagonalPaddedKeysMask", "q_seqlen": [1, 1], "kv_seqlen": [3, 5], "block_tables": [[0, 1], [2, 3]], "page_size": 4}"#,
             #"["\u00e9\ud83d\ude00", -1.5e-3, true, false, null, {"a": {"b": []}}]"#,
