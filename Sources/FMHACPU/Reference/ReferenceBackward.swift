@@ -58,7 +58,7 @@ public struct ReferenceBackward: BackwardOperator {
             }
         }
         return Gradients(
-            dq: try Tensor(shape: inputs.query.shape, scalars: dq, dtype: inputs.query.dtype),
+            dq: try BroadcastGradient.tensor(dq, like: inputs.query),
             dk: try BroadcastGradient.tensor(dk, like: inputs.key),
             dv: try BroadcastGradient.tensor(dv, like: inputs.value),
             dBias: try biasTensor.map { try BroadcastGradient.tensor(dBias, like: $0) })
