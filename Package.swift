@@ -13,8 +13,10 @@ let package = Package(
     targets: [
         // Tensor, DType, Device, attention biases, Inputs + validation, operator model, dropout, FMHAError.
         .target(name: "FMHACore"),
-        // CPU operators: the float64 reference (and, later, the fast tiled backend).
-        .target(name: "FMHACPU", dependencies: ["FMHACore"]),
+        // C kernels of the fast CPU operators, compiled per instruction set with function attributes.
+        .target(name: "CFMHAKernels"),
+        // CPU operators: the float64 reference and the fast tiled backend.
+        .target(name: "FMHACPU", dependencies: ["FMHACore", "CFMHAKernels"]),
         // The one module users import: entry points, dispatch, merge; re-exports FMHACore.
         .target(name: "FMHA", dependencies: ["FMHACore", "FMHACPU"]),
         // The `fmha` command's implementation: subcommands, .npy files, bias JSON.

@@ -4,7 +4,7 @@ import FMHACPU
 /// The operators this build has, in dispatch priority order, and the questions dispatch answers.
 public enum Operators {
     /// Forward operators, most preferred first.
-    public static let forward: [any ForwardOperator] = [ReferenceForward()]
+    public static let forward: [any ForwardOperator] = [CPUForward(), ReferenceForward()]
     /// Backward operators, most preferred first.
     public static let backward: [any BackwardOperator] = [ReferenceBackward()]
 

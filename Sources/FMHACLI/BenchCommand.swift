@@ -16,6 +16,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Forward operator name (default: dispatch chooses).") var op: String?
     @Option(help: "Timed runs per case (after one warm-up run).") var repeats = 5
     @Flag(help: "One JSON object per line instead of a table.") var json = false
+    @Flag(help: "Also measure the machine's float32 FMA peak (all threads) in the same run.") var fmaPeak = false
 
     func validate() throws {
         guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
@@ -47,6 +48,14 @@ struct BenchCommand: ParsableCommand {
         if !json {
             print(Table.render(header: ["operator", "dtype", "B,Mq,Mkv,H,K", "mode", "median ms", "GFLOP/s"], rows: rows))
         }
+        if fmaPeak {
+            let peak = FMAPeak.measure()
+            if json {
+                print(#"{"fma_peak_gflops": \#(peak.map { "\($0)" } ?? "null"), "threads": \#(CPUThreads.count)}"#)
+            } else {
+                print("FMA peak (\(CPUThreads.count) threads): \(peak.map { Formatting.decimal($0, digits: 1) + " GFLOP/s" } ?? "not measured (no AVX2/FMA)")")
+            }
+        }
     }
 
     /// Median milliseconds of `repeats` runs after a warm-up.
@@ -74,7 +83,7 @@ struct BenchCommand: ParsableCommand {
         var times = [Double]()
         for _ in 0..<repeats {
             let elapsed = try clock.measure(once)
-            times.append(Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) * 1e-15)
+            times.append(elapsed.seconds * 1e3)
         }
         times.sort()
         let middle = times.count / 2

@@ -113,3 +113,28 @@ public struct AttentionDimensions: Sendable, Hashable {
         }
     }
 }
+
+extension Inputs {
+    /// Query, key and value as BMGHK views (size-1 G and H dimensions inserted for BMHK and BMK),
+    /// without copying: strides, including stride 0, are kept.
+    public func bmghkViews() throws -> (query: Tensor, key: Tensor, value: Tensor) {
+        func view(_ tensor: Tensor) throws -> Tensor {
+            switch tensor.rank {
+            case 3: try tensor.unsqueezed(at: 2).unsqueezed(at: 2)
+            case 4: try tensor.unsqueezed(at: 2)
+            default: tensor
+            }
+        }
+        return (try view(query), try view(key), try view(value))
+    }
+
+    /// The tensor bias, if any, as a `[B, G, H, Mq, Mkv]` view without copying.
+    public func bmghkBiasView() throws -> Tensor? {
+        guard let tensor = bias?.tensorBias else { return nil }
+        switch tensor.rank {
+        case 3: return try tensor.unsqueezed(at: 1).unsqueezed(at: 1)
+        case 4: return try tensor.unsqueezed(at: 1)
+        default: return tensor
+        }
+    }
+}

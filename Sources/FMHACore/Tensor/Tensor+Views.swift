@@ -140,3 +140,28 @@ extension Tensor {
         }
     }
 }
+
+extension Tensor {
+    /// A view with a new dimension of size 1 inserted at `dimension` (0...rank); never copies.
+    public func unsqueezed(at dimension: Int) throws -> Tensor {
+        guard dimension >= 0, dimension <= rank else {
+            throw FMHAError.invalidArgument("dimension", expected: "a position in 0...\(rank) for shape \(shape)",
+                                            got: "\(dimension)")
+        }
+        var newShape = shape, newStrides = strides
+        newShape.insert(1, at: dimension)
+        newStrides.insert(0, at: dimension)
+        return Tensor(unchecked: storage, shape: newShape, strides: newStrides, offset: offset, dtype: dtype)
+    }
+
+    /// Calls `body` with the address of the view's first element in host memory. The address is
+    /// valid only inside `body`; elements are at `offset + Σ index·stride` elements from the
+    /// storage start, i.e. `Σ index·stride` elements from this address, and writing through it
+    /// changes every view of the same storage.
+    public func withUnsafeHostAddress<Result>(_ body: (UnsafeMutableRawPointer) throws -> Result) throws -> Result {
+        try requireHost("host access")
+        return try withExtendedLifetime(storage) {
+            try body(storage.hostAddress + offset * dtype.byteSize)
+        }
+    }
+}

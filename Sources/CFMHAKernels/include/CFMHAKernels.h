@@ -1,0 +1,88 @@
+// CPU attention kernels for FMHA's fast CPU operators, written in C so that they can be compiled
+// for AVX2/FMA with function attributes (SwiftPM refuses unsafeFlags in dependencies) and chosen
+// at run time. Every kernel exists twice: `_avx2` (x86-64 with AVX2, FMA and F16C; on other
+// architectures it forwards to the generic one) and `_generic` (the build's baseline).
+#ifndef CFMHA_KERNELS_H
+#define CFMHA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Element types of inputs and outputs.
+enum {
+    FMHA_DTYPE_F32 = 0,
+    FMHA_DTYPE_F16 = 1,
+    FMHA_DTYPE_BF16 = 2,
+};
+
+/// Queries per tile: the kernels work on this many query rows at once.
+#define FMHA_TILE_QUERIES 32
+/// Keys per tile.
+#define FMHA_TILE_KEYS 64
+
+/// One forward tile: up to FMHA_TILE_QUERIES query rows of one head against the logical keys
+/// [key_begin, key_end) of their block, with an online softmax. Strides are in elements.
+typedef struct fmha_forward_tile {
+    int32_t rows;        ///< query rows in this tile (1 ... FMHA_TILE_QUERIES)
+    int32_t head_dim;    ///< K
+    int32_t value_dim;   ///< Kv
+    int32_t dtype;       ///< dtype of q, k, v and bias
+    int32_t out_dtype;   ///< dtype of out
+    const void *q;       ///< first query row; row r at q + r * q_row_stride
+    int64_t q_row_stride;
+    const void *k;       ///< K/V row j at k + j * k_row_stride
+    int64_t k_row_stride;
+    const void *v;
+    int64_t v_row_stride;
+    int64_t key_begin;   ///< logical keys to visit: [key_begin, key_end)
+    int64_t key_end;
+    int64_t key_row_offset;  ///< K/V row of logical key p is key_row_offset + p without pages
+    const int64_t *pages;    ///< or pages[p / page_size] * page_size + p % page_size
+    int64_t page_size;
+    const int64_t *row_lo;   ///< row r sees logical keys [row_lo[r], row_hi[r])
+    const int64_t *row_hi;
+    const void *bias;        ///< optional tensor bias: bias + r * bias_row_stride + j * bias_col_stride
+    int64_t bias_row_stride;
+    int64_t bias_col_stride;
+    float scale;             ///< factor on q·k
+    int32_t dropout;         ///< nonzero: apply the Philox dropout mask below
+    uint32_t dropout_threshold;  ///< keep iff the random word >= threshold
+    float dropout_keep_scale;    ///< 1 / (1 - p)
+    uint64_t dropout_seed;
+    uint32_t dropout_offset;
+    uint32_t dropout_head;       ///< (b * G + g) * H + h
+    int64_t dropout_query0;      ///< packed query index of row 0
+    void *out;               ///< output row r at out + r * out_row_stride
+    int64_t out_row_stride;
+    float *lse;              ///< rows natural-log LSE values (-inf for a row that sees no key)
+    float *workspace;        ///< fmha_forward_workspace_floats(head_dim, value_dim) floats, 64-byte aligned
+} fmha_forward_tile;
+
+/// Floats of workspace one forward tile needs.
+size_t fmha_forward_workspace_floats(int32_t head_dim, int32_t value_dim);
+
+void fmha_forward_tile_avx2(const fmha_forward_tile *tile);
+void fmha_forward_tile_generic(const fmha_forward_tile *tile);
+
+/// Philox4x32-10 of (counter, key): four words into out (for tests of the C copy).
+void fmha_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]);
+
+/// 1 when this CPU runs the _avx2 kernels (x86-64 with AVX2, FMA and F16C), else 0.
+int fmha_cpu_has_avx2_fma(void);
+
+/// Floating-point operations one iteration of fmha_fma_loop_avx2 performs.
+enum { FMHA_FMA_LOOP_FLOPS_PER_ITERATION = 12 * 8 * 2 };
+
+/// `iterations` rounds of 12 independent 8-wide FMAs held in registers: time it to measure the
+/// machine's FMA peak. Returns a value that depends on every FMA, so that none is optimized away.
+float fmha_fma_loop_avx2(int64_t iterations);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

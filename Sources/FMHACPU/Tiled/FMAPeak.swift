@@ -1,0 +1,36 @@
+import CFMHAKernels
+
+/// The machine's measured float32 FMA peak: every thread runs a register-resident loop of
+/// independent 8-wide FMAs at once (AVX2 build; CPUs without it report nil).
+public enum FMAPeak {
+    /// GFLOP/s of `threads` threads running the loop together for about `seconds`.
+    public static func measure(threads: Int = CPUThreads.count, seconds: Double = 0.3) -> Double? {
+        guard CPUKernels.cpuHasAVX2 else { return nil }
+        let clock = ContinuousClock()
+        // Calibrate the iteration count on one thread, then run every thread at once.
+        var iterations: Int64 = 1 << 20
+        while true {
+            let elapsed = clock.measure { _ = fmha_fma_loop_avx2(iterations) }
+            if elapsed.seconds >= seconds / 4 || iterations > 1 << 34 {
+                iterations = Int64(Double(iterations) * seconds / max(elapsed.seconds, 1e-6))
+                break
+            }
+            iterations *= 4
+        }
+        let count = iterations
+        let elapsed = clock.measure {
+            CPUThreads.run(items: threads, threads: threads) { assigned in
+                for _ in assigned { _ = fmha_fma_loop_avx2(count) }
+            }
+        }
+        let flops = Double(threads) * Double(count) * Double(FMHA_FMA_LOOP_FLOPS_PER_ITERATION)
+        return flops / elapsed.seconds / 1e9
+    }
+}
+
+extension Duration {
+    /// The duration in seconds.
+    public var seconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) * 1e-18
+    }
+}

@@ -1,0 +1,73 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import Dispatch
+import FMHACore
+
+/// Host addresses of several tensors at once, valid inside one closure.
+enum HostAddresses {
+    /// Calls `body` with the address of each tensor's first element, in order.
+    static func with<Result>(_ tensors: [Tensor], _ body: ([UnsafeMutableRawPointer]) throws -> Result) throws -> Result {
+        func nest(_ index: Int, _ collected: [UnsafeMutableRawPointer]) throws -> Result {
+            guard index < tensors.count else { return try body(collected) }
+            return try tensors[index].withUnsafeHostAddress { try nest(index + 1, collected + [$0]) }
+        }
+        return try nest(0, [])
+    }
+}
+
+extension Tensor {
+    /// Elements from the view's first element to the one at `indices` (leading dimensions).
+    @inline(__always)
+    func elementOffset(_ indices: Int...) -> Int {
+        var offset = 0
+        for (index, stride) in zip(indices, strides) { offset &+= index &* stride }
+        return offset
+    }
+}
+
+extension Optional where Wrapped == [Int64] {
+    /// Calls `body` with the array's elements, or `nil`.
+    func withOptionalBuffer<Result>(_ body: (UnsafePointer<Int64>?) -> Result) -> Result {
+        switch self {
+        case .some(let array): array.withUnsafeBufferPointer { body($0.baseAddress) }
+        case .none: body(nil)
+        }
+    }
+}
+
+/// The worker threads of the tiled CPU operators.
+public enum CPUThreads {
+    /// Threads to use: `FMHA_NUM_THREADS` when set to a positive number, else every online CPU.
+    public static var count: Int {
+        if let text = getenv("FMHA_NUM_THREADS").map({ String(cString: $0) }), let value = Int(text), value > 0 {
+            return value
+        }
+        return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+
+    /// Runs `body` on up to `count` threads; thread `t` of `T` gets items `t, t + T, t + 2T, …`,
+    /// which spreads the cheap and costly tiles of masked calls evenly.
+    static func run(items: Int, threads: Int = count, _ body: (StrideTo<Int>) -> Void) {
+        let workers = max(1, min(threads, items))
+        if workers == 1 { return body(stride(from: 0, to: items, by: 1)) }
+        // The workers only read shared inputs and write disjoint outputs; `body` outlives none of them.
+        withoutActuallyEscaping(body) { body in
+            let work = UncheckedSendable(body)
+            DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                work.value(stride(from: worker, to: items, by: workers))
+            }
+        }
+    }
+}
+
+/// A value handed to worker threads that the caller guarantees is used safely.
+struct UncheckedSendable<Value>: @unchecked Sendable {
+    let value: Value
+
+    init(_ value: Value) {
+        self.value = value
+    }
+}
