@@ -6,6 +6,7 @@
 #define FMHA_TARGET __attribute__((target("avx2,fma,f16c")))
 #define FMHA_NAME(name) name##_avx2
 #include "forward_tile_body.h"
+#include "backward_body.h"
 
 int fmha_cpu_has_avx2_fma(void) {
     __builtin_cpu_init();
@@ -29,6 +30,18 @@ FMHA_TARGET float fmha_fma_loop_avx2(int64_t iterations) {
 int fmha_cpu_has_avx2_fma(void) { return 0; }
 
 void fmha_forward_tile_avx2(const fmha_forward_tile *tile) { fmha_forward_tile_generic(tile); }
+
+void fmha_backward_dq_avx2(const fmha_backward_common *common, const fmha_backward_query_tile *tile,
+                           int64_t key_begin, int64_t key_end) {
+    fmha_backward_dq_generic(common, tile, key_begin, key_end);
+}
+
+void fmha_backward_dkdv_avx2(const fmha_backward_common *common, const fmha_backward_query_tile *tiles,
+                             int32_t tile_count, int64_t key_begin, int64_t key_end, float *grad_k,
+                             int64_t grad_k_row_stride, float *grad_v, int64_t grad_v_row_stride) {
+    fmha_backward_dkdv_generic(common, tiles, tile_count, key_begin, key_end, grad_k, grad_k_row_stride, grad_v,
+                               grad_v_row_stride);
+}
 
 float fmha_fma_loop_avx2(int64_t iterations) { (void)iterations; return 0; }
 #endif

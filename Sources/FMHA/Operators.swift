@@ -6,7 +6,7 @@ public enum Operators {
     /// Forward operators, most preferred first.
     public static let forward: [any ForwardOperator] = [CPUForward(), ReferenceForward()]
     /// Backward operators, most preferred first.
-    public static let backward: [any BackwardOperator] = [ReferenceBackward()]
+    public static let backward: [any BackwardOperator] = [CPUBackward(), ReferenceBackward()]
 
     /// The forward operator called `name`, if this build has one.
     public static func forward(named name: String) -> (any ForwardOperator)? {

@@ -2,14 +2,16 @@ import FMHACore
 
 /// Gradients of inputs that were broadcast with stride 0.
 enum BroadcastGradient {
-    /// A tensor of `input`'s shape and dtype holding `values` (row-major over `input.shape`),
-    /// summed along every dimension where `input` has stride 0 and returned expanded the same way.
-    static func tensor(_ values: [Double], like input: Tensor) throws -> Tensor {
-        let shape = input.shape
-        let broadcast = shape.indices.filter { input.strides[$0] == 0 && shape[$0] > 1 }
-        guard !broadcast.isEmpty else { return try Tensor(shape: shape, scalars: values, dtype: input.dtype) }
+    /// A tensor of `input`'s shape and dtype from `values`, row-major over `shape` (`input`'s shape
+    /// with some broadcast dimensions already summed to 1): summed along every other dimension
+    /// where `input` has stride 0, and returned expanded the same way (stride 0).
+    static func tensor<Scalar: BinaryFloatingPoint>(_ values: [Scalar], shape: [Int], like input: Tensor) throws -> Tensor {
+        let broadcast = input.shape.indices.filter { input.strides[$0] == 0 && input.shape[$0] > 1 }
         var reducedShape = shape
         for dimension in broadcast { reducedShape[dimension] = 1 }
+        guard reducedShape != shape else {
+            return try Tensor(shape: shape, scalars: values, dtype: input.dtype).expanded(to: input.shape)
+        }
         let reducedStrides = Tensor.contiguousStrides(for: reducedShape).enumerated().map {
             reducedShape[$0.offset] == 1 ? 0 : $0.element
         }
@@ -18,7 +20,7 @@ enum BroadcastGradient {
         for value in values {
             var target = 0
             for dimension in shape.indices { target += index[dimension] * reducedStrides[dimension] }
-            reduced[target] += value
+            reduced[target] += Double(value)
             // Next row-major index.
             var dimension = shape.count - 1
             while dimension >= 0 {
@@ -28,6 +30,6 @@ enum BroadcastGradient {
                 dimension -= 1
             }
         }
-        return try Tensor(shape: reducedShape, scalars: reduced, dtype: input.dtype).expanded(to: shape)
+        return try Tensor(shape: reducedShape, scalars: reduced, dtype: input.dtype).expanded(to: input.shape)
     }
 }

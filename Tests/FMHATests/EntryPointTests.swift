@@ -90,8 +90,9 @@ import Testing
         for base in stride(from: 0, to: dk.count, by: 12) {
             #expect(dk[base..<base + 4] == dk[base + 4..<base + 8] && dk[base..<base + 4] == dk[base + 8..<base + 12])
         }
-        let direct = try Operators.backward[0].backward(
-            Inputs(query: query, key: key, value: value, bias: LowerTriangularMask()), output: forward.output,
+        let backwardInputs = Inputs(query: query, key: key, value: value, bias: LowerTriangularMask())
+        let direct = try Operators.backwardOperator(for: backwardInputs).backward(
+            backwardInputs, output: forward.output,
             lse: forward.lse, gradOutput: gradOutput, dropout: nil)
         #expect(try gradients.dq.toDoubleArray() == direct.dq.toDoubleArray())
         #expect(try gradients.dv.toDoubleArray() == direct.dv.toDoubleArray())
@@ -132,7 +133,8 @@ import Testing
         let gradOutput = try Self.randn([1, 5, 2, 4], 36, .float64)
         let replayed = try memoryEfficientAttentionBackward(gradOutput, output: forward.output, lse: forward.lse, query: query,
                                                             key: key, value: value, dropout: forward.dropout)
-        let direct = try Operators.backward[0].backward(Inputs(query: query, key: key, value: value, p: 0.4),
+        let direct = try Operators.backwardOperator(for: Inputs(query: query, key: key, value: value, p: 0.4)).backward(
+                                                        Inputs(query: query, key: key, value: value, p: 0.4),
                                                         output: forward.output, lse: forward.lse, gradOutput: gradOutput,
                                                         dropout: forward.dropout)
         #expect(try replayed.dv.toDoubleArray() == direct.dv.toDoubleArray())

@@ -68,6 +68,68 @@ size_t fmha_forward_workspace_floats(int32_t head_dim, int32_t value_dim);
 void fmha_forward_tile_avx2(const fmha_forward_tile *tile);
 void fmha_forward_tile_generic(const fmha_forward_tile *tile);
 
+/// What the backward kernels share for one call and one K/V head.
+typedef struct fmha_backward_common {
+    int32_t head_dim;
+    int32_t value_dim;
+    int32_t dtype;           ///< dtype of q, k, v, bias and the output gradient
+    const void *k;           ///< K/V row j at k + j * k_row_stride
+    int64_t k_row_stride;
+    const void *v;
+    int64_t v_row_stride;
+    int64_t key_row_offset;  ///< as in fmha_forward_tile
+    const int64_t *pages;
+    int64_t page_size;
+    float scale;
+    int32_t dropout;
+    uint32_t dropout_threshold;
+    float dropout_keep_scale;
+    uint64_t dropout_seed;
+    uint32_t dropout_offset;
+    float *workspace;        ///< fmha_backward_workspace_floats(head_dim, value_dim) floats
+} fmha_backward_common;
+
+/// One query tile of one head, as the backward kernels see it.
+typedef struct fmha_backward_query_tile {
+    int32_t rows;
+    const void *q;           ///< query row r at q + r * q_row_stride
+    int64_t q_row_stride;
+    const void *grad_out;    ///< output-gradient row r at grad_out + r * grad_out_row_stride
+    int64_t grad_out_row_stride;
+    const float *lse;        ///< rows natural-log LSE values from the forward pass
+    const float *delta;      ///< rows values of rowsum(grad_out * out)
+    const int64_t *row_lo;   ///< logical key ranges, as in fmha_forward_tile
+    const int64_t *row_hi;
+    const void *bias;        ///< optional tensor bias, as in fmha_forward_tile
+    int64_t bias_row_stride;
+    int64_t bias_col_stride;
+    float *grad_bias;        ///< optional float32 gradient of the bias: row r, K/V row j at grad_bias + r * grad_bias_row_stride + j
+    int64_t grad_bias_row_stride;
+    uint32_t dropout_head;
+    int64_t dropout_query0;
+    float *grad_q;           ///< float32 dQ row r at grad_q + r * grad_q_row_stride (written by fmha_backward_dq)
+    int64_t grad_q_row_stride;
+} fmha_backward_query_tile;
+
+/// Floats of workspace one backward work item needs.
+size_t fmha_backward_workspace_floats(int32_t head_dim, int32_t value_dim);
+
+/// dQ (and the bias gradient) of one query tile over logical keys [key_begin, key_end).
+void fmha_backward_dq_avx2(const fmha_backward_common *common, const fmha_backward_query_tile *tile,
+                           int64_t key_begin, int64_t key_end);
+void fmha_backward_dq_generic(const fmha_backward_common *common, const fmha_backward_query_tile *tile,
+                              int64_t key_begin, int64_t key_end);
+
+/// dK and dV of the logical keys [key_begin, key_end) (at most FMHA_TILE_KEYS) from `tile_count`
+/// query tiles (of every head that shares this K/V head), added into float32 rows
+/// grad_k + j * grad_k_row_stride and grad_v + j * grad_v_row_stride for K/V row j.
+void fmha_backward_dkdv_avx2(const fmha_backward_common *common, const fmha_backward_query_tile *tiles,
+                             int32_t tile_count, int64_t key_begin, int64_t key_end, float *grad_k,
+                             int64_t grad_k_row_stride, float *grad_v, int64_t grad_v_row_stride);
+void fmha_backward_dkdv_generic(const fmha_backward_common *common, const fmha_backward_query_tile *tiles,
+                                int32_t tile_count, int64_t key_begin, int64_t key_end, float *grad_k,
+                                int64_t grad_k_row_stride, float *grad_v, int64_t grad_v_row_stride);
+
 /// Philox4x32-10 of (counter, key): four words into out (for tests of the C copy).
 void fmha_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]);
 

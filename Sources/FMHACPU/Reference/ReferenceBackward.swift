@@ -58,9 +58,9 @@ public struct ReferenceBackward: BackwardOperator {
             }
         }
         return Gradients(
-            dq: try BroadcastGradient.tensor(dq, like: inputs.query),
-            dk: try BroadcastGradient.tensor(dk, like: inputs.key),
-            dv: try BroadcastGradient.tensor(dv, like: inputs.value),
-            dBias: try biasTensor.map { try BroadcastGradient.tensor(dBias, like: $0) })
+            dq: try BroadcastGradient.tensor(dq, shape: inputs.query.shape, like: inputs.query),
+            dk: try BroadcastGradient.tensor(dk, shape: inputs.key.shape, like: inputs.key),
+            dv: try BroadcastGradient.tensor(dv, shape: inputs.value.shape, like: inputs.value),
+            dBias: try biasTensor.map { try BroadcastGradient.tensor(dBias, shape: $0.shape, like: $0) })
     }
 }

@@ -32,6 +32,7 @@ public struct CPUForward: ForwardOperator {
 
     public func forward(_ inputs: Inputs, dropout: DropoutState?) throws -> ForwardOutput {
         let d = try inputs.validate()
+        try requireSupport(inputs)
         let views = try inputs.bmghkViews()
         let biasView = try inputs.bmghkBiasView()
         let output = try Tensor.zeros(d.outputShape, dtype: inputs.resolvedOutputDType)
@@ -48,14 +49,9 @@ public struct CPUForward: ForwardOperator {
             let query = views.query, key = views.key, value = views.value
             let workspaceFloats = fmha_forward_workspace_floats(Int32(d.headDimension), Int32(d.valueHeadDimension))
             CPUThreads.run(items: items) { assigned in
-                let workspace = UnsafeMutablePointer<Float>.allocate(capacity: workspaceFloats + 16)
+              Workspace.with(floats: workspaceFloats) { aligned in
                 let rowBounds = UnsafeMutablePointer<Int64>.allocate(capacity: 2 * Int(FMHA_TILE_QUERIES))
-                defer {
-                    workspace.deallocate()
-                    rowBounds.deallocate()
-                }
-                let aligned = UnsafeMutableRawPointer(workspace).alignedUp(toMultipleOf: 64)
-                    .assumingMemoryBound(to: Float.self)
+                defer { rowBounds.deallocate() }
                 for item in assigned {
                     let headIndex = item / plan.tiles.count, tile = plan.tiles[item % plan.tiles.count]
                     let h = headIndex % d.heads, g = (headIndex / d.heads) % d.groups, b = headIndex / (d.heads * d.groups)
@@ -105,6 +101,7 @@ public struct CPUForward: ForwardOperator {
                         kernel(&t)
                     }
                 }
+              }
             }
         }
         return ForwardOutput(output: output, lse: lse)

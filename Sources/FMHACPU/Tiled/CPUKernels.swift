@@ -25,6 +25,22 @@ public enum CPUKernels: String, Sendable, Hashable, CaseIterable {
 
     typealias ForwardTile = @convention(c) (UnsafePointer<fmha_forward_tile>?) -> Void
 
+    typealias BackwardQuery = @convention(c) (UnsafePointer<fmha_backward_common>?, UnsafePointer<fmha_backward_query_tile>?,
+                                              Int64, Int64) -> Void
+    typealias BackwardKeys = @convention(c) (UnsafePointer<fmha_backward_common>?, UnsafePointer<fmha_backward_query_tile>?,
+                                             Int32, Int64, Int64, UnsafeMutablePointer<Float>?, Int64,
+                                             UnsafeMutablePointer<Float>?, Int64) -> Void
+
+    /// The backward dQ kernel of this build.
+    var backwardQuery: BackwardQuery {
+        resolved == .avx2 ? fmha_backward_dq_avx2 : fmha_backward_dq_generic
+    }
+
+    /// The backward dK/dV kernel of this build.
+    var backwardKeys: BackwardKeys {
+        resolved == .avx2 ? fmha_backward_dkdv_avx2 : fmha_backward_dkdv_generic
+    }
+
     /// The forward tile kernel of this build.
     var forwardTile: ForwardTile {
         resolved == .avx2 ? fmha_forward_tile_avx2 : fmha_forward_tile_generic
@@ -38,6 +54,11 @@ enum CPUTiledCapabilities {
         biasTypes: attentionBiasTypes, supportsDropout: true, supportsCustomScale: true,
         supportsDifferentValueHeadDimension: true, supportsBMGHK: true, supportsPartial: true,
         supportsOutputDType: true, isDeterministic: true)
+    static let backward = OperatorCapabilities(
+        devices: [.cpu], dtypes: [.float32, .float16, .bfloat16], maxHeadDimension: 4096,
+        biasTypes: attentionBiasTypes, supportsDropout: true, supportsCustomScale: true,
+        supportsDifferentValueHeadDimension: true, supportsBMGHK: true, isDeterministic: true,
+        supportsBiasGradient: true)
 }
 
 extension DType {

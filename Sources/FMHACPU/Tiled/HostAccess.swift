@@ -71,3 +71,13 @@ struct UncheckedSendable<Value>: @unchecked Sendable {
         self.value = value
     }
 }
+
+/// A worker thread's kernel workspace.
+enum Workspace {
+    /// Calls `body` with `floats` floats of 64-byte-aligned scratch memory.
+    static func with(floats: Int, _ body: (UnsafeMutablePointer<Float>) -> Void) {
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: (floats + 16) * MemoryLayout<Float>.size, alignment: 64)
+        defer { raw.deallocate() }
+        body(raw.bindMemory(to: Float.self, capacity: floats + 16))
+    }
+}

@@ -47,6 +47,51 @@ struct TilePlan: Sendable {
         self.tiles = tiles
     }
 
+    /// Up to `tileKeys` consecutive logical keys of one block, with the query tiles of that block.
+    struct KeyTile: Sendable {
+        var block: Int
+        var keys: Range<Int64>
+        /// Indices into `tiles` of the block's query tiles.
+        var queryTiles: Range<Int>
+    }
+
+    /// The key tiles of every block that has queries.
+    func keyTiles(tileKeys: Int) -> [KeyTile] {
+        var result = [KeyTile](), first = 0
+        while first < tiles.count {
+            let block = tiles[first].block
+            var last = first
+            while last < tiles.count, tiles[last].block == block { last += 1 }
+            let start = Int64(blocks?.keyStarts[block] ?? 0), count = Int64(blocks?.keyLengths[block] ?? keyLength)
+            var key = start
+            while key < start + count {
+                let end = min(key + Int64(tileKeys), start + count)
+                result.append(KeyTile(block: block, keys: key..<end, queryTiles: first..<last))
+                key = end
+            }
+            first = last
+        }
+        return result
+    }
+
+    /// Whether two blocks (or two pages of one block) can name the same K/V row, so that key
+    /// tiles of different blocks must not be processed at the same time.
+    var keyRowsOverlap: Bool {
+        guard let blocks else { return false }
+        if let pages = blocks.pages {
+            var seen = Set<Int>()
+            for block in 0..<blocks.count where blocks.keyLengths[block] > 0 {
+                let first = blocks.keyStarts[block] / pages.pageSize
+                let last = (blocks.keyStarts[block] + blocks.keyLengths[block] - 1) / pages.pageSize
+                for page in first...last where !seen.insert(pages.blockTables[block][page]).inserted { return true }
+            }
+            return false
+        }
+        let intervals = (0..<blocks.count).filter { blocks.keyLengths[$0] > 0 }
+            .map { blocks.keyStarts[$0]..<(blocks.keyStarts[$0] + blocks.keyLengths[$0]) }.sorted { $0.lowerBound < $1.lowerBound }
+        return zip(intervals, intervals.dropFirst()).contains { $1.lowerBound < $0.upperBound }
+    }
+
     /// Writes the logical key range `[lo, hi)` each row of `tile` sees and returns their union
     /// (empty when no row sees a key).
     func keyRanges(_ tile: Tile, lo: UnsafeMutablePointer<Int64>, hi: UnsafeMutablePointer<Int64>) -> Range<Int64> {

@@ -118,14 +118,17 @@ extension Inputs {
     /// Query, key and value as BMGHK views (size-1 G and H dimensions inserted for BMHK and BMK),
     /// without copying: strides, including stride 0, are kept.
     public func bmghkViews() throws -> (query: Tensor, key: Tensor, value: Tensor) {
-        func view(_ tensor: Tensor) throws -> Tensor {
-            switch tensor.rank {
-            case 3: try tensor.unsqueezed(at: 2).unsqueezed(at: 2)
-            case 4: try tensor.unsqueezed(at: 2)
-            default: tensor
-            }
+        (try Inputs.bmghkView(query), try Inputs.bmghkView(key), try Inputs.bmghkView(value))
+    }
+
+    /// A `[B, M, ..., K]` tensor of rank 3, 4 or 5 (query, key, value, output or its gradient) as a
+    /// BMGHK view, without copying.
+    public static func bmghkView(_ tensor: Tensor) throws -> Tensor {
+        switch tensor.rank {
+        case 3: try tensor.unsqueezed(at: 2).unsqueezed(at: 2)
+        case 4: try tensor.unsqueezed(at: 2)
+        default: tensor
         }
-        return (try view(query), try view(key), try view(value))
     }
 
     /// The tensor bias, if any, as a `[B, G, H, Mq, Mkv]` view without copying.

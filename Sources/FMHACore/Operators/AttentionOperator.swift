@@ -14,6 +14,15 @@ extension AttentionOperator {
         capabilityReasons(inputs)
     }
 
+    /// Throws the operator's reasons unless it can run `inputs`: operators call this first, so
+    /// that calling one directly with inputs it does not support fails cleanly.
+    public func requireSupport(_ inputs: Inputs) throws {
+        let reasons = notSupportedReasons(inputs)
+        guard reasons.isEmpty else {
+            throw FMHAError(.unsupported, "Operator `\(name)` does not support these inputs: " + reasons.joined(separator: "; "))
+        }
+    }
+
     /// The reasons that follow from `capabilities` alone, in xFormers' order.
     public func capabilityReasons(_ inputs: Inputs) -> [String] {
         let capabilities = self.capabilities

@@ -1,0 +1,204 @@
+// The backward kernels, written once with vector extensions and included by one .c file per
+// instruction set (FMHA_TARGET and FMHA_NAME as for forward_tile_body.h).
+//
+// Both recompute the tile's probabilities from the forward LSE (P = 2^(S·log2 e − LSE·log2 e)),
+// then dP = dO·Vᵀ (times the dropout factor) and dS = P∘(dP − D) with D = rowsum(dO∘O).
+// fmha_backward_dq walks the keys of one query tile and forms dQ = scale·dS·K (and writes dS as
+// the bias gradient); fmha_backward_dkdv walks the query tiles that see one key tile and forms
+// dV = (P∘dropout)ᵀ·dO and dK = scale·dSᵀ·Q. Every output element is written by one work item in
+// a fixed order, so results do not depend on threads.
+
+#include <math.h>
+#include "tile_math.h"
+
+/// Workspace of one backward work item.
+typedef struct backward_buffers {
+    float *qt;      // K × R, scaled by scale·log2(e)
+    float *qrows;   // R × K, unscaled (for dK)
+    float *dot;     // Kv × R (dP = V·dOᵀ)
+    float *dorows;  // R × Kv (for dV)
+    float *st;      // (C + 4) × R: scores, then P
+    float *dpt;     // (C + 4) × R: dP, then dS
+    float *kbuf;    // C × K converted keys
+    float *vbuf;    // C × Kv converted values
+    float *zeros;   // max(K, Kv) zeros
+    float *acc_a;   // K × R (dQᵀ) or (C + 4) × K (dK)
+    float *acc_b;   // (C + 4) × Kv (dV)
+    float *base;    // R: LSE·log2(e), +inf for rows without keys
+    float *delta;   // R
+} backward_buffers;
+
+FMHA_INLINE backward_buffers backward_layout(float *w, int32_t K, int32_t KV) {
+    backward_buffers b;
+    const int32_t wide = K > KV ? K : KV;
+    b.qt = w; w += (int64_t)K * R;
+    b.qrows = w; w += (int64_t)R * K;
+    b.dot = w; w += (int64_t)KV * R;
+    b.dorows = w; w += (int64_t)R * KV;
+    b.st = w; w += (int64_t)(C + 4) * R;
+    b.dpt = w; w += (int64_t)(C + 4) * R;
+    b.kbuf = w; w += (int64_t)C * K;
+    b.vbuf = w; w += (int64_t)C * KV;
+    b.zeros = w; w += wide;
+    b.acc_a = w; w += (int64_t)(C + 4) * K;
+    b.acc_b = w; w += (int64_t)(C + 4) * KV;
+    b.base = w; w += R;
+    b.delta = w;
+    return b;
+}
+
+/// Loads a query tile: q and dO, row-major and transposed, LSE in log2 units and D.
+FMHA_INLINE void load_query_tile(const fmha_backward_common *c, const fmha_backward_query_tile *tile, backward_buffers *b) {
+    const int32_t K = c->head_dim, KV = c->value_dim;
+    const float qscale = c->scale * (float)M_LOG2E;
+    memset(b->qt, 0, sizeof(float) * (size_t)K * R);
+    memset(b->dot, 0, sizeof(float) * (size_t)KV * R);
+    memset(b->qrows, 0, sizeof(float) * (size_t)K * R);
+    memset(b->dorows, 0, sizeof(float) * (size_t)KV * R);
+    for (int32_t r = 0; r < R; r++) {
+        b->base[r] = INFINITY;
+        b->delta[r] = 0;
+    }
+    for (int32_t r = 0; r < tile->rows; r++) {
+        float *qrow = b->qrows + (int64_t)r * K, *dorow = b->dorows + (int64_t)r * KV;
+        load_row(qrow, tile->q, r * tile->q_row_stride, K, c->dtype);
+        load_row(dorow, tile->grad_out, r * tile->grad_out_row_stride, KV, c->dtype);
+        for (int32_t x = 0; x < K; x++) b->qt[(int64_t)x * R + r] = qrow[x] * qscale;
+        for (int32_t x = 0; x < KV; x++) b->dot[(int64_t)x * R + r] = dorow[x];
+        b->base[r] = tile->lse[r] == -INFINITY ? INFINITY : tile->lse[r] * (float)M_LOG2E;
+        b->delta[r] = tile->delta[r];
+    }
+}
+
+/// Points key/value rows [k0, k0 + n) at the inputs (float32) or at converted copies.
+FMHA_INLINE void load_key_tile(const fmha_backward_common *c, int64_t k0, int32_t n, backward_buffers *b,
+                               const float **krow, const float **vrow, int64_t *physical) {
+    const int32_t K = c->head_dim, KV = c->value_dim;
+    for (int32_t j = 0; j < n; j++) {
+        const int64_t row = physical_row(k0 + j, c->key_row_offset, c->pages, c->page_size);
+        physical[j] = row;
+        if (c->dtype == FMHA_DTYPE_F32) {
+            krow[j] = (const float *)c->k + row * c->k_row_stride;
+            vrow[j] = (const float *)c->v + row * c->v_row_stride;
+        } else {
+            load_row(b->kbuf + (int64_t)j * K, c->k, row * c->k_row_stride, K, c->dtype);
+            load_row(b->vbuf + (int64_t)j * KV, c->v, row * c->v_row_stride, KV, c->dtype);
+            krow[j] = b->kbuf + (int64_t)j * K;
+            vrow[j] = b->vbuf + (int64_t)j * KV;
+        }
+    }
+    for (int32_t j = n; j < C + 4; j++) {
+        krow[j] = b->zeros;
+        vrow[j] = b->zeros;
+    }
+}
+
+/// For keys [k0, k0 + n) of a loaded query tile: st = P (before dropout) and dpt = dS, with
+/// dropout applied to st when `dropped` (for dV) — dS always uses the undropped P.
+FMHA_INLINE void probabilities_and_gradients(const fmha_backward_common *c, const fmha_backward_query_tile *tile,
+                                             backward_buffers *b, const float *const *krow, const float *const *vrow,
+                                             const int64_t *physical, int64_t k0, int32_t n, int dropped) {
+    int32_t lo[R], hi[R];
+    int any;
+    const int full = tile_ranges(tile->row_lo, tile->row_hi, tile->rows, k0, n, lo, hi, &any);
+    scores(b->st, krow, b->qt, n, c->head_dim);
+    if (tile->bias) {
+        for (int32_t j = 0; j < n; j++) {
+            for (int32_t r = 0; r < tile->rows; r++) {
+                b->st[(int64_t)j * R + r] += load_scalar(tile->bias, r * tile->bias_row_stride + physical[j] * tile->bias_col_stride,
+                                                         c->dtype) * (float)M_LOG2E;
+            }
+        }
+    }
+    if (!full) mask_scores(b->st, lo, hi, n);
+    scores(b->dpt, vrow, b->dot, n, c->value_dim);
+    for (int32_t iv = 0; iv < R / 8; iv++) {
+        const v8f base = load8(b->base + iv * 8), delta = load8(b->delta + iv * 8);
+        for (int32_t j = 0; j < n; j++) {
+            float *s = b->st + (int64_t)j * R + iv * 8, *d = b->dpt + (int64_t)j * R + iv * 8;
+            const v8f p = exp2_v8(load8(s) - base);
+            store8(s, p);
+            if (!c->dropout) store8(d, p * (load8(d) - delta));
+        }
+    }
+    if (!c->dropout) return;
+    for (int32_t j = 0; j < n; j++) {
+        for (int32_t r = 0; r < tile->rows; r++) {
+            const int64_t index = (int64_t)j * R + r;
+            const float factor = dropout_factor(c->dropout_seed, c->dropout_offset, tile->dropout_head,
+                                                tile->dropout_query0 + r, physical[j], c->dropout_threshold,
+                                                c->dropout_keep_scale);
+            const float p = b->st[index];
+            b->dpt[index] = p * (b->dpt[index] * factor - b->delta[r]);
+            if (dropped) b->st[index] = p * factor;
+        }
+    }
+}
+
+FMHA_TARGET void FMHA_NAME(fmha_backward_dq)(const fmha_backward_common *c, const fmha_backward_query_tile *tile,
+                                             int64_t key_begin, int64_t key_end) {
+    const int32_t K = c->head_dim;
+    backward_buffers b = backward_layout(c->workspace, K, c->value_dim);
+    const float *krow[C + 4], *vrow[C + 4];
+    int64_t physical[C];
+    memset(b.zeros, 0, sizeof(float) * (size_t)(K > c->value_dim ? K : c->value_dim));
+    load_query_tile(c, tile, &b);
+    float *dqt = b.acc_a;  // K × R
+    memset(dqt, 0, sizeof(float) * (size_t)K * R);
+    for (int64_t k0 = key_begin; k0 < key_end; k0 += C) {
+        const int32_t n = (int32_t)(key_end - k0 < C ? key_end - k0 : C);
+        int32_t lo[R], hi[R];
+        int any;
+        tile_ranges(tile->row_lo, tile->row_hi, tile->rows, k0, n, lo, hi, &any);
+        if (!any) continue;
+        load_key_tile(c, k0, n, &b, krow, vrow, physical);
+        probabilities_and_gradients(c, tile, &b, krow, vrow, physical, k0, n, 0);
+        if (tile->grad_bias) {
+            for (int32_t j = 0; j < n; j++) {
+                for (int32_t r = 0; r < tile->rows; r++) {
+                    tile->grad_bias[r * tile->grad_bias_row_stride + physical[j]] = b.dpt[(int64_t)j * R + r];
+                }
+            }
+        }
+        accumulate_values(dqt, krow, b.dpt, n, K);
+    }
+    for (int32_t r = 0; r < tile->rows; r++) {
+        float *out = tile->grad_q + r * tile->grad_q_row_stride;
+        for (int32_t x = 0; x < K; x++) out[x] = dqt[(int64_t)x * R + r] * c->scale;
+    }
+}
+
+FMHA_TARGET void FMHA_NAME(fmha_backward_dkdv)(const fmha_backward_common *c, const fmha_backward_query_tile *tiles,
+                                               int32_t tile_count, int64_t key_begin, int64_t key_end, float *grad_k,
+                                               int64_t grad_k_row_stride, float *grad_v, int64_t grad_v_row_stride) {
+    const int32_t K = c->head_dim, KV = c->value_dim;
+    const int32_t n = (int32_t)(key_end - key_begin);
+    backward_buffers b = backward_layout(c->workspace, K, KV);
+    const float *krow[C + 4], *vrow[C + 4], *qrows[R], *dorows[R];
+    int64_t physical[C];
+    memset(b.zeros, 0, sizeof(float) * (size_t)(K > KV ? K : KV));
+    float *dk = b.acc_a, *dv = b.acc_b;  // (C + 4) × K and (C + 4) × Kv
+    memset(dk, 0, sizeof(float) * (size_t)(C + 4) * K);
+    memset(dv, 0, sizeof(float) * (size_t)(C + 4) * KV);
+    load_key_tile(c, key_begin, n, &b, krow, vrow, physical);
+    for (int32_t r = 0; r < R; r++) {
+        qrows[r] = b.qrows + (int64_t)r * K;
+        dorows[r] = b.dorows + (int64_t)r * KV;
+    }
+    for (int32_t t = 0; t < tile_count; t++) {
+        const fmha_backward_query_tile *tile = tiles + t;
+        int32_t lo[R], hi[R];
+        int any;
+        tile_ranges(tile->row_lo, tile->row_hi, tile->rows, key_begin, n, lo, hi, &any);
+        if (!any) continue;
+        load_query_tile(c, tile, &b);
+        probabilities_and_gradients(c, tile, &b, krow, vrow, physical, key_begin, n, 1);
+        accumulate_rows(dv, KV, b.st, dorows, n, KV);
+        accumulate_rows(dk, K, b.dpt, qrows, n, K);
+    }
+    for (int32_t j = 0; j < n; j++) {
+        float *gk = grad_k + physical[j] * grad_k_row_stride, *gv = grad_v + physical[j] * grad_v_row_stride;
+        for (int32_t x = 0; x < K; x++) gk[x] += dk[(int64_t)j * K + x] * c->scale;
+        for (int32_t x = 0; x < KV; x++) gv[x] += dv[(int64_t)j * KV + x];
+    }
+}

@@ -1,0 +1,197 @@
+// Tile arithmetic shared by the forward and backward kernel bodies (one copy per instruction
+// set): dtype conversion, and the three small matrix products the kernels are made of. Matrices
+// of a tile keep the R queries of a tile along the fast dimension (vectors of eight queries).
+#ifndef CFMHA_TILE_MATH_H
+#define CFMHA_TILE_MATH_H
+
+#include <string.h>
+#include "CFMHAKernels.h"
+#include "kernel_common.h"
+
+enum { R = FMHA_TILE_QUERIES, C = FMHA_TILE_KEYS, RV = FMHA_TILE_QUERIES / 8 };
+
+/// Reads element `index` of a q/k/v/bias array of `dtype` as float.
+FMHA_INLINE float load_scalar(const void *base, int64_t index, int32_t dtype) {
+    switch (dtype) {
+    case FMHA_DTYPE_F16: return (float)((const _Float16 *)base)[index];
+    case FMHA_DTYPE_BF16: return bf16_to_float(((const uint16_t *)base)[index]);
+    default: return ((const float *)base)[index];
+    }
+}
+
+/// dst[0..<n] = the n elements at base + offset, converted to float.
+FMHA_INLINE void load_row(float *dst, const void *base, int64_t offset, int32_t n, int32_t dtype) {
+    switch (dtype) {
+    case FMHA_DTYPE_F16: {
+        const _Float16 *src = (const _Float16 *)base + offset;
+        for (int32_t c = 0; c < n; c++) dst[c] = (float)src[c];
+        break;
+    }
+    case FMHA_DTYPE_BF16: {
+        const uint16_t *src = (const uint16_t *)base + offset;
+        for (int32_t c = 0; c < n; c++) dst[c] = bf16_to_float(src[c]);
+        break;
+    }
+    default: memcpy(dst, (const float *)base + offset, (size_t)n * sizeof(float));
+    }
+}
+
+/// Writes `value` as element `index` of an output array of `dtype`, rounded to nearest even.
+FMHA_INLINE void store_scalar(void *base, int64_t index, int32_t dtype, float value) {
+    switch (dtype) {
+    case FMHA_DTYPE_F16: ((_Float16 *)base)[index] = (_Float16)value; break;
+    case FMHA_DTYPE_BF16: ((uint16_t *)base)[index] = float_to_bf16(value); break;
+    default: ((float *)base)[index] = value;
+    }
+}
+
+/// st[j][i] = Σ_c key[j][c]·qt[c][i] for j < n (rows of `st` up to n rounded up to 4 are written;
+/// key rows past n point at zeros).
+FMHA_INLINE void scores(float *restrict st, const float *const *key, const float *restrict qt, int32_t n,
+                        int32_t head_dim) {
+    for (int32_t j = 0; j < n; j += 4) {
+        const float *k0 = key[j], *k1 = key[j + 1], *k2 = key[j + 2], *k3 = key[j + 3];
+        for (int32_t i = 0; i < R; i += 16) {
+            v8f a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0}, a20 = {0}, a21 = {0}, a30 = {0}, a31 = {0};
+            const float *q = qt + i;
+            for (int32_t c = 0; c < head_dim; c++, q += R) {
+                v8f q0 = load8(q), q1 = load8(q + 8);
+                v8f b0 = splat(k0[c]), b1 = splat(k1[c]), b2 = splat(k2[c]), b3 = splat(k3[c]);
+                a00 += b0 * q0; a01 += b0 * q1;
+                a10 += b1 * q0; a11 += b1 * q1;
+                a20 += b2 * q0; a21 += b2 * q1;
+                a30 += b3 * q0; a31 += b3 * q1;
+            }
+            float *s = st + (int64_t)j * R + i;
+            store8(s, a00); store8(s + 8, a01);
+            store8(s + R, a10); store8(s + R + 8, a11);
+            store8(s + 2 * R, a20); store8(s + 2 * R + 8, a21);
+            store8(s + 3 * R, a30); store8(s + 3 * R + 8, a31);
+        }
+    }
+}
+
+/// ot[v][i] += Σ_{j<n} value[j][v]·pt[j][i] for every v < value_dim.
+FMHA_INLINE void accumulate_values(float *restrict ot, const float *const *value, const float *restrict pt,
+                                   int32_t n, int32_t value_dim) {
+    int32_t v = 0;
+    for (; v + 4 <= value_dim; v += 4) {
+        for (int32_t i = 0; i < R; i += 16) {
+            float *o = ot + (int64_t)v * R + i;
+            v8f a00 = load8(o), a01 = load8(o + 8), a10 = load8(o + R), a11 = load8(o + R + 8);
+            v8f a20 = load8(o + 2 * R), a21 = load8(o + 2 * R + 8), a30 = load8(o + 3 * R), a31 = load8(o + 3 * R + 8);
+            const float *p = pt + i;
+            for (int32_t j = 0; j < n; j++, p += R) {
+                const float *w = value[j] + v;
+                v8f p0 = load8(p), p1 = load8(p + 8);
+                v8f b0 = splat(w[0]), b1 = splat(w[1]), b2 = splat(w[2]), b3 = splat(w[3]);
+                a00 += b0 * p0; a01 += b0 * p1;
+                a10 += b1 * p0; a11 += b1 * p1;
+                a20 += b2 * p0; a21 += b2 * p1;
+                a30 += b3 * p0; a31 += b3 * p1;
+            }
+            store8(o, a00); store8(o + 8, a01); store8(o + R, a10); store8(o + R + 8, a11);
+            store8(o + 2 * R, a20); store8(o + 2 * R + 8, a21); store8(o + 3 * R, a30); store8(o + 3 * R + 8, a31);
+        }
+    }
+    for (; v < value_dim; v++) {
+        for (int32_t i = 0; i < R; i += 16) {
+            float *o = ot + (int64_t)v * R + i;
+            v8f a0 = load8(o), a1 = load8(o + 8);
+            const float *p = pt + i;
+            for (int32_t j = 0; j < n; j++, p += R) {
+                v8f b = splat(value[j][v]);
+                a0 += b * load8(p);
+                a1 += b * load8(p + 8);
+            }
+            store8(o, a0);
+            store8(o + 8, a1);
+        }
+    }
+}
+
+/// out[j][x] += Σ_{i<R} a[j][i]·b_rows[i][x] for j < n rounded up to 4 and x < width: rows of `a`
+/// hold the R queries (as st does), `b_rows[i]` is query i's row (rows past the tile are zero).
+FMHA_INLINE void accumulate_rows(float *restrict out, int64_t out_stride, const float *restrict a, const float *const *b_rows,
+                                 int32_t n, int32_t width) {
+    for (int32_t j = 0; j < n; j += 4) {
+        const float *a0 = a + (int64_t)j * R, *a1 = a0 + R, *a2 = a1 + R, *a3 = a2 + R;
+        float *o0 = out + j * out_stride, *o1 = o0 + out_stride, *o2 = o1 + out_stride, *o3 = o2 + out_stride;
+        int32_t x = 0;
+        for (; x + 16 <= width; x += 16) {
+            v8f c00 = load8(o0 + x), c01 = load8(o0 + x + 8), c10 = load8(o1 + x), c11 = load8(o1 + x + 8);
+            v8f c20 = load8(o2 + x), c21 = load8(o2 + x + 8), c30 = load8(o3 + x), c31 = load8(o3 + x + 8);
+            for (int32_t i = 0; i < R; i++) {
+                v8f b0 = load8(b_rows[i] + x), b1 = load8(b_rows[i] + x + 8);
+                v8f s0 = splat(a0[i]), s1 = splat(a1[i]), s2 = splat(a2[i]), s3 = splat(a3[i]);
+                c00 += s0 * b0; c01 += s0 * b1;
+                c10 += s1 * b0; c11 += s1 * b1;
+                c20 += s2 * b0; c21 += s2 * b1;
+                c30 += s3 * b0; c31 += s3 * b1;
+            }
+            store8(o0 + x, c00); store8(o0 + x + 8, c01); store8(o1 + x, c10); store8(o1 + x + 8, c11);
+            store8(o2 + x, c20); store8(o2 + x + 8, c21); store8(o3 + x, c30); store8(o3 + x + 8, c31);
+        }
+        for (; x < width; x++) {
+            float c0 = o0[x], c1 = o1[x], c2 = o2[x], c3 = o3[x];
+            for (int32_t i = 0; i < R; i++) {
+                const float b = b_rows[i][x];
+                c0 += a0[i] * b; c1 += a1[i] * b; c2 += a2[i] * b; c3 += a3[i] * b;
+            }
+            o0[x] = c0; o1[x] = c1; o2[x] = c2; o3[x] = c3;
+        }
+    }
+}
+
+/// Sets the scores of hidden keys to -inf: key j is visible to query i iff lo[i] <= j < hi[i]
+/// (tile-relative).
+FMHA_INLINE void mask_scores(float *st, const int32_t *lo, const int32_t *hi, int32_t n) {
+    for (int32_t iv = 0; iv < R / 8; iv++) {
+        v8i lov = load8i(lo + iv * 8), hiv = load8i(hi + iv * 8);
+        for (int32_t j = 0; j < n; j++) {
+            v8i jv = splat_i(j);
+            v8i hidden = (jv < lov) | (jv >= hiv);
+            float *s = st + (int64_t)j * R + iv * 8;
+            store8(s, select(hidden, splat(-INFINITY), load8(s)));
+        }
+    }
+}
+
+/// Tile-relative visible ranges of each row for keys [k0, k0 + n); padding rows see nothing.
+/// Returns 1 when every real row sees the whole tile; *any is set when some row sees a key.
+FMHA_INLINE int tile_ranges(const int64_t *row_lo, const int64_t *row_hi, int32_t rows, int64_t k0, int32_t n,
+                            int32_t *lo, int32_t *hi, int *any) {
+    int full = 1;
+    *any = 0;
+    for (int32_t r = 0; r < R; r++) {
+        int64_t a = 0, b = 0;
+        if (r < rows) {
+            a = row_lo[r] - k0;
+            b = row_hi[r] - k0;
+            a = a < 0 ? 0 : (a > n ? n : a);
+            b = b < 0 ? 0 : (b > n ? n : b);
+            if (a > 0 || b < n) full = 0;
+            if (a < b) *any = 1;
+        }
+        lo[r] = (int32_t)a;
+        hi[r] = (int32_t)(b < a ? a : b);
+    }
+    return full;
+}
+
+/// The K/V row of logical key p.
+FMHA_INLINE int64_t physical_row(int64_t p, int64_t offset, const int64_t *pages, int64_t page_size) {
+    return pages ? pages[p / page_size] * page_size + p % page_size : offset + p;
+}
+
+/// Keep factor of the dropout mask for query `query` (packed index) and K/V row `row`.
+FMHA_INLINE float dropout_factor(uint64_t seed, uint32_t offset, uint32_t head, int64_t query, int64_t row,
+                                 uint32_t threshold, float keep_scale) {
+    const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+    const uint32_t counter[4] = {(uint32_t)(row >> 2), (uint32_t)query, head, offset};
+    uint32_t words[4];
+    philox(counter, key, words);
+    return words[row & 3] >= threshold ? keep_scale : 0.0f;
+}
+
+#endif

@@ -1,0 +1,250 @@
+import CFMHAKernels
+import FMHACore
+
+/// The fast CPU backward operator: FlashAttention-2's backward over the same tiles as
+/// `CPUForward`, in two passes that each own their outputs, so the bits do not depend on threads.
+///
+/// First D = rowsum(dO∘O). Then, per (query head, query tile), dQ (and the tensor-bias gradient)
+/// over the tile's visible keys; and per (K/V head, key tile), dK and dV over every query tile of
+/// every head that shares that K/V head, so grouped-query gradients are summed without expanded
+/// copies. Probabilities are recomputed from the forward LSE.
+public struct CPUBackward: BackwardOperator {
+    public let name: String
+    /// Which compiled kernels run.
+    public let kernels: CPUKernels
+
+    /// The operator with the best kernels this CPU runs (or `kernels`).
+    public init(kernels: CPUKernels = .best) {
+        self.kernels = kernels
+        name = kernels == .best ? "cpu-tiled" : "cpu-tiled-\(kernels.rawValue)"
+    }
+
+    public var capabilities: OperatorCapabilities { CPUTiledCapabilities.backward }
+
+    public func notSupportedReasons(_ inputs: Inputs) -> [String] {
+        capabilityReasons(inputs) + kernels.unavailableReasons
+    }
+
+    public func backward(_ inputs: Inputs, output: Tensor, lse: Tensor, gradOutput: Tensor,
+                         dropout: DropoutState?) throws -> Gradients {
+        let d = try inputs.validate()
+        try requireSupport(inputs)
+        try inputs.validateBackward(output: output, lse: lse, gradOutput: gradOutput, d)
+        let views = try inputs.bmghkViews()
+        let biasTensor = inputs.bias?.tensorBias
+        let biasView = try inputs.bmghkBiasView()
+        let gradView = try Inputs.bmghkView(gradOutput.converted(to: inputs.query.dtype))
+        let plan = TilePlan(mask: inputs.bias?.maskLayout, queryLength: d.queryLength, keyLength: d.keyLength,
+                            tileRows: Int(FMHA_TILE_QUERIES))
+        let heads = d.batch * d.groups * d.heads
+        let tileRows = Int(FMHA_TILE_QUERIES)
+
+        // D = rowsum(dO∘O) and the LSE, both [B, G, H, Mq]; the visible keys of every tile.
+        let lseValues = try lse.converted(to: .float32).toArray()
+        let delta = try Self.rowDots(gradOutput, output, d)
+        var bounds = [Int64](repeating: 0, count: 2 * tileRows * plan.tiles.count)
+        var unions = [Range<Int64>]()
+        bounds.withUnsafeMutableBufferPointer { buffer in
+            for (index, tile) in plan.tiles.enumerated() {
+                let lo = buffer.baseAddress! + 2 * tileRows * index
+                unions.append(plan.keyRanges(tile, lo: lo, hi: lo + tileRows))
+            }
+        }
+
+        // Float32 gradients: dQ as the query ([B, Mq, G, H, K]); dK, dV over the K/V heads
+        // (dimensions where both K and V have stride 0 collapse to 1).
+        let shared = [0, 2, 3].map { views.key.strides[$0] == 0 && views.value.strides[$0] == 0 && views.key.shape[$0] > 1 }
+        let grid = (batch: shared[0] ? 1 : d.batch, groups: shared[1] ? 1 : d.groups, heads: shared[2] ? 1 : d.heads)
+        var dq = [Float](repeating: 0, count: d.queryShape5D.reduce(1, *))
+        var dk = [Float](repeating: 0, count: grid.batch * d.keyLength * grid.groups * grid.heads * d.headDimension)
+        var dv = [Float](repeating: 0, count: grid.batch * d.keyLength * grid.groups * grid.heads * d.valueHeadDimension)
+        var dBias = [Float](repeating: 0, count: biasTensor == nil ? 0 : d.biasShape5D.reduce(1, *))
+        let mask = dropout.map(DropoutMask.init)
+        let workspaceFloats = fmha_backward_workspace_floats(Int32(d.headDimension), Int32(d.valueHeadDimension))
+        let dqKernel = kernels.backwardQuery, dkdvKernel = kernels.backwardKeys
+
+        let tensors = [views.query, views.key, views.value, gradView] + (biasView.map { [$0] } ?? [])
+        try HostAddresses.with(tensors) { addresses -> Void in
+            let query = views.query, key = views.key, value = views.value
+            try BackwardBuffers.with(dq: &dq, dk: &dk, dv: &dv, dBias: &dBias, bounds: bounds, lse: lseValues,
+                                     delta: delta) { out in
+                /// The kernel's view of query tile `tileIndex` of head (b, g, h).
+                func queryTile(_ b: Int, _ g: Int, _ h: Int, _ tileIndex: Int) -> fmha_backward_query_tile {
+                    let tile = plan.tiles[tileIndex], headIndex = (b * d.groups + g) * d.heads + h
+                    var t = fmha_backward_query_tile()
+                    t.rows = Int32(tile.rows)
+                    t.q = UnsafeRawPointer(addresses[0] + query.elementOffset(b, tile.start, g, h) * query.dtype.byteSize)
+                    t.q_row_stride = Int64(query.strides[1])
+                    t.grad_out = UnsafeRawPointer(addresses[3] + gradView.elementOffset(b, tile.start, g, h) * gradView.dtype.byteSize)
+                    t.grad_out_row_stride = Int64(gradView.strides[1])
+                    t.lse = out.lse + headIndex * d.queryLength + tile.start
+                    t.delta = out.delta + headIndex * d.queryLength + tile.start
+                    t.row_lo = out.bounds + 2 * tileRows * tileIndex
+                    t.row_hi = out.bounds + 2 * tileRows * tileIndex + tileRows
+                    if let bias = biasView {
+                        t.bias = UnsafeRawPointer(addresses[4] + bias.elementOffset(b, g, h, tile.start) * bias.dtype.byteSize)
+                        t.bias_row_stride = Int64(bias.strides[3])
+                        t.bias_col_stride = Int64(bias.strides[4])
+                        t.grad_bias = out.dBias + (headIndex * d.queryLength + tile.start) * d.keyLength
+                        t.grad_bias_row_stride = Int64(d.keyLength)
+                    }
+                    t.dropout_head = UInt32(truncatingIfNeeded: headIndex)
+                    t.dropout_query0 = Int64(tile.start)
+                    t.grad_q = out.dq + (((b * d.queryLength + tile.start) * d.groups + g) * d.heads + h) * d.headDimension
+                    t.grad_q_row_stride = Int64(d.groups * d.heads * d.headDimension)
+                    return t
+                }
+                /// What the kernels share for head (b, g, h)'s K/V.
+                func common(_ b: Int, _ g: Int, _ h: Int, _ workspace: UnsafeMutablePointer<Float>) -> fmha_backward_common {
+                    var c = fmha_backward_common()
+                    c.head_dim = Int32(d.headDimension)
+                    c.value_dim = Int32(d.valueHeadDimension)
+                    c.dtype = query.dtype.kernelCode
+                    c.k = UnsafeRawPointer(addresses[1] + key.elementOffset(b, 0, g, h) * key.dtype.byteSize)
+                    c.k_row_stride = Int64(key.strides[1])
+                    c.v = UnsafeRawPointer(addresses[2] + value.elementOffset(b, 0, g, h) * value.dtype.byteSize)
+                    c.v_row_stride = Int64(value.strides[1])
+                    c.page_size = Int64(plan.pageSize)
+                    c.scale = Float(inputs.effectiveScale)
+                    if let mask {
+                        c.dropout = 1
+                        c.dropout_threshold = mask.threshold
+                        c.dropout_keep_scale = Float(mask.keptScale)
+                        c.dropout_seed = mask.state.seed
+                        c.dropout_offset = mask.state.offset
+                    }
+                    c.workspace = workspace
+                    return c
+                }
+
+                // Pass 1: dQ and the bias gradient, one item per (query head, query tile).
+                CPUThreads.run(items: heads * plan.tiles.count) { assigned in
+                    Workspace.with(floats: workspaceFloats) { workspace in
+                        for item in assigned {
+                            let headIndex = item / plan.tiles.count, tileIndex = item % plan.tiles.count
+                            let h = headIndex % d.heads, g = (headIndex / d.heads) % d.groups, b = headIndex / (d.heads * d.groups)
+                            var t = queryTile(b, g, h, tileIndex)
+                            let keys = unions[tileIndex]
+                            Self.withPages(plan, block: plan.tiles[tileIndex].block, common(b, g, h, workspace)) {
+                                dqKernel($0, &t, keys.lowerBound, keys.upperBound)
+                            }
+                        }
+                    }
+                }
+
+                // Pass 2: dK and dV, one item per (K/V head, key tile).
+                let keyTiles = plan.keyTiles(tileKeys: Int(FMHA_TILE_KEYS))
+                let gridHeads = grid.batch * grid.groups * grid.heads
+                let sharing = [shared[0] ? d.batch : 1, shared[1] ? d.groups : 1, shared[2] ? d.heads : 1]
+                let threads = plan.keyRowsOverlap ? 1 : CPUThreads.count
+                CPUThreads.run(items: gridHeads * keyTiles.count, threads: threads) { assigned in
+                    Workspace.with(floats: workspaceFloats) { workspace in
+                        var tiles = [fmha_backward_query_tile]()
+                        for item in assigned {
+                            let gridHead = item / keyTiles.count, keyTile = keyTiles[item % keyTiles.count]
+                            let gh = gridHead % grid.heads, gg = (gridHead / grid.heads) % grid.groups
+                            let gb = gridHead / (grid.heads * grid.groups)
+                            tiles.removeAll(keepingCapacity: true)
+                            for sb in 0..<sharing[0] {
+                                for sg in 0..<sharing[1] {
+                                    for sh in 0..<sharing[2] {
+                                        for tileIndex in keyTile.queryTiles where unions[tileIndex].overlaps(keyTile.keys) {
+                                            tiles.append(queryTile(gb + sb, gg + sg, gh + sh, tileIndex))
+                                        }
+                                    }
+                                }
+                            }
+                            let kRow = ((gb * d.keyLength) * grid.groups + gg) * grid.heads + gh
+                            let rowStride = grid.groups * grid.heads
+                            Self.withPages(plan, block: keyTile.block, common(gb, gg, gh, workspace)) {
+                                dkdvKernel($0, tiles, Int32(tiles.count), keyTile.keys.lowerBound, keyTile.keys.upperBound,
+                                           out.dk + kRow * d.headDimension, Int64(rowStride * d.headDimension),
+                                           out.dv + kRow * d.valueHeadDimension, Int64(rowStride * d.valueHeadDimension))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        let gridShape = { (channels: Int) in
+            Self.originalRank([grid.batch, d.keyLength, grid.groups, grid.heads, channels], layout: d.layout)
+        }
+        return Gradients(
+            dq: try BroadcastGradient.tensor(dq, shape: inputs.query.shape, like: inputs.query),
+            dk: try BroadcastGradient.tensor(dk, shape: gridShape(d.headDimension), like: inputs.key),
+            dv: try BroadcastGradient.tensor(dv, shape: gridShape(d.valueHeadDimension), like: inputs.value),
+            dBias: try biasTensor.map { try BroadcastGradient.tensor(dBias, shape: $0.shape, like: $0) })
+    }
+
+    /// Calls `body` with `common`, its `pages` pointing at the page-table row of `block` when paged.
+    private static func withPages(_ plan: TilePlan, block: Int, _ common: fmha_backward_common,
+                                  _ body: (UnsafePointer<fmha_backward_common>) -> Void) {
+        var common = common
+        guard let row = plan.pageRows?[block] else { return withUnsafePointer(to: common, body) }
+        row.withUnsafeBufferPointer { pages in
+            common.pages = pages.baseAddress
+            withUnsafePointer(to: common, body)
+        }
+    }
+
+    /// A BMGHK shape back in the layout's rank (dropping the G/H dimensions BMHK and BMK lack).
+    private static func originalRank(_ shape: [Int], layout: AttentionLayout) -> [Int] {
+        switch layout {
+        case .bmk: [shape[0], shape[1], shape[4]]
+        case .bmhk: [shape[0], shape[1], shape[3], shape[4]]
+        case .bmghk: shape
+        }
+    }
+
+    /// rowsum(dO∘O) per query, in float32, as `[B, G, H, Mq]`.
+    private static func rowDots(_ gradOutput: Tensor, _ output: Tensor, _ d: AttentionDimensions) throws -> [Float] {
+        let gradient = try gradOutput.toArray(), values = try output.toArray()
+        var delta = [Float](repeating: 0, count: d.batch * d.groups * d.heads * d.queryLength)
+        let rowsPerPosition = d.groups * d.heads
+        for b in 0..<d.batch {
+            for i in 0..<d.queryLength {
+                for head in 0..<rowsPerPosition {
+                    let base = ((b * d.queryLength + i) * rowsPerPosition + head) * d.valueHeadDimension
+                    var sum: Float = 0
+                    for c in 0..<d.valueHeadDimension { sum += gradient[base + c] * values[base + c] }
+                    delta[(b * rowsPerPosition + head) * d.queryLength + i] = sum
+                }
+            }
+        }
+        return delta
+    }
+}
+
+/// Addresses of the backward pass's float buffers, valid inside one closure.
+struct BackwardBuffers {
+    let dq: UnsafeMutablePointer<Float>
+    let dk: UnsafeMutablePointer<Float>
+    let dv: UnsafeMutablePointer<Float>
+    let dBias: UnsafeMutablePointer<Float>
+    let bounds: UnsafePointer<Int64>
+    let lse: UnsafePointer<Float>
+    let delta: UnsafePointer<Float>
+
+    static func with(dq: inout [Float], dk: inout [Float], dv: inout [Float], dBias: inout [Float], bounds: [Int64],
+                     lse: [Float], delta: [Float], _ body: (BackwardBuffers) throws -> Void) rethrows {
+        try dq.withUnsafeMutableBufferPointer { dq in
+            try dk.withUnsafeMutableBufferPointer { dk in
+                try dv.withUnsafeMutableBufferPointer { dv in
+                    try dBias.withUnsafeMutableBufferPointer { dBias in
+                        try bounds.withUnsafeBufferPointer { bounds in
+                            try lse.withUnsafeBufferPointer { lse in
+                                try delta.withUnsafeBufferPointer { delta in
+                                    try body(BackwardBuffers(
+                                        dq: dq.baseAddress!, dk: dk.baseAddress!, dv: dv.baseAddress!,
+                                        dBias: dBias.baseAddress ?? dq.baseAddress!, bounds: bounds.baseAddress!,
+                                        lse: lse.baseAddress!, delta: delta.baseAddress!))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import FMHACore
+import Testing
+@testable import FMHACPU
+
+/// The tiled CPU backward against the float64 reference backward: every bias type, both kernel
+/// builds, dtypes, GQA with stride-0 K/V, dropout replay, overlapping key blocks, and identical
+/// bits for any thread count.
+@Suite(.serialized) struct CPUBackwardTests {
+    /// The kernel builds this CPU runs.
+    static let kernelBuilds: [CPUKernels] = CPUKernels.cpuHasAVX2 ? [.generic, .avx2] : [.generic]
+
+    /// Gradients of `inputs` from `operator` and from the reference, for a random output gradient.
+    static func gradients(_ inputs: Inputs, _ backward: any BackwardOperator, dropout: DropoutState? = nil)
+        throws -> (tested: Gradients, reference: Gradients) {
+        let forward = try ReferenceForward().forward(inputs, dropout: dropout)
+        let gradOutput = try Tensor.randn(forward.output.shape, dtype: inputs.query.dtype, seed: 4242)
+        let output = try forward.output.converted(to: inputs.query.dtype)
+        return (try backward.backward(inputs, output: output, lse: forward.lse, gradOutput: gradOutput, dropout: dropout),
+                try ReferenceBackward().backward(inputs, output: output, lse: forward.lse, gradOutput: gradOutput,
+                                                 dropout: dropout))
+    }
+
+    /// Every gradient within the backward tolerance of its dtype, with equal shapes and strides.
+    static func expectClose(_ tested: Gradients, _ reference: Gradients, _ what: String,
+                            sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let pairs = [("dq", tested.dq, reference.dq), ("dk", tested.dk, reference.dk), ("dv", tested.dv, reference.dv)]
+            + (reference.dBias.map { [("dBias", tested.dBias ?? $0, $0)] } ?? [])
+        #expect((tested.dBias == nil) == (reference.dBias == nil), "\(what): dBias presence", sourceLocation: sourceLocation)
+        for (name, value, expected) in pairs {
+            #expect(value.shape == expected.shape && value.strides == expected.strides && value.dtype == expected.dtype,
+                    "\(what) \(name): \(value) vs \(expected)", sourceLocation: sourceLocation)
+            let ratio = Tolerance.backward(value.dtype).worstRatio(try value.toDoubleArray(), try expected.toDoubleArray())
+            #expect(ratio <= 1, "\(what) \(name): worst error \(ratio)× the tolerance", sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test(arguments: attentionBiasTypes.map { $0.name }, kernelBuilds)
+    func everyBiasTypeMatchesTheReference(biasName: String, kernels: CPUKernels) throws {
+        let problem = try ReferenceForwardTests.problem(forBiasNamed: biasName)
+        let (tested, reference) = try Self.gradients(problem.inputs, CPUBackward(kernels: kernels))
+        try Self.expectClose(tested, reference, "\(biasName) \(kernels)")
+    }
+
+    @Test(arguments: [DType.float16, .bfloat16], kernelBuilds)
+    func halfPrecisionInputs(dtype: DType, kernels: CPUKernels) throws {
+        let bias = try BlockDiagonalCausalFromBottomRightMask.fromSeqlens(qSeqlen: [7, 0, 33], kvSeqlen: [9, 4, 40])
+        let inputs = Inputs(query: try Tensor.randn([1, 40, 2, 24], dtype: dtype, seed: 1),
+                            key: try Tensor.randn([1, 53, 2, 24], dtype: dtype, seed: 2),
+                            value: try Tensor.randn([1, 53, 2, 16], dtype: dtype, seed: 3), bias: bias, scale: 0.2)
+        let (tested, reference) = try Self.gradients(inputs, CPUBackward(kernels: kernels))
+        try Self.expectClose(tested, reference, "\(dtype) \(kernels)")
+    }
+
+    @Test(arguments: kernelBuilds)
+    func groupedQueryKeysGetSummedGradients(kernels: CPUKernels) throws {
+        // BMGHK: 2 groups of 4 query heads over one K/V head each; K/V expanded with stride 0.
+        let key = try Tensor.randn([1, 70, 2, 1, 32], seed: 5).expanded(to: [1, 70, 2, 4, 32])
+        let value = try Tensor.randn([1, 70, 2, 1, 8], seed: 6).expanded(to: [1, 70, 2, 4, 8])
+        let inputs = Inputs(query: try Tensor.randn([1, 65, 2, 4, 32], seed: 7), key: key, value: value,
+                            bias: LowerTriangularFromBottomRightMask())
+        let (tested, reference) = try Self.gradients(inputs, CPUBackward(kernels: kernels))
+        #expect(tested.dk.strides[3] == 0 && tested.dv.strides[3] == 0)
+        try Self.expectClose(tested, reference, "GQA \(kernels)")
+    }
+
+    @Test(arguments: kernelBuilds)
+    func dropoutReplaysTheForwardMask(kernels: CPUKernels) throws {
+        let bias = try BlockDiagonalCausalMask.fromSeqlens(qSeqlen: [33, 40], kvSeqlen: [70, 40])
+        let inputs = Inputs(query: try Tensor.randn([1, 73, 3, 16], seed: 8), key: try Tensor.randn([1, 110, 3, 16], seed: 9),
+                            value: try Tensor.randn([1, 110, 3, 16], seed: 10), bias: bias, p: 0.3)
+        let (tested, reference) = try Self.gradients(inputs, CPUBackward(kernels: kernels),
+                                                     dropout: DropoutState(p: 0.3, seed: 77, offset: 2))
+        try Self.expectClose(tested, reference, "dropout \(kernels)")
+    }
+
+    @Test func overlappingGappyBlocksAndSharedPages() throws {
+        // Two sequences reading the same keys: their dK/dV contributions add up in those rows.
+        let gappy = try BlockDiagonalCausalWithOffsetGappyKeysMask.fromSeqlens(
+            qSeqlen: [5, 7], kvSeqstarts: [10, 0, 90], kvSeqlen: [80, 70])
+        let gappyInputs = Inputs(query: try Tensor.randn([1, 12, 2, 16], seed: 11), key: try Tensor.randn([1, 90, 2, 16], seed: 12),
+                                 value: try Tensor.randn([1, 90, 2, 16], seed: 13), bias: gappy)
+        let (tested, reference) = try Self.gradients(gappyInputs, CPUBackward())
+        try Self.expectClose(tested, reference, "overlapping gappy")
+        // A prefix page shared by both sequences.
+        let paged = try PagedBlockDiagonalCausalWithOffsetPaddedKeysMask.fromSeqlens(
+            qSeqlen: [3, 4], kvSeqlen: [20, 30], blockTables: [[2, 0], [2, 1]], pageSize: 16)
+        let pagedInputs = Inputs(query: try Tensor.randn([1, 7, 2, 16], seed: 14), key: try Tensor.randn([1, 48, 2, 16], seed: 15),
+                                 value: try Tensor.randn([1, 48, 2, 16], seed: 16), bias: paged)
+        let (pagedTested, pagedReference) = try Self.gradients(pagedInputs, CPUBackward())
+        try Self.expectClose(pagedTested, pagedReference, "shared pages")
+    }
+
+    @Test func sameBitsForAnyThreadCount() throws {
+        let inputs = Inputs(query: try Tensor.randn([2, 100, 3, 24], seed: 17), key: try Tensor.randn([2, 130, 3, 24], seed: 18),
+                            value: try Tensor.randn([2, 130, 3, 24], seed: 19), bias: LowerTriangularFromBottomRightMask())
+        let previous = getenv("FMHA_NUM_THREADS").map { String(cString: $0) }
+        defer {
+            if let previous { setenv("FMHA_NUM_THREADS", previous, 1) } else { unsetenv("FMHA_NUM_THREADS") }
+        }
+        var results = [[Double]]()
+        for threads in ["1", "2", "3"] {
+            setenv("FMHA_NUM_THREADS", threads, 1)
+            let (tested, _) = try Self.gradients(inputs, CPUBackward())
+            results.append(try tested.dq.toDoubleArray() + tested.dk.toDoubleArray() + tested.dv.toDoubleArray())
+        }
+        #expect(results[0] == results[1] && results[1] == results[2])
+    }
+
+    @Test func refusesFloat64() throws {
+        let inputs = Inputs(query: try Tensor.randn([1, 2, 1, 8], dtype: .float64, seed: 1),
+                            key: try Tensor.randn([1, 2, 1, 8], dtype: .float64, seed: 2),
+                            value: try Tensor.randn([1, 2, 1, 8], dtype: .float64, seed: 3))
+        #expect(CPUBackward().notSupportedReasons(inputs).contains { $0.contains("float64") })
+    }
+}
