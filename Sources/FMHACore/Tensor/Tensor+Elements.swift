@@ -79,8 +79,23 @@ extension Tensor {
                                             got: "\(scalars.count)")
         }
         try self.init(allocating: shape, dtype: dtype, device: device)
+        // Typed loops for the common element types: the generic one pays for unspecialized
+        // generics per element when called from another module.
         let base = storage.hostAddress
-        for (index, value) in scalars.enumerated() { dtype.store(Double(value), base, index) }
+        switch scalars {
+        case let floats as [Float]:
+            if dtype == .float32 {
+                floats.withUnsafeBytes { bytes in
+                    if let source = bytes.baseAddress { base.copyMemory(from: source, byteCount: bytes.count) }
+                }
+            } else {
+                for index in floats.indices { dtype.store(Double(floats[index]), base, index) }
+            }
+        case let doubles as [Double]:
+            for index in doubles.indices { dtype.store(doubles[index], base, index) }
+        default:
+            for index in scalars.indices { dtype.store(Double(scalars[index]), base, index) }
+        }
     }
 
     /// A contiguous tensor of zeros.
