@@ -17,13 +17,13 @@ typedef struct backward_buffers {
     float *qrows;   // R × K, unscaled (for dK)
     float *dot;     // Kv × R (dP = V·dOᵀ)
     float *dorows;  // R × Kv (for dV)
-    float *st;      // (C + 4) × R: scores, then P
-    float *dpt;     // (C + 4) × R: dP, then dS
+    float *st;      // (CP) × R: scores, then P
+    float *dpt;     // (CP) × R: dP, then dS
     float *kbuf;    // C × K converted keys
     float *vbuf;    // C × Kv converted values
     float *zeros;   // max(K, Kv) zeros
-    float *acc_a;   // K × R (dQᵀ) or (C + 4) × K (dK)
-    float *acc_b;   // (C + 4) × Kv (dV)
+    float *acc_a;   // K × R (dQᵀ) or (CP) × K (dK)
+    float *acc_b;   // (CP) × Kv (dV)
     float *base;    // R: LSE·log2(e), +inf for rows without keys
     float *delta;   // R
 } backward_buffers;
@@ -35,13 +35,13 @@ FMHA_INLINE backward_buffers backward_layout(float *w, int32_t K, int32_t KV) {
     b.qrows = w; w += (int64_t)R * K;
     b.dot = w; w += (int64_t)KV * R;
     b.dorows = w; w += (int64_t)R * KV;
-    b.st = w; w += (int64_t)(C + 4) * R;
-    b.dpt = w; w += (int64_t)(C + 4) * R;
+    b.st = w; w += (int64_t)(CP) * R;
+    b.dpt = w; w += (int64_t)(CP) * R;
     b.kbuf = w; w += (int64_t)C * K;
     b.vbuf = w; w += (int64_t)C * KV;
     b.zeros = w; w += wide;
-    b.acc_a = w; w += (int64_t)(C + 4) * K;
-    b.acc_b = w; w += (int64_t)(C + 4) * KV;
+    b.acc_a = w; w += (int64_t)(CP) * K;
+    b.acc_b = w; w += (int64_t)(CP) * KV;
     b.base = w; w += R;
     b.delta = w;
     return b;
@@ -87,7 +87,7 @@ FMHA_INLINE void load_key_tile(const fmha_backward_common *c, int64_t k0, int32_
             vrow[j] = b->vbuf + (int64_t)j * KV;
         }
     }
-    for (int32_t j = n; j < C + 4; j++) {
+    for (int32_t j = n; j < CP; j++) {
         krow[j] = b->zeros;
         vrow[j] = b->zeros;
     }
@@ -139,7 +139,7 @@ FMHA_TARGET void FMHA_NAME(fmha_backward_dq)(const fmha_backward_common *c, cons
                                              int64_t key_begin, int64_t key_end) {
     const int32_t K = c->head_dim;
     backward_buffers b = backward_layout(c->workspace, K, c->value_dim);
-    const float *krow[C + 4], *vrow[C + 4];
+    const float *krow[CP], *vrow[CP];
     int64_t physical[C];
     memset(b.zeros, 0, sizeof(float) * (size_t)(K > c->value_dim ? K : c->value_dim));
     load_query_tile(c, tile, &b);
@@ -174,12 +174,12 @@ FMHA_TARGET void FMHA_NAME(fmha_backward_dkdv)(const fmha_backward_common *c, co
     const int32_t K = c->head_dim, KV = c->value_dim;
     const int32_t n = (int32_t)(key_end - key_begin);
     backward_buffers b = backward_layout(c->workspace, K, KV);
-    const float *krow[C + 4], *vrow[C + 4], *qrows[R], *dorows[R];
+    const float *krow[CP], *vrow[CP], *qrows[R], *dorows[R];
     int64_t physical[C];
     memset(b.zeros, 0, sizeof(float) * (size_t)(K > KV ? K : KV));
-    float *dk = b.acc_a, *dv = b.acc_b;  // (C + 4) × K and (C + 4) × Kv
-    memset(dk, 0, sizeof(float) * (size_t)(C + 4) * K);
-    memset(dv, 0, sizeof(float) * (size_t)(C + 4) * KV);
+    float *dk = b.acc_a, *dv = b.acc_b;  // (CP) × K and (CP) × Kv
+    memset(dk, 0, sizeof(float) * (size_t)(CP) * K);
+    memset(dv, 0, sizeof(float) * (size_t)(CP) * KV);
     load_key_tile(c, key_begin, n, &b, krow, vrow, physical);
     for (int32_t r = 0; r < R; r++) {
         qrows[r] = b.qrows + (int64_t)r * K;

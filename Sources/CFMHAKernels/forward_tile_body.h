@@ -15,14 +15,14 @@
 FMHA_TARGET void FMHA_NAME(fmha_forward_tile)(const fmha_forward_tile *t) {
     const int32_t K = t->head_dim, KV = t->value_dim, rows = t->rows, dtype = t->dtype;
     float *qt = t->workspace;                   // K × R
-    float *st = qt + (int64_t)K * R;            // (C + 4) × R
-    float *ot = st + (int64_t)(C + 4) * R;      // KV × R
+    float *st = qt + (int64_t)K * R;            // (CP) × R
+    float *ot = st + (int64_t)(CP) * R;      // KV × R
     float *kbuf = ot + (int64_t)KV * R;         // C × K
     float *vbuf = kbuf + (int64_t)C * K;        // C × KV
     float *zeros = vbuf + (int64_t)C * KV;      // K zeros, for key rows past the tile
     float *m = zeros + K;                       // R running maxima (log2 units)
     float *l = m + R;                           // R running sums
-    const float *krow[C + 4], *vrow[C];
+    const float *krow[CP], *vrow[C];
     int64_t physical[C];
     int32_t lo[R], hi[R];
 
@@ -56,7 +56,7 @@ FMHA_TARGET void FMHA_NAME(fmha_forward_tile)(const fmha_forward_tile *t) {
                 vrow[j] = vbuf + (int64_t)j * KV;
             }
         }
-        for (int32_t j = n; j < C + 4; j++) krow[j] = zeros;
+        for (int32_t j = n; j < CP; j++) krow[j] = zeros;
 
         scores(st, krow, qt, n, K);
 

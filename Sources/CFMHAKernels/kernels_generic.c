@@ -9,13 +9,13 @@
 
 size_t fmha_forward_workspace_floats(int32_t head_dim, int32_t value_dim) {
     const size_t r = FMHA_TILE_QUERIES, c = FMHA_TILE_KEYS;
-    return (size_t)head_dim * r + (c + 4) * r + (size_t)value_dim * r + c * (size_t)head_dim + c * (size_t)value_dim
+    return (size_t)head_dim * r + (c + 8) * r + (size_t)value_dim * r + c * (size_t)head_dim + c * (size_t)value_dim
            + (size_t)head_dim + 2 * r;
 }
 
 size_t fmha_backward_workspace_floats(int32_t head_dim, int32_t value_dim) {
     const size_t r = FMHA_TILE_QUERIES, c = FMHA_TILE_KEYS, k = (size_t)head_dim, kv = (size_t)value_dim;
-    return 2 * k * r + 2 * kv * r + 2 * (c + 4) * r + c * k + c * kv + (k > kv ? k : kv) + (c + 4) * k + (c + 4) * kv + 2 * r;
+    return 2 * k * r + 2 * kv * r + 2 * (c + 8) * r + c * k + c * kv + (k > kv ? k : kv) + (c + 8) * k + (c + 8) * kv + 2 * r;
 }
 
 void fmha_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]) {

@@ -45,53 +45,64 @@ FMHA_INLINE void store_scalar(void *base, int64_t index, int32_t dtype, float va
     }
 }
 
-/// st[j][i] = Σ_c key[j][c]·qt[c][i] for j < n (rows of `st` up to n rounded up to 4 are written;
-/// key rows past n point at zeros).
+/// Rows of key-indexed tile buffers: FMHA_TILE_KEYS plus room for the last microkernel block.
+enum { CP = C + 8 };
+
+/// st[j][i] = Σ_c key[j][c]·qt[c][i] for j < n (rows of `st` up to n rounded up to 6 are written;
+/// key rows past n point at zeros). Six keys × sixteen queries per step: twelve accumulators.
 FMHA_INLINE void scores(float *restrict st, const float *const *key, const float *restrict qt, int32_t n,
                         int32_t head_dim) {
-    for (int32_t j = 0; j < n; j += 4) {
-        const float *k0 = key[j], *k1 = key[j + 1], *k2 = key[j + 2], *k3 = key[j + 3];
+    for (int32_t j = 0; j < n; j += 6) {
+        const float *k0 = key[j], *k1 = key[j + 1], *k2 = key[j + 2], *k3 = key[j + 3], *k4 = key[j + 4], *k5 = key[j + 5];
         for (int32_t i = 0; i < R; i += 16) {
-            v8f a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0}, a20 = {0}, a21 = {0}, a30 = {0}, a31 = {0};
+            v8f a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0}, a20 = {0}, a21 = {0};
+            v8f a30 = {0}, a31 = {0}, a40 = {0}, a41 = {0}, a50 = {0}, a51 = {0};
             const float *q = qt + i;
             for (int32_t c = 0; c < head_dim; c++, q += R) {
-                v8f q0 = load8(q), q1 = load8(q + 8);
-                v8f b0 = splat(k0[c]), b1 = splat(k1[c]), b2 = splat(k2[c]), b3 = splat(k3[c]);
-                a00 += b0 * q0; a01 += b0 * q1;
-                a10 += b1 * q0; a11 += b1 * q1;
-                a20 += b2 * q0; a21 += b2 * q1;
-                a30 += b3 * q0; a31 += b3 * q1;
+                const v8f q0 = load8(q), q1 = load8(q + 8);
+                v8f b = splat(k0[c]); a00 += b * q0; a01 += b * q1;
+                b = splat(k1[c]); a10 += b * q0; a11 += b * q1;
+                b = splat(k2[c]); a20 += b * q0; a21 += b * q1;
+                b = splat(k3[c]); a30 += b * q0; a31 += b * q1;
+                b = splat(k4[c]); a40 += b * q0; a41 += b * q1;
+                b = splat(k5[c]); a50 += b * q0; a51 += b * q1;
             }
             float *s = st + (int64_t)j * R + i;
             store8(s, a00); store8(s + 8, a01);
             store8(s + R, a10); store8(s + R + 8, a11);
             store8(s + 2 * R, a20); store8(s + 2 * R + 8, a21);
             store8(s + 3 * R, a30); store8(s + 3 * R + 8, a31);
+            store8(s + 4 * R, a40); store8(s + 4 * R + 8, a41);
+            store8(s + 5 * R, a50); store8(s + 5 * R + 8, a51);
         }
     }
 }
 
-/// ot[v][i] += Σ_{j<n} value[j][v]·pt[j][i] for every v < value_dim.
+/// ot[v][i] += Σ_{j<n} value[j][v]·pt[j][i] for every v < value_dim: six values × sixteen
+/// queries per step, then single values for the rest.
 FMHA_INLINE void accumulate_values(float *restrict ot, const float *const *value, const float *restrict pt,
                                    int32_t n, int32_t value_dim) {
     int32_t v = 0;
-    for (; v + 4 <= value_dim; v += 4) {
+    for (; v + 6 <= value_dim; v += 6) {
         for (int32_t i = 0; i < R; i += 16) {
             float *o = ot + (int64_t)v * R + i;
             v8f a00 = load8(o), a01 = load8(o + 8), a10 = load8(o + R), a11 = load8(o + R + 8);
             v8f a20 = load8(o + 2 * R), a21 = load8(o + 2 * R + 8), a30 = load8(o + 3 * R), a31 = load8(o + 3 * R + 8);
+            v8f a40 = load8(o + 4 * R), a41 = load8(o + 4 * R + 8), a50 = load8(o + 5 * R), a51 = load8(o + 5 * R + 8);
             const float *p = pt + i;
             for (int32_t j = 0; j < n; j++, p += R) {
                 const float *w = value[j] + v;
-                v8f p0 = load8(p), p1 = load8(p + 8);
-                v8f b0 = splat(w[0]), b1 = splat(w[1]), b2 = splat(w[2]), b3 = splat(w[3]);
-                a00 += b0 * p0; a01 += b0 * p1;
-                a10 += b1 * p0; a11 += b1 * p1;
-                a20 += b2 * p0; a21 += b2 * p1;
-                a30 += b3 * p0; a31 += b3 * p1;
+                const v8f p0 = load8(p), p1 = load8(p + 8);
+                v8f b = splat(w[0]); a00 += b * p0; a01 += b * p1;
+                b = splat(w[1]); a10 += b * p0; a11 += b * p1;
+                b = splat(w[2]); a20 += b * p0; a21 += b * p1;
+                b = splat(w[3]); a30 += b * p0; a31 += b * p1;
+                b = splat(w[4]); a40 += b * p0; a41 += b * p1;
+                b = splat(w[5]); a50 += b * p0; a51 += b * p1;
             }
             store8(o, a00); store8(o + 8, a01); store8(o + R, a10); store8(o + R + 8, a11);
             store8(o + 2 * R, a20); store8(o + 2 * R + 8, a21); store8(o + 3 * R, a30); store8(o + 3 * R + 8, a31);
+            store8(o + 4 * R, a40); store8(o + 4 * R + 8, a41); store8(o + 5 * R, a50); store8(o + 5 * R + 8, a51);
         }
     }
     for (; v < value_dim; v++) {
