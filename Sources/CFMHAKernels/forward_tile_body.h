@@ -85,9 +85,12 @@ FMHA_TARGET void FMHA_NAME(fmha_forward_tile)(const fmha_forward_tile *t) {
             }
             store8(l + iv * 8, load8(l + iv * 8) * alpha + sum);
             store8(m + iv * 8, new_max);
-            for (int32_t v = 0; v < KV; v++) {
-                float *o = ot + (int64_t)v * R + iv * 8;
-                store8(o, load8(o) * alpha);
+            // Once the running maxima settle, most tiles leave them unchanged: skip the rescale.
+            if (!all_true(new_max == old_max)) {
+                for (int32_t v = 0; v < KV; v++) {
+                    float *o = ot + (int64_t)v * R + iv * 8;
+                    store8(o, load8(o) * alpha);
+                }
             }
         }
         if (t->dropout) {

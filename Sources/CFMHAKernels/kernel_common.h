@@ -23,6 +23,12 @@ FMHA_INLINE v8f splat(float x) { return (v8f){x, x, x, x, x, x, x, x}; }
 FMHA_INLINE v8i splat_i(int32_t x) { return (v8i){x, x, x, x, x, x, x, x}; }
 FMHA_INLINE v8f vmax(v8f a, v8f b) { return __builtin_elementwise_max(a, b); }
 
+/// Whether every lane of a comparison result is true.
+FMHA_INLINE int all_true(v8i mask) {
+    const v8i ones = splat_i(-1);
+    return __builtin_reduce_and(mask == ones) != 0;
+}
+
 /// Lanes of `when_true` where `mask` is all ones, of `when_false` elsewhere.
 FMHA_INLINE v8f select(v8i mask, v8f when_true, v8f when_false) {
     return (v8f)(((v8i)when_true & mask) | ((v8i)when_false & ~mask));

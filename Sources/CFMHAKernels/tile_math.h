@@ -105,6 +105,20 @@ FMHA_INLINE void accumulate_values(float *restrict ot, const float *const *value
             store8(o + 4 * R, a40); store8(o + 4 * R + 8, a41); store8(o + 5 * R, a50); store8(o + 5 * R + 8, a51);
         }
     }
+    // The rest, two values at a time (four accumulators), then one.
+    for (; v + 2 <= value_dim; v += 2) {
+        for (int32_t i = 0; i < R; i += 16) {
+            float *o = ot + (int64_t)v * R + i;
+            v8f a00 = load8(o), a01 = load8(o + 8), a10 = load8(o + R), a11 = load8(o + R + 8);
+            const float *p = pt + i;
+            for (int32_t j = 0; j < n; j++, p += R) {
+                const v8f p0 = load8(p), p1 = load8(p + 8);
+                v8f b = splat(value[j][v]); a00 += b * p0; a01 += b * p1;
+                b = splat(value[j][v + 1]); a10 += b * p0; a11 += b * p1;
+            }
+            store8(o, a00); store8(o + 8, a01); store8(o + R, a10); store8(o + R + 8, a11);
+        }
+    }
     for (; v < value_dim; v++) {
         for (int32_t i = 0; i < R; i += 16) {
             float *o = ot + (int64_t)v * R + i;
