@@ -135,35 +135,40 @@ FMHA_INLINE void accumulate_values(float *restrict ot, const float *const *value
     }
 }
 
-/// out[j][x] += Σ_{i<R} a[j][i]·b_rows[i][x] for j < n rounded up to 4 and x < width: rows of `a`
+/// out[j][x] += Σ_{i<R} a[j][i]·b_rows[i][x] for j < n rounded up to 6 and x < width: rows of `a`
 /// hold the R queries (as st does), `b_rows[i]` is query i's row (rows past the tile are zero).
+/// Six rows × sixteen columns per step (twelve accumulators), then single columns.
 FMHA_INLINE void accumulate_rows(float *restrict out, int64_t out_stride, const float *restrict a, const float *const *b_rows,
                                  int32_t n, int32_t width) {
-    for (int32_t j = 0; j < n; j += 4) {
-        const float *a0 = a + (int64_t)j * R, *a1 = a0 + R, *a2 = a1 + R, *a3 = a2 + R;
+    for (int32_t j = 0; j < n; j += 6) {
+        const float *a0 = a + (int64_t)j * R, *a1 = a0 + R, *a2 = a1 + R, *a3 = a2 + R, *a4 = a3 + R, *a5 = a4 + R;
         float *o0 = out + j * out_stride, *o1 = o0 + out_stride, *o2 = o1 + out_stride, *o3 = o2 + out_stride;
+        float *o4 = o3 + out_stride, *o5 = o4 + out_stride;
         int32_t x = 0;
         for (; x + 16 <= width; x += 16) {
             v8f c00 = load8(o0 + x), c01 = load8(o0 + x + 8), c10 = load8(o1 + x), c11 = load8(o1 + x + 8);
             v8f c20 = load8(o2 + x), c21 = load8(o2 + x + 8), c30 = load8(o3 + x), c31 = load8(o3 + x + 8);
+            v8f c40 = load8(o4 + x), c41 = load8(o4 + x + 8), c50 = load8(o5 + x), c51 = load8(o5 + x + 8);
             for (int32_t i = 0; i < R; i++) {
-                v8f b0 = load8(b_rows[i] + x), b1 = load8(b_rows[i] + x + 8);
-                v8f s0 = splat(a0[i]), s1 = splat(a1[i]), s2 = splat(a2[i]), s3 = splat(a3[i]);
-                c00 += s0 * b0; c01 += s0 * b1;
-                c10 += s1 * b0; c11 += s1 * b1;
-                c20 += s2 * b0; c21 += s2 * b1;
-                c30 += s3 * b0; c31 += s3 * b1;
+                const v8f b0 = load8(b_rows[i] + x), b1 = load8(b_rows[i] + x + 8);
+                v8f s = splat(a0[i]); c00 += s * b0; c01 += s * b1;
+                s = splat(a1[i]); c10 += s * b0; c11 += s * b1;
+                s = splat(a2[i]); c20 += s * b0; c21 += s * b1;
+                s = splat(a3[i]); c30 += s * b0; c31 += s * b1;
+                s = splat(a4[i]); c40 += s * b0; c41 += s * b1;
+                s = splat(a5[i]); c50 += s * b0; c51 += s * b1;
             }
             store8(o0 + x, c00); store8(o0 + x + 8, c01); store8(o1 + x, c10); store8(o1 + x + 8, c11);
             store8(o2 + x, c20); store8(o2 + x + 8, c21); store8(o3 + x, c30); store8(o3 + x + 8, c31);
+            store8(o4 + x, c40); store8(o4 + x + 8, c41); store8(o5 + x, c50); store8(o5 + x + 8, c51);
         }
         for (; x < width; x++) {
-            float c0 = o0[x], c1 = o1[x], c2 = o2[x], c3 = o3[x];
+            float c0 = o0[x], c1 = o1[x], c2 = o2[x], c3 = o3[x], c4 = o4[x], c5 = o5[x];
             for (int32_t i = 0; i < R; i++) {
                 const float b = b_rows[i][x];
-                c0 += a0[i] * b; c1 += a1[i] * b; c2 += a2[i] * b; c3 += a3[i] * b;
+                c0 += a0[i] * b; c1 += a1[i] * b; c2 += a2[i] * b; c3 += a3[i] * b; c4 += a4[i] * b; c5 += a5[i] * b;
             }
-            o0[x] = c0; o1[x] = c1; o2[x] = c2; o3[x] = c3;
+            o0[x] = c0; o1[x] = c1; o2[x] = c2; o3[x] = c3; o4[x] = c4; o5[x] = c5;
         }
     }
 }
