@@ -135,6 +135,16 @@ FMHA_INLINE void probabilities_and_gradients(const fmha_backward_common *c, cons
     }
 }
 
+/// Writes dS of keys [0, n) of the tile as the bias gradient (each element is written once).
+FMHA_INLINE void store_bias_gradient(const fmha_backward_query_tile *tile, const backward_buffers *b,
+                                     const int64_t *physical, int32_t n) {
+    for (int32_t j = 0; j < n; j++) {
+        for (int32_t r = 0; r < tile->rows; r++) {
+            tile->grad_bias[r * tile->grad_bias_row_stride + physical[j]] = b->dpt[(int64_t)j * R + r];
+        }
+    }
+}
+
 FMHA_TARGET void FMHA_NAME(fmha_backward_dq)(const fmha_backward_common *c, const fmha_backward_query_tile *tile,
                                              int64_t key_begin, int64_t key_end) {
     const int32_t K = c->head_dim;
@@ -153,13 +163,7 @@ FMHA_TARGET void FMHA_NAME(fmha_backward_dq)(const fmha_backward_common *c, cons
         if (!any) continue;
         load_key_tile(c, k0, n, &b, krow, vrow, physical);
         probabilities_and_gradients(c, tile, &b, krow, vrow, physical, k0, n, 0);
-        if (tile->grad_bias) {
-            for (int32_t j = 0; j < n; j++) {
-                for (int32_t r = 0; r < tile->rows; r++) {
-                    tile->grad_bias[r * tile->grad_bias_row_stride + physical[j]] = b.dpt[(int64_t)j * R + r];
-                }
-            }
-        }
+        if (tile->grad_bias) store_bias_gradient(tile, &b, physical, n);
         accumulate_values(dqt, krow, b.dpt, n, K);
     }
     for (int32_t r = 0; r < tile->rows; r++) {
@@ -195,6 +199,10 @@ FMHA_TARGET void FMHA_NAME(fmha_backward_dkdv)(const fmha_backward_common *c, co
         probabilities_and_gradients(c, tile, &b, krow, vrow, physical, key_begin, n, 1);
         accumulate_rows(dv, KV, b.st, dorows, n, KV);
         accumulate_rows(dk, K, b.dpt, qrows, n, K);
+        if (tile->grad_q_transposed) {
+            accumulate_values(tile->grad_q_transposed, krow, b.dpt, n, K);
+            if (tile->grad_bias) store_bias_gradient(tile, &b, physical, n);
+        }
     }
     for (int32_t j = 0; j < n; j++) {
         float *gk = grad_k + physical[j] * grad_k_row_stride, *gv = grad_v + physical[j] * grad_v_row_stride;

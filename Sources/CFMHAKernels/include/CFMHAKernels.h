@@ -109,6 +109,10 @@ typedef struct fmha_backward_query_tile {
     int64_t dropout_query0;
     float *grad_q;           ///< float32 dQ row r at grad_q + r * grad_q_row_stride (written by fmha_backward_dq)
     int64_t grad_q_row_stride;
+    /// Optional, for fmha_backward_dkdv run by the one work item that owns every key of the
+    /// tile's head: dQ accumulated transposed (head_dim × FMHA_TILE_QUERIES floats, unscaled) as
+    /// the key tiles go by; the bias gradient is then written there too.
+    float *grad_q_transposed;
 } fmha_backward_query_tile;
 
 /// Floats of workspace one backward work item needs.
@@ -122,7 +126,8 @@ void fmha_backward_dq_generic(const fmha_backward_common *common, const fmha_bac
 
 /// dK and dV of the logical keys [key_begin, key_end) (at most FMHA_TILE_KEYS) from `tile_count`
 /// query tiles (of every head that shares this K/V head), added into float32 rows
-/// grad_k + j * grad_k_row_stride and grad_v + j * grad_v_row_stride for K/V row j.
+/// grad_k + j * grad_k_row_stride and grad_v + j * grad_v_row_stride for K/V row j; and, for
+/// tiles with grad_q_transposed, their dQ and bias-gradient contributions.
 void fmha_backward_dkdv_avx2(const fmha_backward_common *common, const fmha_backward_query_tile *tiles,
                              int32_t tile_count, int64_t key_begin, int64_t key_end, float *grad_k,
                              int64_t grad_k_row_stride, float *grad_v, int64_t grad_v_row_stride);

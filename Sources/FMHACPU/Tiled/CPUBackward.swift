@@ -117,49 +117,104 @@ public struct CPUBackward: BackwardOperator {
                     return c
                 }
 
-                // Pass 1: dQ and the bias gradient, one item per (query head, query tile).
-                CPUThreads.run(items: heads * plan.tiles.count) { assigned in
-                    Workspace.with(floats: workspaceFloats) { workspace in
-                        for item in assigned {
-                            let headIndex = item / plan.tiles.count, tileIndex = item % plan.tiles.count
-                            let h = headIndex % d.heads, g = (headIndex / d.heads) % d.groups, b = headIndex / (d.heads * d.groups)
-                            var t = queryTile(b, g, h, tileIndex)
-                            let keys = unions[tileIndex]
-                            Self.withPages(plan, block: plan.tiles[tileIndex].block, common(b, g, h, workspace)) {
-                                dqKernel($0, &t, keys.lowerBound, keys.upperBound)
-                            }
-                        }
-                    }
-                }
-
-                // Pass 2: dK and dV, one item per (K/V head, key tile).
                 let keyTiles = plan.keyTiles(tileKeys: Int(FMHA_TILE_KEYS))
                 let gridHeads = grid.batch * grid.groups * grid.heads
                 let sharing = [shared[0] ? d.batch : 1, shared[1] ? d.groups : 1, shared[2] ? d.heads : 1]
-                let threads = plan.keyRowsOverlap ? 1 : CPUThreads.count
-                CPUThreads.run(items: gridHeads * keyTiles.count, threads: threads) { assigned in
-                    Workspace.with(floats: workspaceFloats) { workspace in
-                        var tiles = [fmha_backward_query_tile]()
-                        for item in assigned {
-                            let gridHead = item / keyTiles.count, keyTile = keyTiles[item % keyTiles.count]
-                            let gh = gridHead % grid.heads, gg = (gridHead / grid.heads) % grid.groups
-                            let gb = gridHead / (grid.heads * grid.groups)
-                            tiles.removeAll(keepingCapacity: true)
-                            for sb in 0..<sharing[0] {
-                                for sg in 0..<sharing[1] {
-                                    for sh in 0..<sharing[2] {
-                                        for tileIndex in keyTile.queryTiles where unions[tileIndex].overlaps(keyTile.keys) {
-                                            tiles.append(queryTile(gb + sb, gg + sg, gh + sh, tileIndex))
+                let sharingHeadCount = sharing.reduce(1, *)
+                let threads = CPUThreads.count
+                /// The query heads (b, g, h) that share K/V head `gridHead`.
+                func sharingHeads(of gridHead: Int) -> [(Int, Int, Int)] {
+                    let gh = gridHead % grid.heads, gg = (gridHead / grid.heads) % grid.groups
+                    let gb = gridHead / (grid.heads * grid.groups)
+                    var heads = [(Int, Int, Int)]()
+                    for sb in 0..<sharing[0] {
+                        for sg in 0..<sharing[1] {
+                            for sh in 0..<sharing[2] { heads.append((gb + sb, gg + sg, gh + sh)) }
+                        }
+                    }
+                    return heads
+                }
+                /// dK/dV of one key tile of K/V head `gridHead` from every query tile that sees it;
+                /// `accumulators` (one K × R block per sharing head and tile) also collect dQ.
+                func keyTile(_ gridHead: Int, _ keyTile: TilePlan.KeyTile, _ workspace: UnsafeMutablePointer<Float>,
+                             _ tiles: inout [fmha_backward_query_tile], accumulators: UnsafeMutablePointer<Float>?) {
+                    let heads = sharingHeads(of: gridHead)
+                    tiles.removeAll(keepingCapacity: true)
+                    for (position, (b, g, h)) in heads.enumerated() {
+                        for tileIndex in keyTile.queryTiles where unions[tileIndex].overlaps(keyTile.keys) {
+                            var t = queryTile(b, g, h, tileIndex)
+                            if let accumulators {
+                                t.grad_q_transposed = accumulators + (position * plan.tiles.count + tileIndex) * d.headDimension * tileRows
+                            } else {
+                                t.grad_bias = nil  // written by the dQ pass
+                            }
+                            tiles.append(t)
+                        }
+                    }
+                    let (b, g, h) = heads[0]
+                    let gh = gridHead % grid.heads, gg = (gridHead / grid.heads) % grid.groups
+                    let kRow = ((gridHead / (grid.heads * grid.groups) * d.keyLength) * grid.groups + gg) * grid.heads + gh
+                    let rowStride = grid.groups * grid.heads
+                    Self.withPages(plan, block: keyTile.block, common(b, g, h, workspace)) {
+                        dkdvKernel($0, tiles, Int32(tiles.count), keyTile.keys.lowerBound, keyTile.keys.upperBound,
+                                   out.dk + kRow * d.headDimension, Int64(rowStride * d.headDimension),
+                                   out.dv + kRow * d.valueHeadDimension, Int64(rowStride * d.valueHeadDimension))
+                    }
+                }
+
+                if gridHeads % threads == 0 || gridHeads >= 4 * threads {
+                    // One pass, one item per K/V head: it owns every key and every query of its
+                    // heads, so dQ accumulates across key tiles without races (FlashAttention-2's
+                    // backward: five products per tile pair).
+                    let accumulatorFloats = sharingHeadCount * plan.tiles.count * d.headDimension * tileRows
+                    CPUThreads.run(items: gridHeads) { assigned in
+                        Workspace.with(floats: workspaceFloats) { workspace in
+                            Workspace.with(floats: accumulatorFloats) { accumulators in
+                                var tiles = [fmha_backward_query_tile]()
+                                for gridHead in assigned {
+                                    accumulators.initialize(repeating: 0, count: accumulatorFloats)
+                                    for tile in keyTiles { keyTile(gridHead, tile, workspace, &tiles, accumulators: accumulators) }
+                                    for (position, (b, g, h)) in sharingHeads(of: gridHead).enumerated() {
+                                        for (tileIndex, tile) in plan.tiles.enumerated() {
+                                            let source = accumulators + (position * plan.tiles.count + tileIndex) * d.headDimension * tileRows
+                                            let target = queryTile(b, g, h, tileIndex)
+                                            for row in 0..<tile.rows {
+                                                let destination = target.grad_q + row * Int(target.grad_q_row_stride)
+                                                for channel in 0..<d.headDimension {
+                                                    destination[channel] = source[channel * tileRows + row] * Float(inputs.effectiveScale)
+                                                }
+                                            }
                                         }
                                     }
                                 }
                             }
-                            let kRow = ((gb * d.keyLength) * grid.groups + gg) * grid.heads + gh
-                            let rowStride = grid.groups * grid.heads
-                            Self.withPages(plan, block: keyTile.block, common(gb, gg, gh, workspace)) {
-                                dkdvKernel($0, tiles, Int32(tiles.count), keyTile.keys.lowerBound, keyTile.keys.upperBound,
-                                           out.dk + kRow * d.headDimension, Int64(rowStride * d.headDimension),
-                                           out.dv + kRow * d.valueHeadDimension, Int64(rowStride * d.valueHeadDimension))
+                        }
+                    }
+                } else {
+                    // Two passes, for more parallelism than there are K/V heads. First dQ and the
+                    // bias gradient, one item per (query head, query tile)...
+                    CPUThreads.run(items: heads * plan.tiles.count) { assigned in
+                        Workspace.with(floats: workspaceFloats) { workspace in
+                            for item in assigned {
+                                let headIndex = item / plan.tiles.count, tileIndex = item % plan.tiles.count
+                                let h = headIndex % d.heads, g = (headIndex / d.heads) % d.groups
+                                let b = headIndex / (d.heads * d.groups)
+                                var t = queryTile(b, g, h, tileIndex)
+                                let keys = unions[tileIndex]
+                                Self.withPages(plan, block: plan.tiles[tileIndex].block, common(b, g, h, workspace)) {
+                                    dqKernel($0, &t, keys.lowerBound, keys.upperBound)
+                                }
+                            }
+                        }
+                    }
+                    // ...then dK and dV, one item per (K/V head, key tile); key tiles of different
+                    // blocks that can name the same K/V rows are not processed at once.
+                    CPUThreads.run(items: gridHeads * keyTiles.count, threads: plan.keyRowsOverlap ? 1 : threads) { assigned in
+                        Workspace.with(floats: workspaceFloats) { workspace in
+                            var tiles = [fmha_backward_query_tile]()
+                            for item in assigned {
+                                keyTile(item / keyTiles.count, keyTiles[item % keyTiles.count], workspace, &tiles,
+                                        accumulators: nil)
                             }
                         }
                     }
