@@ -112,13 +112,13 @@ FMHA_INLINE void probabilities_and_gradients(const fmha_backward_common *c, cons
     }
     if (!full) mask_scores(b->st, lo, hi, n);
     scores(b->dpt, vrow, b->dot, n, c->value_dim);
-    for (int32_t iv = 0; iv < R / 8; iv++) {
-        const v8f base = load8(b->base + iv * 8), delta = load8(b->delta + iv * 8);
+    for (int32_t iv = 0; iv < R / VW; iv++) {
+        const vf base = loadv(b->base + iv * VW), delta = loadv(b->delta + iv * VW);
         for (int32_t j = 0; j < n; j++) {
-            float *s = b->st + (int64_t)j * R + iv * 8, *d = b->dpt + (int64_t)j * R + iv * 8;
-            const v8f p = exp2_v8(load8(s) - base);
-            store8(s, p);
-            if (!c->dropout) store8(d, p * (load8(d) - delta));
+            float *s = b->st + (int64_t)j * R + iv * VW, *d = b->dpt + (int64_t)j * R + iv * VW;
+            const vf p = exp2_v(loadv(s) - base);
+            storev(s, p);
+            if (!c->dropout) storev(d, p * (loadv(d) - delta));
         }
     }
     if (!c->dropout) return;

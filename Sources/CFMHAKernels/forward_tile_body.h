@@ -6,8 +6,8 @@
 //   qt[c][i]  queries transposed (K × R), pre-multiplied by scale·log2(e)
 //   st[j][i]  scores, then probabilities, of key j for query i (C × R), in log2 units
 //   ot[v][i]  output accumulators transposed (Kv × R)
-// Vectors run along the queries, so the softmax's row maxima and sums are plain vector ops and
-// the two products broadcast one key (value) element against eight queries at a time.
+// Vectors (VW lanes) run along the queries, so the softmax's row maxima and sums are plain vector ops and
+// the two products broadcast one key (value) element against VW queries at a time.
 
 #include <math.h>
 #include "tile_math.h"
@@ -69,27 +69,27 @@ FMHA_TARGET void FMHA_NAME(fmha_forward_tile)(const fmha_forward_tile *t) {
             }
         }
         if (!full) mask_scores(st, lo, hi, n);
-        // Online softmax, eight queries at a time.
-        for (int32_t iv = 0; iv < R / 8; iv++) {
-            v8f tile_max = splat(-INFINITY);
-            for (int32_t j = 0; j < n; j++) tile_max = vmax(tile_max, load8(st + (int64_t)j * R + iv * 8));
-            v8f old_max = load8(m + iv * 8), new_max = vmax(old_max, tile_max);
+        // Online softmax, VW queries at a time.
+        for (int32_t iv = 0; iv < R / VW; iv++) {
+            vf tile_max = splat(-INFINITY);
+            for (int32_t j = 0; j < n; j++) tile_max = vmax(tile_max, loadv(st + (int64_t)j * R + iv * VW));
+            vf old_max = loadv(m + iv * VW), new_max = vmax(old_max, tile_max);
             // A row that has seen only -inf keeps exponent base 0, so exp2(-inf - 0) = 0, never NaN.
-            v8f base = select(new_max == splat(-INFINITY), splat(0), new_max);
-            v8f alpha = exp2_v8(old_max - base), sum = {0};
+            vf base = select(new_max == splat(-INFINITY), splat(0), new_max);
+            vf alpha = exp2_v(old_max - base), sum = {0};
             for (int32_t j = 0; j < n; j++) {
-                float *s = st + (int64_t)j * R + iv * 8;
-                v8f p = exp2_v8(load8(s) - base);
+                float *s = st + (int64_t)j * R + iv * VW;
+                vf p = exp2_v(loadv(s) - base);
                 sum += p;
-                store8(s, p);
+                storev(s, p);
             }
-            store8(l + iv * 8, load8(l + iv * 8) * alpha + sum);
-            store8(m + iv * 8, new_max);
+            storev(l + iv * VW, loadv(l + iv * VW) * alpha + sum);
+            storev(m + iv * VW, new_max);
             // Once the running maxima settle, most tiles leave them unchanged: skip the rescale.
             if (!all_true(new_max == old_max)) {
                 for (int32_t v = 0; v < KV; v++) {
-                    float *o = ot + (int64_t)v * R + iv * 8;
-                    store8(o, load8(o) * alpha);
+                    float *o = ot + (int64_t)v * R + iv * VW;
+                    storev(o, loadv(o) * alpha);
                 }
             }
         }

@@ -5,50 +5,61 @@
 
 #include <stdint.h>
 
-// The helpers below are always inlined, so passing 32-byte vectors between them never crosses an
+// The helpers below are always inlined, so passing vectors between them never crosses an
 // ABI boundary, even in the baseline build.
 #pragma clang diagnostic ignored "-Wpsabi"
 
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-typedef float v8f_unaligned __attribute__((vector_size(32), aligned(4)));
-typedef int32_t v8i_unaligned __attribute__((vector_size(32), aligned(4)));
+// Lanes per vector: 8 (AVX2 and the baseline build) unless the including file says 16 (AVX-512).
+#ifndef VW
+#define VW 8
+#endif
+
+typedef float vf __attribute__((vector_size(VW * 4)));
+typedef int32_t vi __attribute__((vector_size(VW * 4)));
+typedef float vf_unaligned __attribute__((vector_size(VW * 4), aligned(4)));
+typedef int32_t vi_unaligned __attribute__((vector_size(VW * 4), aligned(4)));
 
 #define FMHA_INLINE static inline __attribute__((always_inline)) FMHA_TARGET
 
-FMHA_INLINE v8f load8(const float *p) { return *(const v8f_unaligned *)p; }
-FMHA_INLINE void store8(float *p, v8f v) { *(v8f_unaligned *)p = v; }
-FMHA_INLINE v8i load8i(const int32_t *p) { return *(const v8i_unaligned *)p; }
-FMHA_INLINE v8f splat(float x) { return (v8f){x, x, x, x, x, x, x, x}; }
-FMHA_INLINE v8i splat_i(int32_t x) { return (v8i){x, x, x, x, x, x, x, x}; }
-FMHA_INLINE v8f vmax(v8f a, v8f b) { return __builtin_elementwise_max(a, b); }
+FMHA_INLINE vf loadv(const float *p) { return *(const vf_unaligned *)p; }
+FMHA_INLINE void storev(float *p, vf v) { *(vf_unaligned *)p = v; }
+FMHA_INLINE vi loadvi(const int32_t *p) { return *(const vi_unaligned *)p; }
+// Broadcasts spelled out lane by lane: `(vf){} + x` would add 0.0 first (it is not x for -0.0).
+#if VW == 16
+#define FMHA_LANES(x) x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x
+#else
+#define FMHA_LANES(x) x, x, x, x, x, x, x, x
+#endif
+FMHA_INLINE vf splat(float x) { return (vf){FMHA_LANES(x)}; }
+FMHA_INLINE vi splat_i(int32_t x) { return (vi){FMHA_LANES(x)}; }
+FMHA_INLINE vf vmax(vf a, vf b) { return __builtin_elementwise_max(a, b); }
 
 /// Whether every lane of a comparison result is true.
-FMHA_INLINE int all_true(v8i mask) {
-    const v8i ones = splat_i(-1);
+FMHA_INLINE int all_true(vi mask) {
+    const vi ones = splat_i(-1);
     return __builtin_reduce_and(mask == ones) != 0;
 }
 
 /// Lanes of `when_true` where `mask` is all ones, of `when_false` elsewhere.
-FMHA_INLINE v8f select(v8i mask, v8f when_true, v8f when_false) {
-    return (v8f)(((v8i)when_true & mask) | ((v8i)when_false & ~mask));
+FMHA_INLINE vf select(vi mask, vf when_true, vf when_false) {
+    return (vf)(((vi)when_true & mask) | ((vi)when_false & ~mask));
 }
 
 /// 2^x for x ≤ 0 (x = -inf gives exactly 0): Cephes' exp2f polynomial on the fraction in
 /// [-0.5, 0.5] (relative error about 2e-7), scaled by the integer part through the exponent bits.
-FMHA_INLINE v8f exp2_v8(v8f x) {
+FMHA_INLINE vf exp2_v(vf x) {
     x = vmax(x, splat(-127.0f));
-    v8f whole = __builtin_elementwise_roundeven(x);
-    v8f f = x - whole;
-    v8f p = splat(1.535336188319500e-4f);
+    vf whole = __builtin_elementwise_roundeven(x);
+    vf f = x - whole;
+    vf p = splat(1.535336188319500e-4f);
     p = p * f + splat(1.339887440266574e-3f);
     p = p * f + splat(9.618437357674640e-3f);
     p = p * f + splat(5.550332471162809e-2f);
     p = p * f + splat(2.402264791363012e-1f);
     p = p * f + splat(6.931472028550421e-1f);
     p = p * f + splat(1.0f);
-    v8i exponent = (__builtin_convertvector(whole, v8i) + splat_i(127)) << 23;
-    return p * (v8f)exponent;
+    vi exponent = (__builtin_convertvector(whole, vi) + splat_i(127)) << 23;
+    return p * (vf)exponent;
 }
 
 FMHA_INLINE float bf16_to_float(uint16_t bits) {

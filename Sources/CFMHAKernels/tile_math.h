@@ -1,6 +1,6 @@
 // Tile arithmetic shared by the forward and backward kernel bodies (one copy per instruction
 // set): dtype conversion, and the three small matrix products the kernels are made of. Matrices
-// of a tile keep the R queries of a tile along the fast dimension (vectors of eight queries).
+// of a tile keep the R queries of a tile along the fast dimension (vectors of VW queries).
 #ifndef CFMHA_TILE_MATH_H
 #define CFMHA_TILE_MATH_H
 
@@ -8,7 +8,7 @@
 #include "CFMHAKernels.h"
 #include "kernel_common.h"
 
-enum { R = FMHA_TILE_QUERIES, C = FMHA_TILE_KEYS, RV = FMHA_TILE_QUERIES / 8 };
+enum { R = FMHA_TILE_QUERIES, C = FMHA_TILE_KEYS };
 
 /// Reads element `index` of a q/k/v/bias array of `dtype` as float.
 FMHA_INLINE float load_scalar(const void *base, int64_t index, int32_t dtype) {
@@ -49,18 +49,18 @@ FMHA_INLINE void store_scalar(void *base, int64_t index, int32_t dtype, float va
 enum { CP = C + 8 };
 
 /// st[j][i] = Σ_c key[j][c]·qt[c][i] for j < n (rows of `st` up to n rounded up to 6 are written;
-/// key rows past n point at zeros). Six keys × sixteen queries per step: twelve accumulators.
+/// key rows past n point at zeros). Six keys × 2·VW queries per step: twelve accumulators.
 FMHA_INLINE void scores(float *restrict st, const float *const *key, const float *restrict qt, int32_t n,
                         int32_t head_dim) {
     for (int32_t j = 0; j < n; j += 6) {
         const float *k0 = key[j], *k1 = key[j + 1], *k2 = key[j + 2], *k3 = key[j + 3], *k4 = key[j + 4], *k5 = key[j + 5];
-        for (int32_t i = 0; i < R; i += 16) {
-            v8f a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0}, a20 = {0}, a21 = {0};
-            v8f a30 = {0}, a31 = {0}, a40 = {0}, a41 = {0}, a50 = {0}, a51 = {0};
+        for (int32_t i = 0; i < R; i += 2 * VW) {
+            vf a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0}, a20 = {0}, a21 = {0};
+            vf a30 = {0}, a31 = {0}, a40 = {0}, a41 = {0}, a50 = {0}, a51 = {0};
             const float *q = qt + i;
             for (int32_t c = 0; c < head_dim; c++, q += R) {
-                const v8f q0 = load8(q), q1 = load8(q + 8);
-                v8f b = splat(k0[c]); a00 += b * q0; a01 += b * q1;
+                const vf q0 = loadv(q), q1 = loadv(q + VW);
+                vf b = splat(k0[c]); a00 += b * q0; a01 += b * q1;
                 b = splat(k1[c]); a10 += b * q0; a11 += b * q1;
                 b = splat(k2[c]); a20 += b * q0; a21 += b * q1;
                 b = splat(k3[c]); a30 += b * q0; a31 += b * q1;
@@ -68,76 +68,76 @@ FMHA_INLINE void scores(float *restrict st, const float *const *key, const float
                 b = splat(k5[c]); a50 += b * q0; a51 += b * q1;
             }
             float *s = st + (int64_t)j * R + i;
-            store8(s, a00); store8(s + 8, a01);
-            store8(s + R, a10); store8(s + R + 8, a11);
-            store8(s + 2 * R, a20); store8(s + 2 * R + 8, a21);
-            store8(s + 3 * R, a30); store8(s + 3 * R + 8, a31);
-            store8(s + 4 * R, a40); store8(s + 4 * R + 8, a41);
-            store8(s + 5 * R, a50); store8(s + 5 * R + 8, a51);
+            storev(s, a00); storev(s + VW, a01);
+            storev(s + R, a10); storev(s + R + VW, a11);
+            storev(s + 2 * R, a20); storev(s + 2 * R + VW, a21);
+            storev(s + 3 * R, a30); storev(s + 3 * R + VW, a31);
+            storev(s + 4 * R, a40); storev(s + 4 * R + VW, a41);
+            storev(s + 5 * R, a50); storev(s + 5 * R + VW, a51);
         }
     }
 }
 
-/// ot[v][i] += Σ_{j<n} value[j][v]·pt[j][i] for every v < value_dim: six values × sixteen
+/// ot[v][i] += Σ_{j<n} value[j][v]·pt[j][i] for every v < value_dim: six values × 2·VW
 /// queries per step, then single values for the rest.
 FMHA_INLINE void accumulate_values(float *restrict ot, const float *const *value, const float *restrict pt,
                                    int32_t n, int32_t value_dim) {
     int32_t v = 0;
     for (; v + 6 <= value_dim; v += 6) {
-        for (int32_t i = 0; i < R; i += 16) {
+        for (int32_t i = 0; i < R; i += 2 * VW) {
             float *o = ot + (int64_t)v * R + i;
-            v8f a00 = load8(o), a01 = load8(o + 8), a10 = load8(o + R), a11 = load8(o + R + 8);
-            v8f a20 = load8(o + 2 * R), a21 = load8(o + 2 * R + 8), a30 = load8(o + 3 * R), a31 = load8(o + 3 * R + 8);
-            v8f a40 = load8(o + 4 * R), a41 = load8(o + 4 * R + 8), a50 = load8(o + 5 * R), a51 = load8(o + 5 * R + 8);
+            vf a00 = loadv(o), a01 = loadv(o + VW), a10 = loadv(o + R), a11 = loadv(o + R + VW);
+            vf a20 = loadv(o + 2 * R), a21 = loadv(o + 2 * R + VW), a30 = loadv(o + 3 * R), a31 = loadv(o + 3 * R + VW);
+            vf a40 = loadv(o + 4 * R), a41 = loadv(o + 4 * R + VW), a50 = loadv(o + 5 * R), a51 = loadv(o + 5 * R + VW);
             const float *p = pt + i;
             for (int32_t j = 0; j < n; j++, p += R) {
                 const float *w = value[j] + v;
-                const v8f p0 = load8(p), p1 = load8(p + 8);
-                v8f b = splat(w[0]); a00 += b * p0; a01 += b * p1;
+                const vf p0 = loadv(p), p1 = loadv(p + VW);
+                vf b = splat(w[0]); a00 += b * p0; a01 += b * p1;
                 b = splat(w[1]); a10 += b * p0; a11 += b * p1;
                 b = splat(w[2]); a20 += b * p0; a21 += b * p1;
                 b = splat(w[3]); a30 += b * p0; a31 += b * p1;
                 b = splat(w[4]); a40 += b * p0; a41 += b * p1;
                 b = splat(w[5]); a50 += b * p0; a51 += b * p1;
             }
-            store8(o, a00); store8(o + 8, a01); store8(o + R, a10); store8(o + R + 8, a11);
-            store8(o + 2 * R, a20); store8(o + 2 * R + 8, a21); store8(o + 3 * R, a30); store8(o + 3 * R + 8, a31);
-            store8(o + 4 * R, a40); store8(o + 4 * R + 8, a41); store8(o + 5 * R, a50); store8(o + 5 * R + 8, a51);
+            storev(o, a00); storev(o + VW, a01); storev(o + R, a10); storev(o + R + VW, a11);
+            storev(o + 2 * R, a20); storev(o + 2 * R + VW, a21); storev(o + 3 * R, a30); storev(o + 3 * R + VW, a31);
+            storev(o + 4 * R, a40); storev(o + 4 * R + VW, a41); storev(o + 5 * R, a50); storev(o + 5 * R + VW, a51);
         }
     }
     // The rest, two values at a time (four accumulators), then one.
     for (; v + 2 <= value_dim; v += 2) {
-        for (int32_t i = 0; i < R; i += 16) {
+        for (int32_t i = 0; i < R; i += 2 * VW) {
             float *o = ot + (int64_t)v * R + i;
-            v8f a00 = load8(o), a01 = load8(o + 8), a10 = load8(o + R), a11 = load8(o + R + 8);
+            vf a00 = loadv(o), a01 = loadv(o + VW), a10 = loadv(o + R), a11 = loadv(o + R + VW);
             const float *p = pt + i;
             for (int32_t j = 0; j < n; j++, p += R) {
-                const v8f p0 = load8(p), p1 = load8(p + 8);
-                v8f b = splat(value[j][v]); a00 += b * p0; a01 += b * p1;
+                const vf p0 = loadv(p), p1 = loadv(p + VW);
+                vf b = splat(value[j][v]); a00 += b * p0; a01 += b * p1;
                 b = splat(value[j][v + 1]); a10 += b * p0; a11 += b * p1;
             }
-            store8(o, a00); store8(o + 8, a01); store8(o + R, a10); store8(o + R + 8, a11);
+            storev(o, a00); storev(o + VW, a01); storev(o + R, a10); storev(o + R + VW, a11);
         }
     }
     for (; v < value_dim; v++) {
-        for (int32_t i = 0; i < R; i += 16) {
+        for (int32_t i = 0; i < R; i += 2 * VW) {
             float *o = ot + (int64_t)v * R + i;
-            v8f a0 = load8(o), a1 = load8(o + 8);
+            vf a0 = loadv(o), a1 = loadv(o + VW);
             const float *p = pt + i;
             for (int32_t j = 0; j < n; j++, p += R) {
-                v8f b = splat(value[j][v]);
-                a0 += b * load8(p);
-                a1 += b * load8(p + 8);
+                vf b = splat(value[j][v]);
+                a0 += b * loadv(p);
+                a1 += b * loadv(p + VW);
             }
-            store8(o, a0);
-            store8(o + 8, a1);
+            storev(o, a0);
+            storev(o + VW, a1);
         }
     }
 }
 
 /// out[j][x] += Σ_{i<R} a[j][i]·b_rows[i][x] for j < n rounded up to 6 and x < width: rows of `a`
 /// hold the R queries (as st does), `b_rows[i]` is query i's row (rows past the tile are zero).
-/// Six rows × sixteen columns per step (twelve accumulators), then single columns.
+/// Six rows × 2·VW columns per step (twelve accumulators), then one vector, then single columns.
 FMHA_INLINE void accumulate_rows(float *restrict out, int64_t out_stride, const float *restrict a, const float *const *b_rows,
                                  int32_t n, int32_t width) {
     for (int32_t j = 0; j < n; j += 6) {
@@ -145,22 +145,31 @@ FMHA_INLINE void accumulate_rows(float *restrict out, int64_t out_stride, const 
         float *o0 = out + j * out_stride, *o1 = o0 + out_stride, *o2 = o1 + out_stride, *o3 = o2 + out_stride;
         float *o4 = o3 + out_stride, *o5 = o4 + out_stride;
         int32_t x = 0;
-        for (; x + 16 <= width; x += 16) {
-            v8f c00 = load8(o0 + x), c01 = load8(o0 + x + 8), c10 = load8(o1 + x), c11 = load8(o1 + x + 8);
-            v8f c20 = load8(o2 + x), c21 = load8(o2 + x + 8), c30 = load8(o3 + x), c31 = load8(o3 + x + 8);
-            v8f c40 = load8(o4 + x), c41 = load8(o4 + x + 8), c50 = load8(o5 + x), c51 = load8(o5 + x + 8);
+        for (; x + 2 * VW <= width; x += 2 * VW) {
+            vf c00 = loadv(o0 + x), c01 = loadv(o0 + x + VW), c10 = loadv(o1 + x), c11 = loadv(o1 + x + VW);
+            vf c20 = loadv(o2 + x), c21 = loadv(o2 + x + VW), c30 = loadv(o3 + x), c31 = loadv(o3 + x + VW);
+            vf c40 = loadv(o4 + x), c41 = loadv(o4 + x + VW), c50 = loadv(o5 + x), c51 = loadv(o5 + x + VW);
             for (int32_t i = 0; i < R; i++) {
-                const v8f b0 = load8(b_rows[i] + x), b1 = load8(b_rows[i] + x + 8);
-                v8f s = splat(a0[i]); c00 += s * b0; c01 += s * b1;
+                const vf b0 = loadv(b_rows[i] + x), b1 = loadv(b_rows[i] + x + VW);
+                vf s = splat(a0[i]); c00 += s * b0; c01 += s * b1;
                 s = splat(a1[i]); c10 += s * b0; c11 += s * b1;
                 s = splat(a2[i]); c20 += s * b0; c21 += s * b1;
                 s = splat(a3[i]); c30 += s * b0; c31 += s * b1;
                 s = splat(a4[i]); c40 += s * b0; c41 += s * b1;
                 s = splat(a5[i]); c50 += s * b0; c51 += s * b1;
             }
-            store8(o0 + x, c00); store8(o0 + x + 8, c01); store8(o1 + x, c10); store8(o1 + x + 8, c11);
-            store8(o2 + x, c20); store8(o2 + x + 8, c21); store8(o3 + x, c30); store8(o3 + x + 8, c31);
-            store8(o4 + x, c40); store8(o4 + x + 8, c41); store8(o5 + x, c50); store8(o5 + x + 8, c51);
+            storev(o0 + x, c00); storev(o0 + x + VW, c01); storev(o1 + x, c10); storev(o1 + x + VW, c11);
+            storev(o2 + x, c20); storev(o2 + x + VW, c21); storev(o3 + x, c30); storev(o3 + x + VW, c31);
+            storev(o4 + x, c40); storev(o4 + x + VW, c41); storev(o5 + x, c50); storev(o5 + x + VW, c51);
+        }
+        for (; x + VW <= width; x += VW) {
+            vf c0 = loadv(o0 + x), c1 = loadv(o1 + x), c2 = loadv(o2 + x), c3 = loadv(o3 + x), c4 = loadv(o4 + x), c5 = loadv(o5 + x);
+            for (int32_t i = 0; i < R; i++) {
+                const vf b = loadv(b_rows[i] + x);
+                c0 += splat(a0[i]) * b; c1 += splat(a1[i]) * b; c2 += splat(a2[i]) * b;
+                c3 += splat(a3[i]) * b; c4 += splat(a4[i]) * b; c5 += splat(a5[i]) * b;
+            }
+            storev(o0 + x, c0); storev(o1 + x, c1); storev(o2 + x, c2); storev(o3 + x, c3); storev(o4 + x, c4); storev(o5 + x, c5);
         }
         for (; x < width; x++) {
             float c0 = o0[x], c1 = o1[x], c2 = o2[x], c3 = o3[x], c4 = o4[x], c5 = o5[x];
@@ -176,13 +185,13 @@ FMHA_INLINE void accumulate_rows(float *restrict out, int64_t out_stride, const 
 /// Sets the scores of hidden keys to -inf: key j is visible to query i iff lo[i] <= j < hi[i]
 /// (tile-relative).
 FMHA_INLINE void mask_scores(float *st, const int32_t *lo, const int32_t *hi, int32_t n) {
-    for (int32_t iv = 0; iv < R / 8; iv++) {
-        v8i lov = load8i(lo + iv * 8), hiv = load8i(hi + iv * 8);
+    for (int32_t iv = 0; iv < R / VW; iv++) {
+        vi lov = loadvi(lo + iv * VW), hiv = loadvi(hi + iv * VW);
         for (int32_t j = 0; j < n; j++) {
-            v8i jv = splat_i(j);
-            v8i hidden = (jv < lov) | (jv >= hiv);
-            float *s = st + (int64_t)j * R + iv * 8;
-            store8(s, select(hidden, splat(-INFINITY), load8(s)));
+            vi jv = splat_i(j);
+            vi hidden = (jv < lov) | (jv >= hiv);
+            float *s = st + (int64_t)j * R + iv * VW;
+            storev(s, select(hidden, splat(-INFINITY), loadv(s)));
         }
     }
 }

@@ -8,14 +8,22 @@ public enum Operators {
     /// Backward operators, most preferred first.
     public static let backward: [any BackwardOperator] = [CPUBackward(), ReferenceBackward()]
 
+    /// Forward operators that dispatch never picks but `op:` or `--op` can name: each build of
+    /// the CPU kernels (`cpu-tiled-avx512`, `cpu-tiled-avx2`, `cpu-tiled-generic`).
+    public static let forwardVariants: [any ForwardOperator] =
+        CPUKernels.allCases.filter { $0 != .best }.map { CPUForward(kernels: $0) }
+    /// Backward operators that dispatch never picks but `op:` can name.
+    public static let backwardVariants: [any BackwardOperator] =
+        CPUKernels.allCases.filter { $0 != .best }.map { CPUBackward(kernels: $0) }
+
     /// The forward operator called `name`, if this build has one.
     public static func forward(named name: String) -> (any ForwardOperator)? {
-        forward.first { $0.name == name }
+        (forward + forwardVariants).first { $0.name == name }
     }
 
     /// The backward operator called `name`, if this build has one.
     public static func backward(named name: String) -> (any BackwardOperator)? {
-        backward.first { $0.name == name }
+        (backward + backwardVariants).first { $0.name == name }
     }
 
     /// Which forward operator would run `inputs`, without running anything; throws, with every

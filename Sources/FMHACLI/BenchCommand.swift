@@ -25,7 +25,7 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         let chosen: (any ForwardOperator)? = try op.map { name in
             guard let found = Operators.forward(named: name) else {
-                throw ValidationError("--op \(name): expected one of \(Operators.forward.map(\.name))")
+                throw ValidationError("--op \(name): expected one of \((Operators.forward + Operators.forwardVariants).map(\.name))")
             }
             return found
         }

@@ -10,7 +10,7 @@ import Testing
 /// bits for any thread count.
 @Suite(.serialized) struct CPUBackwardTests {
     /// The kernel builds this CPU runs.
-    static let kernelBuilds: [CPUKernels] = CPUKernels.cpuHasAVX2 ? [.generic, .avx2] : [.generic]
+    static let kernelBuilds = CPUKernels.available
 
     /// Gradients of `inputs` from `operator` and from the reference, for a random output gradient.
     static func gradients(_ inputs: Inputs, _ backward: any BackwardOperator, dropout: DropoutState? = nil)

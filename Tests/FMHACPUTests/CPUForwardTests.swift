@@ -15,8 +15,8 @@ import Testing
 /// K/V, non-contiguous views, the three input and output dtypes, dropout, partial mode, and the
 /// design's edge cases (fully masked rows, empty tensors, NaN in hidden K/V rows).
 @Suite struct CPUForwardTests {
-    /// The kernels this CPU runs: `.avx2` only where the CPU has AVX2, FMA and F16C.
-    static let kernels: [CPUKernels] = CPUKernels.cpuHasAVX2 ? [.generic, .avx2] : [.generic]
+    /// The kernel builds this CPU runs (`.avx512` and `.avx2` only where the CPU has them).
+    static let kernels = CPUKernels.available
 
     /// The dtypes the tiled operator takes.
     static let dtypes: [DType] = [.float32, .float16, .bfloat16]
@@ -772,10 +772,10 @@ import Testing
         }
     }
 
-    @Test func bestKernelsAreTheAVX2BuildWhereAvailable() throws {
+    @Test func bestKernelsAreTheWidestBuildAvailable() throws {
         let inputs = try Self.biasCase("PagedBlockDiagonalCausalLocalPaddedKeysMask", dtype: .float16).inputs
         let best = try CPUForward().forward(inputs, dropout: nil)
-        let specific = try CPUForward(kernels: CPUKernels.cpuHasAVX2 ? .avx2 : .generic).forward(inputs, dropout: nil)
+        let specific = try CPUForward(kernels: CPUKernels.available[0]).forward(inputs, dropout: nil)
         #expect(try Self.bits(best.output) == Self.bits(specific.output) && Self.bits(best.lse) == Self.bits(specific.lse))
     }
 
@@ -787,6 +787,8 @@ import Testing
         } else {
             #expect(reasons == ["this CPU lacks AVX2, FMA or F16C"])
         }
+        let avx512Reasons = CPUForward(kernels: .avx512).notSupportedReasons(inputs)
+        #expect(CPUKernels.cpuHasAVX512 ? avx512Reasons.isEmpty : avx512Reasons == ["this CPU lacks AVX-512 (F, VL, BW, DQ)"])
         #expect(CPUForward(kernels: .generic).notSupportedReasons(inputs).isEmpty)
         #expect(CPUForward(kernels: .best).notSupportedReasons(inputs).isEmpty)
     }

@@ -1,7 +1,8 @@
 // CPU attention kernels for FMHA's fast CPU operators, written in C so that they can be compiled
-// for AVX2/FMA with function attributes (SwiftPM refuses unsafeFlags in dependencies) and chosen
-// at run time. Every kernel exists twice: `_avx2` (x86-64 with AVX2, FMA and F16C; on other
-// architectures it forwards to the generic one) and `_generic` (the build's baseline).
+// for AVX2/FMA and AVX-512 with function attributes (SwiftPM refuses unsafeFlags in dependencies)
+// and chosen at run time. Every kernel exists three times: `_avx512` (x86-64 with AVX-512 F/VL/BW/DQ),
+// `_avx2` (x86-64 with AVX2, FMA and F16C) and `_generic` (the build's baseline); off x86-64 the
+// first two forward to the generic one.
 #ifndef CFMHA_KERNELS_H
 #define CFMHA_KERNELS_H
 
@@ -65,6 +66,7 @@ typedef struct fmha_forward_tile {
 /// Floats of workspace one forward tile needs.
 size_t fmha_forward_workspace_floats(int32_t head_dim, int32_t value_dim);
 
+void fmha_forward_tile_avx512(const fmha_forward_tile *tile);
 void fmha_forward_tile_avx2(const fmha_forward_tile *tile);
 void fmha_forward_tile_generic(const fmha_forward_tile *tile);
 
@@ -119,6 +121,8 @@ typedef struct fmha_backward_query_tile {
 size_t fmha_backward_workspace_floats(int32_t head_dim, int32_t value_dim);
 
 /// dQ (and the bias gradient) of one query tile over logical keys [key_begin, key_end).
+void fmha_backward_dq_avx512(const fmha_backward_common *common, const fmha_backward_query_tile *tile,
+                             int64_t key_begin, int64_t key_end);
 void fmha_backward_dq_avx2(const fmha_backward_common *common, const fmha_backward_query_tile *tile,
                            int64_t key_begin, int64_t key_end);
 void fmha_backward_dq_generic(const fmha_backward_common *common, const fmha_backward_query_tile *tile,
@@ -128,6 +132,9 @@ void fmha_backward_dq_generic(const fmha_backward_common *common, const fmha_bac
 /// query tiles (of every head that shares this K/V head), added into float32 rows
 /// grad_k + j * grad_k_row_stride and grad_v + j * grad_v_row_stride for K/V row j; and, for
 /// tiles with grad_q_transposed, their dQ and bias-gradient contributions.
+void fmha_backward_dkdv_avx512(const fmha_backward_common *common, const fmha_backward_query_tile *tiles,
+                               int32_t tile_count, int64_t key_begin, int64_t key_end, float *grad_k,
+                               int64_t grad_k_row_stride, float *grad_v, int64_t grad_v_row_stride);
 void fmha_backward_dkdv_avx2(const fmha_backward_common *common, const fmha_backward_query_tile *tiles,
                              int32_t tile_count, int64_t key_begin, int64_t key_end, float *grad_k,
                              int64_t grad_k_row_stride, float *grad_v, int64_t grad_v_row_stride);
@@ -140,6 +147,9 @@ void fmha_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32
 
 /// 1 when this CPU runs the _avx2 kernels (x86-64 with AVX2, FMA and F16C), else 0.
 int fmha_cpu_has_avx2_fma(void);
+
+/// 1 when this CPU runs the _avx512 kernels, else 0.
+int fmha_cpu_has_avx512(void);
 
 /// Floating-point operations one iteration of fmha_fma_loop_avx2 performs.
 enum { FMHA_FMA_LOOP_FLOPS_PER_ITERATION = 12 * 8 * 2 };

@@ -3,8 +3,10 @@ import FMHACore
 
 /// Which build of the C kernels a tiled CPU operator runs.
 public enum CPUKernels: String, Sendable, Hashable, CaseIterable {
-    /// AVX2 + FMA + F16C when this CPU has them, the baseline build otherwise.
+    /// The widest build this CPU runs: AVX-512, else AVX2 + FMA + F16C, else the baseline.
     case best
+    /// The AVX-512 (F, VL, BW, DQ) build: 16-lane vectors, 32 registers (x86-64 only).
+    case avx512
     /// The AVX2 + FMA + F16C build (x86-64 only).
     case avx2
     /// The baseline build: correct on every CPU, without wide vectors or FMA on x86-64.
@@ -12,15 +14,26 @@ public enum CPUKernels: String, Sendable, Hashable, CaseIterable {
 
     /// Whether this CPU runs the AVX2 kernels.
     public static let cpuHasAVX2: Bool = fmha_cpu_has_avx2_fma() != 0
+    /// Whether this CPU runs the AVX-512 kernels.
+    public static let cpuHasAVX512: Bool = fmha_cpu_has_avx512() != 0
+
+    /// The builds this CPU runs, widest first.
+    public static var available: [CPUKernels] {
+        (cpuHasAVX512 ? [.avx512] : []) + (cpuHasAVX2 ? [.avx2] : []) + [.generic]
+    }
 
     /// The build `.best` stands for on this CPU.
     var resolved: CPUKernels {
-        self == .best ? (Self.cpuHasAVX2 ? .avx2 : .generic) : self
+        self == .best ? Self.available[0] : self
     }
 
     /// Why these kernels cannot run here.
     var unavailableReasons: [String] {
-        self == .avx2 && !Self.cpuHasAVX2 ? ["this CPU lacks AVX2, FMA or F16C"] : []
+        switch self {
+        case .avx512 where !Self.cpuHasAVX512: ["this CPU lacks AVX-512 (F, VL, BW, DQ)"]
+        case .avx2 where !Self.cpuHasAVX2: ["this CPU lacks AVX2, FMA or F16C"]
+        default: []
+        }
     }
 
     typealias ForwardTile = @convention(c) (UnsafePointer<fmha_forward_tile>?) -> Void
@@ -33,17 +46,29 @@ public enum CPUKernels: String, Sendable, Hashable, CaseIterable {
 
     /// The backward dQ kernel of this build.
     var backwardQuery: BackwardQuery {
-        resolved == .avx2 ? fmha_backward_dq_avx2 : fmha_backward_dq_generic
+        switch resolved {
+        case .avx512: fmha_backward_dq_avx512
+        case .avx2: fmha_backward_dq_avx2
+        default: fmha_backward_dq_generic
+        }
     }
 
     /// The backward dK/dV kernel of this build.
     var backwardKeys: BackwardKeys {
-        resolved == .avx2 ? fmha_backward_dkdv_avx2 : fmha_backward_dkdv_generic
+        switch resolved {
+        case .avx512: fmha_backward_dkdv_avx512
+        case .avx2: fmha_backward_dkdv_avx2
+        default: fmha_backward_dkdv_generic
+        }
     }
 
     /// The forward tile kernel of this build.
     var forwardTile: ForwardTile {
-        resolved == .avx2 ? fmha_forward_tile_avx2 : fmha_forward_tile_generic
+        switch resolved {
+        case .avx512: fmha_forward_tile_avx512
+        case .avx2: fmha_forward_tile_avx2
+        default: fmha_forward_tile_generic
+        }
     }
 }
 
