@@ -41,7 +41,7 @@ public struct CPUBackward: BackwardOperator {
 
         // D = rowsum(dO∘O) and the LSE, both [B, G, H, Mq]; the visible keys of every tile.
         let lseValues = try lse.converted(to: .float32).toArray()
-        let delta = try Self.rowDots(gradOutput, output, d)
+        let delta = try Self.rowDots(gradView, output, d, plan)
         var bounds = [Int64](repeating: 0, count: 2 * tileRows * plan.tiles.count)
         var unions = [Range<Int64>]()
         bounds.withUnsafeMutableBufferPointer { buffer in
@@ -252,18 +252,26 @@ public struct CPUBackward: BackwardOperator {
         }
     }
 
-    /// rowsum(dO∘O) per query, in float32, as `[B, G, H, Mq]`.
-    private static func rowDots(_ gradOutput: Tensor, _ output: Tensor, _ d: AttentionDimensions) throws -> [Float] {
-        let gradient = try gradOutput.toArray(), values = try output.toArray()
+    /// rowsum(dO∘O) per query, in float32, as `[B, G, H, Mq]`, one thread per (head, tile).
+    private static func rowDots(_ gradOutput: Tensor, _ output: Tensor, _ d: AttentionDimensions,
+                                _ plan: TilePlan) throws -> [Float] {
         var delta = [Float](repeating: 0, count: d.batch * d.groups * d.heads * d.queryLength)
-        let rowsPerPosition = d.groups * d.heads
-        for b in 0..<d.batch {
-            for i in 0..<d.queryLength {
-                for head in 0..<rowsPerPosition {
-                    let base = ((b * d.queryLength + i) * rowsPerPosition + head) * d.valueHeadDimension
-                    var sum: Float = 0
-                    for c in 0..<d.valueHeadDimension { sum += gradient[base + c] * values[base + c] }
-                    delta[(b * rowsPerPosition + head) * d.queryLength + i] = sum
+        // The kernels read float32, float16 and bfloat16; a float64 output is narrowed first.
+        let gradient = try Inputs.bmghkView(gradOutput)
+        let values = try Inputs.bmghkView(output.dtype == .float64 ? output.converted(to: .float32) : output)
+        try HostAddresses.with([gradient, values]) { addresses in
+            delta.withUnsafeMutableBufferPointer { buffer in
+                let out = UncheckedSendable(buffer.baseAddress)
+                CPUThreads.run(items: d.batch * d.groups * d.heads * plan.tiles.count) { assigned in
+                    for item in assigned {
+                        let headIndex = item / plan.tiles.count, tile = plan.tiles[item % plan.tiles.count]
+                        let h = headIndex % d.heads, g = (headIndex / d.heads) % d.groups, b = headIndex / (d.heads * d.groups)
+                        fmha_row_dots(addresses[0] + gradient.elementOffset(b, tile.start, g, h) * gradient.dtype.byteSize,
+                                      Int64(gradient.strides[1]), gradient.dtype.kernelCode,
+                                      addresses[1] + values.elementOffset(b, tile.start, g, h) * values.dtype.byteSize,
+                                      Int64(values.strides[1]), values.dtype.kernelCode, Int32(tile.rows),
+                                      Int32(d.valueHeadDimension), out.value.map { $0 + headIndex * d.queryLength + tile.start })
+                    }
                 }
             }
         }
