@@ -3,7 +3,6 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import Dispatch
 import FMHACore
 
 /// Host addresses of several tensors at once, valid inside one closure.
@@ -49,17 +48,42 @@ public enum CPUThreads {
     }
 
     /// Runs `body` on up to `count` threads; thread `t` of `T` gets items `t, t + T, t + 2T, …`,
-    /// which spreads the cheap and costly tiles of masked calls evenly.
+    /// which spreads the cheap and costly tiles of masked calls evenly. The calling thread is
+    /// worker 0; the others are started for the call and joined before it returns (a pool that
+    /// may not wake a worker in time would run both halves on one core now and then).
     static func run(items: Int, threads: Int = count, _ body: (StrideTo<Int>) -> Void) {
         let workers = max(1, min(threads, items))
         if workers == 1 { return body(stride(from: 0, to: items, by: 1)) }
         // The workers only read shared inputs and write disjoint outputs; `body` outlives none of them.
         withoutActuallyEscaping(body) { body in
             let work = UncheckedSendable(body)
-            DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                work.value(stride(from: worker, to: items, by: workers))
+            var started = [pthread_t]()
+            for worker in 1..<workers {
+                let task = Unmanaged.passRetained(WorkerTask { work.value(stride(from: worker, to: items, by: workers)) })
+                var thread = pthread_t()
+                if pthread_create(&thread, nil, { context in
+                    let task = Unmanaged<WorkerTask>.fromOpaque(context!).takeRetainedValue()
+                    task.run()
+                    return nil
+                }, task.toOpaque()) == 0 {
+                    started.append(thread)
+                } else {
+                    // No thread to be had: do this worker's share here.
+                    task.takeRetainedValue().run()
+                }
             }
+            work.value(stride(from: 0, to: items, by: workers))
+            for thread in started { pthread_join(thread, nil) }
         }
+    }
+}
+
+/// One worker thread's share of a `CPUThreads.run` call.
+final class WorkerTask: @unchecked Sendable {
+    let run: () -> Void
+
+    init(_ run: @escaping () -> Void) {
+        self.run = run
     }
 }
 
