@@ -11,6 +11,9 @@
 
 #include <math.h>
 #include "tile_math.h"
+#ifdef FMHA_BF16_PRODUCTS
+#include "bf16_products.h"
+#endif
 
 FMHA_TARGET void FMHA_NAME(fmha_forward_tile)(const fmha_forward_tile *t) {
     const int32_t K = t->head_dim, KV = t->value_dim, rows = t->rows, dtype = t->dtype;
@@ -19,20 +22,34 @@ FMHA_TARGET void FMHA_NAME(fmha_forward_tile)(const fmha_forward_tile *t) {
     float *ot = st + (int64_t)(CP) * R;      // KV × R
     float *kbuf = ot + (int64_t)KV * R;         // C × K
     float *vbuf = kbuf + (int64_t)C * K;        // C × KV
-    float *zeros = vbuf + (int64_t)C * KV;      // K zeros, for key rows past the tile
-    float *m = zeros + K;                       // R running maxima (log2 units)
+    float *zeros = vbuf + (int64_t)C * KV;      // max(K, Kv) zeros, for rows past the tile
+    float *m = zeros + (K > KV ? K : KV);       // R running maxima (log2 units)
     float *l = m + R;                           // R running sums
     const float *krow[CP], *vrow[C];
     int64_t physical[C];
     int32_t lo[R], hi[R];
+#ifdef FMHA_BF16_PRODUCTS
+    // bfloat16 inputs with bf16 dot products: query pairs in qt, value pairs in vbuf, probability
+    // pairs after l; key rows are read in place.
+    uint32_t *qt2 = (uint32_t *)qt, *vp = (uint32_t *)vbuf, *pp = (uint32_t *)(l + R);
+    const uint16_t *krow16[CP];
+    const int32_t pairs = K / 2;
+#endif
 
     const float qscale = t->scale * (float)M_LOG2E;
     memset(qt, 0, sizeof(float) * (size_t)K * R);
-    memset(zeros, 0, sizeof(float) * (size_t)K);
+    memset(zeros, 0, sizeof(float) * (size_t)(K > KV ? K : KV));
     memset(ot, 0, sizeof(float) * (size_t)KV * R);
+#ifdef FMHA_BF16_PRODUCTS
+    for (int32_t r = 0; r < rows; r++) {
+        const uint16_t *q = (const uint16_t *)t->q + r * t->q_row_stride;
+        for (int32_t c = 0; c < pairs; c++) qt2[(int64_t)c * R + r] = bf16_pair(q[2 * c], q[2 * c + 1]);
+    }
+#else
     for (int32_t r = 0; r < rows; r++) {
         for (int32_t c = 0; c < K; c++) qt[(int64_t)c * R + r] = load_scalar(t->q, r * t->q_row_stride + c, dtype) * qscale;
     }
+#endif
     for (int32_t r = 0; r < R; r++) {
         m[r] = -INFINITY;
         l[r] = 0;
@@ -43,6 +60,20 @@ FMHA_TARGET void FMHA_NAME(fmha_forward_tile)(const fmha_forward_tile *t) {
         int any;
         const int full = tile_ranges(t->row_lo, t->row_hi, rows, k0, n, lo, hi, &any);
         if (!any) continue;
+#ifdef FMHA_BF16_PRODUCTS
+        for (int32_t j = 0; j < n; j++) {
+            physical[j] = physical_row(k0 + j, t->key_row_offset, t->pages, t->page_size);
+            krow16[j] = (const uint16_t *)t->k + physical[j] * t->k_row_stride;
+        }
+        for (int32_t j = n; j < CP; j++) krow16[j] = (const uint16_t *)zeros;
+        for (int32_t j = 0; j < n; j += 2) {
+            const uint16_t *low = (const uint16_t *)t->v + physical[j] * t->v_row_stride;
+            const uint16_t *high = j + 1 < n ? (const uint16_t *)t->v + physical[j + 1] * t->v_row_stride : (const uint16_t *)zeros;
+            uint32_t *pair = vp + (int64_t)(j / 2) * KV;
+            for (int32_t v = 0; v < KV; v++) pair[v] = bf16_pair(low[v], high[v]);
+        }
+        scores_bf16(st, krow16, qt2, n, pairs, qscale);
+#else
         for (int32_t j = 0; j < n; j++) {
             const int64_t row = physical_row(k0 + j, t->key_row_offset, t->pages, t->page_size);
             physical[j] = row;
@@ -59,6 +90,7 @@ FMHA_TARGET void FMHA_NAME(fmha_forward_tile)(const fmha_forward_tile *t) {
         for (int32_t j = n; j < CP; j++) krow[j] = zeros;
 
         scores(st, krow, qt, n, K);
+#endif
 
         if (t->bias) {
             for (int32_t j = 0; j < n; j++) {
@@ -75,7 +107,7 @@ FMHA_TARGET void FMHA_NAME(fmha_forward_tile)(const fmha_forward_tile *t) {
             for (int32_t j = 0; j < n; j++) tile_max = vmax(tile_max, loadv(st + (int64_t)j * R + iv * VW));
             vf old_max = loadv(m + iv * VW), new_max = vmax(old_max, tile_max);
             // A row that has seen only -inf keeps exponent base 0, so exp2(-inf - 0) = 0, never NaN.
-            vf base = select(new_max == splat(-INFINITY), splat(0), new_max);
+            vf base = vselect(new_max == splat(-INFINITY), splat(0), new_max);
             vf alpha = exp2_v(old_max - base), sum = {0};
             for (int32_t j = 0; j < n; j++) {
                 float *s = st + (int64_t)j * R + iv * VW;
@@ -102,7 +134,12 @@ FMHA_TARGET void FMHA_NAME(fmha_forward_tile)(const fmha_forward_tile *t) {
                 }
             }
         }
+#ifdef FMHA_BF16_PRODUCTS
+        pack_probabilities(pp, st, n);
+        accumulate_values_bf16(ot, vp, pp, (n + 1) / 2, KV);
+#else
         accumulate_values(ot, vrow, st, n, KV);
+#endif
     }
 
     for (int32_t r = 0; r < rows; r++) {

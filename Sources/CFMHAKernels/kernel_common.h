@@ -41,7 +41,7 @@ FMHA_INLINE int all_true(vi mask) {
 }
 
 /// Lanes of `when_true` where `mask` is all ones, of `when_false` elsewhere.
-FMHA_INLINE vf select(vi mask, vf when_true, vf when_false) {
+FMHA_INLINE vf vselect(vi mask, vf when_true, vf when_false) {
     return (vf)(((vi)when_true & mask) | ((vi)when_false & ~mask));
 }
 

@@ -10,7 +10,7 @@
 size_t fmha_forward_workspace_floats(int32_t head_dim, int32_t value_dim) {
     const size_t r = FMHA_TILE_QUERIES, c = FMHA_TILE_KEYS;
     return (size_t)head_dim * r + (c + 8) * r + (size_t)value_dim * r + c * (size_t)head_dim + c * (size_t)value_dim
-           + (size_t)head_dim + 2 * r;
+           + (size_t)(head_dim > value_dim ? head_dim : value_dim) + 2 * r + (c / 2) * r;
 }
 
 size_t fmha_backward_workspace_floats(int32_t head_dim, int32_t value_dim) {

@@ -191,7 +191,7 @@ FMHA_INLINE void mask_scores(float *st, const int32_t *lo, const int32_t *hi, in
             vi jv = splat_i(j);
             vi hidden = (jv < lov) | (jv >= hiv);
             float *s = st + (int64_t)j * R + iv * VW;
-            storev(s, select(hidden, splat(-INFINITY), loadv(s)));
+            storev(s, vselect(hidden, splat(-INFINITY), loadv(s)));
         }
     }
 }

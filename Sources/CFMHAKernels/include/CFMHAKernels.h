@@ -67,6 +67,8 @@ typedef struct fmha_forward_tile {
 size_t fmha_forward_workspace_floats(int32_t head_dim, int32_t value_dim);
 
 void fmha_forward_tile_avx512(const fmha_forward_tile *tile);
+/// bfloat16 q/k/v with an even head_dim only: both products with AVX-512 BF16 dot products.
+void fmha_forward_tile_avx512bf16(const fmha_forward_tile *tile);
 void fmha_forward_tile_avx2(const fmha_forward_tile *tile);
 void fmha_forward_tile_generic(const fmha_forward_tile *tile);
 
@@ -155,6 +157,9 @@ int fmha_cpu_has_avx2_fma(void);
 
 /// 1 when this CPU runs the _avx512 kernels, else 0.
 int fmha_cpu_has_avx512(void);
+
+/// 1 when this CPU runs fmha_forward_tile_avx512bf16, else 0.
+int fmha_cpu_has_avx512_bf16(void);
 
 /// Floating-point operations one iteration of fmha_fma_loop_avx2 performs.
 enum { FMHA_FMA_LOOP_FLOPS_PER_ITERATION = 12 * 8 * 2 };

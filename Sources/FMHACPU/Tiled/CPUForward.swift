@@ -43,7 +43,7 @@ public struct CPUForward: ForwardOperator {
         let items = heads * plan.tiles.count
         guard items > 0 else { return ForwardOutput(output: output, lse: lse) }
         let mask = dropout.map(DropoutMask.init)
-        let kernel = kernels.forwardTile
+        let kernel = kernels.forwardTile(dtype: inputs.query.dtype, outputDType: output.dtype, headDimension: d.headDimension)
         let tensors = [views.query, views.key, views.value, output, lse] + (biasView.map { [$0] } ?? [])
         try HostAddresses.with(tensors) { addresses in
             let query = views.query, key = views.key, value = views.value

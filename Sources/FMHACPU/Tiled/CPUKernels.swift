@@ -16,6 +16,8 @@ public enum CPUKernels: String, Sendable, Hashable, CaseIterable {
     public static let cpuHasAVX2: Bool = fmha_cpu_has_avx2_fma() != 0
     /// Whether this CPU runs the AVX-512 kernels.
     public static let cpuHasAVX512: Bool = fmha_cpu_has_avx512() != 0
+    /// Whether this CPU also has AVX-512 BF16 dot products (used for bfloat16 inputs).
+    public static let cpuHasAVX512BF16: Bool = fmha_cpu_has_avx512_bf16() != 0
 
     /// The builds this CPU runs, widest first.
     public static var available: [CPUKernels] {
@@ -62,12 +64,18 @@ public enum CPUKernels: String, Sendable, Hashable, CaseIterable {
         }
     }
 
-    /// The forward tile kernel of this build.
-    var forwardTile: ForwardTile {
+    /// The forward tile kernel of this build: the AVX-512 build takes bfloat16 inputs with an even
+    /// head dimension and a 16-bit output through BF16 dot products where the CPU has them (they
+    /// round the probabilities to bfloat16 before P·V, too coarse for a float32 output).
+    func forwardTile(dtype: DType, outputDType: DType, headDimension: Int) -> ForwardTile {
+        if resolved == .avx512, dtype == .bfloat16, outputDType != .float32, headDimension % 2 == 0,
+           Self.cpuHasAVX512BF16 {
+            return fmha_forward_tile_avx512bf16
+        }
         switch resolved {
-        case .avx512: fmha_forward_tile_avx512
-        case .avx2: fmha_forward_tile_avx2
-        default: fmha_forward_tile_generic
+        case .avx512: return fmha_forward_tile_avx512
+        case .avx2: return fmha_forward_tile_avx2
+        default: return fmha_forward_tile_generic
         }
     }
 }
