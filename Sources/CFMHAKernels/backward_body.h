@@ -10,6 +10,9 @@
 
 #include <math.h>
 #include "tile_math.h"
+#ifdef FMHA_BF16_PRODUCTS
+#include "bf16_products.h"
+#endif
 
 /// Workspace of one backward work item.
 typedef struct backward_buffers {
@@ -63,8 +66,19 @@ FMHA_INLINE void load_query_tile(const fmha_backward_common *c, const fmha_backw
         float *qrow = b->qrows + (int64_t)r * K, *dorow = b->dorows + (int64_t)r * KV;
         load_row(qrow, tile->q, r * tile->q_row_stride, K, c->dtype);
         load_row(dorow, tile->grad_out, r * tile->grad_out_row_stride, KV, c->dtype);
+#ifdef FMHA_BF16_PRODUCTS
+        // bfloat16 pairs for the two score-like products (dot products); rows for the others.
+        const uint16_t *q = (const uint16_t *)tile->q + r * tile->q_row_stride;
+        const uint16_t *grad = (const uint16_t *)tile->grad_out + r * tile->grad_out_row_stride;
+        for (int32_t x = 0; x < K / 2; x++) ((uint32_t *)b->qt)[(int64_t)x * R + r] = bf16_pair(q[2 * x], q[2 * x + 1]);
+        for (int32_t x = 0; x < KV / 2; x++) {
+            ((uint32_t *)b->dot)[(int64_t)x * R + r] = bf16_pair(grad[2 * x], grad[2 * x + 1]);
+        }
+        (void)qscale;
+#else
         for (int32_t x = 0; x < K; x++) b->qt[(int64_t)x * R + r] = qrow[x] * qscale;
         for (int32_t x = 0; x < KV; x++) b->dot[(int64_t)x * R + r] = dorow[x];
+#endif
         b->base[r] = tile->lse[r] == -INFINITY ? INFINITY : tile->lse[r] * (float)M_LOG2E;
         b->delta[r] = tile->delta[r];
     }
@@ -101,7 +115,16 @@ FMHA_INLINE void probabilities_and_gradients(const fmha_backward_common *c, cons
     int32_t lo[R], hi[R];
     int any;
     const int full = tile_ranges(tile->row_lo, tile->row_hi, tile->rows, k0, n, lo, hi, &any);
+#ifdef FMHA_BF16_PRODUCTS
+    const uint16_t *krow16[CP], *vrow16[CP];
+    for (int32_t j = 0; j < CP; j++) {
+        krow16[j] = j < n ? (const uint16_t *)c->k + physical[j] * c->k_row_stride : (const uint16_t *)b->zeros;
+        vrow16[j] = j < n ? (const uint16_t *)c->v + physical[j] * c->v_row_stride : (const uint16_t *)b->zeros;
+    }
+    scores_bf16(b->st, krow16, (const uint32_t *)b->qt, n, c->head_dim / 2, c->scale * (float)M_LOG2E);
+#else
     scores(b->st, krow, b->qt, n, c->head_dim);
+#endif
     if (tile->bias) {
         for (int32_t j = 0; j < n; j++) {
             for (int32_t r = 0; r < tile->rows; r++) {
@@ -111,7 +134,12 @@ FMHA_INLINE void probabilities_and_gradients(const fmha_backward_common *c, cons
         }
     }
     if (!full) mask_scores(b->st, lo, hi, n);
+#ifdef FMHA_BF16_PRODUCTS
+    scores_bf16(b->dpt, vrow16, (const uint32_t *)b->dot, n, c->value_dim / 2, 1.0f);
+    (void)vrow;
+#else
     scores(b->dpt, vrow, b->dot, n, c->value_dim);
+#endif
     for (int32_t iv = 0; iv < R / VW; iv++) {
         const vf base = loadv(b->base + iv * VW), delta = loadv(b->delta + iv * VW);
         for (int32_t j = 0; j < n; j++) {

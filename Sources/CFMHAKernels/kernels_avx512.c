@@ -10,36 +10,12 @@
 #include "forward_tile_body.h"
 #include "backward_body.h"
 
-// bfloat16 inputs with AVX-512 BF16 dot products (Zen 4, Sapphire Rapids and newer).
-#undef FMHA_TARGET
-#undef FMHA_NAME
-#define FMHA_TARGET __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx512bf16,fma,f16c")))
-#define FMHA_NAME(name) name##_avx512bf16
-#define FMHA_BF16_PRODUCTS 1
-#include "forward_tile_body.h"
-
-int fmha_cpu_has_avx512_bf16(void) {
-    return fmha_cpu_has_avx512() && __builtin_cpu_supports("avx512bf16");
-}
-
 int fmha_cpu_has_avx512(void) {
     __builtin_cpu_init();
     return fmha_cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
         && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
 }
 #else
-// bfloat16 inputs with AVX-512 BF16 dot products (Zen 4, Sapphire Rapids and newer).
-#undef FMHA_TARGET
-#undef FMHA_NAME
-#define FMHA_TARGET __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx512bf16,fma,f16c")))
-#define FMHA_NAME(name) name##_avx512bf16
-#define FMHA_BF16_PRODUCTS 1
-#include "forward_tile_body.h"
-
-int fmha_cpu_has_avx512_bf16(void) {
-    return fmha_cpu_has_avx512() && __builtin_cpu_supports("avx512bf16");
-}
-
 int fmha_cpu_has_avx512(void) { return 0; }
 
 void fmha_forward_tile_avx512(const fmha_forward_tile *tile) { fmha_forward_tile_avx2(tile); }

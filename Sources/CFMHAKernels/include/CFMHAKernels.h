@@ -123,6 +123,13 @@ typedef struct fmha_backward_query_tile {
 size_t fmha_backward_workspace_floats(int32_t head_dim, int32_t value_dim);
 
 /// dQ (and the bias gradient) of one query tile over logical keys [key_begin, key_end).
+/// bfloat16 inputs with even head_dim and value_dim only: the score-like products (Q·Kᵀ, dO·Vᵀ)
+/// with AVX-512 BF16 dot products.
+void fmha_backward_dq_avx512bf16(const fmha_backward_common *common, const fmha_backward_query_tile *tile,
+                                 int64_t key_begin, int64_t key_end);
+void fmha_backward_dkdv_avx512bf16(const fmha_backward_common *common, const fmha_backward_query_tile *tiles,
+                                   int32_t tile_count, int64_t key_begin, int64_t key_end, float *grad_k,
+                                   int64_t grad_k_row_stride, float *grad_v, int64_t grad_v_row_stride);
 void fmha_backward_dq_avx512(const fmha_backward_common *common, const fmha_backward_query_tile *tile,
                              int64_t key_begin, int64_t key_end);
 void fmha_backward_dq_avx2(const fmha_backward_common *common, const fmha_backward_query_tile *tile,

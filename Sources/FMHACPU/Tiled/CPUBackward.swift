@@ -61,7 +61,10 @@ public struct CPUBackward: BackwardOperator {
         var dBias = [Float](repeating: 0, count: biasTensor == nil ? 0 : d.biasShape5D.reduce(1, *))
         let mask = dropout.map(DropoutMask.init)
         let workspaceFloats = fmha_backward_workspace_floats(Int32(d.headDimension), Int32(d.valueHeadDimension))
-        let dqKernel = kernels.backwardQuery, dkdvKernel = kernels.backwardKeys
+        let dqKernel = kernels.backwardQuery(dtype: inputs.query.dtype, headDimension: d.headDimension,
+                                             valueHeadDimension: d.valueHeadDimension)
+        let dkdvKernel = kernels.backwardKeys(dtype: inputs.query.dtype, headDimension: d.headDimension,
+                                              valueHeadDimension: d.valueHeadDimension)
 
         let tensors = [views.query, views.key, views.value, gradView] + (biasView.map { [$0] } ?? [])
         try HostAddresses.with(tensors) { addresses -> Void in

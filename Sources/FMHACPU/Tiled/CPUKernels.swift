@@ -46,21 +46,32 @@ public enum CPUKernels: String, Sendable, Hashable, CaseIterable {
                                              Int32, Int64, Int64, UnsafeMutablePointer<Float>?, Int64,
                                              UnsafeMutablePointer<Float>?, Int64) -> Void
 
-    /// The backward dQ kernel of this build.
-    var backwardQuery: BackwardQuery {
+    /// Whether the BF16 dot-product kernels take these inputs: bfloat16, even head dimensions, on
+    /// the AVX-512 build of a CPU that has them.
+    private func usesBF16Products(dtype: DType, dimensions: Int...) -> Bool {
+        resolved == .avx512 && dtype == .bfloat16 && Self.cpuHasAVX512BF16 && dimensions.allSatisfy { $0 % 2 == 0 }
+    }
+
+    /// The backward dQ kernel of this build for these inputs (their score-like products need no
+    /// rounding, so bfloat16 inputs always take the dot products when they can).
+    func backwardQuery(dtype: DType, headDimension: Int, valueHeadDimension: Int) -> BackwardQuery {
+        if usesBF16Products(dtype: dtype, dimensions: headDimension, valueHeadDimension) { return fmha_backward_dq_avx512bf16 }
         switch resolved {
-        case .avx512: fmha_backward_dq_avx512
-        case .avx2: fmha_backward_dq_avx2
-        default: fmha_backward_dq_generic
+        case .avx512: return fmha_backward_dq_avx512
+        case .avx2: return fmha_backward_dq_avx2
+        default: return fmha_backward_dq_generic
         }
     }
 
-    /// The backward dK/dV kernel of this build.
-    var backwardKeys: BackwardKeys {
+    /// The backward dK/dV kernel of this build for these inputs.
+    func backwardKeys(dtype: DType, headDimension: Int, valueHeadDimension: Int) -> BackwardKeys {
+        if usesBF16Products(dtype: dtype, dimensions: headDimension, valueHeadDimension) {
+            return fmha_backward_dkdv_avx512bf16
+        }
         switch resolved {
-        case .avx512: fmha_backward_dkdv_avx512
-        case .avx2: fmha_backward_dkdv_avx2
-        default: fmha_backward_dkdv_generic
+        case .avx512: return fmha_backward_dkdv_avx512
+        case .avx2: return fmha_backward_dkdv_avx2
+        default: return fmha_backward_dkdv_generic
         }
     }
 
@@ -68,8 +79,7 @@ public enum CPUKernels: String, Sendable, Hashable, CaseIterable {
     /// head dimension and a 16-bit output through BF16 dot products where the CPU has them (they
     /// round the probabilities to bfloat16 before P·V, too coarse for a float32 output).
     func forwardTile(dtype: DType, outputDType: DType, headDimension: Int) -> ForwardTile {
-        if resolved == .avx512, dtype == .bfloat16, outputDType != .float32, headDimension % 2 == 0,
-           Self.cpuHasAVX512BF16 {
+        if outputDType != .float32, usesBF16Products(dtype: dtype, dimensions: headDimension) {
             return fmha_forward_tile_avx512bf16
         }
         switch resolved {
