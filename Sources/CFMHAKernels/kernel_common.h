@@ -4,6 +4,9 @@
 #define CFMHA_KERNEL_COMMON_H
 
 #include <stdint.h>
+#if VW == 16
+#include <immintrin.h>
+#endif
 
 // The helpers below are always inlined, so passing vectors between them never crosses an
 // ABI boundary, even in the baseline build.
@@ -46,9 +49,14 @@ FMHA_INLINE vf vselect(vi mask, vf when_true, vf when_false) {
 }
 
 /// 2^x for x ≤ 0 (x = -inf gives exactly 0): Cephes' exp2f polynomial on the fraction in
-/// [-0.5, 0.5] (relative error about 2e-7), scaled by the integer part through the exponent bits.
+/// [-0.5, 0.5] (relative error about 2e-7), scaled by the integer part: through the exponent bits,
+/// or with AVX-512's vscalefps in one instruction.
 FMHA_INLINE vf exp2_v(vf x) {
-    x = vmax(x, splat(-127.0f));
+#if VW == 16
+    x = vmax(x, splat(-160.0f));  // 2^-160 times the polynomial rounds to exactly 0
+#else
+    x = vmax(x, splat(-127.0f));  // exponent bits 0: exactly 0
+#endif
     vf whole = __builtin_elementwise_roundeven(x);
     vf f = x - whole;
     vf p = splat(1.535336188319500e-4f);
@@ -58,8 +66,12 @@ FMHA_INLINE vf exp2_v(vf x) {
     p = p * f + splat(2.402264791363012e-1f);
     p = p * f + splat(6.931472028550421e-1f);
     p = p * f + splat(1.0f);
+#if VW == 16
+    return (vf)_mm512_scalef_ps((__m512)p, (__m512)whole);
+#else
     vi exponent = (__builtin_convertvector(whole, vi) + splat_i(127)) << 23;
     return p * (vf)exponent;
+#endif
 }
 
 FMHA_INLINE float bf16_to_float(uint16_t bits) {
