@@ -1,4 +1,5 @@
 import ArgumentParser
+import CUDADriver
 import FMHA
 
 /// `fmha info`: the platform, the GPU libraries, and every operator with its capabilities.
@@ -9,9 +10,7 @@ struct InfoCommand: ParsableCommand {
     func run() throws {
         print("platform: Linux \(Platform.architecture), \(Platform.processorCount) logical CPUs")
         print("cpu: \(Platform.cpuDescription())")
-        print("cuda driver (libcuda.so.1): \(Platform.probeLibrary("libcuda.so.1"))")
-        print("nvrtc (libnvrtc.so): \(Platform.probeLibrary("libnvrtc.so"))")
-        print("cuda backend: not in this build yet (CPU operators only)")
+        for line in Self.cudaDescription() { print(line) }
         print("attention biases: \(attentionBiasTypes.count) types")
         for (kind, operators) in [("forward", Operators.forward as [any AttentionOperator]),
                                   ("backward", Operators.backward as [any AttentionOperator])] {
@@ -20,6 +19,28 @@ struct InfoCommand: ParsableCommand {
                 for line in Self.describe(op.capabilities, backward: kind == "backward") { print("  " + line) }
             }
         }
+    }
+
+    /// The CUDA driver, its devices and NVRTC: found and what they are, or why not.
+    static func cudaDescription() -> [String] {
+        var lines = [String]()
+        do {
+            let driver = try CUDADriver.shared()
+            let count = try driver.deviceCount()
+            lines.append("cuda driver: \(driver.library.path), CUDA \(driver.version / 1000).\(driver.version % 1000 / 10), \(count) device\(count == 1 ? "" : "s")")
+            for ordinal in 0..<count { lines.append("  \(try driver.device(ordinal))") }
+        } catch {
+            lines.append("cuda driver: not available (\(error))")
+        }
+        do {
+            let nvrtc = try NVRTC()
+            let version = try nvrtc.version()
+            lines.append("nvrtc: \(nvrtc.library.path), version \(version.major).\(version.minor)")
+        } catch {
+            lines.append("nvrtc: not available (\(error))")
+        }
+        lines.append("cuda operators: none yet in this build (CUDA ops come with the next issues)")
+        return lines
     }
 
     /// One line per capability.

@@ -35,14 +35,4 @@ enum Platform {
         let present = interesting.filter(flags.contains)
         return "\(model); features: \(present.isEmpty ? "none of interest" : present.joined(separator: " "))"
     }
-
-    /// Whether the dynamic loader finds `library`, and the loader's message when it does not.
-    static func probeLibrary(_ library: String) -> String {
-        guard let handle = dlopen(library, RTLD_NOW | RTLD_LOCAL) else {
-            let reason = dlerror().map { String(cString: $0) } ?? "not found"
-            return "not found (\(reason))"
-        }
-        dlclose(handle)
-        return "found"
-    }
 }

@@ -1,0 +1,99 @@
+/// A loaded cubin; unloaded when released.
+public final class CUDAModule: Sendable {
+    /// The context it lives in.
+    public let context: CUDAContext
+    let handle: UncheckedPointer
+
+    /// Loads `cubin` into `context`.
+    public init(context: CUDAContext, cubin: [UInt8]) throws {
+        typealias Load = @convention(c) (UnsafeMutablePointer<OpaquePointer?>?, UnsafeRawPointer?) -> Int32
+        try context.makeCurrent()
+        var module: OpaquePointer?
+        let driver = context.driver
+        try cubin.withUnsafeBytes { bytes in
+            try driver.check("cuModuleLoadData", try driver.call("cuModuleLoadData", as: Load.self)(&module, bytes.baseAddress))
+        }
+        guard let module else {
+            throw CUDAError(call: "cuModuleLoadData", code: 200, name: "CUDA_ERROR_INVALID_IMAGE", message: "no module returned")
+        }
+        self.context = context
+        handle = UncheckedPointer(UnsafeMutableRawPointer(module))
+    }
+
+    deinit {
+        typealias Unload = @convention(c) (OpaquePointer?) -> Int32
+        if (try? context.makeCurrent()) != nil, let unload = try? context.driver.call("cuModuleUnload", as: Unload.self) {
+            _ = unload(OpaquePointer(handle.pointer))
+        }
+    }
+
+    /// The kernel called `name` (an `extern "C"` name).
+    public func function(_ name: String) throws -> CUDAFunction {
+        typealias Get = @convention(c) (UnsafeMutablePointer<OpaquePointer?>?, OpaquePointer?, UnsafePointer<CChar>?) -> Int32
+        var function: OpaquePointer?
+        let driver = context.driver
+        try driver.check("cuModuleGetFunction", try driver.call("cuModuleGetFunction", as: Get.self)(&function, OpaquePointer(handle.pointer), name))
+        guard let function else {
+            throw CUDAError(call: "cuModuleGetFunction", code: 500, name: "CUDA_ERROR_NOT_FOUND", message: "\(name) not found")
+        }
+        return CUDAFunction(module: self, handle: UncheckedPointer(UnsafeMutableRawPointer(function)), name: name)
+    }
+}
+
+/// A kernel of a loaded module.
+public struct CUDAFunction: Sendable {
+    /// The module it belongs to (kept alive by this value).
+    public let module: CUDAModule
+    let handle: UncheckedPointer
+    /// Its name.
+    public let name: String
+
+    /// Launches the kernel on the default stream with `arguments` (one per kernel parameter, in
+    /// order) and `sharedMemory` bytes of dynamic shared memory.
+    public func launch(grid: (x: Int, y: Int, z: Int), block: (x: Int, y: Int, z: Int), sharedMemory: Int = 0,
+                       arguments: KernelArguments) throws {
+        typealias Launch = @convention(c) (OpaquePointer?, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32,
+                                           OpaquePointer?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+                                           UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32
+        let context = module.context, driver = context.driver
+        try context.makeCurrent()
+        try arguments.withPointers { pointers in
+            try driver.check("cuLaunchKernel", try driver.call("cuLaunchKernel", as: Launch.self)(
+                OpaquePointer(handle.pointer), UInt32(grid.x), UInt32(grid.y), UInt32(grid.z),
+                UInt32(block.x), UInt32(block.y), UInt32(block.z), UInt32(sharedMemory), nil, pointers, nil))
+        }
+    }
+}
+
+/// The parameters of one kernel launch, by value, in order.
+public struct KernelArguments {
+    private var storage: [[UInt8]] = []
+
+    /// No arguments yet.
+    public init() {}
+
+    /// Appends a parameter of trivial type (an integer, a float, a device address as UInt64, a
+    /// struct laid out as the kernel declares it).
+    public mutating func append<Value: BitwiseCopyable>(_ value: Value) {
+        storage.append(withUnsafeBytes(of: value) { Array($0) })
+    }
+
+    /// Appends a buffer's device address.
+    public mutating func append(_ buffer: DeviceBuffer) {
+        append(buffer.address)
+    }
+
+    /// Calls `body` with the array of parameter addresses `cuLaunchKernel` takes.
+    func withPointers<Result>(_ body: (UnsafeMutablePointer<UnsafeMutableRawPointer?>?) throws -> Result) rethrows -> Result {
+        let copies = storage.map { bytes -> UnsafeMutableRawPointer in
+            let pointer = UnsafeMutableRawPointer.allocate(byteCount: max(bytes.count, 1), alignment: 16)
+            bytes.withUnsafeBytes { source in
+                if let base = source.baseAddress { pointer.copyMemory(from: base, byteCount: bytes.count) }
+            }
+            return pointer
+        }
+        defer { copies.forEach { $0.deallocate() } }
+        var pointers: [UnsafeMutableRawPointer?] = copies.map { $0 }
+        return try pointers.withUnsafeMutableBufferPointer { try body($0.baseAddress) }
+    }
+}

@@ -1,0 +1,66 @@
+/// Device memory from a context's caching allocator; goes back to the pool when released.
+public final class DeviceBuffer: Sendable {
+    /// The owning context.
+    public let context: CUDAContext
+    /// The device address (`CUdeviceptr`).
+    public let address: UInt64
+    /// Bytes requested.
+    public let byteCount: Int
+    /// Bytes of the block (its size class).
+    let capacity: Int
+
+    init(context: CUDAContext, address: UInt64, byteCount: Int, capacity: Int) {
+        self.context = context
+        self.address = address
+        self.byteCount = byteCount
+        self.capacity = capacity
+    }
+
+    deinit {
+        context.recycle(address, capacity: capacity)
+    }
+
+    /// Copies `bytes` host bytes from `source` to `offset` bytes into this buffer.
+    public func copy(from source: UnsafeRawPointer, bytes: Int, offset: Int = 0) throws {
+        try checkRange(offset, bytes)
+        typealias Copy = @convention(c) (UInt64, UnsafeRawPointer?, Int) -> Int32
+        try context.makeCurrent()
+        let driver = context.driver
+        try driver.check("cuMemcpyHtoD_v2", try driver.call("cuMemcpyHtoD_v2", as: Copy.self)(address + UInt64(offset), source, bytes))
+    }
+
+    /// Copies `bytes` bytes from `offset` bytes into this buffer to host memory at `destination`.
+    public func copy(to destination: UnsafeMutableRawPointer, bytes: Int, offset: Int = 0) throws {
+        try checkRange(offset, bytes)
+        typealias Copy = @convention(c) (UnsafeMutableRawPointer?, UInt64, Int) -> Int32
+        try context.makeCurrent()
+        let driver = context.driver
+        try driver.check("cuMemcpyDtoH_v2", try driver.call("cuMemcpyDtoH_v2", as: Copy.self)(destination, address + UInt64(offset), bytes))
+    }
+
+    /// Copies `bytes` bytes from `source` (device) into this buffer.
+    public func copy(from source: DeviceBuffer, bytes: Int, sourceOffset: Int = 0, offset: Int = 0) throws {
+        try checkRange(offset, bytes)
+        try source.checkRange(sourceOffset, bytes)
+        typealias Copy = @convention(c) (UInt64, UInt64, Int) -> Int32
+        try context.makeCurrent()
+        let driver = context.driver
+        try driver.check("cuMemcpyDtoD_v2", try driver.call("cuMemcpyDtoD_v2", as: Copy.self)(
+            address + UInt64(offset), source.address + UInt64(sourceOffset), bytes))
+    }
+
+    /// Sets every byte to `value`.
+    public func fill(_ value: UInt8) throws {
+        typealias Set = @convention(c) (UInt64, UInt8, Int) -> Int32
+        try context.makeCurrent()
+        let driver = context.driver
+        try driver.check("cuMemsetD8_v2", try driver.call("cuMemsetD8_v2", as: Set.self)(address, value, byteCount))
+    }
+
+    private func checkRange(_ offset: Int, _ bytes: Int) throws {
+        guard offset >= 0, bytes >= 0, offset <= byteCount - bytes else {
+            throw CUDAError(call: "copy", code: 1, name: "CUDA_ERROR_INVALID_VALUE",
+                            message: "bytes \(offset)..<\(offset + bytes) are outside the buffer's \(byteCount)")
+        }
+    }
+}

@@ -1,0 +1,73 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import Synchronization
+
+/// A shared library opened with `dlopen`, whose symbols are looked up on first use and cached.
+public final class DynamicLibrary: Sendable {
+    /// The path or name it was opened by.
+    public let path: String
+    private let handle: UncheckedPointer
+    private let symbols = Mutex<[String: UncheckedPointer]>([:])
+
+    private init(path: String, handle: UnsafeMutableRawPointer) {
+        self.path = path
+        self.handle = UncheckedPointer(handle)
+    }
+
+    deinit {
+        dlclose(handle.pointer)
+    }
+
+    /// Opens the first of `candidates` (paths or names for the loader's search path) that loads;
+    /// the error lists why each one did not.
+    public static func open(_ candidates: [String], what: String) throws -> DynamicLibrary {
+        var failures = [String]()
+        for candidate in candidates {
+            if let handle = dlopen(candidate, RTLD_NOW | RTLD_LOCAL) {
+                return DynamicLibrary(path: candidate, handle: handle)
+            }
+            failures.append(dlerror().map { String(cString: $0) } ?? "\(candidate): not found")
+        }
+        throw LibraryError(library: what, attempts: failures)
+    }
+
+    /// The address of `name`, or a `LibraryError` naming the symbol.
+    public func address(of name: String) throws -> UnsafeMutableRawPointer {
+        if let cached = symbols.withLock({ $0[name] }) { return cached.pointer }
+        guard let found = dlsym(handle.pointer, name) else {
+            throw LibraryError(library: path, attempts: ["symbol \(name) not found"])
+        }
+        symbols.withLock { $0[name] = UncheckedPointer(found) }
+        return found
+    }
+
+    /// `name` as a C function of type `Function` (a `@convention(c)` function type).
+    public func function<Function>(_ name: String, as type: Function.Type) throws -> Function {
+        unsafeBitCast(try address(of: name), to: type)
+    }
+}
+
+/// A library or symbol that could not be loaded, with the loader's message for each attempt.
+public struct LibraryError: Error, Sendable, CustomStringConvertible {
+    /// What was being loaded.
+    public let library: String
+    /// The loader's message per candidate, in search order.
+    public let attempts: [String]
+
+    public var description: String {
+        "\(library) could not be loaded: " + attempts.joined(separator: "; ")
+    }
+}
+
+/// A raw pointer that only this module hands between threads (library handles and symbols are
+/// process-wide and immutable).
+struct UncheckedPointer: @unchecked Sendable {
+    let pointer: UnsafeMutableRawPointer
+
+    init(_ pointer: UnsafeMutableRawPointer) {
+        self.pointer = pointer
+    }
+}
