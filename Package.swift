@@ -15,13 +15,19 @@ let package = Package(
         .target(name: "FMHACore"),
         // C kernels of the fast CPU operators, compiled per instruction set with function attributes.
         .target(name: "CFMHAKernels"),
+        // libcuda and libnvrtc loaded at run time: typed errors, wrappers that release what they own.
+        .target(name: "CUDADriver"),
         // CPU operators: the float64 reference and the fast tiled backend.
         .target(name: "FMHACPU", dependencies: ["FMHACore", "CFMHAKernels"]),
+        // CUDA operators: kernel sources (Kernels/*.cu, embedded by scripts/generate_kernel_sources.py),
+        // descriptors, the NVRTC compiler with its memory and disk caches.
+        .target(name: "FMHACUDA", dependencies: ["FMHACore", "CUDADriver"], exclude: ["Kernels"]),
         // The one module users import: entry points, dispatch, merge; re-exports FMHACore.
         .target(name: "FMHA", dependencies: ["FMHACore", "FMHACPU"]),
         // The `fmha` command's implementation: subcommands, .npy files, bias JSON.
         .target(name: "FMHACLI", dependencies: [
             "FMHA",
+            "CUDADriver",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "fmha", dependencies: ["FMHACLI"]),
@@ -29,5 +35,7 @@ let package = Package(
         .testTarget(name: "FMHACPUTests", dependencies: ["FMHACPU"]),
         .testTarget(name: "FMHATests", dependencies: ["FMHA"]),
         .testTarget(name: "FMHACLITests", dependencies: ["FMHACLI"]),
+        .testTarget(name: "CUDADriverTests", dependencies: ["CUDADriver"]),
+        .testTarget(name: "FMHACUDATests", dependencies: ["FMHACUDA"]),
     ]
 )

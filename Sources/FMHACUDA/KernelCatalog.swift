@@ -1,0 +1,36 @@
+/// One kernel the library can compile: its descriptor, the functions it defines, and what ptxas
+/// is allowed to do with it.
+public struct KernelVariant: Sendable, Hashable {
+    /// What to compile.
+    public let descriptor: KernelDescriptor
+    /// The `extern "C"` kernels the cubin defines.
+    public let entryPoints: [String]
+    /// Whether register spills are acceptable; false for kernels that declare "no spills", where a
+    /// spill is a failure of `fmha info --compile-kernels` and of the compile tests.
+    public let allowsSpills: Bool
+
+    /// A variant of `descriptor` defining `entryPoints`.
+    public init(descriptor: KernelDescriptor, entryPoints: [String], allowsSpills: Bool = false) {
+        self.descriptor = descriptor
+        self.entryPoints = entryPoints
+        self.allowsSpills = allowsSpills
+    }
+}
+
+/// Every kernel variant the library may compile, so that all of them can be compiled ahead of use
+/// (`fmha info --compile-kernels`, and the compile tests in CI, which need NVRTC but no GPU).
+public enum KernelCatalog {
+    /// The architectures kernels are built and tested for.
+    public static let architectures = ["sm_80", "sm_90", "sm_90a"]
+
+    /// The dropout keep-mask kernel (`dropout_mask.cu`), for testing the CUDA Philox mask.
+    public static func dropoutKeep(architecture: String) -> KernelVariant {
+        KernelVariant(descriptor: KernelDescriptor(sourceName: "dropout_mask", architecture: architecture),
+                      entryPoints: ["fmha_dropout_keep"])
+    }
+
+    /// Every variant for `architecture`.
+    public static func allVariants(architecture: String) -> [KernelVariant] {
+        [dropoutKeep(architecture: architecture)]
+    }
+}

@@ -1,0 +1,77 @@
+import FMHACore
+
+/// Everything a compiled kernel depends on: which kernel source, for which GPU architecture, with
+/// which compile-time constants. Equal descriptors give the same cubin, so a descriptor is the key
+/// of the in-memory kernel cache (the disk cache keys on the source and options it expands to).
+///
+/// Sequence lengths, strides and pointers are kernel arguments and never belong here.
+public struct KernelDescriptor: Hashable, Sendable, CustomStringConvertible {
+    /// The kernel's source file in `Sources/FMHACUDA/Kernels` without `.cu`, e.g. `"dropout_mask"`.
+    public var sourceName: String
+    /// The GPU architecture NVRTC compiles for: `"sm_80"`, `"sm_90"`, `"sm_90a"`, ...
+    public var architecture: String
+    /// Compile-time constants, emitted as `#define name value` ahead of the source (name order).
+    public var defines: [String: String]
+
+    /// A descriptor of `sourceName` for `architecture` with `defines`.
+    public init(sourceName: String, architecture: String, defines: [String: String] = [:]) {
+        self.sourceName = sourceName
+        self.architecture = architecture
+        self.defines = defines
+    }
+
+    /// `sourceName`, `architecture` and the defines, e.g. `dropout_mask sm_90 [BLOCK=128]`.
+    public var description: String {
+        let definitions = defines.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        return "\(sourceName) \(architecture)" + (definitions.isEmpty ? "" : " [\(definitions.joined(separator: ", "))]")
+    }
+
+    /// The whole translation unit NVRTC compiles: the defines, `prelude.cu`, then the kernel file,
+    /// each file introduced by a `#line` directive so that compiler messages name it.
+    public func source() throws(FMHAError) -> String {
+        guard let kernel = KernelSources.byFileName[sourceName + ".cu"], sourceName != "prelude" else {
+            let known = KernelSources.byFileName.keys.filter { $0 != "prelude.cu" }.sorted()
+            throw .invalidArgument("KernelDescriptor.sourceName", expected: "one of \(known)", got: "\"\(sourceName)\"")
+        }
+        var text = "// FMHA kernel \(self)\n"
+        for (name, value) in defines.sorted(by: { $0.key < $1.key }) {
+            guard Self.isIdentifier(name) else {
+                throw .invalidArgument("KernelDescriptor.defines", expected: "C identifiers as names", got: "\"\(name)\"")
+            }
+            guard !value.contains(where: \.isNewline) else {
+                throw .invalidArgument("KernelDescriptor.defines[\(name)]", expected: "a one-line value", got: "\"\(value)\"")
+            }
+            text += "#define \(name) \(value)\n"
+        }
+        for (fileName, contents) in [("prelude.cu", KernelSources.prelude), (sourceName + ".cu", kernel)] {
+            text += "#line 1 \"\(fileName)\"\n" + contents
+            if !contents.hasSuffix("\n") { text += "\n" }
+        }
+        return text
+    }
+
+    /// NVRTC's options: the architecture (a cubin, not PTX, since it names a real `sm_`), C++17,
+    /// device code by default, and ptxas' resource report (`CompiledKernel.resources`).
+    public func options() throws(FMHAError) -> [String] {
+        let number = architecture.utf8.dropFirst(3).prefix(while: Self.isDigit)
+        let variant = architecture.utf8.dropFirst(3 + number.count)
+        guard architecture.hasPrefix("sm_"), !number.isEmpty, variant.isEmpty || variant.elementsEqual("a".utf8) else {
+            throw .invalidArgument("KernelDescriptor.architecture", expected: "sm_<digits> or sm_<digits>a, e.g. sm_90",
+                                   got: "\"\(architecture)\"")
+        }
+        return ["--gpu-architecture=\(architecture)", "--std=c++17", "-default-device", "-Xptxas", "-v"]
+    }
+
+    /// Whether `name` is a C identifier (ASCII letters, digits and `_`, not starting with a digit).
+    static func isIdentifier(_ name: String) -> Bool {
+        guard let first = name.utf8.first, !isDigit(first) else { return false }
+        return name.utf8.allSatisfy { byte in
+            byte == UInt8(ascii: "_") || isDigit(byte) || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte | 0x20)
+        }
+    }
+
+    /// Whether `byte` is an ASCII digit.
+    private static func isDigit(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+    }
+}

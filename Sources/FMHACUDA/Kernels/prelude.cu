@@ -1,0 +1,105 @@
+// Shared by every FMHA kernel: compiled in front of each kernel file (after the descriptor's
+// #defines). It includes no header, so that NVRTC needs nothing but itself: fixed-width integers,
+// float16/bfloat16 conversions in inline PTX and bit manipulation, and the Philox4x32-10 dropout
+// mask of FMHACore's `Philox` and `DropoutMask`, bit for bit.
+
+typedef signed char int8_t;
+typedef unsigned char uint8_t;
+typedef short int16_t;
+typedef unsigned short uint16_t;
+typedef int int32_t;
+typedef unsigned int uint32_t;
+typedef long long int64_t;
+typedef unsigned long long uint64_t;
+
+static_assert(sizeof(uint16_t) == 2 && sizeof(uint32_t) == 4 && sizeof(uint64_t) == 8,
+              "fixed-width integer typedefs");
+
+namespace fmha {
+
+// ---- float16 (IEEE binary16), stored as its 16 bits -------------------------------------------
+
+/// The exact value of a float16.
+__device__ __forceinline__ float half_to_float(uint16_t bits) {
+    float value;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(value) : "h"(bits));
+    return value;
+}
+
+/// `value` rounded to the nearest float16, ties to even (IEEE; overflow gives infinity).
+__device__ __forceinline__ uint16_t float_to_half(float value) {
+    uint16_t bits;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(bits) : "f"(value));
+    return bits;
+}
+
+// ---- bfloat16: the upper 16 bits of a float -----------------------------------------------------
+
+/// The exact value of a bfloat16.
+__device__ __forceinline__ float bfloat16_to_float(uint16_t bits) {
+    return __uint_as_float(uint32_t(bits) << 16);
+}
+
+/// `value` rounded to the nearest bfloat16, ties to even, as FMHACore's `BFloat16(Float)`: NaN
+/// keeps its sign and top payload bits and is made quiet; overflow rounds to infinity.
+__device__ __forceinline__ uint16_t float_to_bfloat16(float value) {
+    const uint32_t bits = __float_as_uint(value);
+    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) {
+        return uint16_t((bits >> 16) | 0x0040u);
+    }
+    const uint32_t lowest_kept_bit = (bits >> 16) & 1u;
+    return uint16_t((bits + 0x7FFFu + lowest_kept_bit) >> 16);
+}
+
+// ---- Philox4x32-10 and the dropout mask -------------------------------------------------------
+
+/// Four 32-bit words: a Philox counter or its output.
+struct Words4 {
+    uint32_t x, y, z, w;
+};
+
+/// Ten rounds of Philox4x32 (Salmon et al., SC 2011) on `counter` with key (`key0`, `key1`), as
+/// Random123 and FMHACore's `Philox.generate`.
+__device__ __forceinline__ Words4 philox4x32_10(Words4 counter, uint32_t key0, uint32_t key1) {
+    const uint32_t multiplier0 = 0xD2511F53u, multiplier1 = 0xCD9E8D57u;
+#pragma unroll
+    for (int round = 0; round < 10; ++round) {
+        if (round > 0) {
+            key0 += 0x9E3779B9u;
+            key1 += 0xBB67AE85u;
+        }
+        const uint32_t high0 = __umulhi(multiplier0, counter.x), low0 = multiplier0 * counter.x;
+        const uint32_t high1 = __umulhi(multiplier1, counter.z), low1 = multiplier1 * counter.z;
+        counter = Words4{high1 ^ counter.y ^ key0, low1, high0 ^ counter.w ^ key1, low0};
+    }
+    return counter;
+}
+
+/// The dropout mask of one call (FMHACore's `DropoutMask`): the weight of query `i` on key `j` in
+/// head `n` (linear over batch, group and head) draws word `j % 4` of Philox4x32-10 with counter
+/// (j / 4, i, n, offset) and key (seed mod 2^32, seed / 2^32), and is kept iff that word is at least
+/// `threshold` = ceil(p * 2^32) (capped at 2^32 - 1).
+struct DropoutMask {
+    uint64_t seed;
+    uint32_t offset;
+    uint32_t threshold;
+
+    /// The random words of keys 4 * key_quad ..< 4 * key_quad + 4.
+    __device__ __forceinline__ Words4 words(uint32_t head, uint32_t query, uint32_t key_quad) const {
+        return philox4x32_10(Words4{key_quad, query, head, offset}, uint32_t(seed), uint32_t(seed >> 32));
+    }
+
+    /// Whether `word` (one of `words(...)`) keeps its weight.
+    __device__ __forceinline__ bool keeps(uint32_t word) const {
+        return word >= threshold;
+    }
+
+    /// Whether the weight of `query` on `key` in `head` survives.
+    __device__ __forceinline__ bool is_kept(uint32_t head, uint32_t query, uint32_t key) const {
+        const Words4 random = words(head, query, key >> 2);
+        const uint32_t lane = key & 3u;
+        return keeps(lane == 0 ? random.x : lane == 1 ? random.y : lane == 2 ? random.z : random.w);
+    }
+};
+
+} // namespace fmha
