@@ -29,6 +29,8 @@ typedef struct backward_buffers {
     float *acc_b;   // (CP) × Kv (dV)
     float *base;    // R: LSE·log2(e), +inf for rows without keys
     float *delta;   // R
+    uint32_t *packed_rows;  // CP × R/2: P or dS rounded to bfloat16 pairs of queries (BF16 products)
+    uint32_t *key_pairs;    // (C/2) × R: dS rounded to bfloat16 pairs of keys (BF16 products)
 } backward_buffers;
 
 FMHA_INLINE backward_buffers backward_layout(float *w, int32_t K, int32_t KV) {
@@ -46,7 +48,9 @@ FMHA_INLINE backward_buffers backward_layout(float *w, int32_t K, int32_t KV) {
     b.acc_a = w; w += (int64_t)(CP) * K;
     b.acc_b = w; w += (int64_t)(CP) * KV;
     b.base = w; w += R;
-    b.delta = w;
+    b.delta = w; w += R;
+    b.packed_rows = (uint32_t *)w; w += (int64_t)CP * (R / 2);
+    b.key_pairs = (uint32_t *)w;
     return b;
 }
 
@@ -67,7 +71,7 @@ FMHA_INLINE void load_query_tile(const fmha_backward_common *c, const fmha_backw
         load_row(qrow, tile->q, r * tile->q_row_stride, K, c->dtype);
         load_row(dorow, tile->grad_out, r * tile->grad_out_row_stride, KV, c->dtype);
 #ifdef FMHA_BF16_PRODUCTS
-        // bfloat16 pairs for the two score-like products (dot products); rows for the others.
+        // bfloat16 pairs along K/Kv for the two score-like products (dot products).
         const uint16_t *q = (const uint16_t *)tile->q + r * tile->q_row_stride;
         const uint16_t *grad = (const uint16_t *)tile->grad_out + r * tile->grad_out_row_stride;
         for (int32_t x = 0; x < K / 2; x++) ((uint32_t *)b->qt)[(int64_t)x * R + r] = bf16_pair(q[2 * x], q[2 * x + 1]);
@@ -82,12 +86,23 @@ FMHA_INLINE void load_query_tile(const fmha_backward_common *c, const fmha_backw
         b->base[r] = tile->lse[r] == -INFINITY ? INFINITY : tile->lse[r] * (float)M_LOG2E;
         b->delta[r] = tile->delta[r];
     }
+#ifdef FMHA_BF16_PRODUCTS
+    // Pairs of query rows (for dK = dSᵀ·Q and dV = Pᵀ·dO), in the row buffers.
+    pack_row_pairs((uint32_t *)b->qrows, (const uint16_t *)tile->q, tile->q_row_stride, tile->rows, K);
+    pack_row_pairs((uint32_t *)b->dorows, (const uint16_t *)tile->grad_out, tile->grad_out_row_stride, tile->rows, KV);
+#endif
 }
 
 /// Points key/value rows [k0, k0 + n) at the inputs (float32) or at converted copies.
 FMHA_INLINE void load_key_tile(const fmha_backward_common *c, int64_t k0, int32_t n, backward_buffers *b,
                                const float **krow, const float **vrow, int64_t *physical) {
     const int32_t K = c->head_dim, KV = c->value_dim;
+#ifdef FMHA_BF16_PRODUCTS
+    // Every product reads bfloat16 rows or pairs: no float copies.
+    for (int32_t j = 0; j < n; j++) physical[j] = physical_row(k0 + j, c->key_row_offset, c->pages, c->page_size);
+    for (int32_t j = 0; j < CP; j++) krow[j] = vrow[j] = b->zeros;
+    (void)KV;
+#else
     for (int32_t j = 0; j < n; j++) {
         const int64_t row = physical_row(k0 + j, c->key_row_offset, c->pages, c->page_size);
         physical[j] = row;
@@ -105,6 +120,16 @@ FMHA_INLINE void load_key_tile(const fmha_backward_common *c, int64_t k0, int32_
         krow[j] = b->zeros;
         vrow[j] = b->zeros;
     }
+#endif
+#ifdef FMHA_BF16_PRODUCTS
+    // Pairs of key rows (for dQ = dS·K), in the key buffer.
+    for (int32_t j = 0; j < n; j += 2) {
+        const uint16_t *low = (const uint16_t *)c->k + physical[j] * c->k_row_stride;
+        const uint16_t *high = j + 1 < n ? (const uint16_t *)c->k + physical[j + 1] * c->k_row_stride : (const uint16_t *)b->zeros;
+        uint32_t *pair = (uint32_t *)b->kbuf + (int64_t)(j / 2) * K;
+        for (int32_t x = 0; x < K; x++) pair[x] = bf16_pair(low[x], high[x]);
+    }
+#endif
 }
 
 /// For keys [k0, k0 + n) of a loaded query tile: st = P (before dropout) and dpt = dS, with
@@ -192,7 +217,12 @@ FMHA_TARGET void FMHA_NAME(fmha_backward_dq)(const fmha_backward_common *c, cons
         load_key_tile(c, k0, n, &b, krow, vrow, physical);
         probabilities_and_gradients(c, tile, &b, krow, vrow, physical, k0, n, 0);
         if (tile->grad_bias) store_bias_gradient(tile, &b, physical, n);
+#ifdef FMHA_BF16_PRODUCTS
+        pack_probabilities(b.key_pairs, b.dpt, n);
+        accumulate_values_bf16(dqt, (const uint32_t *)b.kbuf, b.key_pairs, (n + 1) / 2, K);
+#else
         accumulate_values(dqt, krow, b.dpt, n, K);
+#endif
     }
     for (int32_t r = 0; r < tile->rows; r++) {
         float *out = tile->grad_q + r * tile->grad_q_row_stride;
@@ -225,10 +255,24 @@ FMHA_TARGET void FMHA_NAME(fmha_backward_dkdv)(const fmha_backward_common *c, co
         if (!any) continue;
         load_query_tile(c, tile, &b);
         probabilities_and_gradients(c, tile, &b, krow, vrow, physical, key_begin, n, 1);
+#ifdef FMHA_BF16_PRODUCTS
+        pack_query_pairs(b.packed_rows, b.st, n);
+        accumulate_rows_bf16(dv, KV, b.packed_rows, (const uint32_t *)b.dorows, n, KV);
+        pack_query_pairs(b.packed_rows, b.dpt, n);
+        accumulate_rows_bf16(dk, K, b.packed_rows, (const uint32_t *)b.qrows, n, K);
+        (void)qrows;
+        (void)dorows;
+#else
         accumulate_rows(dv, KV, b.st, dorows, n, KV);
         accumulate_rows(dk, K, b.dpt, qrows, n, K);
+#endif
         if (tile->grad_q_transposed) {
+#ifdef FMHA_BF16_PRODUCTS
+            pack_probabilities(b.key_pairs, b.dpt, n);
+            accumulate_values_bf16(tile->grad_q_transposed, (const uint32_t *)b.kbuf, b.key_pairs, (n + 1) / 2, K);
+#else
             accumulate_values(tile->grad_q_transposed, krow, b.dpt, n, K);
+#endif
             if (tile->grad_bias) store_bias_gradient(tile, &b, physical, n);
         }
     }

@@ -115,4 +115,77 @@ FMHA_INLINE void accumulate_values_bf16(float *restrict ot, const uint32_t *rest
     }
 }
 
+/// Rounds rows [0, n) of `rows` (each R floats, as st and dpt hold them) to bfloat16 pairs of
+/// neighbouring queries: packed[j][i] holds queries 2i and 2i+1 of row j (R/2 lanes per row).
+FMHA_INLINE void pack_query_pairs(uint32_t *restrict packed, const float *restrict rows, int32_t n) {
+    for (int32_t j = 0; j < n; j++) {
+        for (int32_t i = 0; i < R; i += 2 * VW) {
+            const float *row = rows + (int64_t)j * R + i;
+            const __m512bh pairs = _mm512_cvtne2ps_pbh((__m512)loadv(row + VW), (__m512)loadv(row));
+            storeu(packed + (int64_t)j * (R / 2) + i / 2, (vu)pairs);
+        }
+    }
+}
+
+/// out[j][x] += Σ_i a[j][i]·b[i][x] for j < n rounded up to 6, over pairs of queries: `a` packed
+/// by pack_query_pairs (R/2 lanes per row), `b_pairs[i][x]` holding rows 2i and 2i+1 of b.
+FMHA_INLINE void accumulate_rows_bf16(float *restrict out, int64_t out_stride, const uint32_t *restrict a,
+                                      const uint32_t *restrict b_pairs, int32_t n, int32_t width) {
+    const int32_t half = R / 2;
+    for (int32_t j = 0; j < n; j += 6) {
+        const uint32_t *a0 = a + (int64_t)j * half, *a1 = a0 + half, *a2 = a1 + half, *a3 = a2 + half, *a4 = a3 + half;
+        const uint32_t *a5 = a4 + half;
+        float *o0 = out + j * out_stride, *o1 = o0 + out_stride, *o2 = o1 + out_stride, *o3 = o2 + out_stride;
+        float *o4 = o3 + out_stride, *o5 = o4 + out_stride;
+        int32_t x = 0;
+        for (; x + 2 * VW <= width; x += 2 * VW) {
+            vf c00 = loadv(o0 + x), c01 = loadv(o0 + x + VW), c10 = loadv(o1 + x), c11 = loadv(o1 + x + VW);
+            vf c20 = loadv(o2 + x), c21 = loadv(o2 + x + VW), c30 = loadv(o3 + x), c31 = loadv(o3 + x + VW);
+            vf c40 = loadv(o4 + x), c41 = loadv(o4 + x + VW), c50 = loadv(o5 + x), c51 = loadv(o5 + x + VW);
+            for (int32_t i = 0; i < half; i++) {
+                const vu b0 = loadu(b_pairs + (int64_t)i * width + x), b1 = loadu(b_pairs + (int64_t)i * width + x + VW);
+                vu s = splat_u(a0[i]); c00 = dot_pairs(c00, b0, s); c01 = dot_pairs(c01, b1, s);
+                s = splat_u(a1[i]); c10 = dot_pairs(c10, b0, s); c11 = dot_pairs(c11, b1, s);
+                s = splat_u(a2[i]); c20 = dot_pairs(c20, b0, s); c21 = dot_pairs(c21, b1, s);
+                s = splat_u(a3[i]); c30 = dot_pairs(c30, b0, s); c31 = dot_pairs(c31, b1, s);
+                s = splat_u(a4[i]); c40 = dot_pairs(c40, b0, s); c41 = dot_pairs(c41, b1, s);
+                s = splat_u(a5[i]); c50 = dot_pairs(c50, b0, s); c51 = dot_pairs(c51, b1, s);
+            }
+            storev(o0 + x, c00); storev(o0 + x + VW, c01); storev(o1 + x, c10); storev(o1 + x + VW, c11);
+            storev(o2 + x, c20); storev(o2 + x + VW, c21); storev(o3 + x, c30); storev(o3 + x + VW, c31);
+            storev(o4 + x, c40); storev(o4 + x + VW, c41); storev(o5 + x, c50); storev(o5 + x + VW, c51);
+        }
+        // The rest of the columns one at a time, in float32 from the same pairs.
+        for (; x < width; x++) {
+            float *outs[6] = {o0, o1, o2, o3, o4, o5};
+            const uint32_t *as[6] = {a0, a1, a2, a3, a4, a5};
+            for (int32_t r = 0; r < 6; r++) {
+                float c = outs[r][x];
+                for (int32_t i = 0; i < half; i++) {
+                    const uint32_t pa = as[r][i], pb = b_pairs[(int64_t)i * width + x];
+                    c += bf16_to_float((uint16_t)pa) * bf16_to_float((uint16_t)pb)
+                         + bf16_to_float((uint16_t)(pa >> 16)) * bf16_to_float((uint16_t)(pb >> 16));
+                }
+                outs[r][x] = c;
+            }
+        }
+    }
+}
+
+/// pairs[i][x] = (rows[2i][x], rows[2i+1][x]) for the `count` bfloat16 rows at `base` (row r at
+/// base + r·stride; a missing odd row counts as zero): R/2 pairs of rows, `width` columns.
+FMHA_INLINE void pack_row_pairs(uint32_t *restrict pairs, const uint16_t *base, int64_t stride, int32_t count,
+                                int32_t width) {
+    for (int32_t i = 0; i < R / 2; i++) {
+        uint32_t *out = pairs + (int64_t)i * width;
+        if (2 * i >= count) {
+            memset(out, 0, sizeof(uint32_t) * (size_t)width);
+            continue;
+        }
+        const uint16_t *low = base + 2 * i * stride;
+        const uint16_t *high = 2 * i + 1 < count ? base + (2 * i + 1) * stride : 0;
+        for (int32_t x = 0; x < width; x++) out[x] = bf16_pair(low[x], high ? high[x] : 0);
+    }
+}
+
 #endif
