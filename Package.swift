@@ -28,13 +28,14 @@ let package = Package(
         .target(name: "FMHACLI", dependencies: [
             "FMHA",
             "CUDADriver",
+            "FMHACUDA",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "fmha", dependencies: ["FMHACLI"]),
         .testTarget(name: "FMHACoreTests", dependencies: ["FMHACore"]),
         .testTarget(name: "FMHACPUTests", dependencies: ["FMHACPU"]),
         .testTarget(name: "FMHATests", dependencies: ["FMHA"]),
-        .testTarget(name: "FMHACLITests", dependencies: ["FMHACLI"]),
+        .testTarget(name: "FMHACLITests", dependencies: ["FMHACLI", "CUDADriver"]),
         .testTarget(name: "CUDADriverTests", dependencies: ["CUDADriver"]),
         .testTarget(name: "FMHACUDATests", dependencies: ["FMHACUDA"]),
     ]

@@ -23,7 +23,7 @@ public final class DynamicLibrary: Sendable {
 
     /// Opens the first of `candidates` (paths or names for the loader's search path) that loads;
     /// the error lists why each one did not.
-    public static func open(_ candidates: [String], what: String) throws -> DynamicLibrary {
+    public static func open(_ candidates: [String], what: String, hint: String = "") throws -> DynamicLibrary {
         var failures = [String]()
         for candidate in candidates {
             if let handle = dlopen(candidate, RTLD_NOW | RTLD_LOCAL) {
@@ -31,7 +31,7 @@ public final class DynamicLibrary: Sendable {
             }
             failures.append(dlerror().map { String(cString: $0) } ?? "\(candidate): not found")
         }
-        throw LibraryError(library: what, attempts: failures)
+        throw LibraryError(library: what, attempts: failures, hint: hint)
     }
 
     /// The address of `name`, or a `LibraryError` naming the symbol.
@@ -56,9 +56,23 @@ public struct LibraryError: Error, Sendable, CustomStringConvertible {
     public let library: String
     /// The loader's message per candidate, in search order.
     public let attempts: [String]
+    /// What the user can do about it.
+    public let hint: String
 
+    /// A failure to load `library`, with the loader's message per attempt.
+    public init(library: String, attempts: [String], hint: String = "") {
+        self.library = library
+        self.attempts = attempts
+        self.hint = hint
+    }
+
+    /// One line: the attempts that found no file are counted, the others quoted.
     public var description: String {
-        "\(library) could not be loaded: " + attempts.joined(separator: "; ")
+        let missing = attempts.filter { $0.hasSuffix("No such file or directory") }
+        let other = attempts.filter { !$0.hasSuffix("No such file or directory") }
+        var parts = other
+        if !missing.isEmpty { parts.append("not found in \(missing.count) place\(missing.count == 1 ? "" : "s") searched") }
+        return "\(library) could not be loaded: " + parts.joined(separator: "; ") + (hint.isEmpty ? "" : " (\(hint))")
     }
 }
 

@@ -23,7 +23,8 @@ public final class NVRTC: Sendable {
     /// Loads NVRTC from the first candidate that loads.
     public init(candidates: [String] = LibrarySearch.nvrtcCandidates(
         environment: LibrarySearch.environment, sitePackages: LibrarySearch.sitePackages(environment: LibrarySearch.environment))) throws {
-        library = try DynamicLibrary.open(candidates, what: "NVRTC (libnvrtc)")
+        library = try DynamicLibrary.open(candidates, what: "NVRTC (libnvrtc)",
+                                          hint: "install the nvidia-cuda-nvrtc wheel or a CUDA toolkit, or set FMHA_NVRTC_PATH to its folder")
     }
 
     /// NVRTC's version, e.g. (13, 0).

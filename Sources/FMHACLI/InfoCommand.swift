@@ -1,23 +1,71 @@
 import ArgumentParser
 import CUDADriver
 import FMHA
+import FMHACUDA
 
 /// `fmha info`: the platform, the GPU libraries, and every operator with its capabilities.
 struct InfoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "info", abstract: "Show the platform, CUDA libraries found or not, and every operator's capabilities.")
 
+    @Flag(help: "Also compile every CUDA kernel variant with NVRTC (no GPU needed) and report registers, shared memory and spills; fail on a compile error or a forbidden spill.")
+    var compileKernels = false
+
+    @Option(name: .customLong("arch"), help: "Architectures for --compile-kernels (repeatable): \(KernelCatalog.architectures.joined(separator: ", ")).")
+    var architectures: [String] = []
+
+    func validate() throws {
+        if let bad = architectures.first(where: { !KernelCatalog.architectures.contains($0) }) {
+            throw ValidationError("--arch \(bad): expected one of \(KernelCatalog.architectures.joined(separator: ", "))")
+        }
+    }
+
     func run() throws {
         print("platform: Linux \(Platform.architecture), \(Platform.processorCount) logical CPUs")
         print("cpu: \(Platform.cpuDescription())")
         for line in Self.cudaDescription() { print(line) }
         print("attention biases: \(attentionBiasTypes.count) types")
+        if compileKernels { try Self.compileEveryKernel(architectures: architectures.isEmpty ? KernelCatalog.architectures : architectures) }
         for (kind, operators) in [("forward", Operators.forward as [any AttentionOperator]),
                                   ("backward", Operators.backward as [any AttentionOperator])] {
             for op in operators {
                 print("\(kind) operator \(op.name):")
                 for line in Self.describe(op.capabilities, backward: kind == "backward") { print("  " + line) }
             }
+        }
+    }
+
+    /// Compiles every kernel variant for `architectures` and prints one row per kernel function;
+    /// exits non-zero when a variant fails to compile or spills where it must not.
+    static func compileEveryKernel(architectures: [String]) throws {
+        let compiler = KernelCompiler(compiler: try RuntimeCompiler.nvrtc(NVRTC()))
+        var rows = [[String]](), failures = 0
+        for architecture in architectures {
+            for variant in KernelCatalog.allVariants(architecture: architecture) {
+                let name = variant.descriptor.sourceName
+                do {
+                    let kernel = try compiler.kernel(for: variant.descriptor)
+                    let origin: String
+                    switch kernel.origin {
+                    case .compiled(let duration): origin = "compiled in \(Formatting.decimal(duration.seconds * 1000, digits: 0)) ms"
+                    case .diskCache: origin = "disk cache"
+                    }
+                    for resources in kernel.resources {
+                        let forbidden = resources.spills && !variant.allowsSpills
+                        if forbidden { failures += 1 }
+                        rows.append([name, architecture, resources.function, "\(resources.registers)", "\(resources.sharedMemoryBytes)",
+                                     "\(resources.spillStoreBytes)/\(resources.spillLoadBytes)", origin, forbidden ? "FAIL: spills" : "ok"])
+                    }
+                } catch {
+                    failures += 1
+                    rows.append([name, architecture, "-", "-", "-", "-", "-", "FAIL: \(error)".split(separator: "\n").first.map(String.init) ?? "FAIL"])
+                }
+            }
+        }
+        print(Table.render(header: ["kernel", "arch", "function", "registers", "smem bytes", "spill st/ld", "origin", "result"], rows: rows))
+        if failures > 0 {
+            StandardError.writeLine("fmha info: \(failures) kernel variant\(failures == 1 ? "" : "s") failed")
+            throw ExitCode.failure
         }
     }
 
