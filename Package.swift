@@ -11,12 +11,13 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
+        // libcuda and libnvrtc loaded at run time: typed errors, wrappers that release what they own.
+        // The lowest layer: FMHACore keeps CUDA tensor storage in it.
+        .target(name: "CUDADriver"),
         // Tensor, DType, Device, attention biases, Inputs + validation, operator model, dropout, FMHAError.
-        .target(name: "FMHACore"),
+        .target(name: "FMHACore", dependencies: ["CUDADriver"]),
         // C kernels of the fast CPU operators, compiled per instruction set with function attributes.
         .target(name: "CFMHAKernels"),
-        // libcuda and libnvrtc loaded at run time: typed errors, wrappers that release what they own.
-        .target(name: "CUDADriver"),
         // CPU operators: the float64 reference and the fast tiled backend.
         .target(name: "FMHACPU", dependencies: ["FMHACore", "CFMHAKernels"]),
         // CUDA operators: kernel sources (Kernels/*.cu, embedded by scripts/generate_kernel_sources.py),
@@ -32,7 +33,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "fmha", dependencies: ["FMHACLI"]),
-        .testTarget(name: "FMHACoreTests", dependencies: ["FMHACore"]),
+        .testTarget(name: "FMHACoreTests", dependencies: ["FMHACore", "CUDADriver"]),
         .testTarget(name: "FMHACPUTests", dependencies: ["FMHACPU"]),
         .testTarget(name: "FMHATests", dependencies: ["FMHA"]),
         .testTarget(name: "FMHACLITests", dependencies: ["FMHACLI", "CUDADriver"]),

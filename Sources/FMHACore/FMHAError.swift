@@ -9,8 +9,10 @@ public struct FMHAError: Error, Sendable, Equatable, CustomStringConvertible {
         case invalidArgument
         /// The request is valid but not implemented on this device, dtype or build.
         case unsupported
-        /// The device named is not usable in this process (no driver, no CUDA storage yet…).
+        /// The device named is not usable in this process (no CUDA driver, no such device…).
         case deviceUnavailable
+        /// A CUDA driver call failed; the message has the call, the error's name and its text.
+        case cuda
     }
 
     /// The broad category of the failure.

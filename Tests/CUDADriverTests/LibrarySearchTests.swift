@@ -63,8 +63,11 @@ struct NVRTCTests {
     @Test(arguments: ["sm_80", "sm_90", "sm_90a"])
     func compilesForArchitecture(_ architecture: String) throws {
         let nvrtc = try NVRTC()
+        // NVRTC 12.9+ keeps a compile cache of its own whose hits come back without the ptxas log.
+        let version = try nvrtc.version()
+        let noCache = version.major > 12 || (version.major == 12 && version.minor >= 9) ? ["--no-cache"] : []
         let output = try nvrtc.compile(source: Self.source, name: "add.cu",
-                                       options: ["--gpu-architecture=\(architecture)", "-Xptxas", "-v"])
+                                       options: ["--gpu-architecture=\(architecture)", "-Xptxas", "-v"] + noCache)
         #expect(output.cubin.count > 100)
         #expect(Array(output.cubin.prefix(4)) == [0x7F, 0x45, 0x4C, 0x46])  // an ELF cubin
         #expect(output.log.contains("registers"))

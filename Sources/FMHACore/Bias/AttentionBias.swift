@@ -47,8 +47,7 @@ extension AttentionBias {
         } else {
             result = try Tensor.zeros([1]).expanded(to: shape)
         }
-        guard device == .cpu else { throw device.hostOnlyError("materialize") }
-        return try result.converted(to: dtype)
+        return try result.converted(to: dtype).to(device)
     }
 }
 

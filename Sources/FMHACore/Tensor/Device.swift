@@ -14,7 +14,6 @@ public enum Device: Sendable, Hashable, CustomStringConvertible {
 
     /// The error for an operation that needs host memory but was given a tensor on `self`.
     func hostOnlyError(_ operation: String) -> FMHAError {
-        FMHAError(.deviceUnavailable,
-                  "\(operation): tensors on \(self) are not supported in this build (CUDA storage is not implemented yet); use .cpu")
+        FMHAError(.unsupported, "\(operation) works on host memory: move the tensor from \(self) with to(.cpu) first")
     }
 }

@@ -56,8 +56,8 @@ extension Tensor {
 
     /// The elements in logical row-major order, widened exactly to `Double`.
     public func toDoubleArray() throws -> [Double] {
-        try requireHost("toDoubleArray")
-        let base = UnsafeRawPointer(storage.hostAddress), dtype = self.dtype
+        guard device == .cpu else { return try to(.cpu).toDoubleArray() }
+        let base = UnsafeRawPointer(try storage.hostAddress("toDoubleArray")), dtype = self.dtype
         var result = [Double]()
         result.reserveCapacity(count)
         forEachStorageIndex { result.append(dtype.load(base, $0)) }
@@ -78,10 +78,10 @@ extension Tensor {
             throw FMHAError.invalidArgument("scalars", expected: "\(expected) values for shape \(shape)",
                                             got: "\(scalars.count)")
         }
-        try self.init(allocating: shape, dtype: dtype, device: device)
+        let host = try Tensor(allocating: shape, dtype: dtype, device: .cpu)
         // Typed loops for the common element types: the generic one pays for unspecialized
         // generics per element when called from another module.
-        let base = storage.hostAddress
+        let base = try host.storage.hostAddress("init(shape:scalars:)")
         switch scalars {
         case let floats as [Float]:
             if dtype == .float32 {
@@ -96,6 +96,7 @@ extension Tensor {
         default:
             for index in scalars.indices { dtype.store(Double(scalars[index]), base, index) }
         }
+        self = try host.to(device)
     }
 
     /// A contiguous tensor of zeros.
@@ -106,26 +107,29 @@ extension Tensor {
     /// A contiguous tensor with every element set to `value` (rounded to `dtype`), e.g. NaN to
     /// poison an output before a kernel writes it.
     public static func full(_ shape: [Int], value: Double, dtype: DType = .float32, device: Device = .cpu) throws -> Tensor {
-        let tensor = try Tensor(allocating: shape, dtype: dtype, device: device)
-        let base = tensor.storage.hostAddress
+        let tensor = try Tensor(allocating: shape, dtype: dtype, device: .cpu)
+        let base = try tensor.storage.hostAddress("full")
         for index in 0..<tensor.count { dtype.store(value, base, index) }
-        return tensor
+        return try tensor.to(device)
     }
 
     /// Standard normal samples, rounded to `dtype`. Element `n` (row-major) is a pure function of
-    /// `(seed, n)`, so the same seed gives the same values for any shape prefix and on any device.
+    /// `(seed, n)`, so the same seed gives the same values for any shape prefix and on any device
+    /// (they are drawn on the host and copied).
     public static func randn(_ shape: [Int], dtype: DType = .float32, device: Device = .cpu, seed: UInt64 = 0) throws -> Tensor {
-        let tensor = try Tensor(allocating: shape, dtype: dtype, device: device)
-        let base = tensor.storage.hostAddress
+        let tensor = try Tensor(allocating: shape, dtype: dtype, device: .cpu)
+        let base = try tensor.storage.hostAddress("randn")
         for index in 0..<tensor.count { dtype.store(StandardNormal.sample(seed: seed, index: index), base, index) }
-        return tensor
+        return try tensor.to(device)
     }
 
-    /// Copies the elements into a new contiguous tensor of `dtype`.
+    /// Copies the elements into a new contiguous tensor of `dtype` on the same device (device
+    /// tensors go through host memory for now).
     func copied(as dtype: DType) throws -> Tensor {
-        try requireHost("copying a tensor")
+        guard device == .cpu else { return try to(.cpu).copied(as: dtype).to(device) }
         let result = try Tensor(allocating: shape, dtype: dtype, device: device)
-        let source = UnsafeRawPointer(storage.hostAddress), target = result.storage.hostAddress
+        let source = UnsafeRawPointer(try storage.hostAddress("copying a tensor"))
+        let target = try result.storage.hostAddress("copying a tensor")
         let sourceType = self.dtype
         var next = 0
         forEachStorageIndex { index in
@@ -144,5 +148,33 @@ extension Tensor {
     /// already `dtype`.
     public func converted(to dtype: DType) throws -> Tensor {
         dtype == self.dtype ? self : try copied(as: dtype)
+    }
+}
+
+extension Tensor {
+    /// This tensor on `device`: `self` when it is already there; otherwise a copy. Host → device
+    /// copies the elements contiguously; device → host copies the whole storage and keeps the
+    /// view's shape, strides and offset.
+    public func to(_ device: Device) throws -> Tensor {
+        if device == self.device { return self }
+        switch (self.device, device) {
+        case (.cpu, .cuda):
+            let source = try contiguous()
+            let target = try Tensor(allocating: shape, dtype: dtype, device: device)
+            let bytes = count * dtype.byteSize
+            guard bytes > 0, let buffer = target.storage.deviceBuffer else { return target }
+            let base = try source.storage.hostAddress("to(\(device))") + source.offset * dtype.byteSize
+            try CUDAContexts.translatingErrors(device: device) { try buffer.copy(from: base, bytes: bytes) }
+            return target
+        case (.cuda, .cpu):
+            let host = try TensorStorage(byteCount: storage.byteCount, device: .cpu)
+            if storage.byteCount > 0, let buffer = storage.deviceBuffer {
+                let base = try host.hostAddress("to(.cpu)")
+                try CUDAContexts.translatingErrors(device: self.device) { try buffer.copy(to: base, bytes: storage.byteCount) }
+            }
+            return Tensor(unchecked: host, shape: shape, strides: strides, offset: offset, dtype: dtype)
+        default:
+            return try to(.cpu).to(device)
+        }
     }
 }

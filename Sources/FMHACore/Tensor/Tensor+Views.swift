@@ -111,17 +111,16 @@ extension Tensor {
                                                 got: "shape \(tensor.shape)")
             }
         }
-        try first.requireHost("concatenating tensors")
         var shape = first.shape
         shape[axis] = tensors.reduce(0) { $0 + $1.shape[axis] }
-        let result = try Tensor(allocating: shape, dtype: first.dtype, device: first.device)
+        let result = try Tensor(allocating: shape, dtype: first.dtype, device: .cpu)
         var start = 0
         for tensor in tensors {
             let size = tensor.shape[axis]
             try result.slice(dimension: axis, range: start..<start + size).assign(from: tensor)
             start += size
         }
-        return result
+        return try result.to(first.device)
     }
 
     /// Copies `source`'s elements (same shape) into this view, converting the dtype.
@@ -129,10 +128,8 @@ extension Tensor {
         guard source.shape == shape else {
             throw FMHAError.invalidArgument("source", expected: "shape \(shape)", got: "\(source.shape)")
         }
-        try requireHost("assigning into a tensor")
-        try source.requireHost("assigning from a tensor")
         let values = try source.toDoubleArray()
-        let base = storage.hostAddress, dtype = self.dtype
+        let base = try storage.hostAddress("assigning into a tensor"), dtype = self.dtype
         var next = 0
         forEachStorageIndex { index in
             dtype.store(values[next], base, index)
@@ -159,9 +156,9 @@ extension Tensor {
     /// storage start, i.e. `Σ index·stride` elements from this address, and writing through it
     /// changes every view of the same storage.
     public func withUnsafeHostAddress<Result>(_ body: (UnsafeMutableRawPointer) throws -> Result) throws -> Result {
-        try requireHost("host access")
+        let base = try storage.hostAddress("host access")
         return try withExtendedLifetime(storage) {
-            try body(storage.hostAddress + offset * dtype.byteSize)
+            try body(base + offset * dtype.byteSize)
         }
     }
 }

@@ -131,11 +131,6 @@ public struct Tensor: Sendable {
         }
         return resolved
     }
-
-    /// Throws unless the elements are in host memory.
-    func requireHost(_ operation: String) throws {
-        guard device == .cpu else { throw device.hostOnlyError(operation) }
-    }
 }
 
 extension Tensor: CustomStringConvertible {

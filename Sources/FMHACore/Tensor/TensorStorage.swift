@@ -1,28 +1,83 @@
-/// Reference-counted memory that one or more `Tensor` views share.
-///
-/// Host memory is 64-byte aligned and zero-filled. Device memory arrives with the CUDA runtime;
-/// until then asking for storage on `.cuda` throws `FMHAError.Kind.deviceUnavailable`.
+import CUDADriver
+import Synchronization
+
+/// Reference-counted memory that one or more `Tensor` views share: 64-byte-aligned host memory,
+/// or device memory from the CUDA device's caching allocator. Both start zero-filled.
 public final class TensorStorage: @unchecked Sendable {
     /// Where the bytes live.
     public let device: Device
     /// Size in bytes.
     public let byteCount: Int
-    /// Base address of host memory (`device == .cpu`).
-    let hostAddress: UnsafeMutableRawPointer
+    /// Host memory (`device == .cpu`).
+    private let hostMemory: UnsafeMutableRawPointer?
+    /// Device memory (`device == .cuda`).
+    let deviceBuffer: DeviceBuffer?
 
-    /// Allocates `byteCount` zeroed bytes on `device`.
+    /// Allocates `byteCount` zeroed bytes on `device`; on a CUDA device the error says why one
+    /// cannot be used (no driver, no such device, out of memory, …).
     public init(byteCount: Int, device: Device) throws {
         guard byteCount >= 0 else {
             throw FMHAError.invalidArgument("byteCount", expected: "a size ≥ 0", got: "\(byteCount)")
         }
-        guard device == .cpu else { throw device.hostOnlyError("allocating tensor storage") }
         self.device = device
         self.byteCount = byteCount
-        hostAddress = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
-        hostAddress.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
+        switch device {
+        case .cpu:
+            let memory = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+            memory.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
+            hostMemory = memory
+            deviceBuffer = nil
+        case .cuda(let ordinal):
+            let buffer = try CUDAContexts.translatingErrors(device: device) {
+                let buffer = try CUDAContexts.context(ordinal).allocate(byteCount)
+                try buffer.fill(0)
+                return buffer
+            }
+            hostMemory = nil
+            deviceBuffer = buffer
+        }
     }
 
     deinit {
-        hostAddress.deallocate()
+        hostMemory?.deallocate()
+    }
+
+    /// The host address of the first byte, or an error for device storage.
+    func hostAddress(_ operation: String) throws -> UnsafeMutableRawPointer {
+        guard let hostMemory else { throw device.hostOnlyError(operation) }
+        return hostMemory
+    }
+}
+
+/// The primary context of each CUDA device this process uses, opened on first use.
+enum CUDAContexts {
+    private static let contexts = Mutex<[Int: CUDAContext]>([:])
+
+    /// Device `ordinal`'s context.
+    static func context(_ ordinal: Int) throws -> CUDAContext {
+        try contexts.withLock { contexts in
+            if let context = contexts[ordinal] { return context }
+            let driver = try CUDADriver.shared()
+            let count = try driver.deviceCount()
+            guard ordinal >= 0, ordinal < count else {
+                throw FMHAError.invalidArgument("device", expected: "a CUDA device ordinal in 0..<\(count)", got: "cuda:\(ordinal)")
+            }
+            let context = try CUDAContext(ordinal: ordinal)
+            contexts[ordinal] = context
+            return context
+        }
+    }
+
+    /// Runs `body`, turning the driver's errors into `FMHAError`s that name the device.
+    static func translatingErrors<Result>(device: Device, _ body: () throws -> Result) throws -> Result {
+        do {
+            return try body()
+        } catch let error as FMHAError {
+            throw error
+        } catch let error as LibraryError {
+            throw FMHAError(.deviceUnavailable, "\(device) is not usable: \(error)")
+        } catch {
+            throw FMHAError(.cuda, "\(device): \(error)")
+        }
     }
 }
