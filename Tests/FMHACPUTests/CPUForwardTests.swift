@@ -21,22 +21,8 @@ import Testing
     /// The dtypes the tiled operator takes.
     static let dtypes: [DType] = [.float32, .float16, .bfloat16]
 
-    /// One attention call.
-    struct Case {
-        var query: Tensor
-        var key: Tensor
-        var value: Tensor
-        var bias: (any AttentionBias)?
-        var scale: Double?
-        var outputDType: DType?
-        var isPartial = false
-        var p = 0.0
-
-        var inputs: Inputs {
-            Inputs(query: query, key: key, value: value, bias: bias, p: p, scale: scale, outputDType: outputDType,
-                   isPartial: isPartial)
-        }
-    }
+    /// One attention call (the reference tests' problem).
+    typealias Case = ReferenceForwardTests.Problem
 
     static func randn(_ shape: [Int], _ seed: UInt64, _ dtype: DType = .float32) throws -> Tensor {
         try Tensor.randn(shape, dtype: dtype, seed: seed)

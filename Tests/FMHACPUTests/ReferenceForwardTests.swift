@@ -23,9 +23,10 @@ import Testing
         var scale: Double?
         var outputDType: DType?
         var isPartial = false
+        var p = 0.0
 
         var inputs: Inputs {
-            Inputs(query: query, key: key, value: value, bias: bias, scale: scale, outputDType: outputDType,
+            Inputs(query: query, key: key, value: value, bias: bias, p: p, scale: scale, outputDType: outputDType,
                    isPartial: isPartial)
         }
     }

@@ -9,15 +9,15 @@ import FMHACore
 /// every head that shares that K/V head, so grouped-query gradients are summed without expanded
 /// copies. Probabilities are recomputed from the forward LSE.
 public struct CPUBackward: BackwardOperator {
-    public let name: String
     /// Which compiled kernels run.
     public let kernels: CPUKernels
 
     /// The operator with the best kernels this CPU runs (or `kernels`).
     public init(kernels: CPUKernels = .best) {
         self.kernels = kernels
-        name = kernels == .best ? "cpu-tiled" : "cpu-tiled-\(kernels.rawValue)"
     }
+
+    public var name: String { kernels.operatorName }
 
     public var capabilities: OperatorCapabilities { CPUTiledCapabilities.backward }
 

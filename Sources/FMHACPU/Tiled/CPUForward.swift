@@ -11,15 +11,15 @@ import FMHACore
 /// loops are C (`CFMHAKernels`) compiled for AVX2/FMA and chosen at run time, with a baseline
 /// build for other CPUs.
 public struct CPUForward: ForwardOperator {
-    public let name: String
     /// Which compiled kernels run.
     public let kernels: CPUKernels
 
     /// The operator with the best kernels this CPU runs (or `kernels`, e.g. `.generic` in tests).
     public init(kernels: CPUKernels = .best) {
         self.kernels = kernels
-        name = kernels == .best ? "cpu-tiled" : "cpu-tiled-\(kernels.rawValue)"
     }
+
+    public var name: String { kernels.operatorName }
 
     public var capabilities: OperatorCapabilities { CPUTiledCapabilities.forward }
 

@@ -24,6 +24,10 @@ public enum CPUKernels: String, Sendable, Hashable, CaseIterable {
         (cpuHasAVX512 ? [.avx512] : []) + (cpuHasAVX2 ? [.avx2] : []) + [.generic]
     }
 
+    /// The name of the tiled operators running this build: `cpu-tiled` for `.best`, else
+    /// `cpu-tiled-<build>`.
+    var operatorName: String { self == .best ? "cpu-tiled" : "cpu-tiled-\(rawValue)" }
+
     /// The build `.best` stands for on this CPU.
     var resolved: CPUKernels {
         self == .best ? Self.available[0] : self
