@@ -48,10 +48,10 @@ public struct CUDAFunction: Sendable {
     /// Its name.
     public let name: String
 
-    /// Launches the kernel on the default stream with `arguments` (one per kernel parameter, in
-    /// order) and `sharedMemory` bytes of dynamic shared memory.
+    /// Launches the kernel on `stream` (the default stream when nil) with `arguments` (one per
+    /// kernel parameter, in order) and `sharedMemory` bytes of dynamic shared memory.
     public func launch(grid: (x: Int, y: Int, z: Int), block: (x: Int, y: Int, z: Int), sharedMemory: Int = 0,
-                       arguments: KernelArguments) throws {
+                       stream: CUDAStream? = nil, arguments: KernelArguments) throws {
         typealias Launch = @convention(c) (OpaquePointer?, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32,
                                            OpaquePointer?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
                                            UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32
@@ -60,8 +60,21 @@ public struct CUDAFunction: Sendable {
         try arguments.withPointers { pointers in
             try driver.check("cuLaunchKernel", try driver.call("cuLaunchKernel", as: Launch.self)(
                 OpaquePointer(handle.pointer), UInt32(grid.x), UInt32(grid.y), UInt32(grid.z),
-                UInt32(block.x), UInt32(block.y), UInt32(block.z), UInt32(sharedMemory), nil, pointers, nil))
+                UInt32(block.x), UInt32(block.y), UInt32(block.z), UInt32(sharedMemory),
+                stream.map { OpaquePointer($0.handle.pointer) }, pointers, nil))
         }
+    }
+}
+
+extension CUDAFunction {
+    /// Lets the kernel use up to `bytes` of dynamic shared memory
+    /// (`CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`), needed above 48 KiB.
+    public func allowDynamicSharedMemory(_ bytes: Int) throws {
+        typealias SetAttribute = @convention(c) (OpaquePointer?, Int32, Int32) -> Int32
+        let context = module.context, driver = context.driver
+        try context.makeCurrent()
+        try driver.check("cuFuncSetAttribute", try driver.call("cuFuncSetAttribute", as: SetAttribute.self)(
+            OpaquePointer(handle.pointer), 8, Int32(bytes)))
     }
 }
 

@@ -61,6 +61,34 @@ struct DeviceTests {
         #expect(c == (0..<count).map { Float(3 * $0) })
     }
 
+    @Test func streamsAndEventsTimeALaunch() throws {
+        let device = context.device
+        let cubin = try NVRTC().compile(source: NVRTCTests.source, name: "add.cu", options: [
+            "--gpu-architecture=sm_\(device.computeCapability.major)\(device.computeCapability.minor)"]).cubin
+        let add = try CUDAModule(context: context, cubin: cubin).function("add")
+        try add.allowDynamicSharedMemory(64 << 10)
+        let count = 1 << 20
+        let ones = [Float](repeating: 1, count: count)
+        let a = try context.allocate(count * 4), c = try context.allocate(count * 4)
+        try ones.withUnsafeBytes { try a.copy(from: $0.baseAddress!, bytes: $0.count) }
+        let stream = try CUDAStream(context: context)
+        let start = try CUDAEvent(context: context), end = try CUDAEvent(context: context)
+        var arguments = KernelArguments()
+        arguments.append(a)
+        arguments.append(a)
+        arguments.append(c)
+        arguments.append(Int32(count))
+        try start.record(on: stream)
+        try add.launch(grid: (count / 256, 1, 1), block: (256, 1, 1), stream: stream, arguments: arguments)
+        try end.record(on: stream)
+        try stream.synchronize()
+        try end.synchronize()
+        #expect(try end.milliseconds(since: start) > 0)
+        var result = [Float](repeating: 0, count: count)
+        try result.withUnsafeMutableBytes { try c.copy(to: $0.baseAddress!, bytes: $0.count) }
+        #expect(result.allSatisfy { $0 == 2 })
+    }
+
     @Test func missingKernelsAreReported() throws {
         let cubin = try NVRTC().compile(source: NVRTCTests.source, name: "add.cu", options: [
             "--gpu-architecture=sm_\(context.device.computeCapability.major)\(context.device.computeCapability.minor)"]).cubin
