@@ -24,7 +24,7 @@ let package = Package(
         // descriptors, the NVRTC compiler with its memory and disk caches.
         .target(name: "FMHACUDA", dependencies: ["FMHACore", "CUDADriver"], exclude: ["Kernels"]),
         // The one module users import: entry points, dispatch, merge; re-exports FMHACore.
-        .target(name: "FMHA", dependencies: ["FMHACore", "FMHACPU"]),
+        .target(name: "FMHA", dependencies: ["FMHACore", "FMHACPU", "FMHACUDA"]),
         // The `fmha` command's implementation: subcommands, .npy files, bias JSON.
         .target(name: "FMHACLI", dependencies: [
             "FMHA",

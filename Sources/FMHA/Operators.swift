@@ -1,10 +1,11 @@
 import FMHACore
 import FMHACPU
+import FMHACUDA
 
 /// The operators this build has, in dispatch priority order, and the questions dispatch answers.
 public enum Operators {
     /// Forward operators, most preferred first.
-    public static let forward: [any ForwardOperator] = [CPUForward(), ReferenceForward()]
+    public static let forward: [any ForwardOperator] = [CPUForward(), CUDAReferenceForward(), ReferenceForward()]
     /// Backward operators, most preferred first.
     public static let backward: [any BackwardOperator] = [CPUBackward(), ReferenceBackward()]
 

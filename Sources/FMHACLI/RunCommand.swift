@@ -33,10 +33,7 @@ struct RunCommand: ParsableCommand {
     func compute() throws {
         let tensors = try [query, key, value].map { path in
             let tensor = try NumpyFile.read(path: path)
-            return try tensor.converted(to: dtype ?? tensor.dtype)
-        }
-        guard device.device == .cpu else {
-            throw FMHAError(.deviceUnavailable, "--device \(device.device): CUDA is not in this build yet; use --device cpu")
+            return try tensor.converted(to: dtype ?? tensor.dtype).to(device.device)
         }
         let attentionBias = try bias.map { try BiasSpec.load(path: $0) }
         let chosen: (any ForwardOperator)? = try op.map { name in

@@ -29,8 +29,14 @@ public enum KernelCatalog {
                       entryPoints: ["fmha_dropout_keep"])
     }
 
+    /// The reference forward kernel (`reference_forward.cu`).
+    public static func referenceForward(architecture: String) -> KernelVariant {
+        KernelVariant(descriptor: KernelDescriptor(sourceName: "reference_forward", architecture: architecture),
+                      entryPoints: ["fmha_reference_forward"])
+    }
+
     /// Every variant for `architecture`.
     public static func allVariants(architecture: String) -> [KernelVariant] {
-        [dropoutKeep(architecture: architecture)]
+        [dropoutKeep(architecture: architecture), referenceForward(architecture: architecture)]
     }
 }

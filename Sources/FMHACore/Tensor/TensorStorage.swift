@@ -81,3 +81,24 @@ enum CUDAContexts {
         }
     }
 }
+
+extension Tensor {
+    /// Calls `body` with the device address of the view's first element (`.cuda` tensors only);
+    /// element (indices) is `Σ index·stride` elements further. Valid only inside `body`.
+    public func withDeviceAddress<Result>(_ body: (UInt64) throws -> Result) throws -> Result {
+        guard let buffer = storage.deviceBuffer else {
+            throw FMHAError(.unsupported, "a device address needs a tensor on a CUDA device, got one on \(device)")
+        }
+        return try withExtendedLifetime(storage) { try body(buffer.address + UInt64(offset * dtype.byteSize)) }
+    }
+}
+
+extension Device {
+    /// The CUDA context of this device (`.cuda` only), shared by every tensor on it.
+    public func cudaContext() throws -> CUDAContext {
+        guard case .cuda(let ordinal) = self else {
+            throw FMHAError(.unsupported, "a CUDA context needs a CUDA device, got \(self)")
+        }
+        return try CUDAContexts.translatingErrors(device: self) { try CUDAContexts.context(ordinal) }
+    }
+}

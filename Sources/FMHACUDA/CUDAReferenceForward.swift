@@ -1,0 +1,165 @@
+import CUDADriver
+import FMHACore
+import Synchronization
+
+/// The CUDA forward oracle ("cuda-reference"): one thread per query row, float32 accumulation,
+/// every bias (through `DeviceMask`), layout, K ≠ Kv, scale, dropout (the CPU's Philox mask) and
+/// partial output. Straightforward, not tuned; results come back through host memory.
+public struct CUDAReferenceForward: ForwardOperator {
+    public let name = "cuda-reference"
+
+    /// The operator.
+    public init() {}
+
+    public var capabilities: OperatorCapabilities {
+        OperatorCapabilities(
+            devices: [.cuda], dtypes: [.float32, .float16, .bfloat16], maxHeadDimension: 65536, biasTypes: attentionBiasTypes,
+            supportsDropout: true, supportsCustomScale: true, supportsDifferentValueHeadDimension: true,
+            supportsBMGHK: true, supportsPartial: true, supportsOutputDType: true, isDeterministic: true,
+            minimumComputeCapability: ComputeCapability(8, 0))
+    }
+
+    public func notSupportedReasons(_ inputs: Inputs) -> [String] {
+        var reasons = capabilityReasons(inputs)
+        if reasons.isEmpty {
+            do {
+                _ = try CUDAKernels.shared()
+                let device = try inputs.query.device.cudaContext().device
+                if device.computeCapability < (8, 0) {
+                    reasons.append("compute capability \(device.computeCapability.major).\(device.computeCapability.minor) is below 8.0")
+                }
+            } catch {
+                reasons.append("CUDA is not usable: \(error)")
+            }
+        }
+        return reasons
+    }
+
+    public func forward(_ inputs: Inputs, dropout: DropoutState?) throws -> ForwardOutput {
+        let d = try inputs.validate()
+        try requireSupport(inputs)
+        let device = inputs.query.device, context = try device.cudaContext()
+        let views = try inputs.bmghkViews()
+        let biasView = try inputs.bmghkBiasView()
+        let rows = d.batch * d.groups * d.heads * d.queryLength
+        var shape: [Int64] = [d.batch, d.queryLength, d.keyLength, d.groups, d.heads, d.headDimension, d.valueHeadDimension]
+            .map(Int64.init)
+        // The kernels' dtype codes: 0 float32, 1 float16, 2 bfloat16.
+        let dtypeCode: Int64 = inputs.query.dtype == .float16 ? 1 : inputs.query.dtype == .bfloat16 ? 2 : 0
+        shape += [dtypeCode, biasView == nil ? 0 : 1]
+        for view in [views.query, views.key, views.value] { shape += view.strides.prefix(4).map(Int64.init) }
+        shape += (biasView?.strides ?? [0, 0, 0, 0, 0]).map(Int64.init)
+        let mask = DeviceMask.encode(inputs.bias?.maskLayout)
+        let dropoutMask = dropout.map(DropoutMask.init)
+
+        let output = try context.allocate(max(rows * d.valueHeadDimension, 1) * 4)
+        let lse = try context.allocate(max(rows, 1) * 4)
+        try CUDAKernels.run {
+            try output.fill(0)
+            let shapeBuffer = try upload(shape, context), maskBuffer = try upload(mask, context)
+            let function = try CUDAKernels.shared().function(CUDAKernels.referenceForward, context: context)
+            try withAddresses([views.query, views.key, views.value] + (biasView.map { [$0] } ?? [])) { addresses in
+                var arguments = KernelArguments()
+                for index in 0..<3 { arguments.append(addresses[index]) }
+                arguments.append(addresses.count > 3 ? addresses[3] : UInt64(0))
+                arguments.append(output)
+                arguments.append(lse)
+                arguments.append(shapeBuffer)
+                arguments.append(maskBuffer)
+                arguments.append(Float(inputs.effectiveScale))
+                arguments.append(dropoutMask?.state.seed ?? 0)
+                arguments.append(dropoutMask?.state.offset ?? 0)
+                arguments.append(dropoutMask?.threshold ?? 0)
+                arguments.append(Float(dropoutMask?.keptScale ?? 1))
+                arguments.append(Int32(dropoutMask == nil ? 0 : 1))
+                if rows > 0 {
+                    try function.launch(grid: (min((rows + 127) / 128, 1 << 20), 1, 1), block: (128, 1, 1), arguments: arguments)
+                }
+                try context.synchronize()
+            }
+        }
+        let hostOutput = try download(output, count: rows * d.valueHeadDimension)
+        let hostLSE = try download(lse, count: rows)
+        return ForwardOutput(
+            output: try Tensor(shape: d.outputShape, scalars: hostOutput, dtype: inputs.resolvedOutputDType, device: device),
+            lse: try Tensor(shape: d.lseShape, scalars: hostLSE, dtype: .float32, device: device))
+    }
+
+    /// Device addresses of the tensors' first elements, valid inside `body`.
+    private func withAddresses(_ tensors: [Tensor], _ body: ([UInt64]) throws -> Void) throws {
+        func nest(_ index: Int, _ collected: [UInt64]) throws {
+            guard index < tensors.count else { return try body(collected) }
+            try tensors[index].withDeviceAddress { try nest(index + 1, collected + [$0]) }
+        }
+        try nest(0, [])
+    }
+
+    private func upload(_ words: [Int64], _ context: CUDAContext) throws -> DeviceBuffer {
+        let buffer = try context.allocate(max(words.count, 1) * 8)
+        try words.withUnsafeBytes { bytes in
+            if let base = bytes.baseAddress { try buffer.copy(from: base, bytes: bytes.count) }
+        }
+        return buffer
+    }
+
+    private func download(_ buffer: DeviceBuffer, count: Int) throws -> [Float] {
+        var values = [Float](repeating: 0, count: count)
+        try CUDAKernels.run {
+            try values.withUnsafeMutableBytes { bytes in
+                if let base = bytes.baseAddress, count > 0 { try buffer.copy(to: base, bytes: bytes.count) }
+            }
+        }
+        return values
+    }
+}
+
+/// The process's CUDA kernel compiler and loaded modules, shared by the CUDA operators.
+final class CUDAKernels: Sendable {
+    /// The reference forward kernel.
+    static let referenceForward = "reference_forward"
+
+    let compiler: KernelCompiler
+    private let modules = Mutex<[String: CUDAModule]>([:])
+    private static let instance = Mutex<CUDAKernels?>(nil)
+
+    private init() throws {
+        let driver = try CUDADriver.shared()
+        compiler = KernelCompiler(compiler: try RuntimeCompiler.nvrtc(NVRTC()), driverVersion: "\(driver.version)")
+    }
+
+    /// The shared instance; throws when the driver or NVRTC cannot be loaded.
+    static func shared() throws -> CUDAKernels {
+        try instance.withLock { instance in
+            if let instance { return instance }
+            let created = try CUDAKernels()
+            instance = created
+            return created
+        }
+    }
+
+    /// The kernel of `sourceName` for `context`'s device, compiled and loaded once.
+    func function(_ sourceName: String, context: CUDAContext) throws -> CUDAFunction {
+        let capability = context.device.computeCapability
+        let architecture = "sm_\(capability.major)\(capability.minor)"
+        let key = "\(sourceName)/\(architecture)/\(context.device.ordinal)"
+        let module = try modules.withLock { modules -> CUDAModule in
+            if let module = modules[key] { return module }
+            let kernel = try compiler.kernel(for: KernelDescriptor(sourceName: sourceName, architecture: architecture))
+            let module = try CUDAModule(context: context, cubin: kernel.cubin)
+            modules[key] = module
+            return module
+        }
+        return try module.function("fmha_" + sourceName)
+    }
+
+    /// Runs `body`, turning driver and compiler errors into `FMHAError`s.
+    static func run<Result>(_ body: () throws -> Result) throws -> Result {
+        do {
+            return try body()
+        } catch let error as FMHAError {
+            throw error
+        } catch {
+            throw FMHAError(.cuda, "\(error)")
+        }
+    }
+}

@@ -1,0 +1,66 @@
+import FMHA
+import Testing
+
+/// Whether this machine has a CUDA device the tests can use.
+let cudaDeviceAvailable = (try? Tensor.zeros([1], device: .cuda(0))) != nil
+
+/// The CUDA reference forward against the CPU reference on the same inputs (moved to the GPU):
+/// masks of every family, GQA, a tensor bias, dropout with the same Philox mask, partial output.
+/// Enabled only where a CUDA device is present.
+@Suite(.enabled(if: cudaDeviceAvailable, "no CUDA device"))
+struct CUDAReferenceTests {
+    /// Output and LSE of the CUDA reference within the forward tolerance of the CPU reference.
+    func check(_ inputs: Inputs, dropout: DropoutState? = nil, _ what: String) throws {
+        var device = inputs
+        device.query = try inputs.query.to(.cuda(0))
+        device.key = try inputs.key.to(.cuda(0))
+        device.value = try inputs.value.to(.cuda(0))
+        if let tensor = inputs.bias as? Tensor { device.bias = try tensor.to(.cuda(0)) }
+        let cuda = try CUDAReferenceForward().forward(device, dropout: dropout)
+        let cpu = try ReferenceForward().forward(inputs, dropout: dropout)
+        #expect(cuda.output.device == .cuda(0) && cuda.output.shape == cpu.output.shape && cuda.output.dtype == cpu.output.dtype)
+        let outputRatio = Tolerance.forward(cpu.output.dtype).worstRatio(try cuda.output.toDoubleArray(), try cpu.output.toDoubleArray())
+        let lseRatio = Tolerance(absolute: 2e-4, relative: 1e-5).worstRatio(try cuda.lse.toDoubleArray(), try cpu.lse.toDoubleArray())
+        #expect(outputRatio <= 1 && lseRatio <= 1, "\(what): output \(outputRatio), LSE \(lseRatio)")
+    }
+
+    static func randn(_ shape: [Int], _ seed: UInt64, _ dtype: DType = .float32) throws -> Tensor {
+        try Tensor.randn(shape, dtype: dtype, seed: seed)
+    }
+
+    @Test(arguments: [DType.float32, .float16, .bfloat16])
+    func masksOfEveryFamily(dtype: DType) throws {
+        let q = try Self.randn([1, 9, 2, 24], 1, dtype), k = try Self.randn([1, 24, 2, 24], 2, dtype)
+        let v = try Self.randn([1, 24, 2, 16], 3, dtype)
+        let biases: [any AttentionBias] = [
+            LowerTriangularFromBottomRightMask(),
+            try LocalAttentionFromBottomRightMask(windowLeft: 3, windowRight: 1),
+            try BlockDiagonalCausalFromBottomRightMask.fromSeqlens(qSeqlen: [4, 0, 5], kvSeqlen: [10, 3, 11]),
+            try BlockDiagonalCausalWithOffsetPaddedKeysMask.fromSeqlens(qSeqlen: [5, 4], kvPadding: 12, kvSeqlen: [9, 0]),
+            try PagedBlockDiagonalCausalLocalPaddedKeysMask.fromSeqlens(qSeqlen: [5, 4], kvSeqlen: [9, 12],
+                                                                        blockTables: [[5, 0, 2], [1, 4, 3]], pageSize: 4,
+                                                                        windowSize: 5),
+            try BlockDiagonalCausalWithOffsetGappyKeysMask.fromSeqlens(qSeqlen: [5, 4], kvSeqstarts: [3, 0, 24],
+                                                                       kvSeqlen: [20, 7]),
+            try Self.randn([1, 2, 9, 24], 4, dtype),
+        ]
+        for bias in biases { try check(Inputs(query: q, key: k, value: v, bias: bias, scale: 0.3), "\(type(of: bias).name) \(dtype)") }
+    }
+
+    @Test func groupedQueriesDropoutAndPartialOutput() throws {
+        let key = try Self.randn([2, 70, 2, 1, 32], 5).expanded(to: [2, 70, 2, 4, 32])
+        let value = try Self.randn([2, 70, 2, 1, 8], 6).expanded(to: [2, 70, 2, 4, 8])
+        let query = try Self.randn([2, 33, 2, 4, 32], 7)
+        try check(Inputs(query: query, key: key, value: value, bias: LowerTriangularMask()), "GQA")
+        try check(Inputs(query: query, key: key, value: value, p: 0.3), dropout: DropoutState(p: 0.3, seed: 9, offset: 1), "dropout")
+        try check(Inputs(query: try query.converted(to: .bfloat16), key: try key.converted(to: .bfloat16),
+                         value: try value.converted(to: .bfloat16), isPartial: true), "partial")
+    }
+
+    @Test func dispatchPicksItForDeviceTensors() throws {
+        let q = try Tensor.randn([1, 5, 1, 8], device: .cuda(0), seed: 1)
+        #expect(try Operators.forwardOperator(for: Inputs(query: q, key: q, value: q)).name == "cuda-reference")
+        let output = try memoryEfficientAttention(q, q, q)
+        #expect(output.device == .cuda(0))
+    }
+}
