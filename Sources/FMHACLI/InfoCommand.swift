@@ -87,7 +87,6 @@ struct InfoCommand: ParsableCommand {
         } catch {
             lines.append("nvrtc: not available (\(error))")
         }
-        lines.append("cuda operators: none yet in this build (CUDA ops come with the next issues)")
         return lines
     }
 
