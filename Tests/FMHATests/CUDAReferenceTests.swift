@@ -57,6 +57,18 @@ struct CUDAReferenceTests {
                          value: try value.converted(to: .bfloat16), isPartial: true), "partial")
     }
 
+    @Test func adversarialShapes() throws {
+        // B·H > 65535 rows of one query each, against a single key and value (Mkv = 1).
+        let q = try Self.randn([3, 1, 30_000, 8], 8), k = try Self.randn([3, 1, 30_000, 8], 9)
+        let v = try Self.randn([3, 1, 30_000, 4], 10)
+        try check(Inputs(query: q, key: k, value: v), "B·H = 90000, Mkv = 1")
+        // Zero-length sequences first, in the middle and last of a varlen batch.
+        let bias = try BlockDiagonalCausalWithOffsetPaddedKeysMask.fromSeqlens(qSeqlen: [0, 3, 0, 4, 0], kvPadding: 6,
+                                                                               kvSeqlen: [0, 5, 2, 6, 0])
+        try check(Inputs(query: try Self.randn([1, 7, 2, 16], 11), key: try Self.randn([1, 30, 2, 16], 12),
+                         value: try Self.randn([1, 30, 2, 16], 13), bias: bias), "empty sequences")
+    }
+
     @Test func dispatchPicksItForDeviceTensors() throws {
         let q = try Tensor.randn([1, 5, 1, 8], device: .cuda(0), seed: 1)
         #expect(try Operators.forwardOperator(for: Inputs(query: q, key: q, value: q)).name == "cuda-reference")
