@@ -20,19 +20,8 @@ public struct CUDAReferenceForward: ForwardOperator {
     }
 
     public func notSupportedReasons(_ inputs: Inputs) -> [String] {
-        var reasons = capabilityReasons(inputs)
-        if reasons.isEmpty {
-            do {
-                _ = try CUDAKernels.shared()
-                let device = try inputs.query.device.cudaContext().device
-                if device.computeCapability < (8, 0) {
-                    reasons.append("compute capability \(device.computeCapability.major).\(device.computeCapability.minor) is below 8.0")
-                }
-            } catch {
-                reasons.append("CUDA is not usable: \(error)")
-            }
-        }
-        return reasons
+        let reasons = capabilityReasons(inputs)
+        return reasons.isEmpty ? CUDAKernels.availabilityReasons(on: inputs.query.device) : reasons
     }
 
     public func forward(_ inputs: Inputs, dropout: DropoutState?) throws -> ForwardOutput {
@@ -42,13 +31,7 @@ public struct CUDAReferenceForward: ForwardOperator {
         let views = try inputs.bmghkViews()
         let biasView = try inputs.bmghkBiasView()
         let rows = d.batch * d.groups * d.heads * d.queryLength
-        var shape: [Int64] = [d.batch, d.queryLength, d.keyLength, d.groups, d.heads, d.headDimension, d.valueHeadDimension]
-            .map(Int64.init)
-        // The kernels' dtype codes: 0 float32, 1 float16, 2 bfloat16.
-        let dtypeCode: Int64 = inputs.query.dtype == .float16 ? 1 : inputs.query.dtype == .bfloat16 ? 2 : 0
-        shape += [dtypeCode, biasView == nil ? 0 : 1]
-        for view in [views.query, views.key, views.value] { shape += view.strides.prefix(4).map(Int64.init) }
-        shape += (biasView?.strides ?? [0, 0, 0, 0, 0]).map(Int64.init)
+        let shape = CUDAKernels.shapeWords(d, dtype: inputs.query.dtype, views: views, bias: biasView)
         let mask = DeviceMask.encode(inputs.bias?.maskLayout)
         let dropoutMask = dropout.map(DropoutMask.init)
 
@@ -56,9 +39,9 @@ public struct CUDAReferenceForward: ForwardOperator {
         let lse = try context.allocate(max(rows, 1) * 4)
         try CUDAKernels.run {
             try output.fill(0)
-            let shapeBuffer = try upload(shape, context), maskBuffer = try upload(mask, context)
-            let function = try CUDAKernels.shared().function(CUDAKernels.referenceForward, context: context)
-            try withAddresses([views.query, views.key, views.value] + (biasView.map { [$0] } ?? [])) { addresses in
+            let shapeBuffer = try CUDAKernels.upload(shape, context), maskBuffer = try CUDAKernels.upload(mask, context)
+            let function = try CUDAKernels.shared().function("reference_forward", entry: "fmha_reference_forward", context: context)
+            try CUDAKernels.withAddresses([views.query, views.key, views.value] + (biasView.map { [$0] } ?? [])) { addresses in
                 var arguments = KernelArguments()
                 for index in 0..<3 { arguments.append(addresses[index]) }
                 arguments.append(addresses.count > 3 ? addresses[3] : UInt64(0))
@@ -78,46 +61,16 @@ public struct CUDAReferenceForward: ForwardOperator {
                 try context.synchronize()
             }
         }
-        let hostOutput = try download(output, count: rows * d.valueHeadDimension)
-        let hostLSE = try download(lse, count: rows)
+        let hostOutput = try CUDAKernels.download(output, count: rows * d.valueHeadDimension)
+        let hostLSE = try CUDAKernels.download(lse, count: rows)
         return ForwardOutput(
             output: try Tensor(shape: d.outputShape, scalars: hostOutput, dtype: inputs.resolvedOutputDType, device: device),
             lse: try Tensor(shape: d.lseShape, scalars: hostLSE, dtype: .float32, device: device))
-    }
-
-    /// Device addresses of the tensors' first elements, valid inside `body`.
-    private func withAddresses(_ tensors: [Tensor], _ body: ([UInt64]) throws -> Void) throws {
-        func nest(_ index: Int, _ collected: [UInt64]) throws {
-            guard index < tensors.count else { return try body(collected) }
-            try tensors[index].withDeviceAddress { try nest(index + 1, collected + [$0]) }
-        }
-        try nest(0, [])
-    }
-
-    private func upload(_ words: [Int64], _ context: CUDAContext) throws -> DeviceBuffer {
-        let buffer = try context.allocate(max(words.count, 1) * 8)
-        try words.withUnsafeBytes { bytes in
-            if let base = bytes.baseAddress { try buffer.copy(from: base, bytes: bytes.count) }
-        }
-        return buffer
-    }
-
-    private func download(_ buffer: DeviceBuffer, count: Int) throws -> [Float] {
-        var values = [Float](repeating: 0, count: count)
-        try CUDAKernels.run {
-            try values.withUnsafeMutableBytes { bytes in
-                if let base = bytes.baseAddress, count > 0 { try buffer.copy(to: base, bytes: bytes.count) }
-            }
-        }
-        return values
     }
 }
 
 /// The process's CUDA kernel compiler and loaded modules, shared by the CUDA operators.
 final class CUDAKernels: Sendable {
-    /// The reference forward kernel.
-    static let referenceForward = "reference_forward"
-
     let compiler: KernelCompiler
     private let modules = Mutex<[String: CUDAModule]>([:])
     private static let instance = Mutex<CUDAKernels?>(nil)
@@ -137,8 +90,8 @@ final class CUDAKernels: Sendable {
         }
     }
 
-    /// The kernel of `sourceName` for `context`'s device, compiled and loaded once.
-    func function(_ sourceName: String, context: CUDAContext) throws -> CUDAFunction {
+    /// Kernel `entry` of `sourceName` for `context`'s device, compiled and loaded once.
+    func function(_ sourceName: String, entry: String, context: CUDAContext) throws -> CUDAFunction {
         let capability = context.device.computeCapability
         let architecture = "sm_\(capability.major)\(capability.minor)"
         let key = "\(sourceName)/\(architecture)/\(context.device.ordinal)"
@@ -149,7 +102,58 @@ final class CUDAKernels: Sendable {
             modules[key] = module
             return module
         }
-        return try module.function("fmha_" + sourceName)
+        return try module.function(entry)
+    }
+
+    /// Device addresses of the tensors' first elements, valid inside `body`.
+    static func withAddresses(_ tensors: [Tensor], _ body: ([UInt64]) throws -> Void) throws {
+        func nest(_ index: Int, _ collected: [UInt64]) throws {
+            guard index < tensors.count else { return try body(collected) }
+            try tensors[index].withDeviceAddress { try nest(index + 1, collected + [$0]) }
+        }
+        try nest(0, [])
+    }
+
+    static func upload(_ words: [Int64], _ context: CUDAContext) throws -> DeviceBuffer {
+        let buffer = try context.allocate(max(words.count, 1) * 8)
+        try words.withUnsafeBytes { bytes in
+            if let base = bytes.baseAddress { try buffer.copy(from: base, bytes: bytes.count) }
+        }
+        return buffer
+    }
+
+    static func download(_ buffer: DeviceBuffer, count: Int) throws -> [Float] {
+        var values = [Float](repeating: 0, count: count)
+        try CUDAKernels.run {
+            try values.withUnsafeMutableBytes { bytes in
+                if let base = bytes.baseAddress, count > 0 { try buffer.copy(to: base, bytes: bytes.count) }
+            }
+        }
+        return values
+    }
+
+    /// The `shape` words of the reference kernels: sizes, dtype code (0 float32, 1 float16, 2
+    /// bfloat16), whether there is a tensor bias, then the q, k, v strides over (b, m, g, h) and the
+    /// bias strides over (b, g, h, i, j).
+    static func shapeWords(_ d: AttentionDimensions, dtype: DType, views: (query: Tensor, key: Tensor, value: Tensor),
+                           bias: Tensor?) -> [Int64] {
+        var words = [d.batch, d.queryLength, d.keyLength, d.groups, d.heads, d.headDimension, d.valueHeadDimension]
+            .map(Int64.init)
+        words += [dtype == .float16 ? 1 : dtype == .bfloat16 ? 2 : 0, bias == nil ? 0 : 1]
+        for view in [views.query, views.key, views.value] { words += view.strides.prefix(4).map(Int64.init) }
+        return words + (bias?.strides ?? [0, 0, 0, 0, 0]).map(Int64.init)
+    }
+
+    /// Why the reference kernels cannot run on `device` (empty when they can): no driver or NVRTC,
+    /// or a GPU below compute capability 8.0.
+    static func availabilityReasons(on device: Device) -> [String] {
+        do {
+            _ = try shared()
+            let capability = try device.cudaContext().device.computeCapability
+            return capability < (8, 0) ? ["compute capability \(capability.major).\(capability.minor) is below 8.0"] : []
+        } catch {
+            return ["CUDA is not usable: \(error)"]
+        }
     }
 
     /// Runs `body`, turning driver and compiler errors into `FMHAError`s.

@@ -35,8 +35,15 @@ public enum KernelCatalog {
                       entryPoints: ["fmha_reference_forward"])
     }
 
+    /// The reference backward kernels (`reference_backward.cu`).
+    public static func referenceBackward(architecture: String) -> KernelVariant {
+        KernelVariant(descriptor: KernelDescriptor(sourceName: "reference_backward", architecture: architecture),
+                      entryPoints: ["fmha_reference_backward_dq", "fmha_reference_backward_dkdv"])
+    }
+
     /// Every variant for `architecture`.
     public static func allVariants(architecture: String) -> [KernelVariant] {
-        [dropoutKeep(architecture: architecture), referenceForward(architecture: architecture)]
+        [dropoutKeep(architecture: architecture), referenceForward(architecture: architecture),
+         referenceBackward(architecture: architecture)]
     }
 }

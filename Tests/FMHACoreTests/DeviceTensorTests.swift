@@ -39,6 +39,11 @@ import Testing
         let deviceSlice = try host.to(.cuda(0)).slice(dimension: 1, range: 2..<5).expanded(to: [2, 4, 3, 8])
         #expect(try deviceSlice.toArray() == host.slice(dimension: 1, range: 2..<5).expanded(to: [2, 4, 3, 8]).toArray())
         #expect(try deviceSlice.contiguous().device == .cuda(0))
+        // Broadcast dimensions stay broadcast on the device.
+        let keys = try host.slice(dimension: 0, range: 0..<1).expanded(to: [3, 6, 8]).unsqueezed(at: 2).expanded(to: [3, 6, 5, 8])
+        let keysOnDevice = try keys.to(.cuda(0))
+        #expect(keysOnDevice.strides[0] == 0 && keysOnDevice.strides[2] == 0)
+        #expect(try keysOnDevice.toArray() == keys.toArray())
         #expect(try deviceSlice.converted(to: .bfloat16).toArray()
                 == host.slice(dimension: 1, range: 2..<5).expanded(to: [2, 4, 3, 8]).converted(to: .bfloat16).toArray())
     }

@@ -69,6 +69,52 @@ struct CUDAReferenceTests {
                          value: try Self.randn([1, 30, 2, 16], 13), bias: bias), "empty sequences")
     }
 
+    /// Gradients of the CUDA reference backward within the backward tolerance of the CPU
+    /// reference's, for the same forward output and output gradient.
+    func checkBackward(_ inputs: Inputs, dropout: DropoutState? = nil, _ what: String) throws {
+        let forward = try ReferenceForward().forward(inputs, dropout: dropout)
+        let output = try forward.output.converted(to: inputs.query.dtype)
+        let gradOutput = try Tensor.randn(output.shape, dtype: inputs.query.dtype, seed: 77)
+        let cpu = try ReferenceBackward().backward(inputs, output: output, lse: forward.lse, gradOutput: gradOutput, dropout: dropout)
+        var device = inputs
+        device.query = try inputs.query.to(.cuda(0))
+        device.key = try inputs.key.to(.cuda(0))
+        device.value = try inputs.value.to(.cuda(0))
+        if let tensor = inputs.bias as? Tensor { device.bias = try tensor.to(.cuda(0)) }
+        let cuda = try CUDAReferenceBackward().backward(device, output: try output.to(.cuda(0)), lse: try forward.lse.to(.cuda(0)),
+                                                        gradOutput: try gradOutput.to(.cuda(0)), dropout: dropout)
+        let pairs = [("dq", cuda.dq, cpu.dq), ("dk", cuda.dk, cpu.dk), ("dv", cuda.dv, cpu.dv)]
+            + (cpu.dBias.map { [("dBias", cuda.dBias ?? $0, $0)] } ?? [])
+        for (name, value, expected) in pairs {
+            #expect(value.device == .cuda(0) && value.shape == expected.shape && value.strides == expected.strides, "\(what) \(name)")
+            let ratio = Tolerance.backward(expected.dtype).worstRatio(try value.toDoubleArray(), try expected.toDoubleArray())
+            #expect(ratio <= 1, "\(what) \(name): \(ratio)× the tolerance")
+        }
+    }
+
+    @Test func backwardMatchesTheCPUReference() throws {
+        let q = try Self.randn([1, 9, 2, 24], 31), k = try Self.randn([1, 24, 2, 24], 32), v = try Self.randn([1, 24, 2, 16], 33)
+        let biases: [any AttentionBias] = [
+            LowerTriangularFromBottomRightMask(),
+            try BlockDiagonalCausalFromBottomRightMask.fromSeqlens(qSeqlen: [4, 0, 5], kvSeqlen: [10, 3, 11]),
+            try PagedBlockDiagonalCausalLocalPaddedKeysMask.fromSeqlens(qSeqlen: [5, 4], kvSeqlen: [9, 12],
+                                                                        blockTables: [[5, 0, 2], [1, 4, 3]], pageSize: 4,
+                                                                        windowSize: 5),
+            // Overlapping key blocks: their dK/dV add up in the shared rows.
+            try BlockDiagonalCausalWithOffsetGappyKeysMask.fromSeqlens(qSeqlen: [5, 4], kvSeqstarts: [3, 0, 24],
+                                                                       kvSeqlen: [20, 7]),
+            try Self.randn([1, 1, 9, 24], 34).expanded(to: [1, 2, 9, 24]),
+        ]
+        for bias in biases { try checkBackward(Inputs(query: q, key: k, value: v, bias: bias, scale: 0.3), "\(type(of: bias).name)") }
+        let key = try Self.randn([1, 40, 2, 1, 32], 35).expanded(to: [1, 40, 2, 4, 32])
+        let value = try Self.randn([1, 40, 2, 1, 8], 36).expanded(to: [1, 40, 2, 4, 8])
+        let query = try Self.randn([1, 33, 2, 4, 32], 37)
+        try checkBackward(Inputs(query: query, key: key, value: value, bias: LowerTriangularMask()), "GQA")
+        try checkBackward(Inputs(query: query, key: key, value: value, p: 0.3), dropout: DropoutState(p: 0.3, seed: 5), "dropout")
+        try checkBackward(Inputs(query: try query.converted(to: .bfloat16), key: try key.converted(to: .bfloat16),
+                                 value: try value.converted(to: .bfloat16)), "bfloat16")
+    }
+
     @Test func dispatchPicksItForDeviceTensors() throws {
         let q = try Tensor.randn([1, 5, 1, 8], device: .cuda(0), seed: 1)
         #expect(try Operators.forwardOperator(for: Inputs(query: q, key: q, value: q)).name == "cuda-reference")

@@ -153,19 +153,25 @@ extension Tensor {
 
 extension Tensor {
     /// This tensor on `device`: `self` when it is already there; otherwise a copy. Host → device
-    /// copies the elements contiguously; device → host copies the whole storage and keeps the
-    /// view's shape, strides and offset.
+    /// copies the elements contiguously, except that broadcast (stride-0) dimensions stay
+    /// broadcast: one slice is copied and expanded again, so grouped-query K/V keep their form;
+    /// device → host copies the whole storage and keeps the view's shape, strides and offset.
     public func to(_ device: Device) throws -> Tensor {
         if device == self.device { return self }
         switch (self.device, device) {
         case (.cpu, .cuda):
-            let source = try contiguous()
-            let target = try Tensor(allocating: shape, dtype: dtype, device: device)
-            let bytes = count * dtype.byteSize
-            guard bytes > 0, let buffer = target.storage.deviceBuffer else { return target }
-            let base = try source.storage.hostAddress("to(\(device))") + source.offset * dtype.byteSize
-            try CUDAContexts.translatingErrors(device: device) { try buffer.copy(from: base, bytes: bytes) }
-            return target
+            var base = self
+            for dimension in shape.indices where strides[dimension] == 0 && shape[dimension] > 1 {
+                base = try base.slice(dimension: dimension, range: 0..<1)
+            }
+            let source = try base.contiguous()
+            let target = try Tensor(allocating: source.shape, dtype: dtype, device: device)
+            let bytes = source.count * dtype.byteSize
+            if bytes > 0, let buffer = target.storage.deviceBuffer {
+                let address = try source.storage.hostAddress("to(\(device))") + source.offset * dtype.byteSize
+                try CUDAContexts.translatingErrors(device: device) { try buffer.copy(from: address, bytes: bytes) }
+            }
+            return try target.expanded(to: shape)
         case (.cuda, .cpu):
             let host = try TensorStorage(byteCount: storage.byteCount, device: .cpu)
             if storage.byteCount > 0, let buffer = storage.deviceBuffer {

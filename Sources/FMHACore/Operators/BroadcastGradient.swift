@@ -1,16 +1,15 @@
-import FMHACore
-
-/// Gradients of inputs that were broadcast with stride 0.
-enum BroadcastGradient {
+/// Gradients of inputs that were broadcast with stride 0 (every backward operator returns them so).
+public enum BroadcastGradient {
     /// A tensor of `input`'s shape and dtype from `values`, row-major over `shape` (`input`'s shape
     /// with some broadcast dimensions already summed to 1): summed along every other dimension
     /// where `input` has stride 0, and returned expanded the same way (stride 0).
-    static func tensor<Scalar: BinaryFloatingPoint>(_ values: [Scalar], shape: [Int], like input: Tensor) throws -> Tensor {
+    public static func tensor<Scalar: BinaryFloatingPoint>(_ values: [Scalar], shape: [Int], like input: Tensor,
+                                                           device: Device = .cpu) throws -> Tensor {
         let broadcast = input.shape.indices.filter { input.strides[$0] == 0 && input.shape[$0] > 1 }
         var reducedShape = shape
         for dimension in broadcast { reducedShape[dimension] = 1 }
         guard reducedShape != shape else {
-            return try Tensor(shape: shape, scalars: values, dtype: input.dtype).expanded(to: input.shape)
+            return try Tensor(shape: shape, scalars: values, dtype: input.dtype, device: device).expanded(to: input.shape)
         }
         let reducedStrides = Tensor.contiguousStrides(for: reducedShape).enumerated().map {
             reducedShape[$0.offset] == 1 ? 0 : $0.element
@@ -30,6 +29,6 @@ enum BroadcastGradient {
                 dimension -= 1
             }
         }
-        return try Tensor(shape: reducedShape, scalars: reduced, dtype: input.dtype).expanded(to: input.shape)
+        return try Tensor(shape: reducedShape, scalars: reduced, dtype: input.dtype, device: device).expanded(to: input.shape)
     }
 }

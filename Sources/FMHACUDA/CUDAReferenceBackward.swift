@@ -1,0 +1,129 @@
+import CUDADriver
+import FMHACore
+
+/// The CUDA backward oracle ("cuda-reference"): dQ and the tensor-bias gradient with one thread
+/// per query row, then dK and dV with one thread per key of each K/V head (every query head that
+/// shares it looped over in order, so GQA gradients are summed without atomics and results are
+/// deterministic), one launch per block of a variable-length bias. Float32 accumulation from the
+/// forward LSE; the same Philox dropout mask as the CPU. Straightforward, not tuned.
+public struct CUDAReferenceBackward: BackwardOperator {
+    public let name = "cuda-reference"
+
+    /// The operator.
+    public init() {}
+
+    public var capabilities: OperatorCapabilities {
+        OperatorCapabilities(
+            devices: [.cuda], dtypes: [.float32, .float16, .bfloat16], maxHeadDimension: 65536, biasTypes: attentionBiasTypes,
+            supportsDropout: true, supportsCustomScale: true, supportsDifferentValueHeadDimension: true,
+            supportsBMGHK: true, isDeterministic: true, supportsBiasGradient: true,
+            minimumComputeCapability: ComputeCapability(8, 0))
+    }
+
+    public func notSupportedReasons(_ inputs: Inputs) -> [String] {
+        let reasons = capabilityReasons(inputs)
+        return reasons.isEmpty ? CUDAKernels.availabilityReasons(on: inputs.query.device) : reasons
+    }
+
+    public func backward(_ inputs: Inputs, output: Tensor, lse: Tensor, gradOutput: Tensor,
+                         dropout: DropoutState?) throws -> Gradients {
+        let d = try inputs.validate()
+        try inputs.validateBackward(output: output, lse: lse, gradOutput: gradOutput, d)
+        try requireSupport(inputs)
+        let device = inputs.query.device, context = try device.cudaContext()
+        let views = try inputs.bmghkViews()
+        let biasTensor = inputs.bias?.tensorBias
+        let biasView = try inputs.bmghkBiasView()
+        // K/V heads: dimensions where both K and V have stride 0 collapse to one shared head.
+        let shared = [0, 2, 3].map { views.key.strides[$0] == 0 && views.value.strides[$0] == 0 && views.key.shape[$0] > 1 }
+        let grid = [shared[0] ? 1 : d.batch, shared[1] ? 1 : d.groups, shared[2] ? 1 : d.heads]
+        let sharing = [shared[0] ? d.batch : 1, shared[1] ? d.groups : 1, shared[2] ? d.heads : 1]
+        let shape = CUDAKernels.shapeWords(d, dtype: inputs.query.dtype, views: views, bias: biasView)
+            + (grid + sharing).map(Int64.init)
+        let layout = inputs.bias?.maskLayout
+        let mask = DeviceMask.encode(layout)
+        let dropoutMask = dropout.map(DropoutMask.init)
+        let rows = d.batch * d.groups * d.heads * d.queryLength
+        let gridHeads = grid.reduce(1, *)
+        let gridRows = grid[0] * d.keyLength * grid[1] * grid[2]
+
+        // The output gradient, contiguous in the input dtype, and the LSE as float32 on the device.
+        let gradient = try gradOutput.converted(to: inputs.query.dtype).contiguous().to(device)
+        let lseOnDevice = try lse.converted(to: .float32).contiguous().to(device)
+        let dq = try context.allocate(max(rows * d.headDimension, 1) * 4)
+        let dk = try context.allocate(max(gridRows * d.headDimension, 1) * 4)
+        let dv = try context.allocate(max(gridRows * d.valueHeadDimension, 1) * 4)
+        let delta = try context.allocate(max(rows, 1) * 4)
+        let dBias = biasTensor == nil ? nil : try context.allocate(max(rows * d.keyLength, 1) * 4)
+        try CUDAKernels.run {
+            for buffer in [dq, dk, dv] + (dBias.map { [$0] } ?? []) { try buffer.fill(0) }
+            let shapeBuffer = try CUDAKernels.upload(shape, context), maskBuffer = try CUDAKernels.upload(mask, context)
+            let kernels = try CUDAKernels.shared()
+            let dqKernel = try kernels.function("reference_backward", entry: "fmha_reference_backward_dq", context: context)
+            let dkdvKernel = try kernels.function("reference_backward", entry: "fmha_reference_backward_dkdv", context: context)
+            let tensors = [views.query, views.key, views.value, gradient, lseOnDevice] + (biasView.map { [$0] } ?? [])
+            try CUDAKernels.withAddresses(tensors) { addresses in
+                func common(_ arguments: inout KernelArguments) {
+                    arguments.append(Float(inputs.effectiveScale))
+                    arguments.append(dropoutMask?.state.seed ?? 0)
+                    arguments.append(dropoutMask?.state.offset ?? 0)
+                    arguments.append(dropoutMask?.threshold ?? 0)
+                    arguments.append(Float(dropoutMask?.keptScale ?? 1))
+                    arguments.append(Int32(dropoutMask == nil ? 0 : 1))
+                }
+                let inputsAddresses = [addresses[0], addresses[1], addresses[2], addresses.count > 5 ? addresses[5] : 0,
+                                       addresses[3], addresses[4]]
+                if rows > 0 {
+                    var arguments = KernelArguments()
+                    for address in inputsAddresses { arguments.append(address) }
+                    arguments.append(delta)
+                    arguments.append(dq)
+                    arguments.append(dBias?.address ?? 0)
+                    arguments.append(shapeBuffer)
+                    arguments.append(maskBuffer)
+                    common(&arguments)
+                    try dqKernel.launch(grid: (min((rows + 127) / 128, 1 << 20), 1, 1), block: (128, 1, 1), arguments: arguments)
+                }
+                // One launch per block, in order: blocks that name the same K/V rows never overlap.
+                let blocks = layout?.blocks
+                for block in 0..<(blocks?.count ?? 1) {
+                    let keys = blocks?.keyLengths[block] ?? d.keyLength
+                    let items = gridHeads * keys
+                    guard items > 0 else { continue }
+                    var arguments = KernelArguments()
+                    for address in inputsAddresses { arguments.append(address) }
+                    arguments.append(delta)
+                    arguments.append(dk)
+                    arguments.append(dv)
+                    arguments.append(shapeBuffer)
+                    arguments.append(maskBuffer)
+                    arguments.append(Int64(blocks == nil ? -1 : block))
+                    common(&arguments)
+                    try dkdvKernel.launch(grid: (min((items + 127) / 128, 1 << 20), 1, 1), block: (128, 1, 1), arguments: arguments)
+                }
+                try context.synchronize()
+            }
+        }
+        let originalRank = { (shape: [Int]) -> [Int] in
+            switch d.layout {
+            case .bmk: [shape[0], shape[1], shape[4]]
+            case .bmhk: [shape[0], shape[1], shape[3], shape[4]]
+            case .bmghk: shape
+            }
+        }
+        func gradientTensor(_ buffer: DeviceBuffer, count: Int, shape: [Int], like input: Tensor) throws -> Tensor {
+            try BroadcastGradient.tensor(try CUDAKernels.download(buffer, count: count), shape: shape, like: input, device: device)
+        }
+        var biasGradient: Tensor?
+        if let biasTensor, let dBias {
+            biasGradient = try gradientTensor(dBias, count: rows * d.keyLength, shape: biasTensor.shape, like: biasTensor)
+        }
+        return Gradients(
+            dq: try gradientTensor(dq, count: rows * d.headDimension, shape: inputs.query.shape, like: inputs.query),
+            dk: try gradientTensor(dk, count: gridRows * d.headDimension,
+                                   shape: originalRank([grid[0], d.keyLength, grid[1], grid[2], d.headDimension]), like: inputs.key),
+            dv: try gradientTensor(dv, count: gridRows * d.valueHeadDimension,
+                                   shape: originalRank([grid[0], d.keyLength, grid[1], grid[2], d.valueHeadDimension]), like: inputs.value),
+            dBias: biasGradient)
+    }
+}
