@@ -115,6 +115,35 @@ struct CUDAReferenceTests {
                                  value: try value.converted(to: .bfloat16)), "bfloat16")
     }
 
+    /// Keys and values of more than 2³¹ elements each (float16, 4.3 GB apiece): the queries see only
+    /// the last keys (a bottom-right window), which must be addressed with 64-bit offsets; compared
+    /// with the CPU reference on those last keys alone.
+    @Test func tensorsBeyondTwoToTheThirtyFirstElements() throws {
+        let keys = (1 << 21) + 65, width = 1024, window = 64
+        func bigTensor(seed: UInt64) throws -> Tensor {
+            let host = try Tensor.zeros([1, keys, 1, width], dtype: .float16)
+            let tail = try Tensor.randn([1, 65, 1, width], dtype: .float16, seed: seed).toArray()
+            try host.withUnsafeHostAddress { base in
+                let values = base.assumingMemoryBound(to: Float16.self) + (keys - 65) * width
+                for index in tail.indices { values[index] = Float16(tail[index]) }
+            }
+            return host
+        }
+        let key = try bigTensor(seed: 41), value = try bigTensor(seed: 42)
+        #expect(key.count > 1 << 31)
+        let query = try Tensor.randn([1, 2, 1, width], dtype: .float16, seed: 43)
+        let mask = try LowerTriangularFromBottomRightLocalAttentionMask(windowSize: window)
+        let cuda = try CUDAReferenceForward().forward(
+            Inputs(query: try query.to(.cuda(0)), key: try key.to(.cuda(0)), value: try value.to(.cuda(0)), bias: mask),
+            dropout: nil)
+        let tail = keys - 65
+        let cpu = try ReferenceForward().forward(
+            Inputs(query: query, key: try key.slice(dimension: 1, range: tail..<keys), value: try value.slice(dimension: 1, range: tail..<keys),
+                   bias: mask), dropout: nil)
+        #expect(Tolerance.forward(.float16).worstRatio(try cuda.output.toDoubleArray(), try cpu.output.toDoubleArray()) <= 1)
+        #expect(Tolerance(absolute: 2e-4, relative: 1e-5).worstRatio(try cuda.lse.toDoubleArray(), try cpu.lse.toDoubleArray()) <= 1)
+    }
+
     @Test func dispatchPicksItForDeviceTensors() throws {
         let q = try Tensor.randn([1, 5, 1, 8], device: .cuda(0), seed: 1)
         #expect(try Operators.forwardOperator(for: Inputs(query: q, key: q, value: q)).name == "cuda-reference")
