@@ -5,7 +5,7 @@ import FMHACUDA
 /// The operators this build has, in dispatch priority order, and the questions dispatch answers.
 public enum Operators {
     /// Forward operators, most preferred first.
-    public static let forward: [any ForwardOperator] = [CPUForward(), CUDAReferenceForward(), ReferenceForward()]
+    public static let forward: [any ForwardOperator] = [CPUForward(), CUDAFlashForward(), CUDAReferenceForward(), ReferenceForward()]
     /// Backward operators, most preferred first.
     public static let backward: [any BackwardOperator] = [CPUBackward(), CUDAReferenceBackward(), ReferenceBackward()]
 

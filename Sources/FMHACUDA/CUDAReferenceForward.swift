@@ -92,12 +92,19 @@ final class CUDAKernels: Sendable {
 
     /// Kernel `entry` of `sourceName` for `context`'s device, compiled and loaded once.
     func function(_ sourceName: String, entry: String, context: CUDAContext) throws -> CUDAFunction {
+        try function(KernelDescriptor(sourceName: sourceName, architecture: ""), entry: entry, context: context)
+    }
+
+    /// Kernel `entry` of `descriptor` compiled for `context`'s device (its architecture replaces
+    /// the descriptor's), compiled and loaded once.
+    func function(_ descriptor: KernelDescriptor, entry: String, context: CUDAContext) throws -> CUDAFunction {
         let capability = context.device.computeCapability
-        let architecture = "sm_\(capability.major)\(capability.minor)"
-        let key = "\(sourceName)/\(architecture)/\(context.device.ordinal)"
+        var descriptor = descriptor
+        descriptor.architecture = "sm_\(capability.major)\(capability.minor)"
+        let key = "\(descriptor)/\(context.device.ordinal)"
         let module = try modules.withLock { modules -> CUDAModule in
             if let module = modules[key] { return module }
-            let kernel = try compiler.kernel(for: KernelDescriptor(sourceName: sourceName, architecture: architecture))
+            let kernel = try compiler.kernel(for: descriptor)
             let module = try CUDAModule(context: context, cubin: kernel.cubin)
             modules[key] = module
             return module

@@ -1,3 +1,5 @@
+import FMHACore
+
 /// One kernel the library can compile: its descriptor, the functions it defines, and what ptxas
 /// is allowed to do with it.
 public struct KernelVariant: Sendable, Hashable {
@@ -41,9 +43,19 @@ public enum KernelCatalog {
                       entryPoints: ["fmha_reference_backward_dq", "fmha_reference_backward_dkdv"])
     }
 
+    /// The tensor-core forward kernels (`flash_forward.cu`): one per head dimension (16 ... 128 in
+    /// steps of 16) and input dtype (float16, bfloat16).
+    public static func flashForward(architecture: String) -> [KernelVariant] {
+        stride(from: 16, through: 128, by: 16).flatMap { headDimension in
+            [DType.float16, .bfloat16].map {
+                CUDAFlashForward.variant(headDimension: headDimension, dtype: $0, architecture: architecture)
+            }
+        }
+    }
+
     /// Every variant for `architecture`.
     public static func allVariants(architecture: String) -> [KernelVariant] {
         [dropoutKeep(architecture: architecture), referenceForward(architecture: architecture),
-         referenceBackward(architecture: architecture)]
+         referenceBackward(architecture: architecture)] + flashForward(architecture: architecture)
     }
 }

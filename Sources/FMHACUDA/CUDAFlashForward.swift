@@ -1,0 +1,96 @@
+import CUDADriver
+import FMHACore
+
+/// The tensor-core forward ("cuda-flash", `flash_forward.cu`): FlashAttention-2's scheme with
+/// `mma.sync` m16n8k16, one thread block per tile of 64 queries of one mask block and head, every
+/// bias without a tensor (tiles the mask hides are skipped), GQA and stride-0 K/V read in place,
+/// partial output and LSE. float16 and bfloat16, head dimensions that are multiples of 16 up to
+/// 128 with K = Kv, no dropout; the rest goes to `cuda-reference`. Output and LSE stay on the device.
+public struct CUDAFlashForward: ForwardOperator {
+    public let name = "cuda-flash"
+
+    /// The operator.
+    public init() {}
+
+    /// The tensor biases are the only biases it cannot apply.
+    static let biasTypes: [any AttentionBias.Type] = attentionBiasTypes.filter {
+        $0 != Tensor.self && $0 != LowerTriangularMaskWithTensorBias.self
+    }
+
+    public var capabilities: OperatorCapabilities {
+        OperatorCapabilities(
+            devices: [.cuda], dtypes: [.float16, .bfloat16], maxHeadDimension: 128, biasTypes: Self.biasTypes,
+            supportsCustomScale: true, supportsBMGHK: true, supportsPartial: true, supportsOutputDType: true,
+            isDeterministic: true, minimumComputeCapability: ComputeCapability(8, 0))
+    }
+
+    public func notSupportedReasons(_ inputs: Inputs) -> [String] {
+        var reasons = capabilityReasons(inputs)
+        let headDimension = inputs.query.shape.last ?? 0
+        if headDimension % 16 != 0 {
+            reasons.append("head dimension \(headDimension) is not a multiple of 16")
+        }
+        if (inputs.key.shape.dropFirst().first ?? 0) >= Int(Int32.max) {
+            reasons.append("\(inputs.key.shape.dropFirst().first ?? 0) keys reach 2^31")
+        }
+        return reasons.isEmpty ? CUDAKernels.availabilityReasons(on: inputs.query.device) : reasons
+    }
+
+    public func forward(_ inputs: Inputs, dropout: DropoutState?) throws -> ForwardOutput {
+        let d = try inputs.validate()
+        try requireSupport(inputs)
+        let device = inputs.query.device, context = try device.cudaContext()
+        let views = try inputs.bmghkViews()
+        let shape = CUDAKernels.shapeWords(d, dtype: inputs.query.dtype, views: views, bias: nil)
+        let mask = DeviceMask.encode(inputs.bias?.maskLayout)
+        let work = Self.tiles(mask: mask, queryLength: d.queryLength)
+        let outputDType = inputs.resolvedOutputDType
+        let output = try Tensor.zeros(d.outputShape, dtype: outputDType, device: device)
+        let lse = try Tensor.zeros(d.lseShape, dtype: .float32, device: device)
+        let heads = d.batch * d.groups * d.heads
+        guard !work.isEmpty, heads > 0 else { return ForwardOutput(output: output, lse: lse) }
+        try CUDAKernels.run {
+            let shapeBuffer = try CUDAKernels.upload(shape, context), maskBuffer = try CUDAKernels.upload(mask, context)
+            let workBuffer = try CUDAKernels.upload(work, context)
+            let function = try CUDAKernels.shared().function(
+                Self.variant(headDimension: d.headDimension, dtype: inputs.query.dtype, architecture: "").descriptor,
+                entry: "fmha_flash_forward", context: context)
+            try CUDAKernels.withAddresses([views.query, views.key, views.value, output, lse]) { addresses in
+                var arguments = KernelArguments()
+                for address in addresses { arguments.append(address) }
+                arguments.append(shapeBuffer)
+                arguments.append(maskBuffer)
+                arguments.append(workBuffer)
+                arguments.append(Float(inputs.effectiveScale * 1.4426950408889634))
+                arguments.append(Int64(outputDType == .float16 ? 1 : outputDType == .bfloat16 ? 2 : 0))
+                try function.launch(grid: (work.count / 2, min(heads, 65535), 1), block: (128, 1, 1), arguments: arguments)
+                try context.synchronize()
+            }
+        }
+        return ForwardOutput(output: output, lse: lse)
+    }
+
+    /// The kernel for `headDimension` and `dtype` (`architecture` is filled in at load time when empty).
+    static func variant(headDimension: Int, dtype: DType, architecture: String) -> KernelVariant {
+        KernelVariant(descriptor: KernelDescriptor(
+            sourceName: "flash_forward", architecture: architecture,
+            defines: ["FMHA_HEAD_DIM": "\(headDimension)", "FMHA_DTYPE": dtype == .float16 ? "1" : "2"]),
+                      entryPoints: ["fmha_flash_forward"])
+    }
+
+    /// The kernel's work list: (mask block, first query) of every tile of 64 queries, tiles never
+    /// straddling two blocks, read from the `DeviceMask` words.
+    static func tiles(mask: [Int64], queryLength: Int) -> [Int64] {
+        let blocks = Int(mask[3])
+        let starts = blocks == 0 ? [0, Int64(queryLength)] : Array(mask[6...(6 + blocks)])
+        var work = [Int64]()
+        for block in 0..<max(blocks, 1) {
+            var start = starts[block]
+            while start < starts[block + 1] {
+                work += [Int64(block), start]
+                start += 64
+            }
+        }
+        return work
+    }
+}

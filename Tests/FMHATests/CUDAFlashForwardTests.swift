@@ -1,0 +1,88 @@
+import FMHA
+import Testing
+
+/// The tensor-core forward (`cuda-flash`) against the CUDA reference on the same device inputs:
+/// every mask family, head dimensions 16 ... 128, float16 and bfloat16, GQA in place, BMGHK,
+/// partial output, odd lengths, empty sequences, B·H > 65535, NaN in keys no query sees.
+@Suite(.enabled(if: cudaDeviceAvailable, "no CUDA device"))
+struct CUDAFlashForwardTests {
+    /// Output and LSE of cuda-flash within the forward tolerance of cuda-reference.
+    func check(_ inputs: Inputs, _ what: String) throws {
+        #expect(CUDAFlashForward().notSupportedReasons(inputs).isEmpty, "\(what)")
+        let flash = try CUDAFlashForward().forward(inputs, dropout: nil)
+        let reference = try CUDAReferenceForward().forward(inputs, dropout: nil)
+        #expect(flash.output.shape == reference.output.shape && flash.output.dtype == reference.output.dtype, "\(what)")
+        #expect(flash.lse.shape == reference.lse.shape, "\(what)")
+        let outputRatio = Tolerance.forward(inputs.query.dtype).worstRatio(try flash.output.toDoubleArray(),
+                                                                           try reference.output.toDoubleArray())
+        let lseRatio = Tolerance(absolute: 2e-3, relative: 1e-4).worstRatio(try flash.lse.toDoubleArray(), try reference.lse.toDoubleArray())
+        #expect(outputRatio <= 1 && lseRatio <= 1, "\(what): output \(outputRatio), LSE \(lseRatio)")
+    }
+
+    static func randn(_ shape: [Int], _ seed: UInt64, _ dtype: DType) throws -> Tensor {
+        try Tensor.randn(shape, dtype: dtype, device: .cuda(0), seed: seed)
+    }
+
+    @Test(arguments: [DType.float16, .bfloat16], [16, 64, 96, 128])
+    func masksOfEveryFamily(dtype: DType, headDimension: Int) throws {
+        let q = try Self.randn([1, 131, 2, headDimension], 1, dtype), k = try Self.randn([1, 200, 2, headDimension], 2, dtype)
+        let v = try Self.randn([1, 200, 2, headDimension], 3, dtype)
+        let biases: [(any AttentionBias)?] = [
+            nil,
+            LowerTriangularMask(),
+            LowerTriangularFromBottomRightMask(),
+            try LowerTriangularFromBottomRightLocalAttentionMask(windowSize: 37),
+            try LocalAttentionFromBottomRightMask(windowLeft: 70, windowRight: 5),
+            try BlockDiagonalCausalFromBottomRightMask.fromSeqlens(qSeqlen: [0, 64, 1, 66, 0], kvSeqlen: [3, 65, 1, 131, 0]),
+            try BlockDiagonalMask.fromSeqlens(qSeqlen: [65, 66], kvSeqlen: [120, 80]),
+            try BlockDiagonalCausalWithOffsetPaddedKeysMask.fromSeqlens(qSeqlen: [70, 61], kvPadding: 100, kvSeqlen: [100, 0]),
+            try PagedBlockDiagonalCausalLocalPaddedKeysMask.fromSeqlens(qSeqlen: [70, 61], kvSeqlen: [90, 100],
+                                                                        blockTables: [[5, 0, 2, 6], [1, 4, 3, 7]], pageSize: 25,
+                                                                        windowSize: 40),
+            try BlockDiagonalCausalWithOffsetGappyKeysMask.fromSeqlens(qSeqlen: [70, 61], kvSeqstarts: [3, 0, 200],
+                                                                       kvSeqlen: [150, 130]),
+        ]
+        for bias in biases {
+            try check(Inputs(query: q, key: k, value: v, bias: bias, scale: 0.3), "\(bias.map { type(of: $0).name } ?? "no bias") \(dtype) K=\(headDimension)")
+        }
+    }
+
+    @Test func groupedQueriesLayoutsAndPartialOutput() throws {
+        // GQA as stride-0 K/V in BMGHK and BMHK, queries longer than keys (bottom-right causal).
+        let key = try Self.randn([2, 70, 2, 1, 32], 5, .bfloat16).expanded(to: [2, 70, 2, 4, 32])
+        let value = try Self.randn([2, 70, 2, 1, 32], 6, .bfloat16).expanded(to: [2, 70, 2, 4, 32])
+        let query = try Self.randn([2, 100, 2, 4, 32], 7, .bfloat16)
+        try check(Inputs(query: query, key: key, value: value, bias: LowerTriangularFromBottomRightMask()), "GQA, Mq > Mkv")
+        let key4 = try Self.randn([1, 33, 1, 48], 8, .float16).expanded(to: [1, 33, 8, 48])
+        let value4 = try Self.randn([1, 33, 1, 48], 9, .float16).expanded(to: [1, 33, 8, 48])
+        try check(Inputs(query: try Self.randn([1, 1, 8, 48], 10, .float16), key: key4, value: value4), "Mq = 1, stride-0 heads")
+        // A non-contiguous query (a transposed view) and partial output in float32.
+        let transposed = try Self.randn([1, 3, 65, 64], 11, .float16).transposed(1, 2)
+        let k = try Self.randn([1, 129, 3, 64], 12, .float16), v = try Self.randn([1, 129, 3, 64], 13, .float16)
+        try check(Inputs(query: transposed, key: k, value: v, bias: LowerTriangularMask(), isPartial: true), "partial, strided query")
+        // B·H > 65535 heads of one query and key each.
+        let q = try Self.randn([3, 1, 30_000, 16], 14, .bfloat16)
+        try check(Inputs(query: q, key: q, value: q), "B·H = 90000")
+    }
+
+    @Test func nanInKeysNoQuerySeesDoesNotLeak() throws {
+        // Padding rows of a padded-keys mask hold NaN; no query sees them.
+        let bias = try BlockDiagonalCausalWithOffsetPaddedKeysMask.fromSeqlens(qSeqlen: [40, 7], kvPadding: 90, kvSeqlen: [70, 9])
+        var keys = try Tensor.randn([1, 180, 1, 64], dtype: .float32, seed: 15).toArray()
+        for row in 0..<180 where (row % 90) >= (row < 90 ? 70 : 9) {
+            for column in 0..<64 { keys[row * 64 + column] = .nan }
+        }
+        let k = try Tensor(shape: [1, 180, 1, 64], scalars: keys, dtype: .float16).to(.cuda(0))
+        let inputs = Inputs(query: try Self.randn([1, 47, 1, 64], 16, .float16), key: k, value: k, bias: bias)
+        let output = try CUDAFlashForward().forward(inputs, dropout: nil).output.toArray()
+        #expect(output.allSatisfy { $0.isFinite })
+        try check(inputs, "NaN in padding")
+    }
+
+    @Test func dispatchPicksItForHalfPrecisionDeviceTensors() throws {
+        let q = try Self.randn([1, 5, 1, 64], 17, .float16)
+        #expect(try Operators.forwardOperator(for: Inputs(query: q, key: q, value: q)).name == "cuda-flash")
+        let odd = try Self.randn([1, 5, 1, 40], 18, .float16)
+        #expect(try Operators.forwardOperator(for: Inputs(query: odd, key: odd, value: odd)).name == "cuda-reference")
+    }
+}
