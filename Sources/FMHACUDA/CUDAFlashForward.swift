@@ -56,6 +56,9 @@ public struct CUDAFlashForward: ForwardOperator {
                 Self.variant(headDimension: d.headDimension, dtype: inputs.query.dtype, architecture: "").descriptor,
                 entry: "fmha_flash_forward", context: context)
             try CUDAKernels.withAddresses([views.query, views.key, views.value, output, lse]) { addresses in
+                // 16-byte loads when every row of q, k and v starts on a 16-byte boundary.
+                let aligned = addresses.prefix(3).allSatisfy { $0 % 16 == 0 }
+                    && [views.query, views.key, views.value].allSatisfy { $0.strides.prefix(4).allSatisfy { $0 % 8 == 0 } }
                 var arguments = KernelArguments()
                 for address in addresses { arguments.append(address) }
                 arguments.append(shapeBuffer)
@@ -63,6 +66,7 @@ public struct CUDAFlashForward: ForwardOperator {
                 arguments.append(workBuffer)
                 arguments.append(Float(inputs.effectiveScale * 1.4426950408889634))
                 arguments.append(Int64(outputDType == .float16 ? 1 : outputDType == .bfloat16 ? 2 : 0))
+                arguments.append(Int32(aligned ? 1 : 0))
                 try function.launch(grid: (work.count / 2, min(heads, 65535), 1), block: (128, 1, 1), arguments: arguments)
                 try context.synchronize()
             }

@@ -89,13 +89,14 @@ __device__ __forceinline__ void store_element(void* base, int64_t index, int64_t
 }
 
 /// `shape` and `mask` as for fmha_reference_forward (K = Kv = FMHA_HEAD_DIM, no tensor bias).
+/// `vector_loads`: every row of q, k and v starts 16-byte aligned (rows move 8 elements at a time).
 /// `work`: per blockIdx.x, the mask block and the first query of its tile. Heads (b, g, h) are
 /// blockIdx.y, then every gridDim.y-th. Writes out[((b·Mq + i)·G + g)·H + h][0 ..< K] in
 /// `out_dtype` and the natural-log LSE at [((b·G + g)·H + h)·Mq + i] (-inf for a row that sees no
 /// key; its output is 0).
 extern "C" __global__ void __launch_bounds__(128, 2) fmha_flash_forward(
     const uint16_t* q, const uint16_t* k, const uint16_t* v, void* out, float* lse, const int64_t* shape,
-    const int64_t* mask, const int64_t* work, float scale_log2, int64_t out_dtype) {
+    const int64_t* mask, const int64_t* work, float scale_log2, int64_t out_dtype, int32_t vector_loads) {
     __shared__ __align__(16) uint16_t key_tile[FMHA_BLOCK_N * FMHA_ROW];
     __shared__ __align__(16) uint16_t value_tile[FMHA_BLOCK_N * FMHA_ROW];
 
@@ -154,10 +155,20 @@ extern "C" __global__ void __launch_bounds__(128, 2) fmha_flash_forward(
         const int64_t h = head_index % heads, g = (head_index / heads) % groups, b = head_index / (heads * groups);
 
         // Q tile → shared memory (through the key buffer) → A fragments of this warp's 16 rows.
-        for (int index = thread; index < FMHA_BLOCK_M * FMHA_HEAD_DIM; index += 128) {
-            const int r = index / FMHA_HEAD_DIM, c = index % FMHA_HEAD_DIM;
-            const int64_t i = tile_start + r;
-            key_tile[r * FMHA_ROW + c] = i < tile_end ? q[b * qs[0] + i * qs[1] + g * qs[2] + h * qs[3] + c] : uint16_t(0);
+        const int64_t q_head = b * qs[0] + g * qs[2] + h * qs[3];
+        if (vector_loads) {
+            for (int index = thread; index < FMHA_BLOCK_M * FMHA_HEAD_DIM / 8; index += 128) {
+                const int r = index / (FMHA_HEAD_DIM / 8), c = (index % (FMHA_HEAD_DIM / 8)) * 8;
+                const int64_t i = tile_start + r;
+                *reinterpret_cast<uint4*>(key_tile + r * FMHA_ROW + c) =
+                    i < tile_end ? *reinterpret_cast<const uint4*>(q + q_head + i * qs[1] + c) : make_uint4(0, 0, 0, 0);
+            }
+        } else {
+            for (int index = thread; index < FMHA_BLOCK_M * FMHA_HEAD_DIM; index += 128) {
+                const int r = index / FMHA_HEAD_DIM, c = index % FMHA_HEAD_DIM;
+                const int64_t i = tile_start + r;
+                key_tile[r * FMHA_ROW + c] = i < tile_end ? q[q_head + i * qs[1] + c] : uint16_t(0);
+            }
         }
         __syncthreads();
         uint32_t query_fragment[FMHA_HEAD_DIM / 16][4];
@@ -176,24 +187,33 @@ extern "C" __global__ void __launch_bounds__(128, 2) fmha_flash_forward(
         float accumulator[FMHA_HEAD_DIM / 8][4];
 #pragma unroll
         for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) accumulator[n][0] = accumulator[n][1] = accumulator[n][2] = accumulator[n][3] = 0.0f;
+        const int64_t k_head = b * ks[0] + g * ks[2] + h * ks[3], v_head = b * vs[0] + g * vs[2] + h * vs[3];
         float maximum0 = FMHA_NEG_INFINITY, maximum1 = FMHA_NEG_INFINITY, sum0 = 0.0f, sum1 = 0.0f;
 
         for (int key_tile_start = tile_lo; key_tile_start < tile_hi; key_tile_start += FMHA_BLOCK_N) {
             // K and V rows of logical keys key_tile_start + r; rows outside the tile's range are 0,
             // so that NaN in keys no query sees cannot reach the products.
-            for (int index = thread; index < FMHA_BLOCK_N * FMHA_HEAD_DIM; index += 128) {
-                const int r = index / FMHA_HEAD_DIM, c = index % FMHA_HEAD_DIM;
+            const int width = vector_loads ? 8 : 1;
+            for (int index = thread; index < FMHA_BLOCK_N * FMHA_HEAD_DIM / width; index += 128) {
+                const int r = index / (FMHA_HEAD_DIM / width), c = (index % (FMHA_HEAD_DIM / width)) * width;
                 const int64_t p = key_tile_start + r;
-                uint16_t key_bits = 0, value_bits = 0;
+                int64_t key_offset = -1, value_offset = -1;
                 if (p < tile_hi) {
                     const int64_t logical = key_start + p;
                     const int64_t j = page_size > 0
                         ? pages[block * pages_per_row + logical / page_size] * page_size + logical % page_size : logical;
-                    key_bits = k[b * ks[0] + j * ks[1] + g * ks[2] + h * ks[3] + c];
-                    value_bits = v[b * vs[0] + j * vs[1] + g * vs[2] + h * vs[3] + c];
+                    key_offset = k_head + j * ks[1] + c;
+                    value_offset = v_head + j * vs[1] + c;
                 }
-                key_tile[r * FMHA_ROW + c] = key_bits;
-                value_tile[r * FMHA_ROW + c] = value_bits;
+                if (vector_loads) {
+                    *reinterpret_cast<uint4*>(key_tile + r * FMHA_ROW + c) =
+                        key_offset >= 0 ? *reinterpret_cast<const uint4*>(k + key_offset) : make_uint4(0, 0, 0, 0);
+                    *reinterpret_cast<uint4*>(value_tile + r * FMHA_ROW + c) =
+                        value_offset >= 0 ? *reinterpret_cast<const uint4*>(v + value_offset) : make_uint4(0, 0, 0, 0);
+                } else {
+                    key_tile[r * FMHA_ROW + c] = key_offset >= 0 ? k[key_offset] : uint16_t(0);
+                    value_tile[r * FMHA_ROW + c] = value_offset >= 0 ? v[value_offset] : uint16_t(0);
+                }
             }
             __syncthreads();
 

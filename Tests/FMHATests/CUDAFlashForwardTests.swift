@@ -60,6 +60,11 @@ struct CUDAFlashForwardTests {
         let transposed = try Self.randn([1, 3, 65, 64], 11, .float16).transposed(1, 2)
         let k = try Self.randn([1, 129, 3, 64], 12, .float16), v = try Self.randn([1, 129, 3, 64], 13, .float16)
         try check(Inputs(query: transposed, key: k, value: v, bias: LowerTriangularMask(), isPartial: true), "partial, strided query")
+        // Keys and values whose rows are not 16-byte aligned (a slice of the last dimension): element loads.
+        let wide = try Self.randn([1, 77, 3, 72], 19, .bfloat16)
+        let shifted = try wide.slice(dimension: 3, range: 4..<68)
+        try check(Inputs(query: try Self.randn([1, 50, 3, 64], 20, .bfloat16), key: shifted, value: shifted,
+                         bias: try LowerTriangularFromBottomRightLocalAttentionMask(windowSize: 20)), "unaligned rows")
         // B·H > 65535 heads of one query and key each.
         let q = try Self.randn([3, 1, 30_000, 16], 14, .bfloat16)
         try check(Inputs(query: q, key: q, value: q), "B·H = 90000")
