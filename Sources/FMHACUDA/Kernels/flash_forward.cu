@@ -41,6 +41,15 @@ __device__ __forceinline__ uint32_t load_pair(const uint16_t* address) {
     return *reinterpret_cast<const uint32_t*>(address);
 }
 
+/// Four 8×8 matrices of 16-bit values from shared memory, transposed (`ldmatrix .trans`): lane t
+/// gives the address of row t % 8 of matrix t / 8 and receives one register of each matrix.
+__device__ __forceinline__ void load_matrices_transposed(const uint16_t* row, uint32_t (&matrices)[4]) {
+    uint32_t address;
+    asm("{ .reg .u64 generic; cvta.to.shared.u64 generic, %1; cvt.u32.u64 %0, generic; }" : "=r"(address) : "l"(row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(matrices[0]), "=r"(matrices[1]), "=r"(matrices[2]), "=r"(matrices[3]) : "r"(address));
+}
+
 /// Writes `value` as element `index` of a float32 (0), float16 (1) or bfloat16 (2) array.
 __device__ __forceinline__ void store_element(void* base, int64_t index, int64_t dtype, float value) {
     if (dtype == 1) static_cast<uint16_t*>(base)[index] = fmha::float_to_half(value);
@@ -238,16 +247,17 @@ extern "C" __global__ void __launch_bounds__(128, 2) fmha_flash_forward(
                 sum1 += fmha::bfloat16_to_float(uint16_t(bottom)) + fmha::bfloat16_to_float(uint16_t(bottom >> 16));
 #endif
             }
-            // O += P·V: B fragments pair two consecutive keys of one value column.
+            // O += P·V: the B fragments of two 8-column tiles of 16 keys in one transposed ldmatrix
+            // (keys 0-7 and 8-15 of columns n·8 ..< n·8 + 8, then of the next 8 columns).
 #pragma unroll
             for (int chunk = 0; chunk < FMHA_BLOCK_N / 16; ++chunk) {
-                const uint16_t* rows = value_tile + (chunk * 16 + (lane % 4) * 2) * FMHA_ROW + lane / 4;
+                const uint16_t* rows = value_tile + (chunk * 16 + lane % 16) * FMHA_ROW + (lane / 16) * 8;
 #pragma unroll
-                for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) {
-                    const uint16_t* column = rows + n * 8;
-                    const uint32_t b0 = uint32_t(column[0]) | (uint32_t(column[FMHA_ROW]) << 16);
-                    const uint32_t b1 = uint32_t(column[8 * FMHA_ROW]) | (uint32_t(column[9 * FMHA_ROW]) << 16);
-                    mma_16x8x16(accumulator[n], probability[chunk], b0, b1);
+                for (int n = 0; n < FMHA_HEAD_DIM / 8; n += 2) {
+                    uint32_t fragments[4];
+                    load_matrices_transposed(rows + n * 8, fragments);
+                    mma_16x8x16(accumulator[n], probability[chunk], fragments[0], fragments[1]);
+                    mma_16x8x16(accumulator[n + 1], probability[chunk], fragments[2], fragments[3]);
                 }
             }
             __syncthreads();
