@@ -41,13 +41,26 @@ __device__ __forceinline__ uint32_t load_pair(const uint16_t* address) {
     return *reinterpret_cast<const uint32_t*>(address);
 }
 
+/// The shared-memory address (32 bits) of a generic pointer into shared memory.
+__device__ __forceinline__ uint32_t shared_address(const void* pointer) {
+    uint32_t address;
+    asm("{ .reg .u64 generic; cvta.to.shared.u64 generic, %1; cvt.u32.u64 %0, generic; }" : "=r"(address) : "l"(pointer));
+    return address;
+}
+
 /// Four 8×8 matrices of 16-bit values from shared memory, transposed (`ldmatrix .trans`): lane t
 /// gives the address of row t % 8 of matrix t / 8 and receives one register of each matrix.
 __device__ __forceinline__ void load_matrices_transposed(const uint16_t* row, uint32_t (&matrices)[4]) {
-    uint32_t address;
-    asm("{ .reg .u64 generic; cvta.to.shared.u64 generic, %1; cvt.u32.u64 %0, generic; }" : "=r"(address) : "l"(row));
+    const uint32_t address = shared_address(row);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(matrices[0]), "=r"(matrices[1]), "=r"(matrices[2]), "=r"(matrices[3]) : "r"(address));
+}
+
+/// Starts a 16-byte copy from global `source` to shared `destination` (cp.async, cached in L2
+/// only); when `valid` is false nothing is read and the 16 bytes are zeroed.
+__device__ __forceinline__ void copy_16_bytes_async(uint16_t* destination, const uint16_t* source, bool valid) {
+    const uint32_t address = shared_address(destination);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(address), "l"(source), "r"(valid ? 16 : 0) : "memory");
 }
 
 /// Writes `value` as element `index` of a float32 (0), float16 (1) or bfloat16 (2) array.
@@ -162,28 +175,32 @@ extern "C" __global__ void __launch_bounds__(128, 2) fmha_flash_forward(
         for (int key_tile_start = tile_lo; key_tile_start < tile_hi; key_tile_start += FMHA_BLOCK_N) {
             // K and V rows of logical keys key_tile_start + r; rows outside the tile's range are 0,
             // so that NaN in keys no query sees cannot reach the products.
-            const int width = vector_loads ? 8 : 1;
-            for (int index = thread; index < FMHA_BLOCK_N * FMHA_HEAD_DIM / width; index += 128) {
-                const int r = index / (FMHA_HEAD_DIM / width), c = (index % (FMHA_HEAD_DIM / width)) * width;
-                const int64_t p = key_tile_start + r;
-                int64_t key_offset = -1, value_offset = -1;
-                if (p < tile_hi) {
-                    const int64_t logical = key_start + p;
-                    const int64_t j = page_size > 0
-                        ? pages[block * pages_per_row + logical / page_size] * page_size + logical % page_size : logical;
-                    key_offset = k_head + j * ks[1] + c;
-                    value_offset = v_head + j * vs[1] + c;
+            // Rows of logical keys key_tile_start + r of `source` into `tile`, as cp.async copies of
+            // 16 bytes (zero-filled outside the range) when rows are aligned, else element by element.
+            auto load_rows = [&](uint16_t* tile, const uint16_t* source, int64_t head_offset, int64_t row_stride) {
+                const int width = vector_loads ? 8 : 1;
+                for (int index = thread; index < FMHA_BLOCK_N * FMHA_HEAD_DIM / width; index += 128) {
+                    const int r = index / (FMHA_HEAD_DIM / width), c = (index % (FMHA_HEAD_DIM / width)) * width;
+                    const int64_t p = key_tile_start + r;
+                    int64_t offset = -1;
+                    if (p < tile_hi) {
+                        const int64_t logical = key_start + p;
+                        const int64_t j = page_size > 0
+                            ? pages[block * pages_per_row + logical / page_size] * page_size + logical % page_size : logical;
+                        offset = head_offset + j * row_stride + c;
+                    }
+                    if (vector_loads) {
+                        copy_16_bytes_async(tile + r * FMHA_ROW + c, source + (offset >= 0 ? offset : 0), offset >= 0);
+                    } else {
+                        tile[r * FMHA_ROW + c] = offset >= 0 ? source[offset] : uint16_t(0);
+                    }
                 }
-                if (vector_loads) {
-                    *reinterpret_cast<uint4*>(key_tile + r * FMHA_ROW + c) =
-                        key_offset >= 0 ? *reinterpret_cast<const uint4*>(k + key_offset) : make_uint4(0, 0, 0, 0);
-                    *reinterpret_cast<uint4*>(value_tile + r * FMHA_ROW + c) =
-                        value_offset >= 0 ? *reinterpret_cast<const uint4*>(v + value_offset) : make_uint4(0, 0, 0, 0);
-                } else {
-                    key_tile[r * FMHA_ROW + c] = key_offset >= 0 ? k[key_offset] : uint16_t(0);
-                    value_tile[r * FMHA_ROW + c] = value_offset >= 0 ? v[value_offset] : uint16_t(0);
-                }
-            }
+                asm volatile("cp.async.commit_group;");
+            };
+            // K, then V: the V copies land while this tile's scores are computed.
+            load_rows(key_tile, k, k_head, ks[1]);
+            load_rows(value_tile, v, v_head, vs[1]);
+            asm volatile("cp.async.wait_group 1;" ::: "memory");
             __syncthreads();
 
             // S = Q·Kᵀ: eight 16×8 tiles of this warp's rows.
@@ -247,6 +264,8 @@ extern "C" __global__ void __launch_bounds__(128, 2) fmha_flash_forward(
                 sum1 += fmha::bfloat16_to_float(uint16_t(bottom)) + fmha::bfloat16_to_float(uint16_t(bottom >> 16));
 #endif
             }
+            asm volatile("cp.async.wait_group 0;" ::: "memory");
+            __syncthreads();
             // O += P·V: the B fragments of two 8-column tiles of 16 keys in one transposed ldmatrix
             // (keys 0-7 and 8-15 of columns n·8 ..< n·8 + 8, then of the next 8 columns).
 #pragma unroll
