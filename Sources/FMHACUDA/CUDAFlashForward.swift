@@ -33,7 +33,7 @@ public struct CUDAFlashForward: ForwardOperator {
         if (inputs.key.shape.dropFirst().first ?? 0) >= Int(Int32.max) {
             reasons.append("\(inputs.key.shape.dropFirst().first ?? 0) keys reach 2^31")
         }
-        return reasons.isEmpty ? CUDAKernels.availabilityReasons(on: inputs.query.device) : reasons
+        return CUDAKernels.notSupportedReasons(reasons, on: inputs.query.device)
     }
 
     public func forward(_ inputs: Inputs, dropout: DropoutState?) throws -> ForwardOutput {

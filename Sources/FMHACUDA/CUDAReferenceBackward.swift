@@ -21,8 +21,7 @@ public struct CUDAReferenceBackward: BackwardOperator {
     }
 
     public func notSupportedReasons(_ inputs: Inputs) -> [String] {
-        let reasons = capabilityReasons(inputs)
-        return reasons.isEmpty ? CUDAKernels.availabilityReasons(on: inputs.query.device) : reasons
+        CUDAKernels.notSupportedReasons(capabilityReasons(inputs), on: inputs.query.device)
     }
 
     public func backward(_ inputs: Inputs, output: Tensor, lse: Tensor, gradOutput: Tensor,

@@ -20,8 +20,7 @@ public struct CUDAReferenceForward: ForwardOperator {
     }
 
     public func notSupportedReasons(_ inputs: Inputs) -> [String] {
-        let reasons = capabilityReasons(inputs)
-        return reasons.isEmpty ? CUDAKernels.availabilityReasons(on: inputs.query.device) : reasons
+        CUDAKernels.notSupportedReasons(capabilityReasons(inputs), on: inputs.query.device)
     }
 
     public func forward(_ inputs: Inputs, dropout: DropoutState?) throws -> ForwardOutput {
@@ -151,8 +150,14 @@ final class CUDAKernels: Sendable {
         return words + (bias?.strides ?? [0, 0, 0, 0, 0]).map(Int64.init)
     }
 
-    /// Why the reference kernels cannot run on `device` (empty when they can): no driver or NVRTC,
-    /// or a GPU below compute capability 8.0.
+    /// `inputReasons` (why an operator refuses the inputs) when there are any, else why the CUDA
+    /// kernels cannot run on `device`: the `notSupportedReasons` of every CUDA operator.
+    static func notSupportedReasons(_ inputReasons: [String], on device: Device) -> [String] {
+        inputReasons.isEmpty ? availabilityReasons(on: device) : inputReasons
+    }
+
+    /// Why the CUDA kernels cannot run on `device` (empty when they can): no driver or NVRTC, or
+    /// a GPU below compute capability 8.0.
     static func availabilityReasons(on device: Device) -> [String] {
         do {
             _ = try shared()
