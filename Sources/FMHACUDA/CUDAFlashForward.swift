@@ -42,8 +42,9 @@ public struct CUDAFlashForward: ForwardOperator {
         let device = inputs.query.device, context = try device.cudaContext()
         let views = try inputs.bmghkViews()
         let shape = CUDAKernels.shapeWords(d, dtype: inputs.query.dtype, views: views, bias: nil)
-        let mask = DeviceMask.encode(inputs.bias?.maskLayout)
-        let work = Self.tiles(mask: mask, queryLength: d.queryLength)
+        let layout = inputs.bias?.maskLayout
+        let mask = DeviceMask.encode(layout)
+        let work = Self.tiles(queryStarts: layout?.blocks?.queryStarts ?? [0, d.queryLength])
         let outputDType = inputs.resolvedOutputDType
         let output = try Tensor.zeros(d.outputShape, dtype: outputDType, device: device)
         let lse = try Tensor.zeros(d.lseShape, dtype: .float32, device: device)
@@ -83,16 +84,12 @@ public struct CUDAFlashForward: ForwardOperator {
     }
 
     /// The kernel's work list: (mask block, first query) of every tile of 64 queries, tiles never
-    /// straddling two blocks, read from the `DeviceMask` words.
-    static func tiles(mask: [Int64], queryLength: Int) -> [Int64] {
-        let blocks = Int(mask[3])
-        let starts = blocks == 0 ? [0, Int64(queryLength)] : Array(mask[6...(6 + blocks)])
+    /// straddling two blocks; block `b` holds queries `queryStarts[b] ..< queryStarts[b + 1]`.
+    static func tiles(queryStarts: [Int]) -> [Int64] {
         var work = [Int64]()
-        for block in 0..<max(blocks, 1) {
-            var start = starts[block]
-            while start < starts[block + 1] {
-                work += [Int64(block), start]
-                start += 64
+        for block in 0..<max(queryStarts.count - 1, 0) {
+            for start in stride(from: queryStarts[block], to: queryStarts[block + 1], by: 64) {
+                work += [Int64(block), Int64(start)]
             }
         }
         return work
