@@ -10,9 +10,11 @@ public enum Operators {
     public static let backward: [any BackwardOperator] = [CPUBackward(), CUDAReferenceBackward(), ReferenceBackward()]
 
     /// Forward operators that dispatch never picks but `op:` or `--op` can name: each build of
-    /// the CPU kernels (`cpu-tiled-avx512`, `cpu-tiled-avx2`, `cpu-tiled-generic`).
+    /// the CPU kernels (`cpu-tiled-avx512`, `cpu-tiled-avx2`, `cpu-tiled-generic`) and the
+    /// tensor-core forward with each tuning candidate's tile shape (`cuda-flash-w8x1n64b1`, ...).
     public static let forwardVariants: [any ForwardOperator] =
         CPUKernels.allCases.filter { $0 != .best }.map { CPUForward(kernels: $0) }
+        + CUDAFlashForward.tuningCandidates.map { CUDAFlashForward(tileShape: $0) }
     /// Backward operators that dispatch never picks but `op:` can name.
     public static let backwardVariants: [any BackwardOperator] =
         CPUKernels.allCases.filter { $0 != .best }.map { CPUBackward(kernels: $0) }

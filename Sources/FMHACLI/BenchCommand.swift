@@ -9,7 +9,8 @@ struct BenchCommand: ParsableCommand {
 
     @Option(help: "Device: cpu or cuda[:N].") var device: DeviceArgument = .cpu
     @Option(help: "Input dtype (repeatable).") var dtype: [DType] = [.float32]
-    @Option(name: .customLong("case"), help: "B,Mq,Mkv,H,K[,causal] (repeatable); causal is bottom-right.")
+    @Option(name: .customLong("case"),
+            help: "B,Mq,Mkv,H,K[,causal][,kv=Hkv] or varlen=L1/L2/...,H,K[,causal] (repeatable); causal is bottom-right.")
     var cases: [BenchCase] = [BenchCase(batch: 1, queries: 256, keys: 256, heads: 4, headDimension: 64, causal: false),
                               BenchCase(batch: 1, queries: 256, keys: 256, heads: 4, headDimension: 64, causal: true)]
     @Flag(help: "Time forward + backward instead of forward alone.") var backward = false
@@ -37,7 +38,7 @@ struct BenchCommand: ParsableCommand {
             let mode = backward ? "fwd+bwd" : "fwd"
             let teraflops = benchCase.flops(backward: backward) / (measurement.milliseconds * 1e-3) / 1e12
             if json {
-                print(#"{"op": "\#(measurement.operatorName)", "device": "\#(device.device)", "dtype": "\#(dtype)", "B": \#(benchCase.batch), "Mq": \#(benchCase.queries), "Mkv": \#(benchCase.keys), "H": \#(benchCase.heads), "K": \#(benchCase.headDimension), "causal": \#(benchCase.causal), "mode": "\#(mode)", "ms": \#(measurement.milliseconds), "tflops": \#(teraflops)}"#)
+                print(#"{"op": "\#(measurement.operatorName)", "device": "\#(device.device)", "dtype": "\#(dtype)", "B": \#(benchCase.batch), "Mq": \#(benchCase.queries), "Mkv": \#(benchCase.keys), "H": \#(benchCase.heads), "K": \#(benchCase.headDimension), "causal": \#(benchCase.causal), "case": "\#(benchCase)", "mode": "\#(mode)", "ms": \#(measurement.milliseconds), "tflops": \#(teraflops)}"#)
             } else {
                 rows.append([measurement.operatorName, dtype.rawValue, benchCase.description, mode,
                              Formatting.decimal(measurement.milliseconds, digits: 3),
@@ -61,14 +62,8 @@ struct BenchCommand: ParsableCommand {
     /// Median milliseconds of `repeats` runs after a warm-up.
     private func measure(_ benchCase: BenchCase, dtype: DType, op: (any ForwardOperator)?) throws
         -> (milliseconds: Double, operatorName: String) {
-        let d = device.device
-        let query = try Tensor.randn([benchCase.batch, benchCase.queries, benchCase.heads, benchCase.headDimension],
-                                     dtype: dtype, device: d, seed: 1)
-        let key = try Tensor.randn([benchCase.batch, benchCase.keys, benchCase.heads, benchCase.headDimension],
-                                   dtype: dtype, device: d, seed: 2)
-        let value = try Tensor.randn([benchCase.batch, benchCase.keys, benchCase.heads, benchCase.headDimension],
-                                     dtype: dtype, device: d, seed: 3)
-        let bias: (any AttentionBias)? = benchCase.causal ? LowerTriangularFromBottomRightMask() : nil
+        let (query, key, value) = try benchCase.inputs(dtype: dtype, device: device.device)
+        let bias = try benchCase.bias()
         var operatorName = ""
         func once() throws {
             let forward = try memoryEfficientAttentionForwardRequiresGrad(query, key, value, bias: bias, op: op)
@@ -92,7 +87,9 @@ struct BenchCommand: ParsableCommand {
     }
 }
 
-/// One benchmark shape: `B,Mq,Mkv,H,K[,causal]`.
+/// One benchmark shape: `B,Mq,Mkv,H,K[,causal][,kv=Hkv]` (dense; `kv=` gives Hkv K/V heads shared
+/// by H / Hkv query heads each, read in place as stride-0 BMGHK), or `varlen=L1/L2/...,H,K[,causal]`
+/// (one batch of sequences of those lengths under a block-diagonal mask, causal or not).
 struct BenchCase: ExpressibleByArgument, CustomStringConvertible {
     var batch: Int
     var queries: Int
@@ -100,6 +97,10 @@ struct BenchCase: ExpressibleByArgument, CustomStringConvertible {
     var heads: Int
     var headDimension: Int
     var causal: Bool
+    /// K/V heads (divides `heads`); nil when every query head has its own.
+    var kvHeads: Int? = nil
+    /// Sequence lengths of a varlen batch (then batch = 1 and queries = keys = their sum).
+    var sequenceLengths: [Int]? = nil
 
     init(batch: Int, queries: Int, keys: Int, heads: Int, headDimension: Int, causal: Bool) {
         self.batch = batch
@@ -111,21 +112,70 @@ struct BenchCase: ExpressibleByArgument, CustomStringConvertible {
     }
 
     init?(argument: String) {
-        let parts = argument.split(separator: ",").map(String.init)
-        guard parts.count == 5 || (parts.count == 6 && parts[5] == "causal") else { return nil }
-        let numbers = parts.prefix(5).compactMap { Int($0) }
-        guard numbers.count == 5, numbers.allSatisfy({ $0 > 0 }) else { return nil }
+        var parts = argument.split(separator: ",").map(String.init)
+        var causal = false, kvHeads: Int? = nil
+        while let last = parts.last, last == "causal" || last.hasPrefix("kv=") {
+            if last == "causal" { causal = true } else { guard let n = Int(last.dropFirst(3)), n > 0 else { return nil }; kvHeads = n }
+            parts.removeLast()
+        }
+        if let first = parts.first, first.hasPrefix("varlen=") {
+            let lengths = first.dropFirst(7).split(separator: "/").compactMap { Int($0) }
+            let numbers = parts.dropFirst().compactMap { Int($0) }
+            guard parts.count == 3, numbers.count == 2, !lengths.isEmpty, lengths.allSatisfy({ $0 > 0 }), kvHeads == nil,
+                  numbers.allSatisfy({ $0 > 0 }) else { return nil }
+            let total = lengths.reduce(0, +)
+            self.init(batch: 1, queries: total, keys: total, heads: numbers[0], headDimension: numbers[1], causal: causal)
+            sequenceLengths = lengths
+            return
+        }
+        let numbers = parts.compactMap { Int($0) }
+        guard parts.count == 5, numbers.count == 5, numbers.allSatisfy({ $0 > 0 }) else { return nil }
+        if let kvHeads, numbers[3] % kvHeads != 0 { return nil }
         self.init(batch: numbers[0], queries: numbers[1], keys: numbers[2], heads: numbers[3],
-                  headDimension: numbers[4], causal: parts.count == 6)
+                  headDimension: numbers[4], causal: causal)
+        self.kvHeads = kvHeads
     }
 
     var description: String {
-        "\(batch),\(queries),\(keys),\(heads),\(headDimension)\(causal ? ",causal" : "")"
+        let suffix = (causal ? ",causal" : "") + (kvHeads.map { ",kv=\($0)" } ?? "")
+        if let sequenceLengths {
+            return "varlen=\(sequenceLengths.map(String.init).joined(separator: "/")),\(heads),\(headDimension)\(suffix)"
+        }
+        return "\(batch),\(queries),\(keys),\(heads),\(headDimension)\(suffix)"
     }
 
-    /// 4·B·H·Mq·Mkv·K, halved when causal with Mq = Mkv, times 3.5 with the backward pass.
+    /// Query, key and value: BMHK, or BMGHK with stride-0 K/V heads for `kv=`.
+    func inputs(dtype: DType, device: Device) throws -> (query: Tensor, key: Tensor, value: Tensor) {
+        guard let kvHeads else {
+            let tensors = try (1...3).map { seed in
+                try Tensor.randn([batch, seed == 1 ? queries : keys, heads, headDimension], dtype: dtype, device: device,
+                                 seed: UInt64(seed))
+            }
+            return (tensors[0], tensors[1], tensors[2])
+        }
+        let query = try Tensor.randn([batch, queries, kvHeads, heads / kvHeads, headDimension], dtype: dtype, device: device, seed: 1)
+        let shared = try (2...3).map { seed in
+            try Tensor.randn([batch, keys, kvHeads, 1, headDimension], dtype: dtype, device: device, seed: UInt64(seed))
+                .expanded(to: [batch, keys, kvHeads, heads / kvHeads, headDimension])
+        }
+        return (query, shared[0], shared[1])
+    }
+
+    /// The mask: block-diagonal (causal or not) for varlen, bottom-right causal or none otherwise.
+    func bias() throws -> (any AttentionBias)? {
+        if let sequenceLengths {
+            return causal ? try BlockDiagonalCausalMask.fromSeqlens(qSeqlen: sequenceLengths)
+                : try BlockDiagonalMask.fromSeqlens(qSeqlen: sequenceLengths)
+        }
+        return causal ? LowerTriangularFromBottomRightMask() : nil
+    }
+
+    /// 4·B·H·Mq·Mkv·K (per sequence for varlen), halved when causal with Mq = Mkv, times 3.5 with
+    /// the backward pass.
     func flops(backward: Bool) -> Double {
-        var flops = 4 * Double(batch) * Double(heads) * Double(queries) * Double(keys) * Double(headDimension)
+        let products = sequenceLengths.map { $0.reduce(0.0) { $0 + Double($1) * Double($1) } }
+            ?? Double(batch) * Double(queries) * Double(keys)
+        var flops = 4 * Double(heads) * products * Double(headDimension)
         if causal, queries == keys { flops /= 2 }
         return backward ? flops * 3.5 : flops
     }

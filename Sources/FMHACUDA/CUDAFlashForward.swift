@@ -2,15 +2,82 @@ import CUDADriver
 import FMHACore
 
 /// The tensor-core forward ("cuda-flash", `flash_forward.cu`): FlashAttention-2's scheme with
-/// `mma.sync` m16n8k16, one thread block per tile of 64 queries of one mask block and head, every
+/// `mma.sync` m16n8k16, one thread block per tile of queries of one mask block and head, every
 /// bias without a tensor (tiles the mask hides are skipped), GQA and stride-0 K/V read in place,
-/// partial output and LSE. float16 and bfloat16, head dimensions that are multiples of 16 up to
-/// 128 with K = Kv, no dropout; the rest goes to `cuda-reference`. Output and LSE stay on the device.
+/// K ≠ Kv, partial output and LSE. float16 and bfloat16, head dimensions that are multiples of 8
+/// up to 256, no dropout; the rest goes to `cuda-reference`. Output and LSE stay on the device.
 public struct CUDAFlashForward: ForwardOperator {
-    public let name = "cuda-flash"
+    /// The shape of one thread block's work: `warps` warps of `warpTiles` tiles of 16 queries each,
+    /// K/V tiles of `keys` keys, Q fragments in registers or (`queryInShared`) read from shared
+    /// memory for each product, and the blocks per SM promised to ptxas (`__launch_bounds__`).
+    public struct TileShape: Sendable, Hashable {
+        public let warps: Int, warpTiles: Int, keys: Int, queryInShared: Bool, minimumBlocks: Int
 
-    /// The operator.
-    public init() {}
+        /// A tile shape; `warpTiles` is 1 or 2, `keys` a multiple of 16.
+        public init(warps: Int, warpTiles: Int, keys: Int, queryInShared: Bool, minimumBlocks: Int) {
+            self.warps = warps
+            self.warpTiles = warpTiles
+            self.keys = keys
+            self.queryInShared = queryInShared
+            self.minimumBlocks = minimumBlocks
+        }
+
+        /// Queries per thread block.
+        public var queries: Int { warps * warpTiles * 16 }
+        /// "w<warps>x<warpTiles>n<keys>[q]b<minimumBlocks>" (q: Q in shared memory), the suffix of
+        /// the tuning variants' names.
+        public var name: String { "w\(warps)x\(warpTiles)n\(keys)\(queryInShared ? "q" : "")b\(minimumBlocks)" }
+
+        /// Dynamic shared memory of a block for tiles `width` columns wide: the K and V tiles, and
+        /// the Q tile when it is in shared memory (rows of width + 8 16-bit values).
+        func sharedMemoryBytes(width: Int) -> Int { (2 * keys + (queryInShared ? queries : 0)) * (width + 8) * 2 }
+    }
+
+    /// The widths kernels are compiled for: K and Kv are padded to the first one that holds both.
+    static let widths = Array(stride(from: 16, through: 128, by: 16)) + [160, 192, 224, 256]
+
+    /// The tuning table: the tile shape used for each width on a GPU of compute capability
+    /// `major`.x. Hopper's entries were chosen by timing the candidates (`tuningCandidates`,
+    /// `fmha bench --op cuda-flash-<shape>`) on the H200 (bench/GPU-NOTES.md); the others are the
+    /// spill-free shapes closest to them (sm_80's ptxas spills FA2's 4×32-row shape above K = 64),
+    /// not measured on such a GPU.
+    static func tileShape(width: Int, major: Int) -> TileShape {
+        let fourWarpsOf32Rows = TileShape(warps: 4, warpTiles: 2, keys: 64, queryInShared: true, minimumBlocks: 2)
+        let eightWarpsOf16Rows = TileShape(warps: 8, warpTiles: 1, keys: 64, queryInShared: true, minimumBlocks: 1)
+        if major >= 9 { return width <= 128 ? fourWarpsOf32Rows : eightWarpsOf16Rows }
+        switch width {
+        case ...64: return fourWarpsOf32Rows
+        case ...128: return eightWarpsOf16Rows
+        default: return TileShape(warps: 8, warpTiles: 1, keys: 32, queryInShared: true, minimumBlocks: 1)
+        }
+    }
+
+    /// Tile shapes to time against the table's (the forward variants `cuda-flash-<shape name>`).
+    public static let tuningCandidates = [
+        TileShape(warps: 4, warpTiles: 2, keys: 32, queryInShared: false, minimumBlocks: 2),
+        TileShape(warps: 8, warpTiles: 1, keys: 64, queryInShared: false, minimumBlocks: 1),
+        TileShape(warps: 4, warpTiles: 2, keys: 32, queryInShared: true, minimumBlocks: 2),
+        TileShape(warps: 4, warpTiles: 2, keys: 64, queryInShared: true, minimumBlocks: 2),
+        TileShape(warps: 8, warpTiles: 1, keys: 64, queryInShared: true, minimumBlocks: 1),
+        TileShape(warps: 8, warpTiles: 1, keys: 32, queryInShared: true, minimumBlocks: 1),
+        TileShape(warps: 4, warpTiles: 1, keys: 64, queryInShared: true, minimumBlocks: 2),
+    ]
+
+    public let name: String
+    /// The tile shape every width uses, or nil for the tuning table's.
+    let fixedTileShape: TileShape?
+
+    /// The operator, with the tuning table's tile shapes.
+    public init() {
+        name = "cuda-flash"
+        fixedTileShape = nil
+    }
+
+    /// The operator with one tile shape for every head dimension ("cuda-flash-<shape name>"), for tuning.
+    public init(tileShape: TileShape) {
+        name = "cuda-flash-\(tileShape.name)"
+        fixedTileShape = tileShape
+    }
 
     /// The tensor biases are the only biases it cannot apply.
     static let biasTypes: [any AttentionBias.Type] = attentionBiasTypes.filter {
@@ -19,16 +86,16 @@ public struct CUDAFlashForward: ForwardOperator {
 
     public var capabilities: OperatorCapabilities {
         OperatorCapabilities(
-            devices: [.cuda], dtypes: [.float16, .bfloat16], maxHeadDimension: 128, biasTypes: Self.biasTypes,
-            supportsCustomScale: true, supportsBMGHK: true, supportsPartial: true, supportsOutputDType: true,
+            devices: [.cuda], dtypes: [.float16, .bfloat16], maxHeadDimension: 256, biasTypes: Self.biasTypes,
+            supportsCustomScale: true, supportsDifferentValueHeadDimension: true, supportsBMGHK: true, supportsPartial: true, supportsOutputDType: true,
             isDeterministic: true, minimumComputeCapability: ComputeCapability(8, 0))
     }
 
     public func notSupportedReasons(_ inputs: Inputs) -> [String] {
         var reasons = capabilityReasons(inputs)
-        let headDimension = inputs.query.shape.last ?? 0
-        if headDimension % 16 != 0 {
-            reasons.append("head dimension \(headDimension) is not a multiple of 16")
+        for (what, size) in [("head dimension", inputs.query.shape.last ?? 0), ("value head dimension", inputs.value.shape.last ?? 0)]
+        where size % 8 != 0 {
+            reasons.append("\(what) \(size) is not a multiple of 8")
         }
         if (inputs.key.shape.dropFirst().first ?? 0) >= Int(Int32.max) {
             reasons.append("\(inputs.key.shape.dropFirst().first ?? 0) keys reach 2^31")
@@ -39,22 +106,34 @@ public struct CUDAFlashForward: ForwardOperator {
     public func forward(_ inputs: Inputs, dropout: DropoutState?) throws -> ForwardOutput {
         let d = try inputs.validate()
         try requireSupport(inputs)
+        let device = inputs.query.device
+        let output = try Tensor.zeros(d.outputShape, dtype: inputs.resolvedOutputDType, device: device)
+        let lse = try Tensor.zeros(d.lseShape, dtype: .float32, device: device)
+        try run(inputs, output: output, lse: lse)
+        return ForwardOutput(output: output, lse: lse)
+    }
+
+    /// Runs the kernel on supported `inputs`, writing every element of `output` (contiguous, the
+    /// output shape and dtype) and `lse` (contiguous float32) on the inputs' device; tests pass
+    /// poisoned tensors to see that nothing is left unwritten.
+    func run(_ inputs: Inputs, output: Tensor, lse: Tensor) throws {
+        let d = try inputs.validate()
         let device = inputs.query.device, context = try device.cudaContext()
         let views = try inputs.bmghkViews()
         let shape = CUDAKernels.shapeWords(d, dtype: inputs.query.dtype, views: views, bias: nil)
         let layout = inputs.bias?.maskLayout
         let mask = DeviceMask.encode(layout)
-        let work = Self.tiles(queryStarts: layout?.blocks?.queryStarts ?? [0, d.queryLength])
-        let outputDType = inputs.resolvedOutputDType
-        let output = try Tensor.zeros(d.outputShape, dtype: outputDType, device: device)
-        let lse = try Tensor.zeros(d.lseShape, dtype: .float32, device: device)
+        let width = Self.widths.first { $0 >= max(d.headDimension, d.valueHeadDimension) } ?? Self.widths.last!
+        let tileShape = fixedTileShape ?? Self.tileShape(width: width, major: context.device.computeCapability.major)
+        let work = Self.tiles(queryStarts: layout?.blocks?.queryStarts ?? [0, d.queryLength], tileQueries: tileShape.queries)
+        let outputDType = output.dtype
         let heads = d.batch * d.groups * d.heads
-        guard !work.isEmpty, heads > 0 else { return ForwardOutput(output: output, lse: lse) }
+        guard !work.isEmpty, heads > 0 else { return }
         try CUDAKernels.run {
-            let shapeBuffer = try CUDAKernels.upload(shape, context), maskBuffer = try CUDAKernels.upload(mask, context)
-            let workBuffer = try CUDAKernels.upload(work, context)
+            // Shape, mask and work list in one copy.
+            let words = try CUDAKernels.upload(shape + mask + work, context)
             let function = try CUDAKernels.shared().function(
-                Self.variant(headDimension: d.headDimension, dtype: inputs.query.dtype, architecture: "").descriptor,
+                Self.variant(width: width, tileShape: tileShape, dtype: inputs.query.dtype, architecture: "").descriptor,
                 entry: "fmha_flash_forward", context: context)
             try CUDAKernels.withAddresses([views.query, views.key, views.value, output, lse]) { addresses in
                 // 16-byte loads when every row of q, k and v starts on a 16-byte boundary.
@@ -62,33 +141,49 @@ public struct CUDAFlashForward: ForwardOperator {
                     && [views.query, views.key, views.value].allSatisfy { $0.strides.prefix(4).allSatisfy { $0 % 8 == 0 } }
                 var arguments = KernelArguments()
                 for address in addresses { arguments.append(address) }
-                arguments.append(shapeBuffer)
-                arguments.append(maskBuffer)
-                arguments.append(workBuffer)
+                arguments.append(words.address)
+                arguments.append(words.address + UInt64(shape.count * 8))
+                arguments.append(words.address + UInt64((shape.count + mask.count) * 8))
                 arguments.append(Float(inputs.effectiveScale * 1.4426950408889634))
                 arguments.append(Int64(outputDType == .float16 ? 1 : outputDType == .bfloat16 ? 2 : 0))
                 arguments.append(Int32(aligned ? 1 : 0))
-                try function.launch(grid: (work.count / 2, min(heads, 65535), 1), block: (128, 1, 1), arguments: arguments)
+                let sharedMemory = tileShape.sharedMemoryBytes(width: width)
+                if sharedMemory > 48 * 1024 { try function.allowDynamicSharedMemory(sharedMemory) }
+                try function.launch(grid: (work.count / 2, min(heads, 65535), 1), block: (tileShape.warps * 32, 1, 1),
+                                    sharedMemory: sharedMemory, arguments: arguments)
                 try context.synchronize()
             }
         }
-        return ForwardOutput(output: output, lse: lse)
     }
 
-    /// The kernel for `headDimension` and `dtype` (`architecture` is filled in at load time when empty).
-    static func variant(headDimension: Int, dtype: DType, architecture: String) -> KernelVariant {
+    /// The kernel for K/V tiles `width` columns wide, `tileShape`, `dtype` (`architecture` is filled
+    /// in at load time when empty).
+    static func variant(width: Int, tileShape: TileShape, dtype: DType, architecture: String) -> KernelVariant {
         KernelVariant(descriptor: KernelDescriptor(
             sourceName: "flash_forward", architecture: architecture,
-            defines: ["FMHA_HEAD_DIM": "\(headDimension)", "FMHA_DTYPE": dtype == .float16 ? "1" : "2"]),
+            defines: ["FMHA_HEAD_DIM": "\(width)", "FMHA_DTYPE": dtype == .float16 ? "1" : "2",
+                      "FMHA_WARPS": "\(tileShape.warps)", "FMHA_WARP_TILES": "\(tileShape.warpTiles)",
+                      "FMHA_BLOCK_N": "\(tileShape.keys)", "FMHA_Q_SHARED": tileShape.queryInShared ? "1" : "0",
+                      "FMHA_MIN_BLOCKS": "\(tileShape.minimumBlocks)"]),
                       entryPoints: ["fmha_flash_forward"])
     }
 
-    /// The kernel's work list: (mask block, first query) of every tile of 64 queries, tiles never
-    /// straddling two blocks; block `b` holds queries `queryStarts[b] ..< queryStarts[b + 1]`.
-    static func tiles(queryStarts: [Int]) -> [Int64] {
+    /// The table's kernel for every width and dtype.
+    static func variants(architecture: String) -> [KernelVariant] {
+        let major = Int(architecture.dropFirst(3).prefix(1)) ?? 0
+        return widths.flatMap { width in
+            [DType.float16, .bfloat16].map {
+                variant(width: width, tileShape: tileShape(width: width, major: major), dtype: $0, architecture: architecture)
+            }
+        }
+    }
+
+    /// The kernel's work list: (mask block, first query) of every tile of `tileQueries` queries,
+    /// tiles never straddling two blocks; block `b` holds queries `queryStarts[b] ..< queryStarts[b + 1]`.
+    static func tiles(queryStarts: [Int], tileQueries: Int) -> [Int64] {
         var work = [Int64]()
         for block in 0..<max(queryStarts.count - 1, 0) {
-            for start in stride(from: queryStarts[block], to: queryStarts[block + 1], by: 64) {
+            for start in stride(from: queryStarts[block], to: queryStarts[block + 1], by: tileQueries) {
                 work += [Int64(block), Int64(start)]
             }
         }

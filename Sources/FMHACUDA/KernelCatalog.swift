@@ -43,14 +43,11 @@ public enum KernelCatalog {
                       entryPoints: ["fmha_reference_backward_dq", "fmha_reference_backward_dkdv"])
     }
 
-    /// The tensor-core forward kernels (`flash_forward.cu`): one per head dimension (16 ... 128 in
-    /// steps of 16) and input dtype (float16, bfloat16).
+    /// The tensor-core forward kernels (`flash_forward.cu`): one per width (16 ... 128 in steps of
+    /// 16, then 160 ... 256 in steps of 32) and input dtype (float16, bfloat16), each with its tile
+    /// shape from the tuning table.
     public static func flashForward(architecture: String) -> [KernelVariant] {
-        stride(from: 16, through: 128, by: 16).flatMap { headDimension in
-            [DType.float16, .bfloat16].map {
-                CUDAFlashForward.variant(headDimension: headDimension, dtype: $0, architecture: architecture)
-            }
-        }
+        CUDAFlashForward.variants(architecture: architecture)
     }
 
     /// Every variant for `architecture`.

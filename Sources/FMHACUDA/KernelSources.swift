@@ -38,21 +38,30 @@ extern "C" __global__ void fmha_dropout_keep(uint8_t* keep, uint32_t queries, ui
 
     /// `flash_forward.cu`.
     static let flashForward = #"""
-// The tensor-core forward (FlashAttention-2 scheme): one thread block of four warps per (tile of
-// 64 queries of one mask block, head); each warp owns 16 queries. K/V tiles of 64 keys go through
-// shared memory; S = Q·Kᵀ and O += P·V are mma.sync m16n8k16 with float32 accumulation; the
-// softmax is online, in registers, in base 2 with the scale folded in. Every bias without a tensor
-// goes through the mask encoding (DeviceMask.swift): only the key range some query of the tile
-// sees is visited, and keys outside a query's own range are masked per element.
-// Needs prelude.cu and the defines FMHA_HEAD_DIM (a multiple of 16, at most 128) and FMHA_DTYPE
-// (1: float16, 2: bfloat16).
+// The tensor-core forward (FlashAttention-2 scheme): one thread block per (tile of FMHA_BLOCK_M
+// queries of one mask block, head); each warp owns FMHA_WARP_TILES tiles of 16 queries, whose Q
+// fragments stay in registers (FMHA_Q_SHARED 0) or are read from a Q tile in shared memory by
+// ldmatrix for each product (FMHA_Q_SHARED 1: fewer registers for more rows per warp). K/V tiles of FMHA_BLOCK_N keys go through shared memory by cp.async
+// with one buffer each: V of tile t lands while S = Q·Kᵀ of tile t is computed, K of tile t + 1
+// while O += P·V of tile t is. Both products are mma.sync m16n8k16 with float32 accumulation, B
+// fragments by ldmatrix; the softmax is online, in registers, in base 2 with the scale folded in.
+// Every bias without a tensor goes through the mask encoding (DeviceMask.swift): only the key range
+// some query of the tile sees is visited, and keys outside a query's own range are masked per
+// element (tiles inside every row's range skip the masking).
+// Needs prelude.cu and the defines FMHA_HEAD_DIM (a multiple of 16, at most 256: the width of the
+// Q/K and V tiles, at least K and Kv; columns past them are zero), FMHA_DTYPE (1: float16,
+// 2: bfloat16), FMHA_WARPS, FMHA_WARP_TILES, FMHA_BLOCK_N (a multiple of 16), FMHA_Q_SHARED and
+// FMHA_MIN_BLOCKS (blocks per SM promised to ptxas): the tile shape (CUDAFlashForward.TileShape).
+// Shared memory is dynamic: (2·FMHA_BLOCK_N + FMHA_Q_SHARED·FMHA_BLOCK_M)·FMHA_ROW 16-bit values.
 
-#define FMHA_BLOCK_M 64
-#define FMHA_BLOCK_N 64
+#define FMHA_THREADS (FMHA_WARPS * 32)
+#define FMHA_BLOCK_M (FMHA_WARPS * FMHA_WARP_TILES * 16)
 #define FMHA_ROW (FMHA_HEAD_DIM + 8)
+#define FMHA_ROWS (2 * FMHA_WARP_TILES)
 #define FMHA_NEG_INFINITY __int_as_float(0xff800000)
 
-static_assert(FMHA_HEAD_DIM % 16 == 0 && FMHA_HEAD_DIM <= 128, "FMHA_HEAD_DIM: a multiple of 16, at most 128");
+static_assert(FMHA_HEAD_DIM % 16 == 0 && FMHA_HEAD_DIM <= 256, "FMHA_HEAD_DIM: a multiple of 16, at most 256");
+static_assert(FMHA_BLOCK_N % 16 == 0, "FMHA_BLOCK_N: a multiple of 16");
 
 /// Two floats as one register of two 16-bit values of the input type (`low` in the low half).
 __device__ __forceinline__ uint32_t pack_pair(float low, float high) {
@@ -63,6 +72,22 @@ __device__ __forceinline__ uint32_t pack_pair(float low, float high) {
     asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(packed) : "f"(high), "f"(low));
 #endif
     return packed;
+}
+
+/// The sum of the two 16-bit values of the input type in `packed`.
+__device__ __forceinline__ float pair_sum(uint32_t packed) {
+#if FMHA_DTYPE == 1
+    return fmha::half_to_float(uint16_t(packed)) + fmha::half_to_float(uint16_t(packed >> 16));
+#else
+    return __uint_as_float(packed << 16) + __uint_as_float(packed & 0xffff0000u);
+#endif
+}
+
+/// 2^x (ex2.approx: 2 ulp, -inf gives 0).
+__device__ __forceinline__ float exp2_approx(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
 }
 
 /// accumulator += a·b for one 16×8 tile (a: 16×16 row-major fragment, b: 16×8 column-major).
@@ -76,11 +101,6 @@ __device__ __forceinline__ void mma_16x8x16(float (&accumulator)[4], const uint3
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/// Two adjacent 16-bit elements of shared memory as one register.
-__device__ __forceinline__ uint32_t load_pair(const uint16_t* address) {
-    return *reinterpret_cast<const uint32_t*>(address);
-}
-
 /// The shared-memory address (32 bits) of a generic pointer into shared memory.
 __device__ __forceinline__ uint32_t shared_address(const void* pointer) {
     uint32_t address;
@@ -88,46 +108,60 @@ __device__ __forceinline__ uint32_t shared_address(const void* pointer) {
     return address;
 }
 
-/// Four 8×8 matrices of 16-bit values from shared memory, transposed (`ldmatrix .trans`): lane t
-/// gives the address of row t % 8 of matrix t / 8 and receives one register of each matrix.
+/// Four 8×8 matrices of 16-bit values from shared memory (`ldmatrix`): lane t gives the address of
+/// row t % 8 of matrix t / 8 and receives, of each matrix, the pair at row t / 4, columns 2·(t % 4).
+__device__ __forceinline__ void load_matrices(const uint16_t* row, uint32_t (&matrices)[4]) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(matrices[0]), "=r"(matrices[1]), "=r"(matrices[2]), "=r"(matrices[3]) : "r"(shared_address(row)));
+}
+
+/// Four 8×8 matrices, transposed (`ldmatrix .trans`): lane t receives, of each matrix, the pair at
+/// column t / 4, rows 2·(t % 4) and 2·(t % 4) + 1.
 __device__ __forceinline__ void load_matrices_transposed(const uint16_t* row, uint32_t (&matrices)[4]) {
-    const uint32_t address = shared_address(row);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(matrices[0]), "=r"(matrices[1]), "=r"(matrices[2]), "=r"(matrices[3]) : "r"(address));
+                 : "=r"(matrices[0]), "=r"(matrices[1]), "=r"(matrices[2]), "=r"(matrices[3]) : "r"(shared_address(row)));
 }
 
 /// Starts a 16-byte copy from global `source` to shared `destination` (cp.async, cached in L2
 /// only); when `valid` is false nothing is read and the 16 bytes are zeroed.
 __device__ __forceinline__ void copy_16_bytes_async(uint16_t* destination, const uint16_t* source, bool valid) {
-    const uint32_t address = shared_address(destination);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(address), "l"(source), "r"(valid ? 16 : 0) : "memory");
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(shared_address(destination)), "l"(source), "r"(valid ? 16 : 0) : "memory");
 }
 
-/// Writes `value` as element `index` of a float32 (0), float16 (1) or bfloat16 (2) array.
-__device__ __forceinline__ void store_element(void* base, int64_t index, int64_t dtype, float value) {
-    if (dtype == 1) static_cast<uint16_t*>(base)[index] = fmha::float_to_half(value);
-    else if (dtype == 2) static_cast<uint16_t*>(base)[index] = fmha::float_to_bfloat16(value);
-    else static_cast<float*>(base)[index] = value;
+/// Writes `low` and `high` as elements `index` and `index + 1` (even) of a float32 (0), float16 (1)
+/// or bfloat16 (2) array.
+__device__ __forceinline__ void store_pair(void* base, int64_t index, int64_t dtype, float low, float high) {
+    if (dtype == 1) {
+        reinterpret_cast<uint32_t*>(base)[index / 2] = uint32_t(fmha::float_to_half(low)) | (uint32_t(fmha::float_to_half(high)) << 16);
+    } else if (dtype == 2) {
+        reinterpret_cast<uint32_t*>(base)[index / 2] =
+            uint32_t(fmha::float_to_bfloat16(low)) | (uint32_t(fmha::float_to_bfloat16(high)) << 16);
+    } else {
+        reinterpret_cast<float2*>(base)[index / 2] = make_float2(low, high);
+    }
 }
 
-/// `shape` and `mask` as for fmha_reference_forward (K = Kv = FMHA_HEAD_DIM, no tensor bias).
-/// `vector_loads`: every row of q, k and v starts 16-byte aligned (rows move 8 elements at a time).
-/// `work`: per blockIdx.x, the mask block and the first query of its tile. Heads (b, g, h) are
-/// blockIdx.y, then every gridDim.y-th. Writes out[((b·Mq + i)·G + g)·H + h][0 ..< K] in
-/// `out_dtype` and the natural-log LSE at [((b·G + g)·H + h)·Mq + i] (-inf for a row that sees no
-/// key; its output is 0).
-extern "C" __global__ void __launch_bounds__(128, 2) fmha_flash_forward(
+/// `shape` and `mask` as for fmha_reference_forward (K, Kv ≤ FMHA_HEAD_DIM, multiples of 8 when
+/// `vector_loads`, even otherwise; no tensor bias). `vector_loads`: every row of q, k and v starts
+/// 16-byte aligned (rows move 8 elements at a time). `work`: per blockIdx.x, the mask block and the
+/// first query of its tile. Heads (b, g, h) are blockIdx.y, then every gridDim.y-th. Writes
+/// out[((b·Mq + i)·G + g)·H + h][0 ..< Kv] in `out_dtype` and the natural-log LSE at
+/// [((b·G + g)·H + h)·Mq + i] (-inf for a row that sees no key; its output is 0).
+extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha_flash_forward(
     const uint16_t* q, const uint16_t* k, const uint16_t* v, void* out, float* lse, const int64_t* shape,
     const int64_t* mask, const int64_t* work, float scale_log2, int64_t out_dtype, int32_t vector_loads) {
-    __shared__ __align__(16) uint16_t key_tile[FMHA_BLOCK_N * FMHA_ROW];
-    __shared__ __align__(16) uint16_t value_tile[FMHA_BLOCK_N * FMHA_ROW];
+    extern __shared__ __align__(16) uint16_t shared_tiles[];
+    uint16_t* const key_tile = shared_tiles;
+    uint16_t* const value_tile = shared_tiles + FMHA_BLOCK_N * FMHA_ROW;
 
     const int64_t batch = shape[0], queries = shape[1], groups = shape[3], heads = shape[4];
+    const int head_dim = int(shape[5]), value_dim = int(shape[6]);
     const int64_t* qs = shape + 9;
     const int64_t* ks = shape + 13;
     const int64_t* vs = shape + 17;
     const int64_t anchor = mask[0], left = mask[1], right = mask[2], blocks = mask[3];
-    const int64_t page_size = mask[4], pages_per_row = mask[5];
+    const int page_size = int(mask[4]);
+    const int64_t pages_per_row = mask[5];
     const int64_t* query_starts = mask + 6;
     const int64_t* key_starts = query_starts + blocks + 1;
     const int64_t* key_lengths = key_starts + blocks;
@@ -155,13 +189,22 @@ extern "C" __global__ void __launch_bounds__(128, 2) fmha_flash_forward(
         lo = int(low);
         hi = int(high);
     };
-    // This thread's two rows of the accumulator tiles.
-    const int64_t row0 = tile_start + warp * 16 + lane / 4, row1 = row0 + 8;
-    int lo0, hi0, lo1, hi1;
-    range_of(row0, lo0, hi0);
-    range_of(row1, lo1, hi1);
+    // This thread's rows of the accumulator tiles: row r is query row_of(r) (tile r / 2, upper or
+    // lower 8 rows by r % 2), its values are elements 2·(r % 2) and 2·(r % 2) + 1 of each 16×8 tile.
+    auto row_of = [&](int r) { return tile_start + (warp * FMHA_WARP_TILES + r / 2) * 16 + lane / 4 + (r % 2) * 8; };
+    // Every row's range, for the tiles that need masking (visible after the key loop's first
+    // barrier); and the keys every row of the tile sees, [inner_lo, inner_hi) (ranges only move
+    // forward with the row, so the last row's start and the first row's end; none when the tile
+    // has fewer rows than FMHA_BLOCK_M).
+    __shared__ int row_ranges[2 * FMHA_BLOCK_M];
+    for (int r = thread; r < FMHA_BLOCK_M; r += FMHA_THREADS) range_of(tile_start + r, row_ranges[2 * r], row_ranges[2 * r + 1]);
+    int inner_lo = 1, inner_hi = 0, unused;
+    if (tile_end - tile_start == FMHA_BLOCK_M) {
+        range_of(tile_end - 1, inner_lo, unused);
+        range_of(tile_start, unused, inner_hi);
+    }
     // The tile's key range: the union of its rows' ranges (contiguous: consecutive rows' ranges
-    // move by at most one key).
+    // move by at most one key, and the rows that see keys are consecutive).
     int first_lo, first_hi, last_lo, last_hi, tile_lo = 0, tile_hi = 0;
     for (int64_t i = tile_start; i < tile_end; ++i) {
         range_of(i, first_lo, first_hi);
@@ -172,140 +215,216 @@ extern "C" __global__ void __launch_bounds__(128, 2) fmha_flash_forward(
         if (last_lo < last_hi) { tile_hi = last_hi; break; }
     }
 
+    // Per head only pointers, row strides and 32-bit key positions stay live through the key loop;
+    // the epilogue re-reads the shape.
+    const int key_start32 = int(key_start);
+    const int64_t* block_pages = pages + (page_size > 0 ? block * pages_per_row : 0);
     const int64_t head_count = batch * groups * heads;
     for (int64_t head_index = blockIdx.y; head_index < head_count; head_index += gridDim.y) {
         const int64_t h = head_index % heads, g = (head_index / heads) % groups, b = head_index / (heads * groups);
+        const uint16_t* k_head = k + (b * ks[0] + g * ks[2] + h * ks[3]);
+        const uint16_t* v_head = v + (b * vs[0] + g * vs[2] + h * vs[3]);
+        const int64_t k_row_stride = ks[1], v_row_stride = vs[1];
 
-        // Q tile → shared memory (through the key buffer) → A fragments of this warp's 16 rows.
-        const int64_t q_head = b * qs[0] + g * qs[2] + h * qs[3];
-        if (vector_loads) {
-            for (int index = thread; index < FMHA_BLOCK_M * FMHA_HEAD_DIM / 8; index += 128) {
-                const int r = index / (FMHA_HEAD_DIM / 8), c = (index % (FMHA_HEAD_DIM / 8)) * 8;
-                const int64_t i = tile_start + r;
-                *reinterpret_cast<uint4*>(key_tile + r * FMHA_ROW + c) =
-                    i < tile_end ? *reinterpret_cast<const uint4*>(q + q_head + i * qs[1] + c) : make_uint4(0, 0, 0, 0);
+        // Rows of logical keys start + r of `source` into `tile`, columns < `width` (the rest and
+        // rows at or past tile_hi are zero: NaN in keys no query sees cannot reach the products),
+        // as 16-byte cp.async copies when rows are aligned, else element by element; one group.
+        auto load_rows = [&](uint16_t* tile, const uint16_t* source, int64_t row_stride, int width, int start) {
+            const int step = vector_loads ? 8 : 1;
+            for (int index = thread; index < FMHA_BLOCK_N * FMHA_HEAD_DIM / step; index += FMHA_THREADS) {
+                const int r = index / (FMHA_HEAD_DIM / step), c = (index % (FMHA_HEAD_DIM / step)) * step;
+                const int p = start + r;
+                const bool valid = p < tile_hi && c < width;
+                const uint16_t* element = source;
+                if (valid) {
+                    const int logical = key_start32 + p;
+                    const int64_t j = page_size > 0
+                        ? block_pages[logical / page_size] * page_size + logical % page_size : int64_t(logical);
+                    element = source + j * row_stride + c;
+                }
+                if (vector_loads) {
+                    copy_16_bytes_async(tile + r * FMHA_ROW + c, element, valid);
+                } else {
+                    tile[r * FMHA_ROW + c] = valid ? *element : uint16_t(0);
+                }
             }
-        } else {
-            for (int index = thread; index < FMHA_BLOCK_M * FMHA_HEAD_DIM; index += 128) {
-                const int r = index / FMHA_HEAD_DIM, c = index % FMHA_HEAD_DIM;
-                const int64_t i = tile_start + r;
-                key_tile[r * FMHA_ROW + c] = i < tile_end ? q[q_head + i * qs[1] + c] : uint16_t(0);
+            asm volatile("cp.async.commit_group;");
+        };
+        const uint16_t* q_head = q + (b * qs[0] + g * qs[2] + h * qs[3]);
+#if FMHA_Q_SHARED
+        // Q tile → shared memory (zero past the tile's rows and past K), in the first K's group.
+        uint16_t* const query_tile = value_tile + FMHA_BLOCK_N * FMHA_ROW;
+        if (tile_lo < tile_hi) {
+            const int step = vector_loads ? 8 : 1;
+            for (int index = thread; index < FMHA_BLOCK_M * FMHA_HEAD_DIM / step; index += FMHA_THREADS) {
+                const int r = index / (FMHA_HEAD_DIM / step), c = (index % (FMHA_HEAD_DIM / step)) * step;
+                const bool valid = tile_start + r < tile_end && c < head_dim;
+                const uint16_t* element = valid ? q_head + (tile_start + r) * qs[1] + c : q_head;
+                if (vector_loads) {
+                    copy_16_bytes_async(query_tile + r * FMHA_ROW + c, element, valid);
+                } else {
+                    query_tile[r * FMHA_ROW + c] = valid ? *element : uint16_t(0);
+                }
             }
         }
-        __syncthreads();
-        uint32_t query_fragment[FMHA_HEAD_DIM / 16][4];
-        {
-            const uint16_t* base = key_tile + (warp * 16 + lane / 4) * FMHA_ROW + (lane % 4) * 2;
+        // The A fragments of 16-column chunk `chunk` of this warp's tile m (ldmatrix: matrices of
+        // rows 0-7 and 8-15 at columns 0-7, then at 8-15).
+        const uint16_t* query_rows = query_tile + (warp * FMHA_WARP_TILES * 16 + lane % 16) * FMHA_ROW + (lane / 16) * 8;
+        auto query_fragment_of = [&](int m, int chunk, uint32_t (&fragment)[4]) {
+            load_matrices(query_rows + m * 16 * FMHA_ROW + chunk * 16, fragment);
+        };
+#else
+        // Q → A fragments of this warp's rows, straight from global memory (zero past the tile's
+        // rows and past K).
+        uint32_t query_fragment[FMHA_WARP_TILES][FMHA_HEAD_DIM / 16][4];
+#pragma unroll
+        for (int r = 0; r < FMHA_ROWS; ++r) {
+            const int64_t i = row_of(r);
 #pragma unroll
             for (int chunk = 0; chunk < FMHA_HEAD_DIM / 16; ++chunk) {
-                query_fragment[chunk][0] = load_pair(base + chunk * 16);
-                query_fragment[chunk][1] = load_pair(base + 8 * FMHA_ROW + chunk * 16);
-                query_fragment[chunk][2] = load_pair(base + chunk * 16 + 8);
-                query_fragment[chunk][3] = load_pair(base + 8 * FMHA_ROW + chunk * 16 + 8);
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    const int c = chunk * 16 + half * 8 + (lane % 4) * 2;
+                    uint32_t pair = 0;
+                    if (i < tile_end && c < head_dim) {
+                        const uint16_t* element = q_head + i * qs[1] + c;
+                        pair = vector_loads ? *reinterpret_cast<const uint32_t*>(element)
+                                            : uint32_t(element[0]) | (uint32_t(element[1]) << 16);
+                    }
+                    query_fragment[r / 2][chunk][half * 2 + r % 2] = pair;
+                }
             }
         }
-        __syncthreads();
-
-        float accumulator[FMHA_HEAD_DIM / 8][4];
+        auto query_fragment_of = [&](int m, int chunk, uint32_t (&fragment)[4]) {
 #pragma unroll
-        for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) accumulator[n][0] = accumulator[n][1] = accumulator[n][2] = accumulator[n][3] = 0.0f;
-        const int64_t k_head = b * ks[0] + g * ks[2] + h * ks[3], v_head = b * vs[0] + g * vs[2] + h * vs[3];
-        float maximum0 = FMHA_NEG_INFINITY, maximum1 = FMHA_NEG_INFINITY, sum0 = 0.0f, sum1 = 0.0f;
+            for (int e = 0; e < 4; ++e) fragment[e] = query_fragment[m][chunk][e];
+        };
+#endif
+        if (tile_lo < tile_hi) load_rows(key_tile, k_head, k_row_stride, head_dim, tile_lo);
+
+        float accumulator[FMHA_WARP_TILES][FMHA_HEAD_DIM / 8][4];
+#pragma unroll
+        for (int m = 0; m < FMHA_WARP_TILES; ++m) {
+#pragma unroll
+            for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) accumulator[m][n][0] = accumulator[m][n][1] = accumulator[m][n][2] = accumulator[m][n][3] = 0.0f;
+        }
+        float maximum[FMHA_ROWS], sum[FMHA_ROWS];
+#pragma unroll
+        for (int r = 0; r < FMHA_ROWS; ++r) {
+            maximum[r] = FMHA_NEG_INFINITY;
+            sum[r] = 0.0f;
+        }
 
         for (int key_tile_start = tile_lo; key_tile_start < tile_hi; key_tile_start += FMHA_BLOCK_N) {
-            // K and V rows of logical keys key_tile_start + r; rows outside the tile's range are 0,
-            // so that NaN in keys no query sees cannot reach the products.
-            // Rows of logical keys key_tile_start + r of `source` into `tile`, as cp.async copies of
-            // 16 bytes (zero-filled outside the range) when rows are aligned, else element by element.
-            auto load_rows = [&](uint16_t* tile, const uint16_t* source, int64_t head_offset, int64_t row_stride) {
-                const int width = vector_loads ? 8 : 1;
-                for (int index = thread; index < FMHA_BLOCK_N * FMHA_HEAD_DIM / width; index += 128) {
-                    const int r = index / (FMHA_HEAD_DIM / width), c = (index % (FMHA_HEAD_DIM / width)) * width;
-                    const int64_t p = key_tile_start + r;
-                    int64_t offset = -1;
-                    if (p < tile_hi) {
-                        const int64_t logical = key_start + p;
-                        const int64_t j = page_size > 0
-                            ? pages[block * pages_per_row + logical / page_size] * page_size + logical % page_size : logical;
-                        offset = head_offset + j * row_stride + c;
-                    }
-                    if (vector_loads) {
-                        copy_16_bytes_async(tile + r * FMHA_ROW + c, source + (offset >= 0 ? offset : 0), offset >= 0);
-                    } else {
-                        tile[r * FMHA_ROW + c] = offset >= 0 ? source[offset] : uint16_t(0);
-                    }
-                }
-                asm volatile("cp.async.commit_group;");
-            };
-            // K, then V: the V copies land while this tile's scores are computed.
-            load_rows(key_tile, k, k_head, ks[1]);
-            load_rows(value_tile, v, v_head, vs[1]);
-            asm volatile("cp.async.wait_group 1;" ::: "memory");
-            __syncthreads();
-
-            // S = Q·Kᵀ: eight 16×8 tiles of this warp's rows.
-            float score[FMHA_BLOCK_N / 8][4];
-#pragma unroll
-            for (int n = 0; n < FMHA_BLOCK_N / 8; ++n) {
-                score[n][0] = score[n][1] = score[n][2] = score[n][3] = 0.0f;
-                const uint16_t* base = key_tile + (n * 8 + lane / 4) * FMHA_ROW + (lane % 4) * 2;
-#pragma unroll
-                for (int chunk = 0; chunk < FMHA_HEAD_DIM / 16; ++chunk) {
-                    mma_16x8x16(score[n], query_fragment[chunk], load_pair(base + chunk * 16), load_pair(base + chunk * 16 + 8));
-                }
-            }
-            // Mask, scale to base 2, row maxima (a row's values sit in the four lanes of a quad).
-            float tile_maximum0 = FMHA_NEG_INFINITY, tile_maximum1 = FMHA_NEG_INFINITY;
-#pragma unroll
-            for (int n = 0; n < FMHA_BLOCK_N / 8; ++n) {
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int p = key_tile_start + n * 8 + (lane % 4) * 2 + e;
-                    score[n][e] = (p >= lo0 && p < hi0) ? score[n][e] * scale_log2 : FMHA_NEG_INFINITY;
-                    score[n][e + 2] = (p >= lo1 && p < hi1) ? score[n][e + 2] * scale_log2 : FMHA_NEG_INFINITY;
-                    tile_maximum0 = fmaxf(tile_maximum0, score[n][e]);
-                    tile_maximum1 = fmaxf(tile_maximum1, score[n][e + 2]);
-                }
-            }
-#pragma unroll
-            for (int offset = 1; offset < 4; offset *= 2) {
-                tile_maximum0 = fmaxf(tile_maximum0, __shfl_xor_sync(0xffffffffu, tile_maximum0, offset));
-                tile_maximum1 = fmaxf(tile_maximum1, __shfl_xor_sync(0xffffffffu, tile_maximum1, offset));
-            }
-            const float new_maximum0 = fmaxf(maximum0, tile_maximum0), new_maximum1 = fmaxf(maximum1, tile_maximum1);
-            // A row that has seen no key yet keeps maximum -inf; subtract 0 instead so exp2 gives 0, not NaN.
-            const float base0 = new_maximum0 == FMHA_NEG_INFINITY ? 0.0f : new_maximum0;
-            const float base1 = new_maximum1 == FMHA_NEG_INFINITY ? 0.0f : new_maximum1;
-            const float rescale0 = exp2f(maximum0 - base0), rescale1 = exp2f(maximum1 - base1);
-            maximum0 = new_maximum0;
-            maximum1 = new_maximum1;
-            sum0 *= rescale0;
-            sum1 *= rescale1;
-#pragma unroll
-            for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) {
-                accumulator[n][0] *= rescale0;
-                accumulator[n][1] *= rescale0;
-                accumulator[n][2] *= rescale1;
-                accumulator[n][3] *= rescale1;
-            }
-            // P = exp2(S - max), summed as rounded to the input type (what the product uses).
-            uint32_t probability[FMHA_BLOCK_N / 16][4];
-#pragma unroll
-            for (int n = 0; n < FMHA_BLOCK_N / 8; ++n) {
-                const uint32_t top = pack_pair(exp2f(score[n][0] - base0), exp2f(score[n][1] - base0));
-                const uint32_t bottom = pack_pair(exp2f(score[n][2] - base1), exp2f(score[n][3] - base1));
-                probability[n / 2][(n % 2) * 2] = top;
-                probability[n / 2][(n % 2) * 2 + 1] = bottom;
-#if FMHA_DTYPE == 1
-                sum0 += fmha::half_to_float(uint16_t(top)) + fmha::half_to_float(uint16_t(top >> 16));
-                sum1 += fmha::half_to_float(uint16_t(bottom)) + fmha::half_to_float(uint16_t(bottom >> 16));
-#else
-                sum0 += fmha::bfloat16_to_float(uint16_t(top)) + fmha::bfloat16_to_float(uint16_t(top >> 16));
-                sum1 += fmha::bfloat16_to_float(uint16_t(bottom)) + fmha::bfloat16_to_float(uint16_t(bottom >> 16));
-#endif
-            }
+            // K of this tile has landed and every warp is done with the previous V: V's copies go
+            // while the scores are computed.
             asm volatile("cp.async.wait_group 0;" ::: "memory");
             __syncthreads();
+            load_rows(value_tile, v_head, v_row_stride, value_dim, key_tile_start);
+
+            // S = Q·Kᵀ.
+            float score[FMHA_WARP_TILES][FMHA_BLOCK_N / 8][4];
+#pragma unroll
+            for (int m = 0; m < FMHA_WARP_TILES; ++m) {
+#pragma unroll
+                for (int n = 0; n < FMHA_BLOCK_N / 8; ++n) score[m][n][0] = score[m][n][1] = score[m][n][2] = score[m][n][3] = 0.0f;
+            }
+            // Per 16 columns: this warp's A fragments, then per 16 keys the B fragments of two
+            // 8-key tiles in one ldmatrix (keys 0-7 at columns 0-7 and 8-15, then keys 8-15).
+            const uint16_t* key_rows = key_tile + ((lane / 16) * 8 + lane % 8) * FMHA_ROW + ((lane / 8) % 2) * 8;
+#pragma unroll
+            for (int chunk = 0; chunk < FMHA_HEAD_DIM / 16; ++chunk) {
+                uint32_t a[FMHA_WARP_TILES][4];
+#pragma unroll
+                for (int m = 0; m < FMHA_WARP_TILES; ++m) query_fragment_of(m, chunk, a[m]);
+#pragma unroll
+                for (int n = 0; n < FMHA_BLOCK_N / 8; n += 2) {
+                    uint32_t fragments[4];
+                    load_matrices(key_rows + n * 8 * FMHA_ROW + chunk * 16, fragments);
+#pragma unroll
+                    for (int m = 0; m < FMHA_WARP_TILES; ++m) {
+                        mma_16x8x16(score[m][n], a[m], fragments[0], fragments[1]);
+                        mma_16x8x16(score[m][n + 1], a[m], fragments[2], fragments[3]);
+                    }
+                }
+            }
+
+            // Scale to base 2, mask (only when some row's range ends inside the tile), row maxima (a
+            // row's values sit in the four lanes of a quad).
+#pragma unroll
+            for (int m = 0; m < FMHA_WARP_TILES; ++m) {
+#pragma unroll
+                for (int n = 0; n < FMHA_BLOCK_N / 8; ++n) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) score[m][n][e] *= scale_log2;
+                }
+            }
+            if (key_tile_start < inner_lo || key_tile_start + FMHA_BLOCK_N > inner_hi) {
+#pragma unroll
+                for (int r = 0; r < FMHA_ROWS; ++r) {
+                    const int local = int(row_of(r) - tile_start), lo = row_ranges[2 * local], hi = row_ranges[2 * local + 1];
+#pragma unroll
+                    for (int n = 0; n < FMHA_BLOCK_N / 8; ++n) {
+#pragma unroll
+                        for (int e = 0; e < 2; ++e) {
+                            const int p = key_tile_start + n * 8 + (lane % 4) * 2 + e;
+                            if (p < lo || p >= hi) score[r / 2][n][(r % 2) * 2 + e] = FMHA_NEG_INFINITY;
+                        }
+                    }
+                }
+            }
+            float tile_maximum[FMHA_ROWS];
+#pragma unroll
+            for (int r = 0; r < FMHA_ROWS; ++r) {
+                tile_maximum[r] = FMHA_NEG_INFINITY;
+#pragma unroll
+                for (int n = 0; n < FMHA_BLOCK_N / 8; ++n) {
+                    tile_maximum[r] = fmaxf(tile_maximum[r], fmaxf(score[r / 2][n][(r % 2) * 2], score[r / 2][n][(r % 2) * 2 + 1]));
+                }
+            }
+            float base[FMHA_ROWS], rescale[FMHA_ROWS];
+#pragma unroll
+            for (int r = 0; r < FMHA_ROWS; ++r) {
+                tile_maximum[r] = fmaxf(tile_maximum[r], __shfl_xor_sync(0xffffffffu, tile_maximum[r], 1));
+                tile_maximum[r] = fmaxf(tile_maximum[r], __shfl_xor_sync(0xffffffffu, tile_maximum[r], 2));
+                const float new_maximum = fmaxf(maximum[r], tile_maximum[r]);
+                // A row that has seen no key yet keeps maximum -inf; subtract 0 instead so that
+                // exp2 gives 0, not NaN.
+                base[r] = new_maximum == FMHA_NEG_INFINITY ? 0.0f : new_maximum;
+                rescale[r] = exp2_approx(maximum[r] - base[r]);
+                maximum[r] = new_maximum;
+                sum[r] *= rescale[r];
+            }
+            // P = exp2(S - max) rounded to the input type, summed as rounded (what the product uses);
+            // the accumulators rescaled.
+            uint32_t probability[FMHA_WARP_TILES][FMHA_BLOCK_N / 16][4];
+#pragma unroll
+            for (int m = 0; m < FMHA_WARP_TILES; ++m) {
+#pragma unroll
+                for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) {
+                    accumulator[m][n][0] *= rescale[2 * m];
+                    accumulator[m][n][1] *= rescale[2 * m];
+                    accumulator[m][n][2] *= rescale[2 * m + 1];
+                    accumulator[m][n][3] *= rescale[2 * m + 1];
+                }
+#pragma unroll
+                for (int n = 0; n < FMHA_BLOCK_N / 8; ++n) {
+                    const uint32_t top = pack_pair(exp2_approx(score[m][n][0] - base[2 * m]), exp2_approx(score[m][n][1] - base[2 * m]));
+                    const uint32_t bottom =
+                        pack_pair(exp2_approx(score[m][n][2] - base[2 * m + 1]), exp2_approx(score[m][n][3] - base[2 * m + 1]));
+                    probability[m][n / 2][(n % 2) * 2] = top;
+                    probability[m][n / 2][(n % 2) * 2 + 1] = bottom;
+                    sum[2 * m] += pair_sum(top);
+                    sum[2 * m + 1] += pair_sum(bottom);
+                }
+            }
+
+            // V has landed and every warp is done with K: the next K's copies go during P·V.
+            asm volatile("cp.async.wait_group 0;" ::: "memory");
+            __syncthreads();
+            if (key_tile_start + FMHA_BLOCK_N < tile_hi) {
+                load_rows(key_tile, k_head, k_row_stride, head_dim, key_tile_start + FMHA_BLOCK_N);
+            }
             // O += P·V: the B fragments of two 8-column tiles of 16 keys in one transposed ldmatrix
             // (keys 0-7 and 8-15 of columns n·8 ..< n·8 + 8, then of the next 8 columns).
 #pragma unroll
@@ -315,38 +434,39 @@ extern "C" __global__ void __launch_bounds__(128, 2) fmha_flash_forward(
                 for (int n = 0; n < FMHA_HEAD_DIM / 8; n += 2) {
                     uint32_t fragments[4];
                     load_matrices_transposed(rows + n * 8, fragments);
-                    mma_16x8x16(accumulator[n], probability[chunk], fragments[0], fragments[1]);
-                    mma_16x8x16(accumulator[n + 1], probability[chunk], fragments[2], fragments[3]);
+#pragma unroll
+                    for (int m = 0; m < FMHA_WARP_TILES; ++m) {
+                        mma_16x8x16(accumulator[m][n], probability[m][chunk], fragments[0], fragments[1]);
+                        mma_16x8x16(accumulator[m][n + 1], probability[m][chunk], fragments[2], fragments[3]);
+                    }
                 }
             }
-            __syncthreads();
         }
 
         // Finish the sums across the quad, normalise, write O and the LSE.
+        const int64_t out_row_step = shape[3] * shape[4] * value_dim;
+        const int64_t out_head = (head_index / (shape[3] * shape[4]) * shape[1] * shape[3] * shape[4] + head_index % (shape[3] * shape[4])) * value_dim;
+        float* lse_head = lse + head_index * shape[1];
 #pragma unroll
-        for (int offset = 1; offset < 4; offset *= 2) {
-            sum0 += __shfl_xor_sync(0xffffffffu, sum0, offset);
-            sum1 += __shfl_xor_sync(0xffffffffu, sum1, offset);
-        }
-        const float inverse0 = sum0 > 0.0f ? 1.0f / sum0 : 0.0f, inverse1 = sum1 > 0.0f ? 1.0f / sum1 : 0.0f;
-        const int64_t out_row0 = (((b * queries + row0) * groups + g) * heads + h) * FMHA_HEAD_DIM;
-        const int64_t out_row1 = (((b * queries + row1) * groups + g) * heads + h) * FMHA_HEAD_DIM;
+        for (int r = 0; r < FMHA_ROWS; ++r) {
+            sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 1);
+            sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 2);
+            const int64_t i = row_of(r);
+            if (i >= tile_end) continue;
+            const float inverse = sum[r] > 0.0f ? 1.0f / sum[r] : 0.0f;
+            const int64_t out_row = out_head + i * out_row_step;
 #pragma unroll
-        for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) {
-            const int column = n * 8 + (lane % 4) * 2;
-            if (row0 < tile_end) {
-                store_element(out, out_row0 + column, out_dtype, accumulator[n][0] * inverse0);
-                store_element(out, out_row0 + column + 1, out_dtype, accumulator[n][1] * inverse0);
+            for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) {
+                const int column = n * 8 + (lane % 4) * 2;
+                if (column < value_dim) {
+                    store_pair(out, out_row + column, out_dtype, accumulator[r / 2][n][(r % 2) * 2] * inverse,
+                               accumulator[r / 2][n][(r % 2) * 2 + 1] * inverse);
+                }
             }
-            if (row1 < tile_end) {
-                store_element(out, out_row1 + column, out_dtype, accumulator[n][2] * inverse1);
-                store_element(out, out_row1 + column + 1, out_dtype, accumulator[n][3] * inverse1);
+            if (lane % 4 == 0) {
+                const float ln2 = 0.6931471805599453f;
+                lse_head[i] = sum[r] > 0.0f ? maximum[r] * ln2 + logf(sum[r]) : FMHA_NEG_INFINITY;
             }
-        }
-        if (lane % 4 == 0) {
-            const float ln2 = 0.6931471805599453f;
-            if (row0 < tile_end) lse[head_index * queries + row0] = sum0 > 0.0f ? maximum0 * ln2 + logf(sum0) : FMHA_NEG_INFINITY;
-            if (row1 < tile_end) lse[head_index * queries + row1] = sum1 > 0.0f ? maximum1 * ln2 + logf(sum1) : FMHA_NEG_INFINITY;
         }
     }
 }

@@ -1,15 +1,21 @@
 import FMHA
+@testable import FMHACUDA
 import Testing
 
-/// The tensor-core forward (`cuda-flash`) against the CUDA reference on the same device inputs:
-/// every mask family, head dimensions 16 ... 128, float16 and bfloat16, GQA in place, BMGHK,
+/// The tensor-core forward (`cuda-flash`) against the CUDA reference on the same device inputs,
+/// outputs poisoned with NaN before each run: every mask family, head dimensions 8 ... 256 and
+/// K ≠ Kv, float16 and bfloat16, every tile shape, GQA in place (ratios 1, 3, 4, 8), BMGHK,
 /// partial output, odd lengths, empty sequences, B·H > 65535, NaN in keys no query sees.
 @Suite(.enabled(if: cudaDeviceAvailable, "no CUDA device"))
 struct CUDAFlashForwardTests {
     /// Output and LSE of cuda-flash within the forward tolerance of cuda-reference.
-    func check(_ inputs: Inputs, _ what: String) throws {
-        #expect(CUDAFlashForward().notSupportedReasons(inputs).isEmpty, "\(what)")
-        let flash = try CUDAFlashForward().forward(inputs, dropout: nil)
+    func check(_ inputs: Inputs, _ what: String, operator flashOperator: CUDAFlashForward = CUDAFlashForward()) throws {
+        #expect(flashOperator.notSupportedReasons(inputs).isEmpty, "\(what)")
+        let d = try inputs.validate()
+        let flash = ForwardOutput(
+            output: try Tensor.full(d.outputShape, value: .nan, dtype: inputs.resolvedOutputDType).to(.cuda(0)),
+            lse: try Tensor.full(d.lseShape, value: .nan, dtype: .float32).to(.cuda(0)))
+        try flashOperator.run(inputs, output: flash.output, lse: flash.lse)
         let reference = try CUDAReferenceForward().forward(inputs, dropout: nil)
         #expect(flash.output.shape == reference.output.shape && flash.output.dtype == reference.output.dtype, "\(what)")
         #expect(flash.lse.shape == reference.lse.shape, "\(what)")
@@ -23,7 +29,7 @@ struct CUDAFlashForwardTests {
         try Tensor.randn(shape, dtype: dtype, device: .cuda(0), seed: seed)
     }
 
-    @Test(arguments: [DType.float16, .bfloat16], [16, 64, 96, 128])
+    @Test(arguments: [DType.float16, .bfloat16], [16, 40, 64, 96, 128, 192, 256])
     func masksOfEveryFamily(dtype: DType, headDimension: Int) throws {
         let q = try Self.randn([1, 131, 2, headDimension], 1, dtype), k = try Self.randn([1, 200, 2, headDimension], 2, dtype)
         let v = try Self.randn([1, 200, 2, headDimension], 3, dtype)
@@ -47,7 +53,37 @@ struct CUDAFlashForwardTests {
         }
     }
 
+    @Test(arguments: [DType.float16, .bfloat16])
+    func everyHeadDimensionAndKNotKv(dtype: DType) throws {
+        // 129 queries: one past a tile of 64 or 128; 97 keys: one past 32 and 96.
+        let bias = LowerTriangularFromBottomRightMask()
+        for headDimension in stride(from: 8, through: 256, by: 8) {
+            let q = try Self.randn([2, 129, 1, headDimension], 21, dtype), k = try Self.randn([2, 97, 1, headDimension], 22, dtype)
+            let v = try Self.randn([2, 97, 1, headDimension], 23, dtype)
+            try check(Inputs(query: q, key: k, value: v, bias: bias), "\(dtype) K=\(headDimension)")
+        }
+        for (headDimension, valueDimension) in [(64, 128), (136, 40), (8, 256)] {
+            let q = try Self.randn([1, 70, 2, headDimension], 24, dtype), k = try Self.randn([1, 90, 2, headDimension], 25, dtype)
+            let v = try Self.randn([1, 90, 2, valueDimension], 26, dtype)
+            try check(Inputs(query: q, key: k, value: v, bias: LowerTriangularMask()), "\(dtype) K=\(headDimension) Kv=\(valueDimension)")
+        }
+    }
+
+    @Test(arguments: CUDAFlashForward.tuningCandidates)
+    func everyTuningTileShape(tileShape: CUDAFlashForward.TileShape) throws {
+        for headDimension in [64, 128] {
+            let q = try Self.randn([1, 300, 2, headDimension], 27, .bfloat16), k = try Self.randn([1, 360, 2, headDimension], 28, .bfloat16)
+            let bias = try BlockDiagonalCausalFromBottomRightMask.fromSeqlens(qSeqlen: [150, 0, 150], kvSeqlen: [160, 30, 170])
+            try check(Inputs(query: q, key: k, value: k, bias: bias), "\(tileShape.name) K=\(headDimension)",
+                      operator: CUDAFlashForward(tileShape: tileShape))
+        }
+    }
+
     @Test func groupedQueriesLayoutsAndPartialOutput() throws {
+        // Three query heads per K/V head, BMHK with stride-0 heads.
+        let key3 = try Self.randn([1, 45, 2, 1, 64], 29, .float16).expanded(to: [1, 45, 2, 3, 64])
+        try check(Inputs(query: try Self.randn([1, 60, 2, 3, 64], 30, .float16), key: key3, value: key3, bias: LowerTriangularMask()),
+                  "GQA 3")
         // GQA as stride-0 K/V in BMGHK and BMHK, queries longer than keys (bottom-right causal).
         let key = try Self.randn([2, 70, 2, 1, 32], 5, .bfloat16).expanded(to: [2, 70, 2, 4, 32])
         let value = try Self.randn([2, 70, 2, 1, 32], 6, .bfloat16).expanded(to: [2, 70, 2, 4, 32])
@@ -87,7 +123,7 @@ struct CUDAFlashForwardTests {
     @Test func dispatchPicksItForHalfPrecisionDeviceTensors() throws {
         let q = try Self.randn([1, 5, 1, 64], 17, .float16)
         #expect(try Operators.forwardOperator(for: Inputs(query: q, key: q, value: q)).name == "cuda-flash")
-        let odd = try Self.randn([1, 5, 1, 40], 18, .float16)
+        let odd = try Self.randn([1, 5, 1, 36], 18, .float16)
         #expect(try Operators.forwardOperator(for: Inputs(query: odd, key: odd, value: odd)).name == "cuda-reference")
     }
 }

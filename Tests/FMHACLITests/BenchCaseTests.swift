@@ -1,0 +1,26 @@
+@testable import FMHACLI
+import FMHA
+import Testing
+
+/// `fmha bench --case`: dense, GQA and varlen shapes, their FLOPs, and refused spellings.
+struct BenchCaseTests {
+    @Test func parsesDenseGroupedAndVarlenCases() throws {
+        let dense = try #require(BenchCase(argument: "2,64,80,4,32,causal"))
+        #expect(dense.batch == 2 && dense.queries == 64 && dense.keys == 80 && dense.causal && dense.kvHeads == nil)
+        #expect(dense.flops(backward: false) == 4 * 2 * 4 * 64 * 80 * 32)
+
+        let grouped = try #require(BenchCase(argument: "1,16,16,32,8,kv=8"))
+        #expect(grouped.kvHeads == 8 && grouped.description == "1,16,16,32,8,kv=8")
+        let (query, key, _) = try grouped.inputs(dtype: .float32, device: .cpu)
+        #expect(query.shape == [1, 16, 8, 4, 8] && key.shape == [1, 16, 8, 4, 8] && key.strides[3] == 0)
+
+        let varlen = try #require(BenchCase(argument: "varlen=3/5,2,8,causal"))
+        #expect(varlen.batch == 1 && varlen.queries == 8 && varlen.sequenceLengths == [3, 5])
+        #expect(varlen.flops(backward: false) == 4 * 2 * (9 + 25) * 8 / 2)
+        #expect(try varlen.bias() is BlockDiagonalCausalMask)
+
+        for bad in ["1,16,16,32,8,kv=5", "1,16,16,32", "varlen=,2,8", "varlen=3/0,2,8", "1,16,16,32,8,kv=0", "1,2,3,4,x"] {
+            #expect(BenchCase(argument: bad) == nil, "\(bad)")
+        }
+    }
+}
