@@ -34,15 +34,6 @@ __device__ __forceinline__ uint32_t pack_pair(float low, float high) {
     return packed;
 }
 
-/// The sum of the two 16-bit values of the input type in `packed`.
-__device__ __forceinline__ float pair_sum(uint32_t packed) {
-#if FMHA_DTYPE == 1
-    return fmha::half_to_float(uint16_t(packed)) + fmha::half_to_float(uint16_t(packed >> 16));
-#else
-    return __uint_as_float(packed << 16) + __uint_as_float(packed & 0xffff0000u);
-#endif
-}
-
 /// 2^x (ex2.approx: 2 ulp, -inf gives 0).
 __device__ __forceinline__ float exp2_approx(float x) {
     float y;
@@ -190,22 +181,28 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
         // rows at or past tile_hi are zero: NaN in keys no query sees cannot reach the products),
         // as 16-byte cp.async copies when rows are aligned, else element by element; one group.
         auto load_rows = [&](uint16_t* tile, const uint16_t* source, int64_t row_stride, int width, int start) {
-            const int step = vector_loads ? 8 : 1;
-            for (int index = thread; index < FMHA_BLOCK_N * FMHA_HEAD_DIM / step; index += FMHA_THREADS) {
-                const int r = index / (FMHA_HEAD_DIM / step), c = (index % (FMHA_HEAD_DIM / step)) * step;
-                const int p = start + r;
-                const bool valid = p < tile_hi && c < width;
-                const uint16_t* element = source;
-                if (valid) {
-                    const int logical = key_start32 + p;
-                    const int64_t j = page_size > 0
-                        ? block_pages[logical / page_size] * page_size + logical % page_size : int64_t(logical);
-                    element = source + j * row_stride + c;
+            const int rows = min(FMHA_BLOCK_N, tile_hi - start);
+            // Row r's first element (r < rows): keys are consecutive rows unless paged.
+            auto row_address = [&](int r) {
+                const int logical = key_start32 + start + r;
+                const int64_t j = page_size > 0 ? block_pages[logical / page_size] * page_size + logical % page_size : int64_t(logical);
+                return source + j * row_stride;
+            };
+            if (vector_loads) {
+                constexpr int chunks = FMHA_HEAD_DIM / 8, copies = FMHA_BLOCK_N * chunks;
+// (Not unrolled: hoisting every copy's address spills.)
+#pragma unroll 1
+                for (int pass = 0; pass < (copies + FMHA_THREADS - 1) / FMHA_THREADS; ++pass) {
+                    const int index = thread + pass * FMHA_THREADS;
+                    if (copies % FMHA_THREADS != 0 && index >= copies) break;
+                    const int r = index / chunks, c = (index % chunks) * 8;
+                    const bool valid = r < rows && c < width;
+                    copy_16_bytes_async(tile + r * FMHA_ROW + c, valid ? row_address(r) + c : source, valid);
                 }
-                if (vector_loads) {
-                    copy_16_bytes_async(tile + r * FMHA_ROW + c, element, valid);
-                } else {
-                    tile[r * FMHA_ROW + c] = valid ? *element : uint16_t(0);
+            } else {
+                for (int index = thread; index < FMHA_BLOCK_N * FMHA_HEAD_DIM; index += FMHA_THREADS) {
+                    const int r = index / FMHA_HEAD_DIM, c = index % FMHA_HEAD_DIM;
+                    tile[r * FMHA_ROW + c] = r < rows && c < width ? row_address(r)[c] : uint16_t(0);
                 }
             }
             asm volatile("cp.async.commit_group;");
@@ -355,8 +352,8 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                 maximum[r] = new_maximum;
                 sum[r] *= rescale[r];
             }
-            // P = exp2(S - max) rounded to the input type, summed as rounded (what the product uses);
-            // the accumulators rescaled.
+            // P = exp2(S - max), summed in float32 and rounded to the input type for the product; the
+            // accumulators rescaled.
             uint32_t probability[FMHA_WARP_TILES][FMHA_BLOCK_N / 16][4];
 #pragma unroll
             for (int m = 0; m < FMHA_WARP_TILES; ++m) {
@@ -369,13 +366,12 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                 }
 #pragma unroll
                 for (int n = 0; n < FMHA_BLOCK_N / 8; ++n) {
-                    const uint32_t top = pack_pair(exp2_approx(score[m][n][0] - base[2 * m]), exp2_approx(score[m][n][1] - base[2 * m]));
-                    const uint32_t bottom =
-                        pack_pair(exp2_approx(score[m][n][2] - base[2 * m + 1]), exp2_approx(score[m][n][3] - base[2 * m + 1]));
-                    probability[m][n / 2][(n % 2) * 2] = top;
-                    probability[m][n / 2][(n % 2) * 2 + 1] = bottom;
-                    sum[2 * m] += pair_sum(top);
-                    sum[2 * m + 1] += pair_sum(bottom);
+                    const float p0 = exp2_approx(score[m][n][0] - base[2 * m]), p1 = exp2_approx(score[m][n][1] - base[2 * m]);
+                    const float p2 = exp2_approx(score[m][n][2] - base[2 * m + 1]), p3 = exp2_approx(score[m][n][3] - base[2 * m + 1]);
+                    probability[m][n / 2][(n % 2) * 2] = pack_pair(p0, p1);
+                    probability[m][n / 2][(n % 2) * 2 + 1] = pack_pair(p2, p3);
+                    sum[2 * m] += p0 + p1;
+                    sum[2 * m + 1] += p2 + p3;
                 }
             }
 
