@@ -3,9 +3,11 @@ import FMHACore
 
 /// The tensor-core forward ("cuda-flash", `flash_forward.cu`): FlashAttention-2's scheme with
 /// `mma.sync` m16n8k16, one thread block per tile of queries of one mask block and head, every
-/// bias without a tensor (tiles the mask hides are skipped), GQA and stride-0 K/V read in place,
-/// K ≠ Kv, partial output and LSE. float16 and bfloat16, head dimensions that are multiples of 8
-/// up to 256, no dropout; the rest goes to `cuda-reference`. Output and LSE stay on the device.
+/// bias (tiles the mask hides are skipped; a tensor bias is read tile by tile), GQA and stride-0
+/// K/V read in place, K ≠ Kv, dropout (the CPU's Philox mask, bit for bit), partial output and
+/// LSE. float16 and bfloat16, head dimensions that are multiples of 8 up to 256; the rest goes to
+/// `cuda-reference`. Output and LSE stay on the device. Tensor bias and dropout run in a second
+/// build of the kernel (`FMHA_EXTRAS`) with its own tile shapes.
 public struct CUDAFlashForward: ForwardOperator {
     /// The shape of one thread block's work: `warps` warps of `warpTiles` tiles of 16 queries each,
     /// K/V tiles of `keys` keys, Q fragments in registers or (`queryInShared`) read from shared
@@ -41,14 +43,18 @@ public struct CUDAFlashForward: ForwardOperator {
     /// `fmha bench --op cuda-flash-<shape>`) on the H200 (bench/GPU-NOTES.md); the others are the
     /// spill-free shapes closest to them (sm_80's ptxas spills FA2's 4×32-row shape above K = 64),
     /// not measured on such a GPU.
-    static func tileShape(width: Int, major: Int) -> TileShape {
+    /// With `extras` (tensor bias or dropout), 8 warps of 16 rows everywhere: the extra registers
+    /// make the 4-warp shape spill.
+    static func tileShape(width: Int, major: Int, extras: Bool = false) -> TileShape {
         let fourWarpsOf32Rows = TileShape(warps: 4, warpTiles: 2, keys: 64, queryInShared: true, minimumBlocks: 2)
         let eightWarpsOf16Rows = TileShape(warps: 8, warpTiles: 1, keys: 64, queryInShared: true, minimumBlocks: 1)
+        let eightWarpsOf16RowsSmallTiles = TileShape(warps: 8, warpTiles: 1, keys: 32, queryInShared: true, minimumBlocks: 1)
+        if extras { return width <= 128 ? eightWarpsOf16Rows : eightWarpsOf16RowsSmallTiles }
         if major >= 9 { return width <= 128 ? fourWarpsOf32Rows : eightWarpsOf16Rows }
         switch width {
         case ...64: return fourWarpsOf32Rows
         case ...128: return eightWarpsOf16Rows
-        default: return TileShape(warps: 8, warpTiles: 1, keys: 32, queryInShared: true, minimumBlocks: 1)
+        default: return eightWarpsOf16RowsSmallTiles
         }
     }
 
@@ -79,15 +85,10 @@ public struct CUDAFlashForward: ForwardOperator {
         fixedTileShape = tileShape
     }
 
-    /// The tensor biases are the only biases it cannot apply.
-    static let biasTypes: [any AttentionBias.Type] = attentionBiasTypes.filter {
-        $0 != Tensor.self && $0 != LowerTriangularMaskWithTensorBias.self
-    }
-
     public var capabilities: OperatorCapabilities {
         OperatorCapabilities(
-            devices: [.cuda], dtypes: [.float16, .bfloat16], maxHeadDimension: 256, biasTypes: Self.biasTypes,
-            supportsCustomScale: true, supportsDifferentValueHeadDimension: true, supportsBMGHK: true, supportsPartial: true, supportsOutputDType: true,
+            devices: [.cuda], dtypes: [.float16, .bfloat16], maxHeadDimension: 256, biasTypes: attentionBiasTypes,
+            supportsDropout: true, supportsCustomScale: true, supportsDifferentValueHeadDimension: true, supportsBMGHK: true, supportsPartial: true, supportsOutputDType: true,
             isDeterministic: true, minimumComputeCapability: ComputeCapability(8, 0))
     }
 
@@ -109,22 +110,26 @@ public struct CUDAFlashForward: ForwardOperator {
         let device = inputs.query.device
         let output = try Tensor.zeros(d.outputShape, dtype: inputs.resolvedOutputDType, device: device)
         let lse = try Tensor.zeros(d.lseShape, dtype: .float32, device: device)
-        try run(inputs, output: output, lse: lse)
+        try run(inputs, dropout: dropout, output: output, lse: lse)
         return ForwardOutput(output: output, lse: lse)
     }
 
-    /// Runs the kernel on supported `inputs`, writing every element of `output` (contiguous, the
-    /// output shape and dtype) and `lse` (contiguous float32) on the inputs' device; tests pass
-    /// poisoned tensors to see that nothing is left unwritten.
-    func run(_ inputs: Inputs, output: Tensor, lse: Tensor) throws {
+    /// Runs the kernel on supported `inputs` (with `dropout` when given), writing every element of
+    /// `output` (contiguous, the output shape and dtype) and `lse` (contiguous float32) on the
+    /// inputs' device; tests pass poisoned tensors to see that nothing is left unwritten.
+    func run(_ inputs: Inputs, dropout: DropoutState?, output: Tensor, lse: Tensor) throws {
         let d = try inputs.validate()
         let device = inputs.query.device, context = try device.cudaContext()
         let views = try inputs.bmghkViews()
-        let shape = CUDAKernels.shapeWords(d, dtype: inputs.query.dtype, views: views, bias: nil)
+        let biasView = try inputs.bmghkBiasView()
+        let dropoutMask = dropout.map(DropoutMask.init)
+        let extras = biasView != nil || dropoutMask != nil
+        let shape = CUDAKernels.shapeWords(d, dtype: inputs.query.dtype, views: views, bias: biasView)
         let layout = inputs.bias?.maskLayout
         let mask = DeviceMask.encode(layout)
         let width = Self.widths.first { $0 >= max(d.headDimension, d.valueHeadDimension) } ?? Self.widths.last!
-        let tileShape = fixedTileShape ?? Self.tileShape(width: width, major: context.device.computeCapability.major)
+        let tileShape = fixedTileShape
+            ?? Self.tileShape(width: width, major: context.device.computeCapability.major, extras: extras)
         let work = Self.tiles(queryStarts: layout?.blocks?.queryStarts ?? [0, d.queryLength], tileQueries: tileShape.queries)
         let outputDType = output.dtype
         let heads = d.batch * d.groups * d.heads
@@ -133,20 +138,28 @@ public struct CUDAFlashForward: ForwardOperator {
             // Shape, mask and work list in one copy.
             let words = try CUDAKernels.upload(shape + mask + work, context)
             let function = try CUDAKernels.shared().function(
-                Self.variant(width: width, tileShape: tileShape, dtype: inputs.query.dtype, architecture: "").descriptor,
+                Self.variant(width: width, tileShape: tileShape, dtype: inputs.query.dtype, extras: extras,
+                             architecture: "").descriptor,
                 entry: "fmha_flash_forward", context: context)
-            try CUDAKernels.withAddresses([views.query, views.key, views.value, output, lse]) { addresses in
+            let tensors = [views.query, views.key, views.value, output, lse] + (biasView.map { [$0] } ?? [])
+            try CUDAKernels.withAddresses(tensors) { addresses in
                 // 16-byte loads when every row of q, k and v starts on a 16-byte boundary.
                 let aligned = addresses.prefix(3).allSatisfy { $0 % 16 == 0 }
                     && [views.query, views.key, views.value].allSatisfy { $0.strides.prefix(4).allSatisfy { $0 % 8 == 0 } }
                 var arguments = KernelArguments()
-                for address in addresses { arguments.append(address) }
+                for address in addresses.prefix(5) { arguments.append(address) }
                 arguments.append(words.address)
                 arguments.append(words.address + UInt64(shape.count * 8))
                 arguments.append(words.address + UInt64((shape.count + mask.count) * 8))
                 arguments.append(Float(inputs.effectiveScale * 1.4426950408889634))
                 arguments.append(Int64(outputDType == .float16 ? 1 : outputDType == .bfloat16 ? 2 : 0))
                 arguments.append(Int32(aligned ? 1 : 0))
+                arguments.append(addresses.count > 5 ? addresses[5] : UInt64(0))
+                arguments.append(dropoutMask?.state.seed ?? 0)
+                arguments.append(dropoutMask?.state.offset ?? 0)
+                arguments.append(dropoutMask?.threshold ?? 0)
+                arguments.append(Float(dropoutMask?.keptScale ?? 1))
+                arguments.append(Int32(dropoutMask == nil ? 0 : 1))
                 let sharedMemory = tileShape.sharedMemoryBytes(width: width)
                 if sharedMemory > 48 * 1024 { try function.allowDynamicSharedMemory(sharedMemory) }
                 try function.launch(grid: (work.count / 2, min(heads, 65535), 1), block: (tileShape.warps * 32, 1, 1),
@@ -156,24 +169,28 @@ public struct CUDAFlashForward: ForwardOperator {
         }
     }
 
-    /// The kernel for K/V tiles `width` columns wide, `tileShape`, `dtype` (`architecture` is filled
-    /// in at load time when empty).
-    static func variant(width: Int, tileShape: TileShape, dtype: DType, architecture: String) -> KernelVariant {
+    /// The kernel for K/V tiles `width` columns wide, `tileShape`, `dtype`, with or without the
+    /// tensor bias and dropout (`extras`; `architecture` is filled in at load time when empty).
+    static func variant(width: Int, tileShape: TileShape, dtype: DType, extras: Bool = false,
+                        architecture: String) -> KernelVariant {
         KernelVariant(descriptor: KernelDescriptor(
             sourceName: "flash_forward", architecture: architecture,
             defines: ["FMHA_HEAD_DIM": "\(width)", "FMHA_DTYPE": dtype == .float16 ? "1" : "2",
                       "FMHA_WARPS": "\(tileShape.warps)", "FMHA_WARP_TILES": "\(tileShape.warpTiles)",
                       "FMHA_BLOCK_N": "\(tileShape.keys)", "FMHA_Q_SHARED": tileShape.queryInShared ? "1" : "0",
-                      "FMHA_MIN_BLOCKS": "\(tileShape.minimumBlocks)"]),
+                      "FMHA_MIN_BLOCKS": "\(tileShape.minimumBlocks)", "FMHA_EXTRAS": extras ? "1" : "0"]),
                       entryPoints: ["fmha_flash_forward"])
     }
 
-    /// The table's kernel for every width and dtype.
+    /// The table's kernel for every width, dtype and extras (without, with).
     static func variants(architecture: String) -> [KernelVariant] {
         let major = Int(architecture.dropFirst(3).prefix(1)) ?? 0
-        return widths.flatMap { width in
-            [DType.float16, .bfloat16].map {
-                variant(width: width, tileShape: tileShape(width: width, major: major), dtype: $0, architecture: architecture)
+        return [false, true].flatMap { extras in
+            widths.flatMap { width in
+                [DType.float16, .bfloat16].map {
+                    variant(width: width, tileShape: tileShape(width: width, major: major, extras: extras), dtype: $0,
+                            extras: extras, architecture: architecture)
+                }
             }
         }
     }

@@ -44,8 +44,8 @@ public enum KernelCatalog {
     }
 
     /// The tensor-core forward kernels (`flash_forward.cu`): one per width (16 ... 128 in steps of
-    /// 16, then 160 ... 256 in steps of 32) and input dtype (float16, bfloat16), each with its tile
-    /// shape from the tuning table.
+    /// 16, then 160 ... 256 in steps of 32), input dtype (float16, bfloat16) and build (plain, and
+    /// with tensor bias and dropout), each with its tile shape from the tuning table.
     public static func flashForward(architecture: String) -> [KernelVariant] {
         CUDAFlashForward.variants(architecture: architecture)
     }

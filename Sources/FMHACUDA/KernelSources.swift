@@ -51,7 +51,9 @@ extern "C" __global__ void fmha_dropout_keep(uint8_t* keep, uint32_t queries, ui
 // Needs prelude.cu and the defines FMHA_HEAD_DIM (a multiple of 16, at most 256: the width of the
 // Q/K and V tiles, at least K and Kv; columns past them are zero), FMHA_DTYPE (1: float16,
 // 2: bfloat16), FMHA_WARPS, FMHA_WARP_TILES, FMHA_BLOCK_N (a multiple of 16), FMHA_Q_SHARED and
-// FMHA_MIN_BLOCKS (blocks per SM promised to ptxas): the tile shape (CUDAFlashForward.TileShape).
+// FMHA_MIN_BLOCKS (blocks per SM promised to ptxas): the tile shape (CUDAFlashForward.TileShape);
+// and FMHA_EXTRAS: 1 for the variant that also adds a tensor bias and applies dropout (runtime
+// switches; the plain variant, 0, ignores both arguments and keeps their registers free).
 // Shared memory is dynamic: (2·FMHA_BLOCK_N + FMHA_Q_SHARED·FMHA_BLOCK_M)·FMHA_ROW 16-bit values.
 
 #define FMHA_THREADS (FMHA_WARPS * 32)
@@ -72,6 +74,20 @@ __device__ __forceinline__ uint32_t pack_pair(float low, float high) {
     asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(packed) : "f"(high), "f"(low));
 #endif
     return packed;
+}
+
+/// The value of a 16-bit element of the input type.
+__device__ __forceinline__ float input_to_float(uint16_t bits) {
+#if FMHA_DTYPE == 1
+    return fmha::half_to_float(bits);
+#else
+    return fmha::bfloat16_to_float(bits);
+#endif
+}
+
+/// Word `index` (0 ..< 4) of `words`.
+__device__ __forceinline__ uint32_t word_at(const fmha::Words4& words, int index) {
+    return index == 0 ? words.x : index == 1 ? words.y : index == 2 ? words.z : words.w;
 }
 
 /// 2^x (ex2.approx: 2 ulp, -inf gives 0).
@@ -133,14 +149,18 @@ __device__ __forceinline__ void store_pair(void* base, int64_t index, int64_t dt
 }
 
 /// `shape` and `mask` as for fmha_reference_forward (K, Kv ≤ FMHA_HEAD_DIM, multiples of 8 when
-/// `vector_loads`, even otherwise; no tensor bias). `vector_loads`: every row of q, k and v starts
+/// `vector_loads`, even otherwise). With FMHA_EXTRAS: `bias` (input dtype, strides in `shape`; null
+/// for none) is added to the scaled scores of the keys the mask lets through, and with `dropout`
+/// each probability is kept (times `keep_scale`) or zeroed by the Philox mask of (`seed`, `offset`,
+/// `threshold`) on (head, query, K/V row) — the row sums and the LSE stay those before dropout. `vector_loads`: every row of q, k and v starts
 /// 16-byte aligned (rows move 8 elements at a time). `work`: per blockIdx.x, the mask block and the
 /// first query of its tile. Heads (b, g, h) are blockIdx.y, then every gridDim.y-th. Writes
 /// out[((b·Mq + i)·G + g)·H + h][0 ..< Kv] in `out_dtype` and the natural-log LSE at
 /// [((b·G + g)·H + h)·Mq + i] (-inf for a row that sees no key; its output is 0).
 extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha_flash_forward(
     const uint16_t* q, const uint16_t* k, const uint16_t* v, void* out, float* lse, const int64_t* shape,
-    const int64_t* mask, const int64_t* work, float scale_log2, int64_t out_dtype, int32_t vector_loads) {
+    const int64_t* mask, const int64_t* work, float scale_log2, int64_t out_dtype, int32_t vector_loads,
+    const uint16_t* bias, uint64_t seed, uint32_t offset, uint32_t threshold, float keep_scale, int32_t dropout) {
     extern __shared__ __align__(16) uint16_t shared_tiles[];
     uint16_t* const key_tile = shared_tiles;
     uint16_t* const value_tile = shared_tiles + FMHA_BLOCK_N * FMHA_ROW;
@@ -216,6 +236,17 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
         const uint16_t* k_head = k + (b * ks[0] + g * ks[2] + h * ks[3]);
         const uint16_t* v_head = v + (b * vs[0] + g * vs[2] + h * vs[3]);
         const int64_t k_row_stride = ks[1], v_row_stride = vs[1];
+#if FMHA_EXTRAS
+        const int64_t* bs = shape + 21;
+        const uint16_t* bias_head = bias == nullptr ? bias : bias + (b * bs[0] + g * bs[1] + h * bs[2]);
+        const int64_t bias_row_stride = bs[3], bias_column_stride = bs[4];
+        const fmha::DropoutMask keep{seed, offset, threshold};
+        // The K/V row of logical key p of the block (p < tile_hi).
+        auto key_row = [&](int p) {
+            const int logical = key_start32 + p;
+            return page_size > 0 ? block_pages[logical / page_size] * page_size + logical % page_size : int64_t(logical);
+        };
+#endif
 
         // Rows of logical keys start + r of `source` into `tile`, columns < `width` (the rest and
         // rows at or past tile_hi are zero: NaN in keys no query sees cannot reach the products),
@@ -356,16 +387,31 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                     for (int e = 0; e < 4; ++e) score[m][n][e] *= scale_log2;
                 }
             }
-            if (key_tile_start < inner_lo || key_tile_start + FMHA_BLOCK_N > inner_hi) {
+            bool per_element = key_tile_start < inner_lo || key_tile_start + FMHA_BLOCK_N > inner_hi;
+#if FMHA_EXTRAS
+            per_element = per_element || bias_head != nullptr;
+#endif
+            if (per_element) {
 #pragma unroll
                 for (int r = 0; r < FMHA_ROWS; ++r) {
                     const int local = int(row_of(r) - tile_start), lo = row_ranges[2 * local], hi = row_ranges[2 * local + 1];
+#if FMHA_EXTRAS
+                    const uint16_t* bias_row = bias_head + (bias_head == nullptr ? 0 : row_of(r) * bias_row_stride);
+#endif
 #pragma unroll
                     for (int n = 0; n < FMHA_BLOCK_N / 8; ++n) {
 #pragma unroll
                         for (int e = 0; e < 2; ++e) {
                             const int p = key_tile_start + n * 8 + (lane % 4) * 2 + e;
-                            if (p < lo || p >= hi) score[r / 2][n][(r % 2) * 2 + e] = FMHA_NEG_INFINITY;
+                            float& value = score[r / 2][n][(r % 2) * 2 + e];
+                            if (p < lo || p >= hi) {
+                                value = FMHA_NEG_INFINITY;
+                            }
+#if FMHA_EXTRAS
+                            else if (bias_head != nullptr) {
+                                value += 1.4426950408889634f * input_to_float(bias_row[(key_start32 + p) * bias_column_stride]);
+                            }
+#endif
                         }
                     }
                 }
@@ -406,12 +452,32 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                 }
 #pragma unroll
                 for (int n = 0; n < FMHA_BLOCK_N / 8; ++n) {
-                    const float p0 = exp2_approx(score[m][n][0] - base[2 * m]), p1 = exp2_approx(score[m][n][1] - base[2 * m]);
-                    const float p2 = exp2_approx(score[m][n][2] - base[2 * m + 1]), p3 = exp2_approx(score[m][n][3] - base[2 * m + 1]);
-                    probability[m][n / 2][(n % 2) * 2] = pack_pair(p0, p1);
-                    probability[m][n / 2][(n % 2) * 2 + 1] = pack_pair(p2, p3);
+                    float p0 = exp2_approx(score[m][n][0] - base[2 * m]), p1 = exp2_approx(score[m][n][1] - base[2 * m]);
+                    float p2 = exp2_approx(score[m][n][2] - base[2 * m + 1]), p3 = exp2_approx(score[m][n][3] - base[2 * m + 1]);
                     sum[2 * m] += p0 + p1;
                     sum[2 * m + 1] += p2 + p3;
+#if FMHA_EXTRAS
+                    if (dropout) {
+                        // Keys p and p + 1 of rows 2m and 2m + 1; one Philox call per row when both
+                        // K/V rows fall in the same group of four.
+                        const int p = key_tile_start + n * 8 + (lane % 4) * 2;
+                        if (p < tile_hi) {
+                            const int64_t j0 = key_row(p), j1 = p + 1 < tile_hi ? key_row(p + 1) : j0;
+                            float* pairs[2][2] = {{&p0, &p1}, {&p2, &p3}};
+#pragma unroll
+                            for (int half = 0; half < 2; ++half) {
+                                const uint32_t query = uint32_t(row_of(2 * m + half));
+                                const fmha::Words4 words = keep.words(uint32_t(head_index), query, uint32_t(j0 >> 2));
+                                const uint32_t word1 = (j1 >> 2) == (j0 >> 2) ? word_at(words, int(j1 & 3))
+                                    : word_at(keep.words(uint32_t(head_index), query, uint32_t(j1 >> 2)), int(j1 & 3));
+                                *pairs[half][0] *= keep.keeps(word_at(words, int(j0 & 3))) ? keep_scale : 0.0f;
+                                *pairs[half][1] *= keep.keeps(word1) ? keep_scale : 0.0f;
+                            }
+                        }
+                    }
+#endif
+                    probability[m][n / 2][(n % 2) * 2] = pack_pair(p0, p1);
+                    probability[m][n / 2][(n % 2) * 2 + 1] = pack_pair(p2, p3);
                 }
             }
 

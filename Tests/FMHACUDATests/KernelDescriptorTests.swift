@@ -44,8 +44,8 @@ import Testing
     @Test func catalogListsEveryKernelForEveryArchitecture() {
         for architecture in KernelCatalog.architectures {
             let variants = KernelCatalog.allVariants(architecture: architecture)
-            // Twelve widths (16 ... 128 by 16, 160 ... 256 by 32) × two dtypes.
-            let flash = (0..<24).map { _ in "flash_forward" }
+            // Twelve widths (16 ... 128 by 16, 160 ... 256 by 32) × two dtypes × with and without extras.
+            let flash = (0..<48).map { _ in "flash_forward" }
             #expect(variants.map(\.descriptor.sourceName) == ["dropout_mask", "reference_forward", "reference_backward"] + flash)
             #expect(Set(variants.map(\.descriptor)).count == variants.count)
             #expect(variants.allSatisfy { $0.descriptor.architecture == architecture && !$0.allowsSpills })

@@ -3,20 +3,22 @@ import FMHA
 import Testing
 
 /// The tensor-core forward (`cuda-flash`) against the CUDA reference on the same device inputs,
-/// outputs poisoned with NaN before each run: every mask family, head dimensions 8 ... 256 and
-/// K ≠ Kv, float16 and bfloat16, every tile shape, GQA in place (ratios 1, 3, 4, 8), BMGHK,
-/// partial output, odd lengths, empty sequences, B·H > 65535, NaN in keys no query sees.
+/// outputs poisoned with NaN before each run: every mask family, tensor biases, dropout (the same
+/// Philox mask), head dimensions 8 ... 256 and K ≠ Kv, float16 and bfloat16, every tile shape,
+/// GQA in place (ratios 1, 3, 4, 8), BMGHK, partial output, odd lengths, empty sequences,
+/// B·H > 65535, NaN in keys no query sees.
 @Suite(.enabled(if: cudaDeviceAvailable, "no CUDA device"))
 struct CUDAFlashForwardTests {
     /// Output and LSE of cuda-flash within the forward tolerance of cuda-reference.
-    func check(_ inputs: Inputs, _ what: String, operator flashOperator: CUDAFlashForward = CUDAFlashForward()) throws {
+    func check(_ inputs: Inputs, _ what: String, dropout: DropoutState? = nil,
+               operator flashOperator: CUDAFlashForward = CUDAFlashForward()) throws {
         #expect(flashOperator.notSupportedReasons(inputs).isEmpty, "\(what)")
         let d = try inputs.validate()
         let flash = ForwardOutput(
             output: try Tensor.full(d.outputShape, value: .nan, dtype: inputs.resolvedOutputDType).to(.cuda(0)),
             lse: try Tensor.full(d.lseShape, value: .nan, dtype: .float32).to(.cuda(0)))
-        try flashOperator.run(inputs, output: flash.output, lse: flash.lse)
-        let reference = try CUDAReferenceForward().forward(inputs, dropout: nil)
+        try flashOperator.run(inputs, dropout: dropout, output: flash.output, lse: flash.lse)
+        let reference = try CUDAReferenceForward().forward(inputs, dropout: dropout)
         #expect(flash.output.shape == reference.output.shape && flash.output.dtype == reference.output.dtype, "\(what)")
         #expect(flash.lse.shape == reference.lse.shape, "\(what)")
         let outputRatio = Tolerance.forward(inputs.query.dtype).worstRatio(try flash.output.toDoubleArray(),
@@ -76,6 +78,38 @@ struct CUDAFlashForwardTests {
             let bias = try BlockDiagonalCausalFromBottomRightMask.fromSeqlens(qSeqlen: [150, 0, 150], kvSeqlen: [160, 30, 170])
             try check(Inputs(query: q, key: k, value: k, bias: bias), "\(tileShape.name) K=\(headDimension)",
                       operator: CUDAFlashForward(tileShape: tileShape))
+        }
+    }
+
+    @Test(arguments: [DType.float16, .bfloat16], [64, 128, 256])
+    func tensorBiasAndDropout(dtype: DType, headDimension: Int) throws {
+        let q = try Self.randn([2, 97, 3, headDimension], 31, dtype), k = try Self.randn([2, 150, 3, headDimension], 32, dtype)
+        let v = try Self.randn([2, 150, 3, headDimension], 33, dtype)
+        // A [B, H, Mq, Mkv] bias with -inf over all keys of query 5 (a fully masked row) and a
+        // broadcast one (stride 0 over batch and heads).
+        var values = try Tensor.randn([2, 3, 97, 150], dtype: .float32, seed: 34).toArray()
+        for head in 0..<6 { for key in 0..<150 { values[(head * 97 + 5) * 150 + key] = -.infinity } }
+        let bias = try Tensor(shape: [2, 3, 97, 150], scalars: values, dtype: dtype).to(.cuda(0))
+        let broadcast = try Self.randn([1, 1, 97, 150], 35, dtype).expanded(to: [2, 3, 97, 150])
+        try check(Inputs(query: q, key: k, value: v, bias: bias), "\(dtype) K=\(headDimension) tensor bias")
+        try check(Inputs(query: q, key: k, value: v, bias: try LowerTriangularMaskWithTensorBias(broadcast)),
+                  "\(dtype) K=\(headDimension) causal + broadcast tensor bias")
+        let masks: [(any AttentionBias)?] = [
+            nil, LowerTriangularFromBottomRightMask(), bias,
+            try BlockDiagonalCausalWithOffsetGappyKeysMask.fromSeqlens(qSeqlen: [97, 97], kvSeqstarts: [3, 150, 300],
+                                                                       kvSeqlen: [120, 140]),
+            try PagedBlockDiagonalCausalLocalPaddedKeysMask.fromSeqlens(qSeqlen: [97, 97], kvSeqlen: [140, 100],
+                                                                        blockTables: [[5, 0, 2, 6], [1, 4, 3, 7]], pageSize: 37,
+                                                                        windowSize: 60),
+        ]
+        for (index, mask) in masks.enumerated() {
+            let blocks = index >= 3
+            let query = blocks ? try q.reshaped([1, 194, 3, headDimension]) : q
+            let key = blocks ? try k.reshaped([1, 300, 3, headDimension]) : k
+            let value = blocks ? try v.reshaped([1, 300, 3, headDimension]) : v
+            try check(Inputs(query: query, key: key, value: value, bias: mask, p: 0.3),
+                      "\(dtype) K=\(headDimension) dropout, \(mask.map { type(of: $0).name } ?? "no bias")",
+                      dropout: DropoutState(p: 0.3, seed: 0x1234_5678_9abc, offset: UInt32(index)))
         }
     }
 
