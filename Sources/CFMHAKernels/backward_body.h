@@ -4,7 +4,8 @@
 // Both recompute the tile's probabilities from the forward LSE (P = 2^(S·log2 e − LSE·log2 e)),
 // then dP = dO·Vᵀ (times the dropout factor) and dS = P∘(dP − D) with D = rowsum(dO∘O).
 // fmha_backward_dq walks the keys of one query tile and forms dQ = scale·dS·K (and writes dS as
-// the bias gradient); fmha_backward_dkdv walks the query tiles that see one key tile and forms
+// the bias gradient); fmha_backward_dkdv walks the query tiles that see a group of up to
+// FMHA_BACKWARD_KEY_GROUP key tiles, loading each query tile once for the group, and forms
 // dV = (P∘dropout)ᵀ·dO and dK = scale·dSᵀ·Q. Every output element is written by one work item in
 // a fixed order, so results do not depend on threads.
 
@@ -22,11 +23,11 @@ typedef struct backward_buffers {
     float *dorows;  // R × Kv (for dV)
     float *st;      // (CP) × R: scores, then P
     float *dpt;     // (CP) × R: dP, then dS
-    float *kbuf;    // C × K converted keys
-    float *vbuf;    // C × Kv converted values
+    float *kbuf;    // G × C × K converted keys (G = FMHA_BACKWARD_KEY_GROUP key tiles)
+    float *vbuf;    // G × C × Kv converted values
     float *zeros;   // max(K, Kv) zeros
-    float *acc_a;   // K × R (dQᵀ) or (CP) × K (dK)
-    float *acc_b;   // (CP) × Kv (dV)
+    float *acc_a;   // K × R (dQᵀ) or G × (CP) × K (dK)
+    float *acc_b;   // G × (CP) × Kv (dV)
     float *base;    // R: LSE·log2(e), +inf for rows without keys
     float *delta;   // R
     uint32_t *packed_rows;  // CP × R/2: P or dS rounded to bfloat16 pairs of queries (BF16 products)
@@ -42,11 +43,11 @@ FMHA_INLINE backward_buffers backward_layout(float *w, int32_t K, int32_t KV) {
     b.dorows = w; w += (int64_t)R * KV;
     b.st = w; w += (int64_t)(CP) * R;
     b.dpt = w; w += (int64_t)(CP) * R;
-    b.kbuf = w; w += (int64_t)C * K;
-    b.vbuf = w; w += (int64_t)C * KV;
+    b.kbuf = w; w += (int64_t)FMHA_BACKWARD_KEY_GROUP * C * K;
+    b.vbuf = w; w += (int64_t)FMHA_BACKWARD_KEY_GROUP * C * KV;
     b.zeros = w; w += wide;
-    b.acc_a = w; w += (int64_t)(CP) * K;
-    b.acc_b = w; w += (int64_t)(CP) * KV;
+    b.acc_a = w; w += (int64_t)FMHA_BACKWARD_KEY_GROUP * (CP) * K;
+    b.acc_b = w; w += (int64_t)FMHA_BACKWARD_KEY_GROUP * (CP) * KV;
     b.base = w; w += R;
     b.delta = w; w += R;
     b.packed_rows = (uint32_t *)w; w += (int64_t)CP * (R / 2);
@@ -93,10 +94,12 @@ FMHA_INLINE void load_query_tile(const fmha_backward_common *c, const fmha_backw
 #endif
 }
 
-/// Points key/value rows [k0, k0 + n) at the inputs (float32) or at converted copies.
-FMHA_INLINE void load_key_tile(const fmha_backward_common *c, int64_t k0, int32_t n, backward_buffers *b,
+/// Points key/value rows [k0, k0 + n) at the inputs (float32) or at converted copies in slot
+/// `slot` (< FMHA_BACKWARD_KEY_GROUP) of the key buffers.
+FMHA_INLINE void load_key_tile(const fmha_backward_common *c, int64_t k0, int32_t n, backward_buffers *b, int32_t slot,
                                const float **krow, const float **vrow, int64_t *physical) {
     const int32_t K = c->head_dim, KV = c->value_dim;
+    float *kbuf = b->kbuf + (int64_t)slot * C * K, *vbuf = b->vbuf + (int64_t)slot * C * KV;
 #ifdef FMHA_BF16_PRODUCTS
     // Every product reads bfloat16 rows or pairs: no float copies.
     for (int32_t j = 0; j < n; j++) physical[j] = physical_row(k0 + j, c->key_row_offset, c->pages, c->page_size);
@@ -110,10 +113,10 @@ FMHA_INLINE void load_key_tile(const fmha_backward_common *c, int64_t k0, int32_
             krow[j] = (const float *)c->k + row * c->k_row_stride;
             vrow[j] = (const float *)c->v + row * c->v_row_stride;
         } else {
-            load_row(b->kbuf + (int64_t)j * K, c->k, row * c->k_row_stride, K, c->dtype);
-            load_row(b->vbuf + (int64_t)j * KV, c->v, row * c->v_row_stride, KV, c->dtype);
-            krow[j] = b->kbuf + (int64_t)j * K;
-            vrow[j] = b->vbuf + (int64_t)j * KV;
+            load_row(kbuf + (int64_t)j * K, c->k, row * c->k_row_stride, K, c->dtype);
+            load_row(vbuf + (int64_t)j * KV, c->v, row * c->v_row_stride, KV, c->dtype);
+            krow[j] = kbuf + (int64_t)j * K;
+            vrow[j] = vbuf + (int64_t)j * KV;
         }
     }
     for (int32_t j = n; j < CP; j++) {
@@ -122,11 +125,11 @@ FMHA_INLINE void load_key_tile(const fmha_backward_common *c, int64_t k0, int32_
     }
 #endif
 #ifdef FMHA_BF16_PRODUCTS
-    // Pairs of key rows (for dQ = dS·K), in the key buffer.
+    // Pairs of key rows (for dQ = dS·K), in the key buffer's slot.
     for (int32_t j = 0; j < n; j += 2) {
         const uint16_t *low = (const uint16_t *)c->k + physical[j] * c->k_row_stride;
         const uint16_t *high = j + 1 < n ? (const uint16_t *)c->k + physical[j + 1] * c->k_row_stride : (const uint16_t *)b->zeros;
-        uint32_t *pair = (uint32_t *)b->kbuf + (int64_t)(j / 2) * K;
+        uint32_t *pair = (uint32_t *)kbuf + (int64_t)(j / 2) * K;
         for (int32_t x = 0; x < K; x++) pair[x] = bf16_pair(low[x], high[x]);
     }
 #endif
@@ -214,7 +217,7 @@ FMHA_TARGET void FMHA_NAME(fmha_backward_dq)(const fmha_backward_common *c, cons
         int any;
         tile_ranges(tile->row_lo, tile->row_hi, tile->rows, k0, n, lo, hi, &any);
         if (!any) continue;
-        load_key_tile(c, k0, n, &b, krow, vrow, physical);
+        load_key_tile(c, k0, n, &b, 0, krow, vrow, physical);
         probabilities_and_gradients(c, tile, &b, krow, vrow, physical, k0, n, 0);
         if (tile->grad_bias) store_bias_gradient(tile, &b, physical, n);
 #ifdef FMHA_BF16_PRODUCTS
@@ -230,55 +233,74 @@ FMHA_TARGET void FMHA_NAME(fmha_backward_dq)(const fmha_backward_common *c, cons
     }
 }
 
+
 FMHA_TARGET void FMHA_NAME(fmha_backward_dkdv)(const fmha_backward_common *c, const fmha_backward_query_tile *tiles,
                                                int32_t tile_count, int64_t key_begin, int64_t key_end, float *grad_k,
                                                int64_t grad_k_row_stride, float *grad_v, int64_t grad_v_row_stride) {
+    enum { G = FMHA_BACKWARD_KEY_GROUP };
     const int32_t K = c->head_dim, KV = c->value_dim;
-    const int32_t n = (int32_t)(key_end - key_begin);
+    const int32_t total = (int32_t)(key_end - key_begin), slots = (total + C - 1) / C;
     backward_buffers b = backward_layout(c->workspace, K, KV);
-    const float *krow[CP], *vrow[CP], *qrows[R], *dorows[R];
-    int64_t physical[C];
+    const float *krow[G][CP], *vrow[G][CP], *qrows[R], *dorows[R];
+    int64_t physical[G][C];
+    int32_t count[G];
     memset(b.zeros, 0, sizeof(float) * (size_t)(K > KV ? K : KV));
-    float *dk = b.acc_a, *dv = b.acc_b;  // (CP) × K and (CP) × Kv
-    memset(dk, 0, sizeof(float) * (size_t)(CP) * K);
-    memset(dv, 0, sizeof(float) * (size_t)(CP) * KV);
-    load_key_tile(c, key_begin, n, &b, krow, vrow, physical);
+    float *dk = b.acc_a, *dv = b.acc_b;  // G × (CP) × K and G × (CP) × Kv
+    memset(dk, 0, sizeof(float) * (size_t)G * (CP) * K);
+    memset(dv, 0, sizeof(float) * (size_t)G * (CP) * KV);
+    for (int32_t s = 0; s < slots; s++) {
+        count[s] = total - s * C < C ? total - s * C : C;
+        load_key_tile(c, key_begin + (int64_t)s * C, count[s], &b, s, krow[s], vrow[s], physical[s]);
+    }
     for (int32_t r = 0; r < R; r++) {
         qrows[r] = b.qrows + (int64_t)r * K;
         dorows[r] = b.dorows + (int64_t)r * KV;
     }
     for (int32_t t = 0; t < tile_count; t++) {
         const fmha_backward_query_tile *tile = tiles + t;
-        int32_t lo[R], hi[R];
-        int any;
-        tile_ranges(tile->row_lo, tile->row_hi, tile->rows, key_begin, n, lo, hi, &any);
-        if (!any) continue;
-        load_query_tile(c, tile, &b);
-        probabilities_and_gradients(c, tile, &b, krow, vrow, physical, key_begin, n, 1);
+        int loaded = 0;
+        for (int32_t s = 0; s < slots; s++) {
+            const int64_t k0 = key_begin + (int64_t)s * C;
+            const int32_t n = count[s];
+            int32_t lo[R], hi[R];
+            int any;
+            tile_ranges(tile->row_lo, tile->row_hi, tile->rows, k0, n, lo, hi, &any);
+            if (!any) continue;
+            if (!loaded) {
+                load_query_tile(c, tile, &b);
+                loaded = 1;
+            }
+            probabilities_and_gradients(c, tile, &b, krow[s], vrow[s], physical[s], k0, n, 1);
+            float *dk_slot = dk + (int64_t)s * (CP) * K, *dv_slot = dv + (int64_t)s * (CP) * KV;
 #ifdef FMHA_BF16_PRODUCTS
-        pack_query_pairs(b.packed_rows, b.st, n);
-        accumulate_rows_bf16(dv, KV, b.packed_rows, (const uint32_t *)b.dorows, n, KV);
-        pack_query_pairs(b.packed_rows, b.dpt, n);
-        accumulate_rows_bf16(dk, K, b.packed_rows, (const uint32_t *)b.qrows, n, K);
-        (void)qrows;
-        (void)dorows;
+            pack_query_pairs(b.packed_rows, b.st, n);
+            accumulate_rows_bf16(dv_slot, KV, b.packed_rows, (const uint32_t *)b.dorows, n, KV);
+            pack_query_pairs(b.packed_rows, b.dpt, n);
+            accumulate_rows_bf16(dk_slot, K, b.packed_rows, (const uint32_t *)b.qrows, n, K);
+            (void)qrows;
+            (void)dorows;
 #else
-        accumulate_rows(dv, KV, b.st, dorows, n, KV);
-        accumulate_rows(dk, K, b.dpt, qrows, n, K);
+            accumulate_rows(dv_slot, KV, b.st, dorows, n, KV);
+            accumulate_rows(dk_slot, K, b.dpt, qrows, n, K);
 #endif
-        if (tile->grad_q_transposed) {
+            if (tile->grad_q_transposed) {
 #ifdef FMHA_BF16_PRODUCTS
-            pack_probabilities(b.key_pairs, b.dpt, n);
-            accumulate_values_bf16(tile->grad_q_transposed, (const uint32_t *)b.kbuf, b.key_pairs, (n + 1) / 2, K);
+                pack_probabilities(b.key_pairs, b.dpt, n);
+                accumulate_values_bf16(tile->grad_q_transposed, (const uint32_t *)(b.kbuf + (int64_t)s * C * K), b.key_pairs,
+                                       (n + 1) / 2, K);
 #else
-            accumulate_values(tile->grad_q_transposed, krow, b.dpt, n, K);
+                accumulate_values(tile->grad_q_transposed, krow[s], b.dpt, n, K);
 #endif
-            if (tile->grad_bias) store_bias_gradient(tile, &b, physical, n);
+                if (tile->grad_bias) store_bias_gradient(tile, &b, physical[s], n);
+            }
         }
     }
-    for (int32_t j = 0; j < n; j++) {
-        float *gk = grad_k + physical[j] * grad_k_row_stride, *gv = grad_v + physical[j] * grad_v_row_stride;
-        for (int32_t x = 0; x < K; x++) gk[x] += dk[(int64_t)j * K + x] * c->scale;
-        for (int32_t x = 0; x < KV; x++) gv[x] += dv[(int64_t)j * KV + x];
+    for (int32_t s = 0; s < slots; s++) {
+        const float *dk_slot = dk + (int64_t)s * (CP) * K, *dv_slot = dv + (int64_t)s * (CP) * KV;
+        for (int32_t j = 0; j < count[s]; j++) {
+            float *gk = grad_k + physical[s][j] * grad_k_row_stride, *gv = grad_v + physical[s][j] * grad_v_row_stride;
+            for (int32_t x = 0; x < K; x++) gk[x] += dk_slot[(int64_t)j * K + x] * c->scale;
+            for (int32_t x = 0; x < KV; x++) gv[x] += dv_slot[(int64_t)j * KV + x];
+        }
     }
 }

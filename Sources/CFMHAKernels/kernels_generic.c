@@ -15,8 +15,9 @@ size_t fmha_forward_workspace_floats(int32_t head_dim, int32_t value_dim) {
 
 size_t fmha_backward_workspace_floats(int32_t head_dim, int32_t value_dim) {
     const size_t r = FMHA_TILE_QUERIES, c = FMHA_TILE_KEYS, k = (size_t)head_dim, kv = (size_t)value_dim;
-    return 2 * k * r + 2 * kv * r + 2 * (c + 8) * r + c * k + c * kv + (k > kv ? k : kv) + (c + 8) * k + (c + 8) * kv + 2 * r
-           + (c + 8) * (r / 2) + (c / 2) * r;
+    const size_t g = FMHA_BACKWARD_KEY_GROUP;
+    return 2 * k * r + 2 * kv * r + 2 * (c + 8) * r + g * c * k + g * c * kv + (k > kv ? k : kv) + g * (c + 8) * k
+           + g * (c + 8) * kv + 2 * r + (c + 8) * (r / 2) + (c / 2) * r;
 }
 
 void fmha_row_dots(const void *a, int64_t a_row_stride, int32_t a_dtype, const void *b, int64_t b_row_stride,

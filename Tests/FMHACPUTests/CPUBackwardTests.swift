@@ -59,6 +59,33 @@ import Testing
         }
     }
 
+    /// Key ranges longer than one group of key tiles (FMHA_BACKWARD_KEY_GROUP × 64 keys): several
+    /// groups, a partial last group and tile, and masks under which a query tile sees only some
+    /// tiles of a group; float32, float16 and bfloat16 (BF16 products where the CPU has them), two
+    /// heads (one pass) and three (two passes).
+    @Test(arguments: kernelBuilds)
+    func keyRangesLongerThanOneGroup(kernels: CPUKernels) throws {
+        let keys = 600, queries = 40
+        let masks: [(any AttentionBias)?] = [
+            nil,
+            try LowerTriangularFromBottomRightLocalAttentionMask(windowSize: 150),
+            try BlockDiagonalCausalWithOffsetGappyKeysMask.fromSeqlens(qSeqlen: [15, 25], kvSeqstarts: [0, 280, 600],
+                                                                       kvSeqlen: [270, 300]),
+            try PagedBlockDiagonalPaddedKeysMask.fromSeqlens(qSeqlen: [15, 25], kvSeqlen: [290, 250],
+                                                             blockTables: [[7, 1, 4, 0, 2, 13, 9, 11], [3, 5, 6, 8, 10, 12, 14, 15]],
+                                                             pageSize: 37),
+        ]
+        for (index, bias) in masks.enumerated() {
+            for (dtype, heads) in [(DType.float32, 2), (.float32, 3), (.bfloat16, 2), (.float16, 2)] {
+                let inputs = Inputs(query: try Tensor.randn([1, queries, heads, 32], dtype: dtype, seed: 31),
+                                    key: try Tensor.randn([1, keys, heads, 32], dtype: dtype, seed: 32),
+                                    value: try Tensor.randn([1, keys, heads, 24], dtype: dtype, seed: 33), bias: bias)
+                let (tested, reference) = try Self.gradients(inputs, CPUBackward(kernels: kernels))
+                try Self.expectClose(tested, reference, "mask \(index) \(dtype) H=\(heads) \(kernels)")
+            }
+        }
+    }
+
     /// The BF16 dot products round P and dS to bfloat16 for dV, dK and dQ: much closer to the
     /// float64 gradients than bfloat16's backward tolerance asks (which would hide a broken
     /// product), so they are held to a tolerance a few bfloat16 roundings wide.

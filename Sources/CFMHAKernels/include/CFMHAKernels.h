@@ -24,6 +24,9 @@ enum {
 #define FMHA_TILE_QUERIES 32
 /// Keys per tile.
 #define FMHA_TILE_KEYS 64
+/// Key tiles fmha_backward_dkdv takes at once: each query tile it visits is loaded (converted and
+/// transposed) once for all of them rather than once per key tile.
+#define FMHA_BACKWARD_KEY_GROUP 4
 
 /// One forward tile: up to FMHA_TILE_QUERIES query rows of one head against the logical keys
 /// [key_begin, key_end) of their block, with an online softmax. Strides are in elements.
@@ -137,7 +140,8 @@ void fmha_backward_dq_avx2(const fmha_backward_common *common, const fmha_backwa
 void fmha_backward_dq_generic(const fmha_backward_common *common, const fmha_backward_query_tile *tile,
                               int64_t key_begin, int64_t key_end);
 
-/// dK and dV of the logical keys [key_begin, key_end) (at most FMHA_TILE_KEYS) from `tile_count`
+/// dK and dV of the logical keys [key_begin, key_end) (at most FMHA_BACKWARD_KEY_GROUP ·
+/// FMHA_TILE_KEYS, taken FMHA_TILE_KEYS at a time) from `tile_count`
 /// query tiles (of every head that shares this K/V head), added into float32 rows
 /// grad_k + j * grad_k_row_stride and grad_v + j * grad_v_row_stride for K/V row j; and, for
 /// tiles with grad_q_transposed, their dQ and bias-gradient contributions.

@@ -120,7 +120,7 @@ public struct CPUBackward: BackwardOperator {
                     return c
                 }
 
-                let keyTiles = plan.keyTiles(tileKeys: Int(FMHA_TILE_KEYS))
+                let keyTiles = plan.keyTiles(tileKeys: Int(FMHA_TILE_KEYS * FMHA_BACKWARD_KEY_GROUP))
                 let gridHeads = grid.batch * grid.groups * grid.heads
                 let sharing = [shared[0] ? d.batch : 1, shared[1] ? d.groups : 1, shared[2] ? d.heads : 1]
                 let sharingHeadCount = sharing.reduce(1, *)
