@@ -55,22 +55,23 @@ FMHA_INLINE backward_buffers backward_layout(float *w, int32_t K, int32_t KV) {
     return b;
 }
 
-/// Loads a query tile: q and dO, row-major and transposed, LSE in log2 units and D.
-FMHA_INLINE void load_query_tile(const fmha_backward_common *c, const fmha_backward_query_tile *tile, backward_buffers *b) {
+/// Loads a query tile: q and dO transposed, LSE in log2 units and D; and `qrows`/`dorows` (R
+/// each) pointed at the rows for dK = dSᵀ·Q and dV = Pᵀ·dO: the inputs' own rows for float32,
+/// converted copies in the row buffers otherwise, zeros past the tile (with BF16 products the row
+/// buffers hold bfloat16 pairs of rows instead and the pointers are not used).
+FMHA_INLINE void load_query_tile(const fmha_backward_common *c, const fmha_backward_query_tile *tile, backward_buffers *b,
+                                 const float **qrows, const float **dorows) {
     const int32_t K = c->head_dim, KV = c->value_dim;
     const float qscale = c->scale * (float)M_LOG2E;
     memset(b->qt, 0, sizeof(float) * (size_t)K * R);
     memset(b->dot, 0, sizeof(float) * (size_t)KV * R);
-    memset(b->qrows, 0, sizeof(float) * (size_t)K * R);
-    memset(b->dorows, 0, sizeof(float) * (size_t)KV * R);
     for (int32_t r = 0; r < R; r++) {
         b->base[r] = INFINITY;
         b->delta[r] = 0;
+        qrows[r] = b->zeros;
+        dorows[r] = b->zeros;
     }
     for (int32_t r = 0; r < tile->rows; r++) {
-        float *qrow = b->qrows + (int64_t)r * K, *dorow = b->dorows + (int64_t)r * KV;
-        load_row(qrow, tile->q, r * tile->q_row_stride, K, c->dtype);
-        load_row(dorow, tile->grad_out, r * tile->grad_out_row_stride, KV, c->dtype);
 #ifdef FMHA_BF16_PRODUCTS
         // bfloat16 pairs along K/Kv for the two score-like products (dot products).
         const uint16_t *q = (const uint16_t *)tile->q + r * tile->q_row_stride;
@@ -81,6 +82,19 @@ FMHA_INLINE void load_query_tile(const fmha_backward_common *c, const fmha_backw
         }
         (void)qscale;
 #else
+        const float *qrow, *dorow;
+        if (c->dtype == FMHA_DTYPE_F32) {
+            qrow = (const float *)tile->q + r * tile->q_row_stride;
+            dorow = (const float *)tile->grad_out + r * tile->grad_out_row_stride;
+        } else {
+            float *qcopy = b->qrows + (int64_t)r * K, *docopy = b->dorows + (int64_t)r * KV;
+            load_row(qcopy, tile->q, r * tile->q_row_stride, K, c->dtype);
+            load_row(docopy, tile->grad_out, r * tile->grad_out_row_stride, KV, c->dtype);
+            qrow = qcopy;
+            dorow = docopy;
+        }
+        qrows[r] = qrow;
+        dorows[r] = dorow;
         for (int32_t x = 0; x < K; x++) b->qt[(int64_t)x * R + r] = qrow[x] * qscale;
         for (int32_t x = 0; x < KV; x++) b->dot[(int64_t)x * R + r] = dorow[x];
 #endif
@@ -208,7 +222,8 @@ FMHA_TARGET void FMHA_NAME(fmha_backward_dq)(const fmha_backward_common *c, cons
     const float *krow[CP], *vrow[CP];
     int64_t physical[C];
     memset(b.zeros, 0, sizeof(float) * (size_t)(K > c->value_dim ? K : c->value_dim));
-    load_query_tile(c, tile, &b);
+    const float *qrows[R], *dorows[R];
+    load_query_tile(c, tile, &b, qrows, dorows);
     float *dqt = b.acc_a;  // K × R
     memset(dqt, 0, sizeof(float) * (size_t)K * R);
     for (int64_t k0 = key_begin; k0 < key_end; k0 += C) {
@@ -252,10 +267,6 @@ FMHA_TARGET void FMHA_NAME(fmha_backward_dkdv)(const fmha_backward_common *c, co
         count[s] = total - s * C < C ? total - s * C : C;
         load_key_tile(c, key_begin + (int64_t)s * C, count[s], &b, s, krow[s], vrow[s], physical[s]);
     }
-    for (int32_t r = 0; r < R; r++) {
-        qrows[r] = b.qrows + (int64_t)r * K;
-        dorows[r] = b.dorows + (int64_t)r * KV;
-    }
     for (int32_t t = 0; t < tile_count; t++) {
         const fmha_backward_query_tile *tile = tiles + t;
         int loaded = 0;
@@ -267,7 +278,7 @@ FMHA_TARGET void FMHA_NAME(fmha_backward_dkdv)(const fmha_backward_common *c, co
             tile_ranges(tile->row_lo, tile->row_hi, tile->rows, k0, n, lo, hi, &any);
             if (!any) continue;
             if (!loaded) {
-                load_query_tile(c, tile, &b);
+                load_query_tile(c, tile, &b, qrows, dorows);
                 loaded = 1;
             }
             probabilities_and_gradients(c, tile, &b, krow[s], vrow[s], physical[s], k0, n, 1);
