@@ -7,6 +7,7 @@
 #define FMHA_NAME(name) name##_avx2
 #include "forward_tile_body.h"
 #include "backward_body.h"
+#include "conversion_body.h"
 
 int fmha_cpu_has_avx2_fma(void) {
     __builtin_cpu_init();
@@ -44,4 +45,13 @@ void fmha_backward_dkdv_avx2(const fmha_backward_common *common, const fmha_back
 }
 
 float fmha_fma_loop_avx2(int64_t iterations) { (void)iterations; return 0; }
+
+void fmha_row_dots_avx2(const void *a, int64_t a_row_stride, int32_t a_dtype, const void *b, int64_t b_row_stride,
+                        int32_t b_dtype, int32_t rows, int32_t width, float *out) {
+    fmha_row_dots_generic(a, a_row_stride, a_dtype, b, b_row_stride, b_dtype, rows, width, out);
+}
+
+void fmha_store_floats_avx2(const float *values, void *out, int64_t count, int32_t dtype) {
+    fmha_store_floats_generic(values, out, count, dtype);
+}
 #endif

@@ -9,6 +9,7 @@
 #define VW 16
 #include "forward_tile_body.h"
 #include "backward_body.h"
+#include "conversion_body.h"
 
 int fmha_cpu_has_avx512(void) {
     __builtin_cpu_init();
@@ -30,5 +31,14 @@ void fmha_backward_dkdv_avx512(const fmha_backward_common *common, const fmha_ba
                                int64_t grad_k_row_stride, float *grad_v, int64_t grad_v_row_stride) {
     fmha_backward_dkdv_avx2(common, tiles, tile_count, key_begin, key_end, grad_k, grad_k_row_stride, grad_v,
                             grad_v_row_stride);
+}
+
+void fmha_row_dots_avx512(const void *a, int64_t a_row_stride, int32_t a_dtype, const void *b, int64_t b_row_stride,
+                          int32_t b_dtype, int32_t rows, int32_t width, float *out) {
+    fmha_row_dots_avx2(a, a_row_stride, a_dtype, b, b_row_stride, b_dtype, rows, width, out);
+}
+
+void fmha_store_floats_avx512(const float *values, void *out, int64_t count, int32_t dtype) {
+    fmha_store_floats_avx2(values, out, count, dtype);
 }
 #endif

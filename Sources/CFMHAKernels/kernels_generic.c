@@ -6,6 +6,7 @@
 #define FMHA_NAME(name) name##_generic
 #include "forward_tile_body.h"
 #include "backward_body.h"
+#include "conversion_body.h"
 
 size_t fmha_forward_workspace_floats(int32_t head_dim, int32_t value_dim) {
     const size_t r = FMHA_TILE_QUERIES, c = FMHA_TILE_KEYS;
@@ -18,17 +19,6 @@ size_t fmha_backward_workspace_floats(int32_t head_dim, int32_t value_dim) {
     const size_t g = FMHA_BACKWARD_KEY_GROUP;
     return 2 * k * r + 2 * kv * r + 2 * (c + 8) * r + g * c * k + g * c * kv + (k > kv ? k : kv) + g * (c + 8) * k
            + g * (c + 8) * kv + 2 * r + (c + 8) * (r / 2) + (c / 2) * r;
-}
-
-void fmha_row_dots(const void *a, int64_t a_row_stride, int32_t a_dtype, const void *b, int64_t b_row_stride,
-                   int32_t b_dtype, int32_t rows, int32_t width, float *out) {
-    for (int32_t r = 0; r < rows; r++) {
-        float sum = 0;
-        for (int32_t x = 0; x < width; x++) {
-            sum += load_scalar(a, r * a_row_stride + x, a_dtype) * load_scalar(b, r * b_row_stride + x, b_dtype);
-        }
-        out[r] = sum;
-    }
 }
 
 void fmha_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]) {

@@ -156,9 +156,19 @@ void fmha_backward_dkdv_generic(const fmha_backward_common *common, const fmha_b
                                 int64_t grad_k_row_stride, float *grad_v, int64_t grad_v_row_stride);
 
 /// out[r] = Σ_x a[r][x]·b[r][x] for r < rows, x < width (rows of a and b at the given strides,
-/// each of its own dtype): D = rowsum(dO∘O) for the backward pass.
-void fmha_row_dots(const void *a, int64_t a_row_stride, int32_t a_dtype, const void *b, int64_t b_row_stride,
-                   int32_t b_dtype, int32_t rows, int32_t width, float *out);
+/// each of its own dtype): D = rowsum(dO∘O) for the backward pass. One per build.
+void fmha_row_dots_avx512(const void *a, int64_t a_row_stride, int32_t a_dtype, const void *b, int64_t b_row_stride,
+                          int32_t b_dtype, int32_t rows, int32_t width, float *out);
+void fmha_row_dots_avx2(const void *a, int64_t a_row_stride, int32_t a_dtype, const void *b, int64_t b_row_stride,
+                        int32_t b_dtype, int32_t rows, int32_t width, float *out);
+void fmha_row_dots_generic(const void *a, int64_t a_row_stride, int32_t a_dtype, const void *b, int64_t b_row_stride,
+                           int32_t b_dtype, int32_t rows, int32_t width, float *out);
+
+/// out[0 ..< count] = values rounded to `dtype` (to nearest even; NaN stays NaN): the backward's
+/// float32 gradients in the inputs' dtype. One per build.
+void fmha_store_floats_avx512(const float *values, void *out, int64_t count, int32_t dtype);
+void fmha_store_floats_avx2(const float *values, void *out, int64_t count, int32_t dtype);
+void fmha_store_floats_generic(const float *values, void *out, int64_t count, int32_t dtype);
 
 /// Philox4x32-10 of (counter, key): four words into out (for tests of the C copy).
 void fmha_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]);

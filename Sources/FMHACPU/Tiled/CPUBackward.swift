@@ -41,7 +41,7 @@ public struct CPUBackward: BackwardOperator {
 
         // D = rowsum(dO∘O) and the LSE, both [B, G, H, Mq]; the visible keys of every tile.
         let lseValues = try lse.converted(to: .float32).toArray()
-        let delta = try Self.rowDots(gradView, output, d, plan)
+        let delta = try Self.rowDots(gradView, output, d, plan, kernels.rowDots)
         var bounds = [Int64](repeating: 0, count: 2 * tileRows * plan.tiles.count)
         var unions = [Range<Int64>]()
         bounds.withUnsafeMutableBufferPointer { buffer in
@@ -229,10 +229,27 @@ public struct CPUBackward: BackwardOperator {
             Self.originalRank([grid.batch, d.keyLength, grid.groups, grid.heads, channels], layout: d.layout)
         }
         return Gradients(
-            dq: try BroadcastGradient.tensor(dq, shape: inputs.query.shape, like: inputs.query),
-            dk: try BroadcastGradient.tensor(dk, shape: gridShape(d.headDimension), like: inputs.key),
-            dv: try BroadcastGradient.tensor(dv, shape: gridShape(d.valueHeadDimension), like: inputs.value),
-            dBias: try biasTensor.map { try BroadcastGradient.tensor(dBias, shape: $0.shape, like: $0) })
+            dq: try gradient(dq, shape: inputs.query.shape, like: inputs.query),
+            dk: try gradient(dk, shape: gridShape(d.headDimension), like: inputs.key),
+            dv: try gradient(dv, shape: gridShape(d.valueHeadDimension), like: inputs.value),
+            dBias: try biasTensor.map { try gradient(dBias, shape: $0.shape, like: $0) })
+    }
+
+    /// The gradient of `input` from float32 `values` over `shape`: rounded to its dtype by this
+    /// build's kernels when `input` broadcasts nothing, else summed along its broadcast dimensions
+    /// (`BroadcastGradient`).
+    private func gradient(_ values: [Float], shape: [Int], like input: Tensor) throws -> Tensor {
+        let broadcasts = input.shape.indices.contains { input.strides[$0] == 0 && input.shape[$0] > 1 }
+        guard shape == input.shape, !broadcasts, input.dtype != .float64 else {
+            return try BroadcastGradient.tensor(values, shape: shape, like: input)
+        }
+        let tensor = try Tensor.zeros(shape, dtype: input.dtype)
+        try tensor.withUnsafeHostAddress { address in
+            values.withUnsafeBufferPointer { buffer in
+                kernels.storeFloats(buffer.baseAddress, address, Int64(buffer.count), input.dtype.kernelCode)
+            }
+        }
+        return tensor
     }
 
     /// Calls `body` with `common`, its `pages` pointing at the page-table row of `block` when paged.
@@ -257,7 +274,7 @@ public struct CPUBackward: BackwardOperator {
 
     /// rowsum(dO∘O) per query, in float32, as `[B, G, H, Mq]`, one thread per (head, tile).
     private static func rowDots(_ gradOutput: Tensor, _ output: Tensor, _ d: AttentionDimensions,
-                                _ plan: TilePlan) throws -> [Float] {
+                                _ plan: TilePlan, _ rowDots: CPUKernels.RowDots) throws -> [Float] {
         var delta = [Float](repeating: 0, count: d.batch * d.groups * d.heads * d.queryLength)
         // The kernels read float32, float16 and bfloat16; a float64 output is narrowed first.
         let gradient = try Inputs.bmghkView(gradOutput)
@@ -269,7 +286,7 @@ public struct CPUBackward: BackwardOperator {
                     for item in assigned {
                         let headIndex = item / plan.tiles.count, tile = plan.tiles[item % plan.tiles.count]
                         let h = headIndex % d.heads, g = (headIndex / d.heads) % d.groups, b = headIndex / (d.heads * d.groups)
-                        fmha_row_dots(addresses[0] + gradient.elementOffset(b, tile.start, g, h) * gradient.dtype.byteSize,
+                        rowDots(addresses[0] + gradient.elementOffset(b, tile.start, g, h) * gradient.dtype.byteSize,
                                       Int64(gradient.strides[1]), gradient.dtype.kernelCode,
                                       addresses[1] + values.elementOffset(b, tile.start, g, h) * values.dtype.byteSize,
                                       Int64(values.strides[1]), values.dtype.kernelCode, Int32(tile.rows),

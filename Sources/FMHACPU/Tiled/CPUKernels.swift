@@ -79,6 +79,28 @@ public enum CPUKernels: String, Sendable, Hashable, CaseIterable {
         }
     }
 
+    typealias RowDots = @convention(c) (UnsafeRawPointer?, Int64, Int32, UnsafeRawPointer?, Int64, Int32, Int32, Int32,
+                                        UnsafeMutablePointer<Float>?) -> Void
+    typealias StoreFloats = @convention(c) (UnsafePointer<Float>?, UnsafeMutableRawPointer?, Int64, Int32) -> Void
+
+    /// D = rowsum(dO∘O) of this build.
+    var rowDots: RowDots {
+        switch resolved {
+        case .avx512: fmha_row_dots_avx512
+        case .avx2: fmha_row_dots_avx2
+        default: fmha_row_dots_generic
+        }
+    }
+
+    /// Float32 values rounded into an array of another dtype, of this build.
+    var storeFloats: StoreFloats {
+        switch resolved {
+        case .avx512: fmha_store_floats_avx512
+        case .avx2: fmha_store_floats_avx2
+        default: fmha_store_floats_generic
+        }
+    }
+
     /// The forward tile kernel of this build: the AVX-512 build takes bfloat16 inputs with an even
     /// head dimension and a 16-bit output through BF16 dot products where the CPU has them (they
     /// round the probabilities to bfloat16 before P·V, too coarse for a float32 output).
