@@ -149,14 +149,15 @@ __device__ __forceinline__ void store_pair(void* base, int64_t index, int64_t dt
 }
 
 /// `shape` and `mask` as for fmha_reference_forward (K, Kv ≤ FMHA_HEAD_DIM, multiples of 8 when
-/// `vector_loads`, even otherwise). With FMHA_EXTRAS: `bias` (input dtype, strides in `shape`; null
-/// for none) is added to the scaled scores of the keys the mask lets through, and with `dropout`
-/// each probability is kept (times `keep_scale`) or zeroed by the Philox mask of (`seed`, `offset`,
-/// `threshold`) on (head, query, K/V row) — the row sums and the LSE stay those before dropout. `vector_loads`: every row of q, k and v starts
-/// 16-byte aligned (rows move 8 elements at a time). `work`: per blockIdx.x, the mask block and the
-/// first query of its tile. Heads (b, g, h) are blockIdx.y, then every gridDim.y-th. Writes
+/// `vector_loads`, even otherwise). `vector_loads`: every row of q, k and v starts 16-byte aligned
+/// (rows move 8 elements at a time). `work`: per blockIdx.x, the mask block and the first query of
+/// its tile. Heads (b, g, h) are blockIdx.y, then every gridDim.y-th. Writes
 /// out[((b·Mq + i)·G + g)·H + h][0 ..< Kv] in `out_dtype` and the natural-log LSE at
 /// [((b·G + g)·H + h)·Mq + i] (-inf for a row that sees no key; its output is 0).
+/// With FMHA_EXTRAS: `bias` (input dtype, strides in `shape`; null for none) is added to the scaled
+/// scores of the keys the mask lets through, and with `dropout` each probability is kept (times
+/// `keep_scale`) or zeroed by the Philox mask of (`seed`, `offset`, `threshold`) on (head, query,
+/// K/V row); the row sums and the LSE stay those before dropout.
 extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha_flash_forward(
     const uint16_t* q, const uint16_t* k, const uint16_t* v, void* out, float* lse, const int64_t* shape,
     const int64_t* mask, const int64_t* work, float scale_log2, int64_t out_dtype, int32_t vector_loads,
@@ -209,10 +210,10 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
     // has fewer rows than FMHA_BLOCK_M).
     __shared__ int row_ranges[2 * FMHA_BLOCK_M];
     for (int r = thread; r < FMHA_BLOCK_M; r += FMHA_THREADS) range_of(tile_start + r, row_ranges[2 * r], row_ranges[2 * r + 1]);
-    int inner_lo = 1, inner_hi = 0, unused;
+    int inner_lo = 1, inner_hi = 0, ignored;
     if (tile_end - tile_start == FMHA_BLOCK_M) {
-        range_of(tile_end - 1, inner_lo, unused);
-        range_of(tile_start, unused, inner_hi);
+        range_of(tile_end - 1, inner_lo, ignored);
+        range_of(tile_start, ignored, inner_hi);
     }
     // The tile's key range: the union of its rows' ranges (contiguous: consecutive rows' ranges
     // move by at most one key, and the rows that see keys are consecutive).
