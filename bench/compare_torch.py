@@ -5,13 +5,16 @@ Prints one table with TFLOP/s and FMHA's ratio to each peer.
 
   python3 bench/compare_torch.py --fmha .build/release/fmha [--dtype bf16 --dtype f16] [--repeats 20]
                                  [--case 4,16384,16,128,causal] [--op cuda-flash] [--json-out table.json]
+                                 [--dropout 0.1] [--tensor-bias]
 
 Default shapes: the GPU.md table (16k tokens, model width 2048: B = 16384 / N, H = 2048 / K, for
 K in {64, 128, 256}, N from 512 to 16384, causal and not), a varlen batch (block-diagonal causal
 over lengths drawn from 100-4000, 16384 tokens, 16 heads of 128) and GQA (B = 4, N = 4096, 32 query
 heads over 8 K/V heads of 128, causal). A --case is B,N,H,K[,causal][,kv=Hkv] or
 varlen=L1/L2/...,H,K[,causal]. FLOPs = 4·B·H·N²·K (per sequence for varlen), halved when causal.
-FMHA runs --op (default cuda-flash; a case it refuses shows the reason).
+FMHA runs --op (default cuda-flash; a case it refuses shows the reason). --dropout p and --tensor-bias (a
+random [B, H, N, N] additive bias, under the causal mask when causal; dense cases without kv= only) go to
+both sides: PyTorch gets dropout_p and attn_mask.
 Times: FMHA's are `fmha bench --json` medians (each call synchronised, output allocation
 included); PyTorch's are medians of CUDA-event-timed calls after a warm-up.
 """
@@ -76,10 +79,12 @@ def median_ms(fn, repeats):
     return times[len(times) // 2]
 
 
-def torch_row(case, dtype, repeats):
+def torch_row(case, dtype, repeats, dropout=0.0, tensor_bias=False):
     """TFLOP/s (or a reason string) of each PyTorch backend on `case`."""
     b, n, h, k, causal, kv, lengths = parse(case)
     row = {}
+    if tensor_bias and (lengths or kv):
+        return {name: "no tensor bias here" for name in BACKENDS}
     if lengths:
         # Varlen goes through the backends' own entry points (SDPA has no varlen); cuDNN has none.
         total, starts = sum(lengths), [0]
@@ -88,21 +93,27 @@ def torch_row(case, dtype, repeats):
         cu = torch.tensor(starts, device="cuda", dtype=torch.int32)
         q, kk, v = (torch.randn(total, h, k, device="cuda", dtype=dtype) for _ in range(3))
         runs = {
-            "flash": lambda: torch.ops.aten._flash_attention_forward(q, kk, v, cu, cu, max(lengths), max(lengths), 0.0,
+            "flash": lambda: torch.ops.aten._flash_attention_forward(q, kk, v, cu, cu, max(lengths), max(lengths), dropout,
                                                                      causal, False),
             "efficient": lambda: torch.ops.aten._efficient_attention_forward(
-                q[None], kk[None], v[None], None, cu, cu, max(lengths), max(lengths), 0.0, 1 if causal else 0, False),
+                q[None], kk[None], v[None], None, cu, cu, max(lengths), max(lengths), dropout, 1 if causal else 0, False),
         }
         row["cudnn"] = "no varlen"
     else:
         kv_heads = kv or h
         q = torch.randn(b, h, n, k, device="cuda", dtype=dtype)
         kk, v = (torch.randn(b, kv_heads, n, k, device="cuda", dtype=dtype) for _ in range(2))
+        mask = None
+        if tensor_bias:
+            mask = torch.randn(b, h, n, n, device="cuda", dtype=dtype)
+            if causal:
+                mask = mask.masked_fill(torch.ones(n, n, device="cuda", dtype=torch.bool).triu(1), float("-inf"))
         runs = {}
         for name, backend in BACKENDS.items():
             def run(backend=backend):
                 with sdpa_kernel([backend]):
-                    return F.scaled_dot_product_attention(q, kk, v, is_causal=causal, enable_gqa=kv is not None)
+                    return F.scaled_dot_product_attention(q, kk, v, attn_mask=mask, dropout_p=dropout,
+                                                          is_causal=causal and mask is None, enable_gqa=kv is not None)
             runs[name] = run
     for name, run in runs.items():
         try:
@@ -112,12 +123,12 @@ def torch_row(case, dtype, repeats):
     return row
 
 
-def fmha_row(binary, case, dtype_name, repeats, op):
+def fmha_row(binary, case, dtype_name, repeats, op, extra=()):
     """(operator, TFLOP/s) of `fmha bench` on `case`, or (operator, reason) when it refuses it."""
     b, n, h, k, causal, kv, lengths = parse(case)
     spec = case if lengths else f"{b},{n},{n},{h},{k}" + (",causal" if causal else "") + (f",kv={kv}" if kv else "")
     command = [binary, "bench", "--device", "cuda", "--json", "--repeats", str(repeats), "--dtype", dtype_name,
-               "--op", op, "--case", spec]
+               "--op", op, "--case", spec, *extra]
     result = subprocess.run(command, capture_output=True, text=True)
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0 or not lines:
@@ -133,19 +144,23 @@ def main():
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--op", default="cuda-flash", help="FMHA forward operator (default cuda-flash)")
     parser.add_argument("--json-out", help="also write the rows as JSON here")
+    parser.add_argument("--dropout", type=float, default=0.0, help="dropout probability on both sides")
+    parser.add_argument("--tensor-bias", action="store_true", help="a random [B, H, N, N] bias on both sides")
     args = parser.parse_args()
     cases = args.case or default_cases()
     rows = []
     for dtype_key in args.dtype or ["bf16", "f16"]:
         torch_dtype, fmha_dtype = DTYPES[dtype_key]
         for case in cases:
-            op, tflops = fmha_row(args.fmha, case, fmha_dtype, args.repeats, args.op)
-            rows.append(dict(dtype=dtype_key, case=case, op=op, fmha=tflops, **torch_row(case, torch_dtype, args.repeats)))
+            extra = (["--dropout", str(args.dropout)] if args.dropout else []) + (["--tensor-bias"] if args.tensor_bias else [])
+            op, tflops = fmha_row(args.fmha, case, fmha_dtype, args.repeats, args.op, extra)
+            rows.append(dict(dtype=dtype_key, case=case, op=op, fmha=tflops,
+                             **torch_row(case, torch_dtype, args.repeats, args.dropout, args.tensor_bias)))
     header = ["dtype", "case", "fmha op", "fmha", "flash", "ratio", "efficient", "ratio", "cudnn", "ratio"]
     table = [header]
     for row in rows:
         ours = row["fmha"]
-        cells = [row["dtype"], row["case"][:40], row["op"], f"{ours:.1f}" if isinstance(ours, float) else ours[:40]]
+        cells = [row["dtype"], row["case"], row["op"], f"{ours:.1f}" if isinstance(ours, float) else ours[:40]]
         for peer in ["flash", "efficient", "cudnn"]:
             value = row[peer]
             if not isinstance(value, float):

@@ -14,6 +14,10 @@ struct BenchCommand: ParsableCommand {
     var cases: [BenchCase] = [BenchCase(batch: 1, queries: 256, keys: 256, heads: 4, headDimension: 64, causal: false),
                               BenchCase(batch: 1, queries: 256, keys: 256, heads: 4, headDimension: 64, causal: true)]
     @Flag(help: "Time forward + backward instead of forward alone.") var backward = false
+    @Option(help: "Dropout probability (0 ≤ p < 1); the backward replays the forward's mask.") var dropout = 0.0
+    @Flag(name: .customLong("tensor-bias"),
+          help: "Add a random bias tensor [B, H, Mq, Mkv] (LowerTriangularMaskWithTensorBias when causal); dense cases without kv= only.")
+    var tensorBias = false
     @Option(help: "Forward operator name (default: dispatch chooses).") var op: String?
     @Option(help: "Timed runs per case (after one warm-up run).") var repeats = 5
     @Flag(help: "One JSON object per line instead of a table.") var json = false
@@ -21,6 +25,10 @@ struct BenchCommand: ParsableCommand {
 
     func validate() throws {
         guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
+        guard dropout >= 0, dropout < 1 else { throw ValidationError("--dropout: expected 0 ≤ p < 1, got \(dropout)") }
+        if tensorBias, let grouped = cases.first(where: { $0.sequenceLengths != nil || $0.kvHeads != nil }) {
+            throw ValidationError("--tensor-bias takes dense cases without kv=, got \(grouped)")
+        }
     }
 
     func run() throws {
@@ -38,7 +46,7 @@ struct BenchCommand: ParsableCommand {
             let mode = backward ? "fwd+bwd" : "fwd"
             let teraflops = benchCase.flops(backward: backward) / (measurement.milliseconds * 1e-3) / 1e12
             if json {
-                print(#"{"op": "\#(measurement.operatorName)", "device": "\#(device.device)", "dtype": "\#(dtype)", "B": \#(benchCase.batch), "Mq": \#(benchCase.queries), "Mkv": \#(benchCase.keys), "H": \#(benchCase.heads), "K": \#(benchCase.headDimension), "causal": \#(benchCase.causal), "case": "\#(benchCase)", "mode": "\#(mode)", "ms": \#(measurement.milliseconds), "tflops": \#(teraflops)}"#)
+                print(#"{"op": "\#(measurement.operatorName)", "device": "\#(device.device)", "dtype": "\#(dtype)", "B": \#(benchCase.batch), "Mq": \#(benchCase.queries), "Mkv": \#(benchCase.keys), "H": \#(benchCase.heads), "K": \#(benchCase.headDimension), "causal": \#(benchCase.causal), "case": "\#(benchCase)", "dropout": \#(dropout), "tensor_bias": \#(tensorBias), "mode": "\#(mode)", "ms": \#(measurement.milliseconds), "tflops": \#(teraflops)}"#)
             } else {
                 rows.append([measurement.operatorName, dtype.rawValue, benchCase.description, mode,
                              Formatting.decimal(measurement.milliseconds, digits: 3),
@@ -63,14 +71,17 @@ struct BenchCommand: ParsableCommand {
     private func measure(_ benchCase: BenchCase, dtype: DType, op: (any ForwardOperator)?) throws
         -> (milliseconds: Double, operatorName: String) {
         let (query, key, value) = try benchCase.inputs(dtype: dtype, device: device.device)
-        let bias = try benchCase.bias()
+        let bias = try benchCase.bias(tensor: tensorBias ? try Tensor.randn(
+            [benchCase.batch, benchCase.heads, benchCase.queries, benchCase.keys], dtype: dtype, device: device.device, seed: 4) : nil)
         var operatorName = ""
         func once() throws {
-            let forward = try memoryEfficientAttentionForwardRequiresGrad(query, key, value, bias: bias, op: op)
+            let forward = try memoryEfficientAttentionForwardRequiresGrad(query, key, value, bias: bias, p: dropout, op: op,
+                                                                           seed: 5)
             operatorName = forward.operatorName
             if backward {
                 _ = try memoryEfficientAttentionBackward(forward.output, output: forward.output, lse: forward.lse,
-                                                         query: query, key: key, value: value, bias: bias)
+                                                         query: query, key: key, value: value, bias: bias,
+                                                         dropout: forward.dropout)
             }
         }
         try once()
@@ -161,8 +172,10 @@ struct BenchCase: ExpressibleByArgument, CustomStringConvertible {
         return (query, shared[0], shared[1])
     }
 
-    /// The mask: block-diagonal (causal or not) for varlen, bottom-right causal or none otherwise.
-    func bias() throws -> (any AttentionBias)? {
+    /// The mask: block-diagonal (causal or not) for varlen, bottom-right causal or none otherwise;
+    /// with a `tensor` (dense cases), the tensor, under a causal mask when causal.
+    func bias(tensor: Tensor? = nil) throws -> (any AttentionBias)? {
+        if let tensor { return causal ? try LowerTriangularMaskWithTensorBias(tensor) : tensor }
         if let sequenceLengths {
             return causal ? try BlockDiagonalCausalMask.fromSeqlens(qSeqlen: sequenceLengths)
                 : try BlockDiagonalMask.fromSeqlens(qSeqlen: sequenceLengths)

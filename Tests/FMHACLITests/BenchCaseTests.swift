@@ -2,7 +2,8 @@
 import FMHA
 import Testing
 
-/// `fmha bench --case`: dense, GQA and varlen shapes, their FLOPs, and refused spellings.
+/// `fmha bench`: dense, GQA and varlen case shapes, their FLOPs, refused spellings, and the
+/// dropout and tensor-bias options.
 struct BenchCaseTests {
     @Test func parsesDenseGroupedAndVarlenCases() throws {
         let dense = try #require(BenchCase(argument: "2,64,80,4,32,causal"))
@@ -21,6 +22,18 @@ struct BenchCaseTests {
 
         for bad in ["1,16,16,32,8,kv=5", "1,16,16,32", "varlen=,2,8", "varlen=3/0,2,8", "1,16,16,32,8,kv=0", "1,2,3,4,x"] {
             #expect(BenchCase(argument: bad) == nil, "\(bad)")
+        }
+    }
+
+    @Test func dropoutAndTensorBiasOptions() throws {
+        // A tiny forward + backward with both, dense and causal (runs, prints one JSON line per case).
+        try BenchCommand.parse(["--case", "1,9,11,2,8", "--case", "1,9,9,2,8,causal", "--tensor-bias", "--dropout", "0.3",
+                                "--backward", "--repeats", "1", "--json"]).run()
+        let bias = try #require(BenchCase(argument: "1,9,9,2,8,causal")).bias(tensor: try Tensor.zeros([1, 2, 9, 9]))
+        #expect(bias is LowerTriangularMaskWithTensorBias)
+        for bad in [["--dropout", "1"], ["--dropout", "-0.1"], ["--tensor-bias", "--case", "varlen=3/4,2,8"],
+                    ["--tensor-bias", "--case", "1,8,8,4,8,kv=2"]] {
+            #expect(throws: (any Error).self, "\(bad)") { try BenchCommand.parse(bad) }
         }
     }
 }
