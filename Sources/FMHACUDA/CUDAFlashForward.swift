@@ -33,6 +33,10 @@ public struct CUDAFlashForward: ForwardOperator {
         /// Dynamic shared memory of a block for tiles `width` columns wide: the K and V tiles, and
         /// the Q tile when it is in shared memory (rows of width + 8 16-bit values).
         func sharedMemoryBytes(width: Int) -> Int { (2 * keys + (queryInShared ? queries : 0)) * (width + 8) * 2 }
+
+        /// All the shared memory a block uses: the dynamic tiles and the kernel's static row ranges
+        /// (two Int32 per query).
+        func totalSharedMemoryBytes(width: Int) -> Int { sharedMemoryBytes(width: width) + 8 * queries }
     }
 
     /// The widths kernels are compiled for: K and Kv are padded to the first one that holds both.
@@ -44,11 +48,14 @@ public struct CUDAFlashForward: ForwardOperator {
     /// spill-free shapes closest to them (sm_80's ptxas spills FA2's 4×32-row shape above K = 64),
     /// not measured on such a GPU.
     /// With `extras` (tensor bias or dropout), 8 warps of 16 rows everywhere: the extra registers
-    /// make the 4-warp shape spill.
+    /// make the 4-warp shape spill. Below Hopper, width 256 takes 16-key tiles: sm_86 and sm_89
+    /// give a block 99 KiB of shared memory, which 32-key tiles, the Q tile and the row ranges
+    /// overflow by 1 KiB.
     static func tileShape(width: Int, major: Int, extras: Bool = false) -> TileShape {
         let fourWarpsOf32Rows = TileShape(warps: 4, warpTiles: 2, keys: 64, queryInShared: true, minimumBlocks: 2)
         let eightWarpsOf16Rows = TileShape(warps: 8, warpTiles: 1, keys: 64, queryInShared: true, minimumBlocks: 1)
         let eightWarpsOf16RowsSmallTiles = TileShape(warps: 8, warpTiles: 1, keys: 32, queryInShared: true, minimumBlocks: 1)
+        if major < 9, width > 224 { return TileShape(warps: 8, warpTiles: 1, keys: 16, queryInShared: true, minimumBlocks: 1) }
         if extras { return width <= 128 ? eightWarpsOf16Rows : eightWarpsOf16RowsSmallTiles }
         if major >= 9 { return width <= 128 ? fourWarpsOf32Rows : eightWarpsOf16Rows }
         switch width {

@@ -12,16 +12,16 @@ struct FlashForwardTilesTests {
     }
 }
 
-/// The tile table: every width has a shape whose shared memory fits the smallest per-block limit
-/// of its architecture family (sm_86/sm_89: 99 KiB; sm_90: 227 KiB), whose queries are whole warp
-/// tiles, and whose keys are a multiple of 16.
+/// The tile table: every width has a shape whose shared memory (dynamic tiles and static row
+/// ranges) fits the smallest per-block limit of its architecture family (sm_86/sm_89: 99 KiB;
+/// sm_90: 227 KiB), whose queries are whole warp tiles, and whose keys are a multiple of 16.
 struct FlashTileTableTests {
     @Test func everyWidthFitsItsArchitecture() {
         for (major, limit) in [(8, 99 * 1024), (9, 227 * 1024)] {
             for width in CUDAFlashForward.widths {
                 for extras in [false, true] {
                     let shape = CUDAFlashForward.tileShape(width: width, major: major, extras: extras)
-                    #expect(shape.sharedMemoryBytes(width: width) <= limit, "sm_\(major)x width \(width) extras \(extras)")
+                    #expect(shape.totalSharedMemoryBytes(width: width) <= limit, "sm_\(major)x width \(width) extras \(extras)")
                     #expect(shape.keys % 16 == 0 && [1, 2].contains(shape.warpTiles) && shape.queries % 16 == 0)
                 }
             }
