@@ -33,8 +33,13 @@ public enum LibrarySearch {
 
     /// The environment variables the search reads.
     public static var environment: [String: String] {
+        variables(["FMHA_NVRTC_PATH", "CUDA_HOME", "CUDA_PATH", "VIRTUAL_ENV", "HOME"])
+    }
+
+    /// This process's values of the environment variables `names` (unset ones absent).
+    package static func variables(_ names: [String]) -> [String: String] {
         var values = [String: String]()
-        for name in ["FMHA_NVRTC_PATH", "CUDA_HOME", "CUDA_PATH", "VIRTUAL_ENV", "HOME"] {
+        for name in names {
             if let value = getenv(name) { values[name] = String(cString: value) }
         }
         return values
@@ -60,8 +65,8 @@ public enum LibrarySearch {
         return folders
     }
 
-    /// Names in a folder (empty when it cannot be read).
-    static func directoryEntries(_ path: String) -> [String] {
+    /// Names in a folder, sorted, without `.` and `..` (empty when it cannot be read).
+    package static func directoryEntries(_ path: String) -> [String] {
         guard let directory = opendir(path) else { return [] }
         defer { closedir(directory) }
         var names = [String]()
@@ -74,7 +79,7 @@ public enum LibrarySearch {
         return names.sorted()
     }
 
-    static func isDirectory(_ path: String) -> Bool {
+    package static func isDirectory(_ path: String) -> Bool {
         var information = stat()
         return stat(path, &information) == 0 && (information.st_mode & S_IFMT) == S_IFDIR
     }

@@ -191,7 +191,7 @@ public struct CUDAFlashForward: ForwardOperator {
 
     /// The table's kernel for every width, dtype and extras (without, with).
     static func variants(architecture: String) -> [KernelVariant] {
-        let major = Int(architecture.dropFirst(3).prefix(1)) ?? 0
+        let major = KernelDescriptor(sourceName: "flash_forward", architecture: architecture).architectureMajor ?? 0
         return [false, true].flatMap { extras in
             widths.flatMap { width in
                 [DType.float16, .bfloat16].map {

@@ -4,6 +4,8 @@ import Glibc
 import Musl
 #endif
 
+import CUDADriver
+
 /// The few file operations the disk cache needs, with the C library (no Foundation). Every one
 /// reports failure as `nil` or `false`: a cache that cannot be read or written is only slower.
 enum FileSystem {
@@ -51,16 +53,10 @@ enum FileSystem {
     /// Creates `path` and any missing folders above it; true when it exists as a folder afterwards.
     @discardableResult
     static func createDirectories(_ path: String) -> Bool {
-        if isDirectory(path) { return true }
+        if LibrarySearch.isDirectory(path) { return true }
         if let parentEnd = path.lastIndex(of: "/"), parentEnd != path.startIndex {
             createDirectories(String(path[..<parentEnd]))
         }
-        return mkdir(path, 0o755) == 0 || isDirectory(path)
-    }
-
-    /// Whether `path` is a folder.
-    static func isDirectory(_ path: String) -> Bool {
-        var status = stat()
-        return stat(path, &status) == 0 && status.st_mode & S_IFMT == S_IFDIR
+        return mkdir(path, 0o755) == 0 || LibrarySearch.isDirectory(path)
     }
 }

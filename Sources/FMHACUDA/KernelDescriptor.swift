@@ -62,6 +62,16 @@ public struct KernelDescriptor: Hashable, Sendable, CustomStringConvertible {
         return ["--gpu-architecture=\(architecture)", "--std=c++17", "-default-device", "-Xptxas", "-v"]
     }
 
+    /// The compute capability's major number of `architecture` ("sm_90a" → 9, "sm_120" → 12), or
+    /// nil when it is not `sm_<digits>[a]`.
+    var architectureMajor: Int? {
+        let number = architecture.utf8.dropFirst(3).prefix(while: Self.isDigit)
+        guard architecture.hasPrefix("sm_"), number.count >= 2, let value = Int(String(decoding: number, as: UTF8.self)) else {
+            return nil
+        }
+        return value / 10
+    }
+
     /// Whether `name` is a C identifier (ASCII letters, digits and `_`, not starting with a digit).
     static func isIdentifier(_ name: String) -> Bool {
         guard let first = name.utf8.first, !isDigit(first) else { return false }

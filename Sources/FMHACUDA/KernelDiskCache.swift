@@ -4,6 +4,8 @@ import Glibc
 import Musl
 #endif
 
+import CUDADriver
+
 /// Compiled kernels kept on disk across processes, one file per kernel.
 ///
 /// A file's name is the kernel's source name, architecture and the FNV-1a hash of everything that
@@ -33,11 +35,7 @@ public struct KernelDiskCache: Sendable {
 
     /// The variables `directory(environment:)` reads, from this process's environment.
     public static var environment: [String: String] {
-        var values = [String: String]()
-        for name in ["FMHA_NO_DISK_CACHE", "FMHA_CACHE_DIR", "XDG_CACHE_HOME", "HOME"] {
-            if let value = getenv(name) { values[name] = String(cString: value) }
-        }
-        return values
+        LibrarySearch.variables(["FMHA_NO_DISK_CACHE", "FMHA_CACHE_DIR", "XDG_CACHE_HOME", "HOME"])
     }
 
     /// The cache of this process's environment, or nil when it has the disk cache off.

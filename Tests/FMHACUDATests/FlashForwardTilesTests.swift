@@ -14,7 +14,8 @@ struct FlashForwardTilesTests {
 
 /// The tile table: every width has a shape whose shared memory (dynamic tiles and static row
 /// ranges) fits the smallest per-block limit of its architecture family (sm_86/sm_89: 99 KiB;
-/// sm_90: 227 KiB), whose queries are whole warp tiles, and whose keys are a multiple of 16.
+/// sm_90: 227 KiB), whose warps hold one or two 16-row tiles, and whose keys are a multiple of
+/// 16; every K up to 256 by 8 has a width, and architecture names give their major version.
 struct FlashTileTableTests {
     @Test func everyWidthFitsItsArchitecture() {
         for (major, limit) in [(8, 99 * 1024), (9, 227 * 1024)] {
@@ -22,10 +23,17 @@ struct FlashTileTableTests {
                 for extras in [false, true] {
                     let shape = CUDAFlashForward.tileShape(width: width, major: major, extras: extras)
                     #expect(shape.totalSharedMemoryBytes(width: width) <= limit, "sm_\(major)x width \(width) extras \(extras)")
-                    #expect(shape.keys % 16 == 0 && [1, 2].contains(shape.warpTiles) && shape.queries % 16 == 0)
+                    #expect(shape.keys % 16 == 0 && [1, 2].contains(shape.warpTiles))
                 }
             }
         }
-        #expect(CUDAFlashForward.widths.last == 256 && CUDAFlashForward.widths.allSatisfy { $0 % 16 == 0 })
+        // Every K up to 256 that is a multiple of 8 has a width that holds it.
+        for headDimension in stride(from: 8, through: 256, by: 8) {
+            #expect(CUDAFlashForward.widths.contains { $0 >= headDimension && $0 % 16 == 0 })
+        }
+        // sm_<major><minor>[a] → major, two-digit majors included.
+        #expect(["sm_80", "sm_90a", "sm_100", "sm_120a", "sm_x"].map {
+            KernelDescriptor(sourceName: "flash_forward", architecture: $0).architectureMajor
+        } == [8, 9, 10, 12, nil])
     }
 }

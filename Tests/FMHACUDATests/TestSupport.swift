@@ -13,20 +13,11 @@ import Testing
 /// has it.
 let kernelsFolder: String? = {
     let fromSource = #filePath.split(separator: "/", omittingEmptySubsequences: false).dropLast(3).joined(separator: "/")
-    return [fromSource, "."].map { $0 + "/Sources/FMHACUDA/Kernels" }.first(where: FileSystem.isDirectory)
+    return [fromSource, "."].map { $0 + "/Sources/FMHACUDA/Kernels" }.first(where: LibrarySearch.isDirectory)
 }()
 
 /// Names in the folder at `path` (not `.` and `..`), sorted; empty when it cannot be read.
-func directoryEntries(_ path: String) -> [String] {
-    guard let directory = opendir(path) else { return [] }
-    defer { closedir(directory) }
-    var names = [String]()
-    while let entry = readdir(directory) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        if name != ".", name != ".." { names.append(name) }
-    }
-    return names.sorted()
-}
+func directoryEntries(_ path: String) -> [String] { LibrarySearch.directoryEntries(path) }
 
 /// A new empty folder under the system's temporary folder, removed with everything in it when
 /// `body` returns.
@@ -42,7 +33,7 @@ func withTemporaryDirectory<Result>(_ body: (String) throws -> Result) throws ->
 
 /// Deletes `path` and, for a folder, everything in it.
 func removeRecursively(_ path: String) {
-    if FileSystem.isDirectory(path) {
+    if LibrarySearch.isDirectory(path) {
         directoryEntries(path).forEach { removeRecursively(path + "/" + $0) }
         rmdir(path)
     } else {

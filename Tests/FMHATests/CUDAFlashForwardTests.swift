@@ -92,7 +92,7 @@ struct CUDAFlashForwardTests {
         let bias = try Tensor(shape: [2, 3, 97, 150], scalars: values, dtype: dtype).to(.cuda(0))
         let broadcast = try Self.randn([1, 1, 97, 150], 35, dtype).expanded(to: [2, 3, 97, 150])
         try check(Inputs(query: q, key: k, value: v, bias: bias), "\(dtype) K=\(headDimension) tensor bias")
-        try check(Inputs(query: q, key: k, value: v, bias: try LowerTriangularMaskWithTensorBias(broadcast)),
+        try check(Inputs(query: q, key: k, value: v, bias: LowerTriangularMaskWithTensorBias(broadcast)),
                   "\(dtype) K=\(headDimension) causal + broadcast tensor bias")
         let masks: [(any AttentionBias)?] = [
             nil, LowerTriangularFromBottomRightMask(), bias,
