@@ -149,10 +149,10 @@ def main():
     args = parser.parse_args()
     cases = args.case or default_cases()
     rows = []
+    extra = (["--dropout", str(args.dropout)] if args.dropout else []) + (["--tensor-bias"] if args.tensor_bias else [])
     for dtype_key in args.dtype or ["bf16", "f16"]:
         torch_dtype, fmha_dtype = DTYPES[dtype_key]
         for case in cases:
-            extra = (["--dropout", str(args.dropout)] if args.dropout else []) + (["--tensor-bias"] if args.tensor_bias else [])
             op, tflops = fmha_row(args.fmha, case, fmha_dtype, args.repeats, args.op, extra)
             rows.append(dict(dtype=dtype_key, case=case, op=op, fmha=tflops,
                              **torch_row(case, torch_dtype, args.repeats, args.dropout, args.tensor_bias)))

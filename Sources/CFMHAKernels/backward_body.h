@@ -57,8 +57,8 @@ FMHA_INLINE backward_buffers backward_layout(float *w, int32_t K, int32_t KV) {
 
 /// Loads a query tile: q and dO transposed, LSE in log2 units and D; and `qrows`/`dorows` (R
 /// each) pointed at the rows for dK = dSᵀ·Q and dV = Pᵀ·dO: the inputs' own rows for float32,
-/// converted copies in the row buffers otherwise, zeros past the tile (with BF16 products the row
-/// buffers hold bfloat16 pairs of rows instead and the pointers are not used).
+/// converted copies in the row buffers otherwise, zeros past the tile (with BF16 products the
+/// pointers are not used: fmha_backward_dkdv packs bfloat16 pairs of rows into the row buffers).
 FMHA_INLINE void load_query_tile(const fmha_backward_common *c, const fmha_backward_query_tile *tile, backward_buffers *b,
                                  const float **qrows, const float **dorows) {
     const int32_t K = c->head_dim, KV = c->value_dim;
@@ -101,11 +101,6 @@ FMHA_INLINE void load_query_tile(const fmha_backward_common *c, const fmha_backw
         b->base[r] = tile->lse[r] == -INFINITY ? INFINITY : tile->lse[r] * (float)M_LOG2E;
         b->delta[r] = tile->delta[r];
     }
-#ifdef FMHA_BF16_PRODUCTS
-    // Pairs of query rows (for dK = dSᵀ·Q and dV = Pᵀ·dO), in the row buffers.
-    pack_row_pairs((uint32_t *)b->qrows, (const uint16_t *)tile->q, tile->q_row_stride, tile->rows, K);
-    pack_row_pairs((uint32_t *)b->dorows, (const uint16_t *)tile->grad_out, tile->grad_out_row_stride, tile->rows, KV);
-#endif
 }
 
 /// Points key/value rows [k0, k0 + n) at the inputs (float32) or at converted copies in slot
@@ -279,6 +274,11 @@ FMHA_TARGET void FMHA_NAME(fmha_backward_dkdv)(const fmha_backward_common *c, co
             if (!any) continue;
             if (!loaded) {
                 load_query_tile(c, tile, &b, qrows, dorows);
+#ifdef FMHA_BF16_PRODUCTS
+                // Pairs of query rows (for dK = dSᵀ·Q and dV = Pᵀ·dO), in the row buffers.
+                pack_row_pairs((uint32_t *)b.qrows, (const uint16_t *)tile->q, tile->q_row_stride, tile->rows, K);
+                pack_row_pairs((uint32_t *)b.dorows, (const uint16_t *)tile->grad_out, tile->grad_out_row_stride, tile->rows, KV);
+#endif
                 loaded = 1;
             }
             probabilities_and_gradients(c, tile, &b, krow[s], vrow[s], physical[s], k0, n, 1);

@@ -19,9 +19,12 @@ public enum Operators {
     public static let backwardVariants: [any BackwardOperator] =
         CPUKernels.allCases.filter { $0 != .best }.map { CPUBackward(kernels: $0) }
 
+    /// Every forward operator `op:` can name: the dispatched ones, then the variants.
+    public static var namedForward: [any ForwardOperator] { forward + forwardVariants }
+
     /// The forward operator called `name`, if this build has one.
     public static func forward(named name: String) -> (any ForwardOperator)? {
-        (forward + forwardVariants).first { $0.name == name }
+        namedForward.first { $0.name == name }
     }
 
     /// The backward operator called `name`, if this build has one.

@@ -34,7 +34,7 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         let chosen: (any ForwardOperator)? = try op.map { name in
             guard let found = Operators.forward(named: name) else {
-                throw ValidationError("--op \(name): expected one of \((Operators.forward + Operators.forwardVariants).map(\.name))")
+                throw ValidationError("--op \(name): expected one of \(Operators.namedForward.map(\.name))")
             }
             return found
         }
@@ -175,7 +175,7 @@ struct BenchCase: ExpressibleByArgument, CustomStringConvertible {
     /// The mask: block-diagonal (causal or not) for varlen, bottom-right causal or none otherwise;
     /// with a `tensor` (dense cases), the tensor, under a causal mask when causal.
     func bias(tensor: Tensor? = nil) throws -> (any AttentionBias)? {
-        if let tensor { return causal ? try LowerTriangularMaskWithTensorBias(tensor) : tensor }
+        if let tensor { return causal ? LowerTriangularMaskWithTensorBias(tensor) : tensor }
         if let sequenceLengths {
             return causal ? try BlockDiagonalCausalMask.fromSeqlens(qSeqlen: sequenceLengths)
                 : try BlockDiagonalMask.fromSeqlens(qSeqlen: sequenceLengths)

@@ -38,7 +38,7 @@ struct RunCommand: ParsableCommand {
         let attentionBias = try bias.map { try BiasSpec.load(path: $0) }
         let chosen: (any ForwardOperator)? = try op.map { name in
             guard let found = Operators.forward(named: name) else {
-                throw FMHAError.invalidArgument("--op", expected: "one of \(Operators.forward.map(\.name))", got: name)
+                throw FMHAError.invalidArgument("--op", expected: "one of \(Operators.namedForward.map(\.name))", got: name)
             }
             return found
         }

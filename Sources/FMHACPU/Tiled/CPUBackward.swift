@@ -239,8 +239,7 @@ public struct CPUBackward: BackwardOperator {
     /// build's kernels when `input` broadcasts nothing, else summed along its broadcast dimensions
     /// (`BroadcastGradient`).
     private func gradient(_ values: [Float], shape: [Int], like input: Tensor) throws -> Tensor {
-        let broadcasts = input.shape.indices.contains { input.strides[$0] == 0 && input.shape[$0] > 1 }
-        guard shape == input.shape, !broadcasts, input.dtype != .float64 else {
+        guard shape == input.shape, BroadcastGradient.broadcastDimensions(of: input).isEmpty else {
             return try BroadcastGradient.tensor(values, shape: shape, like: input)
         }
         let tensor = try Tensor.zeros(shape, dtype: input.dtype)

@@ -50,6 +50,15 @@ public enum CPUKernels: String, Sendable, Hashable, CaseIterable {
                                              Int32, Int64, Int64, UnsafeMutablePointer<Float>?, Int64,
                                              UnsafeMutablePointer<Float>?, Int64) -> Void
 
+    /// The one of three functions that belongs to this build.
+    private func pick<Function>(_ avx512: Function, _ avx2: Function, _ generic: Function) -> Function {
+        switch resolved {
+        case .avx512: avx512
+        case .avx2: avx2
+        default: generic
+        }
+    }
+
     /// Whether the BF16 dot-product kernels take these inputs: bfloat16, even head dimensions, on
     /// the AVX-512 build of a CPU that has them.
     private func usesBF16Products(dtype: DType, dimensions: Int...) -> Bool {
@@ -60,11 +69,7 @@ public enum CPUKernels: String, Sendable, Hashable, CaseIterable {
     /// rounding, so bfloat16 inputs always take the dot products when they can).
     func backwardQuery(dtype: DType, headDimension: Int, valueHeadDimension: Int) -> BackwardQuery {
         if usesBF16Products(dtype: dtype, dimensions: headDimension, valueHeadDimension) { return fmha_backward_dq_avx512bf16 }
-        switch resolved {
-        case .avx512: return fmha_backward_dq_avx512
-        case .avx2: return fmha_backward_dq_avx2
-        default: return fmha_backward_dq_generic
-        }
+        return pick(fmha_backward_dq_avx512, fmha_backward_dq_avx2, fmha_backward_dq_generic)
     }
 
     /// The backward dK/dV kernel of this build for these inputs.
@@ -72,11 +77,7 @@ public enum CPUKernels: String, Sendable, Hashable, CaseIterable {
         if usesBF16Products(dtype: dtype, dimensions: headDimension, valueHeadDimension) {
             return fmha_backward_dkdv_avx512bf16
         }
-        switch resolved {
-        case .avx512: return fmha_backward_dkdv_avx512
-        case .avx2: return fmha_backward_dkdv_avx2
-        default: return fmha_backward_dkdv_generic
-        }
+        return pick(fmha_backward_dkdv_avx512, fmha_backward_dkdv_avx2, fmha_backward_dkdv_generic)
     }
 
     typealias RowDots = @convention(c) (UnsafeRawPointer?, Int64, Int32, UnsafeRawPointer?, Int64, Int32, Int32, Int32,
@@ -85,20 +86,12 @@ public enum CPUKernels: String, Sendable, Hashable, CaseIterable {
 
     /// D = rowsum(dO∘O) of this build.
     var rowDots: RowDots {
-        switch resolved {
-        case .avx512: fmha_row_dots_avx512
-        case .avx2: fmha_row_dots_avx2
-        default: fmha_row_dots_generic
-        }
+        pick(fmha_row_dots_avx512, fmha_row_dots_avx2, fmha_row_dots_generic)
     }
 
     /// Float32 values rounded into an array of another dtype, of this build.
     var storeFloats: StoreFloats {
-        switch resolved {
-        case .avx512: fmha_store_floats_avx512
-        case .avx2: fmha_store_floats_avx2
-        default: fmha_store_floats_generic
-        }
+        pick(fmha_store_floats_avx512, fmha_store_floats_avx2, fmha_store_floats_generic)
     }
 
     /// The forward tile kernel of this build: the AVX-512 build takes bfloat16 inputs with an even
@@ -108,11 +101,7 @@ public enum CPUKernels: String, Sendable, Hashable, CaseIterable {
         if outputDType != .float32, usesBF16Products(dtype: dtype, dimensions: headDimension) {
             return fmha_forward_tile_avx512bf16
         }
-        switch resolved {
-        case .avx512: return fmha_forward_tile_avx512
-        case .avx2: return fmha_forward_tile_avx2
-        default: return fmha_forward_tile_generic
-        }
+        return pick(fmha_forward_tile_avx512, fmha_forward_tile_avx2, fmha_forward_tile_generic)
     }
 }
 

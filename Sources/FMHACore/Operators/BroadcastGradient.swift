@@ -1,11 +1,16 @@
 /// Gradients of inputs that were broadcast with stride 0 (every backward operator returns them so).
 public enum BroadcastGradient {
+    /// The dimensions along which `input` repeats one value (stride 0, size above 1).
+    public static func broadcastDimensions(of input: Tensor) -> [Int] {
+        input.shape.indices.filter { input.strides[$0] == 0 && input.shape[$0] > 1 }
+    }
+
     /// A tensor of `input`'s shape and dtype from `values`, row-major over `shape` (`input`'s shape
     /// with some broadcast dimensions already summed to 1): summed along every other dimension
     /// where `input` has stride 0, and returned expanded the same way (stride 0).
     public static func tensor<Scalar: BinaryFloatingPoint>(_ values: [Scalar], shape: [Int], like input: Tensor,
                                                            device: Device = .cpu) throws -> Tensor {
-        let broadcast = input.shape.indices.filter { input.strides[$0] == 0 && input.shape[$0] > 1 }
+        let broadcast = broadcastDimensions(of: input)
         var reducedShape = shape
         for dimension in broadcast { reducedShape[dimension] = 1 }
         guard reducedShape != shape else {
