@@ -159,14 +159,10 @@ public struct CUDAFlashForward: ForwardOperator {
                 arguments.append(words.address + UInt64(shape.count * 8))
                 arguments.append(words.address + UInt64((shape.count + mask.count) * 8))
                 arguments.append(Float(inputs.effectiveScale * 1.4426950408889634))
-                arguments.append(Int64(outputDType == .float16 ? 1 : outputDType == .bfloat16 ? 2 : 0))
+                arguments.append(CUDAKernels.dtypeCode(outputDType))
                 arguments.append(Int32(aligned ? 1 : 0))
                 arguments.append(addresses.count > 5 ? addresses[5] : UInt64(0))
-                arguments.append(dropoutMask?.state.seed ?? 0)
-                arguments.append(dropoutMask?.state.offset ?? 0)
-                arguments.append(dropoutMask?.threshold ?? 0)
-                arguments.append(Float(dropoutMask?.keptScale ?? 1))
-                arguments.append(Int32(dropoutMask == nil ? 0 : 1))
+                arguments.appendDropout(dropoutMask)
                 let sharedMemory = tileShape.sharedMemoryBytes(width: width)
                 if sharedMemory > 48 * 1024 { try function.allowDynamicSharedMemory(sharedMemory) }
                 try function.launch(grid: (work.count / 2, min(heads, 65535), 1), block: (tileShape.warps * 32, 1, 1),

@@ -64,11 +64,7 @@ public struct CUDAReferenceBackward: BackwardOperator {
             try CUDAKernels.withAddresses(tensors) { addresses in
                 func common(_ arguments: inout KernelArguments) {
                     arguments.append(Float(inputs.effectiveScale))
-                    arguments.append(dropoutMask?.state.seed ?? 0)
-                    arguments.append(dropoutMask?.state.offset ?? 0)
-                    arguments.append(dropoutMask?.threshold ?? 0)
-                    arguments.append(Float(dropoutMask?.keptScale ?? 1))
-                    arguments.append(Int32(dropoutMask == nil ? 0 : 1))
+                    arguments.appendDropout(dropoutMask)
                 }
                 let inputsAddresses = [addresses[0], addresses[1], addresses[2], addresses.count > 5 ? addresses[5] : 0,
                                        addresses[3], addresses[4]]
@@ -81,7 +77,7 @@ public struct CUDAReferenceBackward: BackwardOperator {
                     arguments.append(shapeBuffer)
                     arguments.append(maskBuffer)
                     common(&arguments)
-                    try dqKernel.launch(grid: (min((rows + 127) / 128, 1 << 20), 1, 1), block: (128, 1, 1), arguments: arguments)
+                    try dqKernel.launch(grid: CUDAKernels.gridOfThreads(rows), block: (128, 1, 1), arguments: arguments)
                 }
                 // One launch per block, in order: blocks that name the same K/V rows never overlap.
                 let blocks = layout?.blocks
@@ -98,7 +94,7 @@ public struct CUDAReferenceBackward: BackwardOperator {
                     arguments.append(maskBuffer)
                     arguments.append(Int64(blocks == nil ? -1 : block))
                     common(&arguments)
-                    try dkdvKernel.launch(grid: (min((items + 127) / 128, 1 << 20), 1, 1), block: (128, 1, 1), arguments: arguments)
+                    try dkdvKernel.launch(grid: CUDAKernels.gridOfThreads(items), block: (128, 1, 1), arguments: arguments)
                 }
                 try context.synchronize()
             }

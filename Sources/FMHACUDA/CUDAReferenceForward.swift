@@ -49,13 +49,9 @@ public struct CUDAReferenceForward: ForwardOperator {
                 arguments.append(shapeBuffer)
                 arguments.append(maskBuffer)
                 arguments.append(Float(inputs.effectiveScale))
-                arguments.append(dropoutMask?.state.seed ?? 0)
-                arguments.append(dropoutMask?.state.offset ?? 0)
-                arguments.append(dropoutMask?.threshold ?? 0)
-                arguments.append(Float(dropoutMask?.keptScale ?? 1))
-                arguments.append(Int32(dropoutMask == nil ? 0 : 1))
+                arguments.appendDropout(dropoutMask)
                 if rows > 0 {
-                    try function.launch(grid: (min((rows + 127) / 128, 1 << 20), 1, 1), block: (128, 1, 1), arguments: arguments)
+                    try function.launch(grid: CUDAKernels.gridOfThreads(rows), block: (128, 1, 1), arguments: arguments)
                 }
                 try context.synchronize()
             }
@@ -111,6 +107,16 @@ final class CUDAKernels: Sendable {
         return try module.function(entry)
     }
 
+    /// The kernels' code for a dtype: 0 float32, 1 float16, 2 bfloat16.
+    static func dtypeCode(_ dtype: DType) -> Int64 {
+        dtype == .float16 ? 1 : dtype == .bfloat16 ? 2 : 0
+    }
+
+    /// The grid of 128-thread blocks, one thread per item (at most 2^20 blocks; the kernels loop).
+    static func gridOfThreads(_ items: Int) -> (x: Int, y: Int, z: Int) {
+        (min((items + 127) / 128, 1 << 20), 1, 1)
+    }
+
     /// Device addresses of the tensors' first elements, valid inside `body`.
     static func withAddresses(_ tensors: [Tensor], _ body: ([UInt64]) throws -> Void) throws {
         func nest(_ index: Int, _ collected: [UInt64]) throws {
@@ -145,7 +151,7 @@ final class CUDAKernels: Sendable {
                            bias: Tensor?) -> [Int64] {
         var words = [d.batch, d.queryLength, d.keyLength, d.groups, d.heads, d.headDimension, d.valueHeadDimension]
             .map(Int64.init)
-        words += [dtype == .float16 ? 1 : dtype == .bfloat16 ? 2 : 0, bias == nil ? 0 : 1]
+        words += [CUDAKernels.dtypeCode(dtype), bias == nil ? 0 : 1]
         for view in [views.query, views.key, views.value] { words += view.strides.prefix(4).map(Int64.init) }
         return words + (bias?.strides ?? [0, 0, 0, 0, 0]).map(Int64.init)
     }
@@ -177,5 +183,17 @@ final class CUDAKernels: Sendable {
         } catch {
             throw FMHAError(.cuda, "\(error)")
         }
+    }
+}
+
+extension KernelArguments {
+    /// The dropout parameters the kernels take, in order: seed, offset, keep threshold, scale of
+    /// kept weights, on/off (0, 0, 0, 1 and off without dropout).
+    mutating func appendDropout(_ mask: DropoutMask?) {
+        append(mask?.state.seed ?? 0)
+        append(mask?.state.offset ?? 0)
+        append(mask?.threshold ?? 0)
+        append(Float(mask?.keptScale ?? 1))
+        append(Int32(mask == nil ? 0 : 1))
     }
 }

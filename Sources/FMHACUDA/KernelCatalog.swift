@@ -1,21 +1,17 @@
 import FMHACore
 
-/// One kernel the library can compile: its descriptor, the functions it defines, and what ptxas
-/// is allowed to do with it.
+/// One kernel the library can compile: its descriptor and the functions it defines. None may
+/// spill registers: a spill fails `fmha info --compile-kernels` and the compile tests.
 public struct KernelVariant: Sendable, Hashable {
     /// What to compile.
     public let descriptor: KernelDescriptor
     /// The `extern "C"` kernels the cubin defines.
     public let entryPoints: [String]
-    /// Whether register spills are acceptable; false for kernels that declare "no spills", where a
-    /// spill is a failure of `fmha info --compile-kernels` and of the compile tests.
-    public let allowsSpills: Bool
 
     /// A variant of `descriptor` defining `entryPoints`.
-    public init(descriptor: KernelDescriptor, entryPoints: [String], allowsSpills: Bool = false) {
+    public init(descriptor: KernelDescriptor, entryPoints: [String]) {
         self.descriptor = descriptor
         self.entryPoints = entryPoints
-        self.allowsSpills = allowsSpills
     }
 }
 

@@ -56,16 +56,14 @@ public final class KernelCompiler: Sendable {
         let key = KernelDiskCache.key(source: source, options: options, compilerVersion: compiler.version,
                                       driverVersion: driverVersion)
         let path = diskCache?.path(for: descriptor, key: key)
-        if let diskCache, let path, let output = diskCache.load(path: path) {
+        if let path, let output = diskCache?.load(path: path) {
             return CompiledKernel(descriptor: descriptor, cubin: output.cubin, log: output.log, origin: .diskCache)
         }
         let clock = ContinuousClock()
         let start = clock.now
         let output = try compiler.compile(source: source, name: descriptor.sourceName + ".cu", options: options)
         let duration = clock.now - start
-        if let diskCache, let path {
-            diskCache.store(output, path: path)
-        }
+        if let path { diskCache?.store(output, path: path) }
         SlowCompilationNotice.record(duration, architecture: descriptor.architecture, cacheDirectory: diskCache?.directory)
         return CompiledKernel(descriptor: descriptor, cubin: output.cubin, log: output.log, origin: .compiled(duration: duration))
     }
