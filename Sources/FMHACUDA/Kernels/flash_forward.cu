@@ -220,8 +220,29 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                 const int64_t j = page_size > 0 ? block_pages[logical / page_size] * page_size + logical % page_size : int64_t(logical);
                 return source + j * row_stride;
             };
+            constexpr int chunks = FMHA_HEAD_DIM / 8, copies = FMHA_BLOCK_N * chunks;
+            if constexpr (FMHA_THREADS % chunks == 0) {
+                if (vector_loads && page_size == 0) {
+                    // Consecutive rows: this thread's copies sit rows_per_pass rows apart at one
+                    // column, so one pointer walks them.
+                    constexpr int rows_per_pass = FMHA_THREADS / chunks;
+                    const int r0 = thread / chunks, c = (thread % chunks) * 8;
+                    const uint16_t* element = source + int64_t(key_start32 + start + r0) * row_stride + c;
+                    // (Unrolled up to K = 128; above, unrolling spills.)
+#pragma unroll (FMHA_HEAD_DIM <= 128 ? 8 : 1)
+                    for (int pass = 0; pass < (FMHA_BLOCK_N + rows_per_pass - 1) / rows_per_pass; ++pass) {
+                        const int r = r0 + pass * rows_per_pass;
+                        if (r < FMHA_BLOCK_N) {
+                            const bool valid = r < rows && c < width;
+                            copy_16_bytes_async(tile + r * FMHA_ROW + c, valid ? element : source, valid);
+                        }
+                        element += rows_per_pass * row_stride;
+                    }
+                    asm volatile("cp.async.commit_group;");
+                    return;
+                }
+            }
             if (vector_loads) {
-                constexpr int chunks = FMHA_HEAD_DIM / 8, copies = FMHA_BLOCK_N * chunks;
 // (Not unrolled: hoisting every copy's address spills.)
 #pragma unroll 1
                 for (int pass = 0; pass < (copies + FMHA_THREADS - 1) / FMHA_THREADS; ++pass) {
@@ -338,14 +359,22 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                 }
             }
 
-            // Scale to base 2, mask (only when some row's range ends inside the tile), row maxima (a
-            // row's values sit in the four lanes of a quad).
+            // Scale to base 2 (folded into the exponent's FFMA below when the scale is positive and
+            // nothing is added to the scores), mask (only when some row's range ends inside the
+            // tile), row maxima (a row's values sit in the four lanes of a quad).
+#if FMHA_EXTRAS
+            const float factor = 1.0f;
+#else
+            const float factor = scale_log2 > 0.0f ? scale_log2 : 1.0f;
+#endif
+            if (factor == 1.0f) {
 #pragma unroll
-            for (int m = 0; m < FMHA_WARP_TILES; ++m) {
+                for (int m = 0; m < FMHA_WARP_TILES; ++m) {
 #pragma unroll
-                for (int n = 0; n < FMHA_BLOCK_N / 8; ++n) {
+                    for (int n = 0; n < FMHA_BLOCK_N / 8; ++n) {
 #pragma unroll
-                    for (int e = 0; e < 4; ++e) score[m][n][e] *= scale_log2;
+                        for (int e = 0; e < 4; ++e) score[m][n][e] *= scale_log2;
+                    }
                 }
             }
             bool per_element = key_tile_start < inner_lo || key_tile_start + FMHA_BLOCK_N > inner_hi;
@@ -391,7 +420,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
             for (int r = 0; r < FMHA_ROWS; ++r) {
                 tile_maximum[r] = fmaxf(tile_maximum[r], __shfl_xor_sync(0xffffffffu, tile_maximum[r], 1));
                 tile_maximum[r] = fmaxf(tile_maximum[r], __shfl_xor_sync(0xffffffffu, tile_maximum[r], 2));
-                const float new_maximum = fmaxf(maximum[r], tile_maximum[r]);
+                const float new_maximum = fmaxf(maximum[r], tile_maximum[r] * factor);
                 // A row that has seen no key yet keeps maximum -inf; subtract 0 instead so that
                 // exp2 gives 0, not NaN.
                 base[r] = new_maximum == FMHA_NEG_INFINITY ? 0.0f : new_maximum;
@@ -413,8 +442,10 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                 }
 #pragma unroll
                 for (int n = 0; n < FMHA_BLOCK_N / 8; ++n) {
-                    float p0 = exp2_approx(score[m][n][0] - base[2 * m]), p1 = exp2_approx(score[m][n][1] - base[2 * m]);
-                    float p2 = exp2_approx(score[m][n][2] - base[2 * m + 1]), p3 = exp2_approx(score[m][n][3] - base[2 * m + 1]);
+                    float p0 = exp2_approx(fmaf(score[m][n][0], factor, -base[2 * m]));
+                    float p1 = exp2_approx(fmaf(score[m][n][1], factor, -base[2 * m]));
+                    float p2 = exp2_approx(fmaf(score[m][n][2], factor, -base[2 * m + 1]));
+                    float p3 = exp2_approx(fmaf(score[m][n][3], factor, -base[2 * m + 1]));
                     sum[2 * m] += p0 + p1;
                     sum[2 * m + 1] += p2 + p3;
 #if FMHA_EXTRAS
