@@ -44,7 +44,8 @@ public struct CUDAFlashForward: ForwardOperator {
 
     /// The tuning table: the tile shape used for each width on a GPU of compute capability
     /// `major`.x. Hopper's entries were chosen by timing the candidates (`tuningCandidates`,
-    /// `fmha bench --op cuda-flash-<shape>`) on the H200 (bench/GPU-NOTES.md); the others are the
+    /// `fmha bench --op cuda-flash-<shape>`) on the H200 (bench/GPU-NOTES.md: 128-key tiles up to
+    /// K = 64, as FlashAttention-2 does, then 64-key tiles); the others are the
     /// spill-free shapes closest to them (sm_80's ptxas spills FA2's 4×32-row shape above K = 64),
     /// not measured on such a GPU.
     /// With `extras` (tensor bias or dropout), 8 warps of 16 rows everywhere: the extra registers
@@ -53,11 +54,12 @@ public struct CUDAFlashForward: ForwardOperator {
     /// overflow by 1 KiB.
     static func tileShape(width: Int, major: Int, extras: Bool = false) -> TileShape {
         let fourWarpsOf32Rows = TileShape(warps: 4, warpTiles: 2, keys: 64, queryInShared: true, minimumBlocks: 2)
+        let fourWarpsOf32RowsWideTiles = TileShape(warps: 4, warpTiles: 2, keys: 128, queryInShared: true, minimumBlocks: 2)
         let eightWarpsOf16Rows = TileShape(warps: 8, warpTiles: 1, keys: 64, queryInShared: true, minimumBlocks: 1)
         let eightWarpsOf16RowsSmallTiles = TileShape(warps: 8, warpTiles: 1, keys: 32, queryInShared: true, minimumBlocks: 1)
         if major < 9, width > 224 { return TileShape(warps: 8, warpTiles: 1, keys: 16, queryInShared: true, minimumBlocks: 1) }
         if extras { return width <= 128 ? eightWarpsOf16Rows : eightWarpsOf16RowsSmallTiles }
-        if major >= 9 { return width <= 128 ? fourWarpsOf32Rows : eightWarpsOf16Rows }
+        if major >= 9 { return width <= 64 ? fourWarpsOf32RowsWideTiles : width <= 128 ? fourWarpsOf32Rows : eightWarpsOf16Rows }
         switch width {
         case ...64: return fourWarpsOf32Rows
         case ...128: return eightWarpsOf16Rows
@@ -74,6 +76,8 @@ public struct CUDAFlashForward: ForwardOperator {
         TileShape(warps: 8, warpTiles: 1, keys: 64, queryInShared: true, minimumBlocks: 1),
         TileShape(warps: 8, warpTiles: 1, keys: 32, queryInShared: true, minimumBlocks: 1),
         TileShape(warps: 4, warpTiles: 1, keys: 64, queryInShared: true, minimumBlocks: 2),
+        TileShape(warps: 4, warpTiles: 2, keys: 128, queryInShared: true, minimumBlocks: 2),
+        TileShape(warps: 8, warpTiles: 1, keys: 128, queryInShared: true, minimumBlocks: 1),
     ]
 
     public let name: String
@@ -115,8 +119,9 @@ public struct CUDAFlashForward: ForwardOperator {
         let d = try inputs.validate()
         try requireSupport(inputs)
         let device = inputs.query.device
-        let output = try Tensor.zeros(d.outputShape, dtype: inputs.resolvedOutputDType, device: device)
-        let lse = try Tensor.zeros(d.lseShape, dtype: .float32, device: device)
+        // Not zero-filled: the kernel writes every element (the tests poison them to check).
+        let output = try Tensor.uninitialized(d.outputShape, dtype: inputs.resolvedOutputDType, device: device)
+        let lse = try Tensor.uninitialized(d.lseShape, dtype: .float32, device: device)
         try run(inputs, dropout: dropout, output: output, lse: lse)
         return ForwardOutput(output: output, lse: lse)
     }

@@ -75,24 +75,26 @@ __device__ __forceinline__ uint32_t shared_address(const void* pointer) {
     return address;
 }
 
-/// Four 8×8 matrices of 16-bit values from shared memory (`ldmatrix`): lane t gives the address of
-/// row t % 8 of matrix t / 8 and receives, of each matrix, the pair at row t / 4, columns 2·(t % 4).
-__device__ __forceinline__ void load_matrices(const uint16_t* row, uint32_t (&matrices)[4]) {
+/// Four 8×8 matrices of 16-bit values from shared memory (`ldmatrix`): lane t gives the shared
+/// address (bytes) of row t % 8 of matrix t / 8 and receives, of each matrix, the pair at row t / 4,
+/// columns 2·(t % 4). Addresses are 32-bit base + compile-time offset, so that ptxas folds the
+/// offset into the instruction (generic pointers cost three integer instructions per load).
+__device__ __forceinline__ void load_matrices(uint32_t address, uint32_t (&matrices)[4]) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(matrices[0]), "=r"(matrices[1]), "=r"(matrices[2]), "=r"(matrices[3]) : "r"(shared_address(row)));
+                 : "=r"(matrices[0]), "=r"(matrices[1]), "=r"(matrices[2]), "=r"(matrices[3]) : "r"(address));
 }
 
 /// Four 8×8 matrices, transposed (`ldmatrix .trans`): lane t receives, of each matrix, the pair at
 /// column t / 4, rows 2·(t % 4) and 2·(t % 4) + 1.
-__device__ __forceinline__ void load_matrices_transposed(const uint16_t* row, uint32_t (&matrices)[4]) {
+__device__ __forceinline__ void load_matrices_transposed(uint32_t address, uint32_t (&matrices)[4]) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(matrices[0]), "=r"(matrices[1]), "=r"(matrices[2]), "=r"(matrices[3]) : "r"(shared_address(row)));
+                 : "=r"(matrices[0]), "=r"(matrices[1]), "=r"(matrices[2]), "=r"(matrices[3]) : "r"(address));
 }
 
-/// Starts a 16-byte copy from global `source` to shared `destination` (cp.async, cached in L2
-/// only); when `valid` is false nothing is read and the 16 bytes are zeroed.
-__device__ __forceinline__ void copy_16_bytes_async(uint16_t* destination, const uint16_t* source, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(shared_address(destination)), "l"(source), "r"(valid ? 16 : 0) : "memory");
+/// Starts a 16-byte copy from global `source` to the shared address `destination` (cp.async,
+/// cached in L2 only); when `valid` is false nothing is read and the 16 bytes are zeroed.
+__device__ __forceinline__ void copy_16_bytes_async(uint32_t destination, const uint16_t* source, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(destination), "l"(source), "r"(valid ? 16 : 0) : "memory");
 }
 
 /// Writes `low` and `high` as elements `index` and `index + 1` (even) of a float32 (0), float16 (1)
@@ -214,6 +216,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
         // as 16-byte cp.async copies when rows are aligned, else element by element; one group.
         auto load_rows = [&](uint16_t* tile, const uint16_t* source, int64_t row_stride, int width, int start) {
             const int rows = min(FMHA_BLOCK_N, tile_hi - start);
+            const uint32_t tile_address = shared_address(tile);
             // Row r's first element (r < rows): keys are consecutive rows unless paged.
             auto row_address = [&](int r) {
                 const int logical = key_start32 + start + r;
@@ -221,12 +224,14 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                 return source + j * row_stride;
             };
             constexpr int chunks = FMHA_HEAD_DIM / 8, copies = FMHA_BLOCK_N * chunks;
-            if constexpr (FMHA_THREADS % chunks == 0) {
-                if (vector_loads && page_size == 0) {
-                    // Consecutive rows: this thread's copies sit rows_per_pass rows apart at one
-                    // column, so one pointer walks them.
-                    constexpr int rows_per_pass = FMHA_THREADS / chunks;
-                    const int r0 = thread / chunks, c = (thread % chunks) * 8;
+            if (vector_loads && page_size == 0) {
+                // Consecutive rows, each copied by lanes_per_row threads (8 columns each; those
+                // past the width idle): a thread's copies sit rows_per_pass rows apart at one
+                // column, so one pointer walks them.
+                constexpr int lanes_per_row = chunks <= 2 ? 2 : chunks <= 4 ? 4 : chunks <= 8 ? 8 : chunks <= 16 ? 16 : 32;
+                constexpr int rows_per_pass = FMHA_THREADS / lanes_per_row;
+                const int r0 = thread / lanes_per_row, c = (thread % lanes_per_row) * 8;
+                if (lanes_per_row == chunks || c < FMHA_HEAD_DIM) {
                     const uint16_t* element = source + int64_t(key_start32 + start + r0) * row_stride + c;
                     // (Unrolled up to K = 128; above, unrolling spills.)
 #pragma unroll (FMHA_HEAD_DIM <= 128 ? 8 : 1)
@@ -234,13 +239,13 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                         const int r = r0 + pass * rows_per_pass;
                         if (r < FMHA_BLOCK_N) {
                             const bool valid = r < rows && c < width;
-                            copy_16_bytes_async(tile + r * FMHA_ROW + c, valid ? element : source, valid);
+                            copy_16_bytes_async(tile_address + 2 * (r * FMHA_ROW + c), valid ? element : source, valid);
                         }
                         element += rows_per_pass * row_stride;
                     }
-                    asm volatile("cp.async.commit_group;");
-                    return;
                 }
+                asm volatile("cp.async.commit_group;");
+                return;
             }
             if (vector_loads) {
 // (Not unrolled: hoisting every copy's address spills.)
@@ -250,7 +255,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                     if (copies % FMHA_THREADS != 0 && index >= copies) break;
                     const int r = index / chunks, c = (index % chunks) * 8;
                     const bool valid = r < rows && c < width;
-                    copy_16_bytes_async(tile + r * FMHA_ROW + c, valid ? row_address(r) + c : source, valid);
+                    copy_16_bytes_async(tile_address + 2 * (r * FMHA_ROW + c), valid ? row_address(r) + c : source, valid);
                 }
             } else {
                 for (int index = thread; index < FMHA_BLOCK_N * FMHA_HEAD_DIM; index += FMHA_THREADS) {
@@ -271,7 +276,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                 const bool valid = tile_start + r < tile_end && c < head_dim;
                 const uint16_t* element = valid ? q_head + (tile_start + r) * qs[1] + c : q_head;
                 if (vector_loads) {
-                    copy_16_bytes_async(query_tile + r * FMHA_ROW + c, element, valid);
+                    copy_16_bytes_async(shared_address(query_tile + r * FMHA_ROW + c), element, valid);
                 } else {
                     query_tile[r * FMHA_ROW + c] = valid ? *element : uint16_t(0);
                 }
@@ -279,9 +284,9 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
         }
         // The A fragments of 16-column chunk `chunk` of this warp's tile m (ldmatrix: matrices of
         // rows 0-7 and 8-15 at columns 0-7, then at 8-15).
-        const uint16_t* query_rows = query_tile + (warp * FMHA_WARP_TILES * 16 + lane % 16) * FMHA_ROW + (lane / 16) * 8;
+        const uint32_t query_rows = shared_address(query_tile + (warp * FMHA_WARP_TILES * 16 + lane % 16) * FMHA_ROW + (lane / 16) * 8);
         auto query_fragment_of = [&](int m, int chunk, uint32_t (&fragment)[4]) {
-            load_matrices(query_rows + m * 16 * FMHA_ROW + chunk * 16, fragment);
+            load_matrices(query_rows + 2 * (m * 16 * FMHA_ROW + chunk * 16), fragment);
         };
 #else
         // Q → A fragments of this warp's rows, straight from global memory (zero past the tile's
@@ -325,6 +330,10 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
             sum[r] = 0.0f;
         }
 
+        // This lane's ldmatrix rows: of K (keys 0-7 at columns 0-7 and 8-15, then keys 8-15) and of
+        // V (keys 0-15 at columns 0-7, then at 8-15).
+        const uint32_t key_rows = shared_address(key_tile + ((lane / 16) * 8 + lane % 8) * FMHA_ROW + ((lane / 8) % 2) * 8);
+        const uint32_t value_rows = shared_address(value_tile + (lane % 16) * FMHA_ROW + (lane / 16) * 8);
         for (int key_tile_start = tile_lo; key_tile_start < tile_hi; key_tile_start += FMHA_BLOCK_N) {
             // K of this tile has landed and every warp is done with the previous V: V's copies go
             // while the scores are computed.
@@ -341,7 +350,6 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
             }
             // Per 16 columns: this warp's A fragments, then per 16 keys the B fragments of two
             // 8-key tiles in one ldmatrix (keys 0-7 at columns 0-7 and 8-15, then keys 8-15).
-            const uint16_t* key_rows = key_tile + ((lane / 16) * 8 + lane % 8) * FMHA_ROW + ((lane / 8) % 2) * 8;
 #pragma unroll
             for (int chunk = 0; chunk < FMHA_HEAD_DIM / 16; ++chunk) {
                 uint32_t a[FMHA_WARP_TILES][4];
@@ -350,7 +358,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
 #pragma unroll
                 for (int n = 0; n < FMHA_BLOCK_N / 8; n += 2) {
                     uint32_t fragments[4];
-                    load_matrices(key_rows + n * 8 * FMHA_ROW + chunk * 16, fragments);
+                    load_matrices(key_rows + 2 * (n * 8 * FMHA_ROW + chunk * 16), fragments);
 #pragma unroll
                     for (int m = 0; m < FMHA_WARP_TILES; ++m) {
                         mma_16x8x16(score[m][n], a[m], fragments[0], fragments[1]);
@@ -416,6 +424,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                 }
             }
             float base[FMHA_ROWS], rescale[FMHA_ROWS];
+            bool raised = false;
 #pragma unroll
             for (int r = 0; r < FMHA_ROWS; ++r) {
                 tile_maximum[r] = fmaxf(tile_maximum[r], __shfl_xor_sync(0xffffffffu, tile_maximum[r], 1));
@@ -425,21 +434,28 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                 // exp2 gives 0, not NaN.
                 base[r] = new_maximum == FMHA_NEG_INFINITY ? 0.0f : new_maximum;
                 rescale[r] = exp2_approx(maximum[r] - base[r]);
+                raised = raised || new_maximum != maximum[r];
                 maximum[r] = new_maximum;
                 sum[r] *= rescale[r];
             }
-            // P = exp2(S - max), summed in float32 and rounded to the input type for the product; the
-            // accumulators rescaled.
+            // The accumulators rescaled, unless no maximum of the warp's rows rose (then every
+            // factor is 1: most tiles once the maxima settle).
+            if (__any_sync(0xffffffffu, raised)) {
+#pragma unroll
+                for (int m = 0; m < FMHA_WARP_TILES; ++m) {
+#pragma unroll
+                    for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) {
+                        accumulator[m][n][0] *= rescale[2 * m];
+                        accumulator[m][n][1] *= rescale[2 * m];
+                        accumulator[m][n][2] *= rescale[2 * m + 1];
+                        accumulator[m][n][3] *= rescale[2 * m + 1];
+                    }
+                }
+            }
+            // P = exp2(S - max), summed in float32 and rounded to the input type for the product.
             uint32_t probability[FMHA_WARP_TILES][FMHA_BLOCK_N / 16][4];
 #pragma unroll
             for (int m = 0; m < FMHA_WARP_TILES; ++m) {
-#pragma unroll
-                for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) {
-                    accumulator[m][n][0] *= rescale[2 * m];
-                    accumulator[m][n][1] *= rescale[2 * m];
-                    accumulator[m][n][2] *= rescale[2 * m + 1];
-                    accumulator[m][n][3] *= rescale[2 * m + 1];
-                }
 #pragma unroll
                 for (int n = 0; n < FMHA_BLOCK_N / 8; ++n) {
                     float p0 = exp2_approx(fmaf(score[m][n][0], factor, -base[2 * m]));
@@ -483,11 +499,10 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
             // (keys 0-7 and 8-15 of columns n·8 ..< n·8 + 8, then of the next 8 columns).
 #pragma unroll
             for (int chunk = 0; chunk < FMHA_BLOCK_N / 16; ++chunk) {
-                const uint16_t* rows = value_tile + (chunk * 16 + lane % 16) * FMHA_ROW + (lane / 16) * 8;
 #pragma unroll
                 for (int n = 0; n < FMHA_HEAD_DIM / 8; n += 2) {
                     uint32_t fragments[4];
-                    load_matrices_transposed(rows + n * 8, fragments);
+                    load_matrices_transposed(value_rows + 2 * (chunk * 16 * FMHA_ROW + n * 8), fragments);
 #pragma unroll
                     for (int m = 0; m < FMHA_WARP_TILES; ++m) {
                         mma_16x8x16(accumulator[m][n], probability[m][chunk], fragments[0], fragments[1]);

@@ -104,6 +104,12 @@ extension Tensor {
         try Tensor(allocating: shape, dtype: dtype, device: device)
     }
 
+    /// A contiguous tensor for a kernel to overwrite in full: zeros on the host; on a device, whatever
+    /// the allocator's memory held (no fill, which would cost a pass over it on the GPU).
+    public static func uninitialized(_ shape: [Int], dtype: DType = .float32, device: Device = .cpu) throws -> Tensor {
+        try Tensor(allocating: shape, dtype: dtype, device: device, zeroed: false)
+    }
+
     /// A contiguous tensor with every element set to `value` (rounded to `dtype`), e.g. NaN to
     /// poison an output before a kernel writes it.
     public static func full(_ shape: [Int], value: Double, dtype: DType = .float32, device: Device = .cpu) throws -> Tensor {

@@ -70,14 +70,14 @@ public struct Tensor: Sendable {
         self.dtype = dtype
     }
 
-    /// Allocates a zero-filled contiguous tensor.
-    init(allocating shape: [Int], dtype: DType, device: Device) throws {
+    /// Allocates a contiguous tensor, zero-filled unless `zeroed` is false (see `TensorStorage`).
+    init(allocating shape: [Int], dtype: DType, device: Device, zeroed: Bool = true) throws {
         let count = try Tensor.checkedCount(shape, argument: "shape")
         let (bytes, overflow) = count.multipliedReportingOverflow(by: dtype.byteSize)
         guard !overflow else {
             throw FMHAError.invalidArgument("shape", expected: "a size that fits in memory", got: "\(shape)")
         }
-        let storage = try TensorStorage(byteCount: bytes, device: device)
+        let storage = try TensorStorage(byteCount: bytes, device: device, zeroed: zeroed)
         self.init(unchecked: storage, shape: shape, strides: Tensor.contiguousStrides(for: shape), offset: 0,
                   dtype: dtype)
     }

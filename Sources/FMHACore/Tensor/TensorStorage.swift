@@ -13,9 +13,10 @@ public final class TensorStorage: @unchecked Sendable {
     /// Device memory (`device == .cuda`).
     let deviceBuffer: DeviceBuffer?
 
-    /// Allocates `byteCount` zeroed bytes on `device`; on a CUDA device the error says why one
-    /// cannot be used (no driver, no such device, out of memory, …).
-    public init(byteCount: Int, device: Device) throws {
+    /// Allocates `byteCount` bytes on `device`, zeroed (on the host always; on a device when
+    /// `zeroed`, else left as the allocator hands them out); on a CUDA device the error says why
+    /// one cannot be used (no driver, no such device, out of memory, …).
+    public init(byteCount: Int, device: Device, zeroed: Bool = true) throws {
         guard byteCount >= 0 else {
             throw FMHAError.invalidArgument("byteCount", expected: "a size ≥ 0", got: "\(byteCount)")
         }
@@ -30,7 +31,7 @@ public final class TensorStorage: @unchecked Sendable {
         case .cuda(let ordinal):
             let buffer = try CUDAContexts.translatingErrors(device: device) {
                 let buffer = try CUDAContexts.context(ordinal).allocate(byteCount)
-                try buffer.fill(0)
+                if zeroed { try buffer.fill(0) }
                 return buffer
             }
             hostMemory = nil
