@@ -25,6 +25,10 @@ import Testing
 
     @Test func zerosAndFull() throws {
         #expect(try Tensor.zeros([3, 2], dtype: .bfloat16).toArray() == [Float](repeating: 0, count: 6))
+        // On the host, uninitialized still means zeros (only device memory skips the fill).
+        let uninitialized = try Tensor.uninitialized([2, 3, 4], dtype: .float16)
+        #expect(uninitialized.shape == [2, 3, 4] && uninitialized.dtype == .float16 && uninitialized.isContiguous)
+        #expect(try uninitialized.toArray() == [Float](repeating: 0, count: 24))
         let poisoned = try Tensor.full([2, 2], value: .nan, dtype: .float16).toArray()
         #expect(poisoned.allSatisfy { $0.isNaN })
     }
