@@ -17,6 +17,11 @@ enum Platform {
         #endif
     }
 
+    /// Writes out what `print` has buffered (`fflush(nil)`: every output stream). Standard output is
+    /// fully buffered when it is not a terminal, so a long `fmha bench --json` shows each case as it
+    /// finishes and a run cut short keeps the cases it measured.
+    static func flushStandardOutput() { fflush(nil) }
+
     /// Online logical processors.
     static var processorCount: Int { Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 
