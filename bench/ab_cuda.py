@@ -3,7 +3,8 @@
 GPU machine (METHOD.md: compare within one device call, not across calls).
 
   python3 bench/ab_cuda.py --old .device/fmha-old --new .device/fmha [--rounds 2] [--dtype bf16 --dtype f16]
-                           [--case 2,8192,8192,16,128 ...] [--op cuda-flash] [--repeats 20] [--device cuda]
+                           [--case 2,8192,8192,16,128 ...] [--op cuda-flash] [--new-op OP] [--repeats 20]
+                           [--device cuda]
 
 A --case is `fmha bench`'s (B,Mq,Mkv,H,K[,causal][,kv=Hkv] or varlen=L1/L2/...,H,K[,causal]); the defaults are
 one shape per head dimension of the GPU.md table. Each round runs `fmha bench --json` for the old build, then
@@ -18,15 +19,15 @@ DEFAULT_CASES = ["4,4096,4096,32,64", "2,8192,8192,16,128", "2,8192,8192,16,128,
                  "4,4096,4096,8,256"]
 
 
-def run_build(binary, args):
+def run_build(binary, op, args):
     """TFLOP/s per (dtype, case) from one `fmha bench --json` run of `binary`, printed as they arrive."""
     command = [binary, "bench", "--device", args.device, "--json", "--repeats", str(args.repeats)]
     for dtype in args.dtype:
         command += ["--dtype", DTYPES[dtype]]
     for case in args.case or DEFAULT_CASES:
         command += ["--case", case]
-    if args.op:
-        command += ["--op", args.op]
+    if op:
+        command += ["--op", op]
     results = {}
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         for line in process.stdout:
@@ -48,6 +49,7 @@ def main():
     parser.add_argument("--dtype", action="append", choices=sorted(DTYPES))
     parser.add_argument("--case", action="append")
     parser.add_argument("--op", help="forward operator (default: dispatch chooses)")
+    parser.add_argument("--new-op", help="the new build's operator, when it differs (e.g. a tuning shape)")
     parser.add_argument("--device", default="cuda", help="cuda[:N], or cpu to try the script anywhere")
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
@@ -56,7 +58,8 @@ def main():
     for index in range(args.rounds):
         print(f"round {index + 1}", flush=True)
         for name in ("old", "new"):
-            rounds[name].append(run_build(getattr(args, name), args))
+            op = args.new_op if name == "new" and args.new_op else args.op
+            rounds[name].append(run_build(getattr(args, name), op, args))
     keys = sorted({key for results in rounds["old"] + rounds["new"] for key in results})
     print(f"\nTFLOP/s, best of {args.rounds} rounds; ratio = new / old")
     print(f"{'dtype':9} {'case':34} {'old':>8} {'new':>8} {'ratio':>6}")
