@@ -37,6 +37,14 @@ public struct CUDAFlashForward: ForwardOperator {
         /// All the shared memory a block uses: the dynamic tiles and the kernel's static row ranges
         /// (two Int32 per query).
         func totalSharedMemoryBytes(width: Int) -> Int { sharedMemoryBytes(width: width) + 8 * queries }
+
+        /// Why a block of this shape cannot run at `width` on a device that gives a block at most
+        /// `limit` bytes of shared memory, or nil when it fits (a tuning shape can ask for more).
+        func sharedMemoryProblem(width: Int, limit: Int) -> String? {
+            let needed = totalSharedMemoryBytes(width: width)
+            guard needed > limit else { return nil }
+            return "tile shape \(name) at width \(width) needs \(needed) bytes of shared memory per block, this device gives at most \(limit)"
+        }
     }
 
     /// The widths kernels are compiled for: K and Kv are padded to the first one that holds both.
@@ -142,6 +150,9 @@ public struct CUDAFlashForward: ForwardOperator {
         let width = Self.widths.first { $0 >= max(d.headDimension, d.valueHeadDimension) } ?? Self.widths.last!
         let tileShape = fixedTileShape
             ?? Self.tileShape(width: width, major: context.device.computeCapability.major, extras: extras)
+        if let problem = tileShape.sharedMemoryProblem(width: width, limit: context.device.sharedMemoryPerBlockOptIn) {
+            throw FMHAError(.unsupported, "\(name): \(problem)")
+        }
         let work = Self.tiles(queryStarts: layout?.blocks?.queryStarts ?? [0, d.queryLength], tileQueries: tileShape.queries)
         let outputDType = output.dtype
         let heads = d.batch * d.groups * d.heads
