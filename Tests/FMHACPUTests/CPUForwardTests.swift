@@ -278,6 +278,23 @@ import Testing
         try Self.compare(testCase, "long bottom-right causal")
     }
 
+    /// The BF16 dot products (Q·Kᵀ in bfloat16 pairs, P rounded to bfloat16 for P·V) land much
+    /// closer to the float64 result than bfloat16's forward tolerance (atol 2e-2), which would hide a
+    /// broken product on outputs of this size; so they are held to a few bfloat16 roundings (the
+    /// worst element sits at about half of this bound).
+    @Test(.enabled(if: CPUKernels.cpuHasAVX512BF16, "no AVX-512 BF16 on this CPU"), arguments: [2, 3])
+    func bfloat16DotProductsStayCloseToTheReference(heads: Int) throws {
+        let bias = try BlockDiagonalCausalMask.fromSeqlens(qSeqlen: [33, 140], kvSeqlen: [70, 140])
+        let inputs = Inputs(query: try Self.randn([1, 173, heads, 64], 63, .bfloat16),
+                            key: try Self.randn([1, 210, heads, 64], 64, .bfloat16),
+                            value: try Self.randn([1, 210, heads, 32], 65, .bfloat16), bias: bias)
+        let expected = try ReferenceForward().forward(inputs, dropout: nil).output.toDoubleArray()
+        let output = try CPUForward(kernels: .avx512).forward(inputs, dropout: nil).output.toDoubleArray()
+        let tight = Tolerance(absolute: 3e-3, relative: 1.5e-2)
+        let error = Self.worst(output, expected, tight)
+        #expect(error.ratio <= 1, "worst error \(error.ratio)× the tolerance at \(error.index)")
+    }
+
     @Test func decoding() throws {
         // One query per sequence against long caches, as in generation: B = 3, Mq = 1, Mkv = 1025.
         for dtype in Self.dtypes {
