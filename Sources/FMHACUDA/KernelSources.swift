@@ -41,10 +41,11 @@ extern "C" __global__ void fmha_dropout_keep(uint8_t* keep, uint32_t queries, ui
 // The tensor-core forward (FlashAttention-2 scheme): one thread block per (tile of FMHA_BLOCK_M
 // queries of one mask block, head); each warp owns FMHA_WARP_TILES tiles of 16 queries, whose Q
 // fragments stay in registers (FMHA_Q_SHARED 0) or are read from a Q tile in shared memory by
-// ldmatrix for each product (FMHA_Q_SHARED 1: fewer registers for more rows per warp). K/V tiles of FMHA_BLOCK_N keys go through shared memory by cp.async
-// with one buffer each: V of tile t lands while S = Q·Kᵀ of tile t is computed, K of tile t + 1
-// while O += P·V of tile t is. Both products are mma.sync m16n8k16 with float32 accumulation, B
-// fragments by ldmatrix; the softmax is online, in registers, in base 2 with the scale folded in.
+// ldmatrix for each product (FMHA_Q_SHARED 1: fewer registers for more rows per warp). K/V tiles
+// of FMHA_BLOCK_N keys go through shared memory by cp.async with one buffer each: V of tile t
+// lands while S = Q·Kᵀ of tile t is computed, K of tile t + 1 while O += P·V of tile t is. Both
+// products are mma.sync m16n8k16 with float32 accumulation, B fragments by ldmatrix; the softmax
+// is online, in registers, in base 2 with the scale folded in.
 // Every bias without a tensor goes through the mask encoding (DeviceMask.swift): only the key range
 // some query of the tile sees is visited, and keys outside a query's own range are masked per
 // element (tiles inside every row's range skip the masking).
@@ -106,6 +107,14 @@ __device__ __forceinline__ void mma_16x8x16(float (&accumulator)[4], const uint3
 #endif
                  : "+f"(accumulator[0]), "+f"(accumulator[1]), "+f"(accumulator[2]), "+f"(accumulator[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/// The two 16×8 products of one x4 ldmatrix of B fragments: first += a·(b[0], b[1]) and
+/// second += a·(b[2], b[3]).
+__device__ __forceinline__ void mma_16x16x16(float (&first)[4], float (&second)[4], const uint32_t (&a)[4],
+                                             const uint32_t (&b)[4]) {
+    mma_16x8x16(first, a, b[0], b[1]);
+    mma_16x8x16(second, a, b[2], b[3]);
 }
 
 /// The shared-memory address (32 bits) of a generic pointer into shared memory.
@@ -244,12 +253,12 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
         const uint16_t* bias_head = bias == nullptr ? bias : bias + (b * bs[0] + g * bs[1] + h * bs[2]);
         const int64_t bias_row_stride = bs[3], bias_column_stride = bs[4];
         const fmha::DropoutMask keep{seed, offset, threshold};
-        // The K/V row of logical key p of the block (p < tile_hi).
+#endif
+        // The K/V row of logical key p of the block (p < tile_hi): consecutive unless paged.
         auto key_row = [&](int p) {
             const int logical = key_start32 + p;
             return page_size > 0 ? block_pages[logical / page_size] * page_size + logical % page_size : int64_t(logical);
         };
-#endif
 
         // Rows of logical keys start + r of `source` into `tile`, columns < `width` (the rest and
         // rows at or past tile_hi are zero: NaN in keys no query sees cannot reach the products),
@@ -257,12 +266,8 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
         auto load_rows = [&](uint16_t* tile, const uint16_t* source, int64_t row_stride, int width, int start) {
             const int rows = min(FMHA_BLOCK_N, tile_hi - start);
             const uint32_t tile_address = shared_address(tile);
-            // Row r's first element (r < rows): keys are consecutive rows unless paged.
-            auto row_address = [&](int r) {
-                const int logical = key_start32 + start + r;
-                const int64_t j = page_size > 0 ? block_pages[logical / page_size] * page_size + logical % page_size : int64_t(logical);
-                return source + j * row_stride;
-            };
+            // Row r's first element (r < rows).
+            auto row_address = [&](int r) { return source + key_row(start + r) * row_stride; };
             constexpr int chunks = FMHA_HEAD_DIM / 8, copies = FMHA_BLOCK_N * chunks;
             if (vector_loads && page_size == 0) {
                 // Consecutive rows, each copied by lanes_per_row threads (8 columns each; those
@@ -401,8 +406,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                     load_matrices(key_rows + 2 * (n * 8 * FMHA_ROW + chunk * 16), fragments);
 #pragma unroll
                     for (int m = 0; m < FMHA_WARP_TILES; ++m) {
-                        mma_16x8x16(score[m][n], a[m], fragments[0], fragments[1]);
-                        mma_16x8x16(score[m][n + 1], a[m], fragments[2], fragments[3]);
+                        mma_16x16x16(score[m][n], score[m][n + 1], a[m], fragments);
                     }
                 }
             }
@@ -545,8 +549,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                     load_matrices_transposed(value_rows + 2 * (chunk * 16 * FMHA_ROW + n * 8), fragments);
 #pragma unroll
                     for (int m = 0; m < FMHA_WARP_TILES; ++m) {
-                        mma_16x8x16(accumulator[m][n], probability[m][chunk], fragments[0], fragments[1]);
-                        mma_16x8x16(accumulator[m][n + 1], probability[m][chunk], fragments[2], fragments[3]);
+                        mma_16x16x16(accumulator[m][n], accumulator[m][n + 1], probability[m][chunk], fragments);
                     }
                 }
             }
