@@ -243,7 +243,6 @@ FMHA_TARGET void FMHA_NAME(fmha_backward_dq)(const fmha_backward_common *c, cons
     }
 }
 
-
 FMHA_TARGET void FMHA_NAME(fmha_backward_dkdv)(const fmha_backward_common *c, const fmha_backward_query_tile *tiles,
                                                int32_t tile_count, int64_t key_begin, int64_t key_end, float *grad_k,
                                                int64_t grad_k_row_stride, float *grad_v, int64_t grad_v_row_stride) {

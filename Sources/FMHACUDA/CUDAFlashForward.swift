@@ -60,7 +60,7 @@ public struct CUDAFlashForward: ForwardOperator {
     /// make the 4-warp shape spill. Below Hopper, width 256 takes 16-key tiles: sm_86 and sm_89
     /// give a block 99 KiB of shared memory, which 32-key tiles, the Q tile and the row ranges
     /// overflow by 1 KiB.
-    static func tileShape(width: Int, major: Int, extras: Bool = false) -> TileShape {
+    static func tileShape(width: Int, major: Int, extras: Bool) -> TileShape {
         let fourWarpsOf32Rows = TileShape(warps: 4, warpTiles: 2, keys: 64, queryInShared: true, minimumBlocks: 2)
         let fourWarpsOf32RowsWideTiles = TileShape(warps: 4, warpTiles: 2, keys: 128, queryInShared: true, minimumBlocks: 2)
         let eightWarpsOf16Rows = TileShape(warps: 8, warpTiles: 1, keys: 64, queryInShared: true, minimumBlocks: 1)
@@ -190,7 +190,7 @@ public struct CUDAFlashForward: ForwardOperator {
 
     /// The kernel for K/V tiles `width` columns wide, `tileShape`, `dtype`, with or without the
     /// tensor bias and dropout (`extras`; `architecture` is filled in at load time when empty).
-    static func variant(width: Int, tileShape: TileShape, dtype: DType, extras: Bool = false,
+    static func variant(width: Int, tileShape: TileShape, dtype: DType, extras: Bool,
                         architecture: String) -> KernelVariant {
         KernelVariant(descriptor: KernelDescriptor(
             sourceName: "flash_forward", architecture: architecture,

@@ -53,7 +53,7 @@ public struct KernelDescriptor: Hashable, Sendable, CustomStringConvertible {
     /// NVRTC's options: the architecture (a cubin, not PTX, since it names a real `sm_`), C++17,
     /// device code by default, and ptxas' resource report (`CompiledKernel.resources`).
     public func options() throws(FMHAError) -> [String] {
-        let number = architecture.utf8.dropFirst(3).prefix(while: Self.isDigit)
+        let number = architectureDigits
         let variant = architecture.utf8.dropFirst(3 + number.count)
         guard architecture.hasPrefix("sm_"), !number.isEmpty, variant.isEmpty || variant.elementsEqual("a".utf8) else {
             throw .invalidArgument("KernelDescriptor.architecture", expected: "sm_<digits> or sm_<digits>a, e.g. sm_90",
@@ -65,11 +65,16 @@ public struct KernelDescriptor: Hashable, Sendable, CustomStringConvertible {
     /// The compute capability's major number of `architecture` ("sm_90a" → 9, "sm_120" → 12), or
     /// nil when it is not `sm_<digits>[a]`.
     var architectureMajor: Int? {
-        let number = architecture.utf8.dropFirst(3).prefix(while: Self.isDigit)
+        let number = architectureDigits
         guard architecture.hasPrefix("sm_"), number.count >= 2, let value = Int(String(decoding: number, as: UTF8.self)) else {
             return nil
         }
         return value / 10
+    }
+
+    /// The digits after `sm_` (or after any three characters: callers check the prefix).
+    private var architectureDigits: Substring.UTF8View {
+        architecture.utf8.dropFirst(3).prefix(while: Self.isDigit)
     }
 
     /// Whether `name` is a C identifier (ASCII letters, digits and `_`, not starting with a digit).

@@ -27,8 +27,10 @@ struct BenchCaseTests {
 
     @Test func dropoutAndTensorBiasOptions() throws {
         // A tiny forward + backward with both, dense and causal (runs, prints one JSON line per case).
-        try BenchCommand.parse(["--case", "1,9,11,2,8", "--case", "1,9,9,2,8,causal", "--tensor-bias", "--dropout", "0.3",
-                                "--backward", "--repeats", "1", "--json"]).run()
+        let command = try BenchCommand.parse(["--case", "1,9,11,2,8", "--case", "1,9,9,2,8,causal", "--tensor-bias",
+                                              "--dropout", "0.3", "--backward", "--repeats", "1", "--json"])
+        #expect(command.dropout == 0.3 && command.tensorBias && command.backward && command.cases.count == 2)
+        try command.run()
         let bias = try #require(BenchCase(argument: "1,9,9,2,8,causal")).bias(tensor: try Tensor.zeros([1, 2, 9, 9]))
         #expect(bias is LowerTriangularMaskWithTensorBias)
         for bad in [["--dropout", "1"], ["--dropout", "-0.1"], ["--tensor-bias", "--case", "varlen=3/4,2,8"],

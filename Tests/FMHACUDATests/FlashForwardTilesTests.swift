@@ -1,7 +1,7 @@
 @testable import FMHACUDA
 import Testing
 
-/// The work list of `cuda-flash`: tiles of 64 queries that never straddle two mask blocks.
+/// The work list of `cuda-flash`: tiles of a tile shape's queries that never straddle two mask blocks.
 struct FlashForwardTilesTests {
     @Test func tilesCoverEveryQueryOnceWithinItsBlock() {
         // One block of 130 queries: three tiles.

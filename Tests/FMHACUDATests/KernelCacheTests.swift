@@ -1,3 +1,4 @@
+import CUDADriver
 @testable import FMHACUDA
 import Testing
 
@@ -104,7 +105,7 @@ import Testing
             let counting = CountingCompiler()
             let compiled = try KernelCompiler(compiler: counting.compiler, diskCache: cache).kernel(for: descriptor)
             #expect(counting.compilations == 1)
-            #expect(directoryEntries(cache.directory).count == 1, "exactly the entry, no temporary file left behind")
+            #expect(LibrarySearch.directoryEntries(cache.directory).count == 1, "exactly the entry, no temporary file left behind")
             // A new compiler has an empty memory cache, like a new process.
             let reloaded = try KernelCompiler(compiler: counting.compiler, diskCache: cache).kernel(for: descriptor)
             #expect(counting.compilations == 1)
@@ -115,7 +116,7 @@ import Testing
             _ = try KernelCompiler(compiler: other.compiler, diskCache: cache).kernel(for: descriptor)
             _ = try KernelCompiler(compiler: other.compiler, driverVersion: "13000", diskCache: cache).kernel(for: descriptor)
             #expect(other.compilations == 2)
-            #expect(directoryEntries(cache.directory).count == 3)
+            #expect(LibrarySearch.directoryEntries(cache.directory).count == 3)
         }
     }
 
@@ -125,7 +126,7 @@ import Testing
             let cache = KernelDiskCache(directory: folder)
             let counting = CountingCompiler()
             let first = try KernelCompiler(compiler: counting.compiler, diskCache: cache).kernel(for: descriptor)
-            let entries = directoryEntries(folder)
+            let entries = LibrarySearch.directoryEntries(folder)
             try #require(entries.count == 1)
             let path = folder + "/" + entries[0]
             #expect(FileSystem.writeAtomically(contents, to: path))
@@ -141,7 +142,7 @@ import Testing
             let cache = KernelDiskCache(directory: folder)
             let counting = CountingCompiler()
             _ = try KernelCompiler(compiler: counting.compiler, diskCache: cache).kernel(for: descriptor)
-            let path = folder + "/" + directoryEntries(folder)[0]
+            let path = folder + "/" + LibrarySearch.directoryEntries(folder)[0]
             // A folder where the entry should be: it can be neither read nor replaced.
             removeRecursively(path)
             #expect(FileSystem.createDirectories(path))

@@ -1,3 +1,4 @@
+import CUDADriver
 @testable import FMHACUDA
 import Testing
 
@@ -9,7 +10,7 @@ struct KernelSourcesTests {
 
     @Test func generatedSourcesMatchTheKernelFiles() throws {
         let folder = try #require(kernelsFolder)
-        let files = directoryEntries(folder).filter { $0.hasSuffix(".cu") }
+        let files = LibrarySearch.directoryEntries(folder).filter { $0.hasSuffix(".cu") }
         try #require(!files.isEmpty, "no .cu files found in \(folder)")
         #expect(files == KernelSources.byFileName.keys.sorted(),
                 "Sources/FMHACUDA/KernelSources.swift is stale: its files differ from Kernels/*.cu; run `\(Self.command)`")

@@ -16,9 +16,6 @@ let kernelsFolder: String? = {
     return [fromSource, "."].map { $0 + "/Sources/FMHACUDA/Kernels" }.first(where: LibrarySearch.isDirectory)
 }()
 
-/// Names in the folder at `path` (not `.` and `..`), sorted; empty when it cannot be read.
-func directoryEntries(_ path: String) -> [String] { LibrarySearch.directoryEntries(path) }
-
 /// A new empty folder under the system's temporary folder, removed with everything in it when
 /// `body` returns.
 func withTemporaryDirectory<Result>(_ body: (String) throws -> Result) throws -> Result {
@@ -34,7 +31,7 @@ func withTemporaryDirectory<Result>(_ body: (String) throws -> Result) throws ->
 /// Deletes `path` and, for a folder, everything in it.
 func removeRecursively(_ path: String) {
     if LibrarySearch.isDirectory(path) {
-        directoryEntries(path).forEach { removeRecursively(path + "/" + $0) }
+        LibrarySearch.directoryEntries(path).forEach { removeRecursively(path + "/" + $0) }
         rmdir(path)
     } else {
         unlink(path)
