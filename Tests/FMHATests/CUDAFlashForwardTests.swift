@@ -73,12 +73,31 @@ struct CUDAFlashForwardTests {
 
     @Test(arguments: CUDAFlashForward.tuningCandidates)
     func everyTuningTileShape(tileShape: CUDAFlashForward.TileShape) throws {
-        for headDimension in [64, 128] {
+        // (K = 256 too for the ping-pong shape of 16-row warps, the one meant for it.)
+        for headDimension in [64, 128] + (tileShape.pingPong && tileShape.warpTiles == 1 ? [256] : []) {
             let q = try Self.randn([1, 300, 2, headDimension], 27, .bfloat16), k = try Self.randn([1, 360, 2, headDimension], 28, .bfloat16)
             let bias = try BlockDiagonalCausalFromBottomRightMask.fromSeqlens(qSeqlen: [150, 0, 150], kvSeqlen: [160, 30, 170])
             try check(Inputs(query: q, key: k, value: k, bias: bias), "\(tileShape.name) K=\(headDimension)",
                       operator: CUDAFlashForward(tileShape: tileShape))
+            // Many key tiles (11 of 64 keys): every buffer is refilled several times (the ping-pong
+            // shapes' two stages and their barrier phases wrap); a bottom-right causal mask on top.
+            let long = try Self.randn([2, 260, 2, headDimension], 29, .bfloat16), longKeys = try Self.randn([2, 700, 2, headDimension], 30, .bfloat16)
+            for mask in [nil, LowerTriangularFromBottomRightMask()] as [(any AttentionBias)?] {
+                try check(Inputs(query: long, key: longKeys, value: longKeys, bias: mask),
+                          "\(tileShape.name) K=\(headDimension) Mkv=700 \(mask == nil ? "dense" : "causal")",
+                          operator: CUDAFlashForward(tileShape: tileShape))
+            }
         }
+        guard tileShape.pingPong else { return }
+        // The ping-pong kernel's other paths: the heads loop (B·H > 65535: its barriers are set up
+        // again for each head) and rows that are not 16-byte aligned (element copies, plain arrivals).
+        let heads = try Self.randn([3, 1, 30_000, 16], 14, .bfloat16)
+        try check(Inputs(query: heads, key: heads, value: heads), "\(tileShape.name) B·H = 90000",
+                  operator: CUDAFlashForward(tileShape: tileShape))
+        let shifted = try Self.randn([1, 200, 3, 72], 19, .bfloat16).slice(dimension: 3, range: 4..<68)
+        try check(Inputs(query: try Self.randn([1, 150, 3, 64], 20, .bfloat16), key: shifted, value: shifted,
+                         bias: try LowerTriangularFromBottomRightLocalAttentionMask(windowSize: 90)),
+                  "\(tileShape.name) unaligned rows", operator: CUDAFlashForward(tileShape: tileShape))
     }
 
     @Test(arguments: [DType.float16, .bfloat16], [64, 128, 256])

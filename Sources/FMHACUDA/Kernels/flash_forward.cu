@@ -15,9 +15,19 @@
 // FMHA_MIN_BLOCKS (blocks per SM promised to ptxas): the tile shape (CUDAFlashForward.TileShape);
 // and FMHA_EXTRAS: 1 for the variant that also adds a tensor bias and applies dropout (runtime
 // switches; the plain variant, 0, ignores both arguments and keeps their registers free).
-// Shared memory is dynamic: (2·FMHA_BLOCK_N + FMHA_Q_SHARED·FMHA_BLOCK_M)·FMHA_ROW 16-bit values.
+// FMHA_PING_PONG 1 (optional; Q in shared memory, no extras) runs FlashAttention-3's ping-pong
+// schedule instead, with two K/V stages (see the loop below; scripts/ping_pong_protocol.py simulates
+// its barriers).
+// Shared memory is dynamic: (2·FMHA_STAGES·FMHA_BLOCK_N + FMHA_Q_SHARED·FMHA_BLOCK_M)·FMHA_ROW 16-bit
+// values.
 
+#ifndef FMHA_PING_PONG
+#define FMHA_PING_PONG 0
+#endif
 #define FMHA_THREADS (FMHA_WARPS * 32)
+// K/V buffers per tensor: two for the ping-pong schedule (a tile stays while the second group
+// reads it and the next one lands), one otherwise.
+#define FMHA_STAGES (FMHA_PING_PONG ? 2 : 1)
 #define FMHA_BLOCK_M (FMHA_WARPS * FMHA_WARP_TILES * 16)
 #define FMHA_ROW (FMHA_HEAD_DIM + 8)
 #define FMHA_ROWS (2 * FMHA_WARP_TILES)
@@ -25,6 +35,9 @@
 
 static_assert(FMHA_HEAD_DIM % 16 == 0 && FMHA_HEAD_DIM <= 256, "FMHA_HEAD_DIM: a multiple of 16, at most 256");
 static_assert(FMHA_BLOCK_N % 16 == 0, "FMHA_BLOCK_N: a multiple of 16");
+#if FMHA_PING_PONG && (!FMHA_Q_SHARED || FMHA_EXTRAS || FMHA_WARPS % 2 != 0)
+#error "FMHA_PING_PONG: Q in shared memory, no extras, two equal warp groups"
+#endif
 
 /// Two floats as one register of two 16-bit values of the input type (`low` in the low half).
 __device__ __forceinline__ uint32_t pack_pair(float low, float high) {
@@ -106,6 +119,44 @@ __device__ __forceinline__ void copy_16_bytes_async(uint32_t destination, const 
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(destination), "l"(source), "r"(valid ? 16 : 0) : "memory");
 }
 
+/// mbarrier (shared address `barrier`): set up for `count` arrivals per phase.
+__device__ __forceinline__ void barrier_init(uint32_t barrier, uint32_t count) {
+    asm volatile("mbarrier.init.shared.b64 [%0], %1;" :: "r"(barrier), "r"(count) : "memory");
+}
+
+/// One arrival on `barrier` (release: this thread's earlier shared-memory accesses are ordered before it).
+__device__ __forceinline__ void barrier_arrive(uint32_t barrier) {
+    asm volatile("{ .reg .b64 state; mbarrier.arrive.shared.b64 state, [%0]; }" :: "r"(barrier) : "memory");
+}
+
+/// One arrival on `barrier` once every cp.async this thread has started so far has landed.
+__device__ __forceinline__ void barrier_arrive_on_copies(uint32_t barrier) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];" :: "r"(barrier) : "memory");
+}
+
+/// Waits until the phase of `barrier` with parity `parity` has completed (on sm_90 and newer with
+/// try_wait, which suspends the thread for a while instead of spinning on issue slots).
+__device__ __forceinline__ void barrier_wait(uint32_t barrier, uint32_t parity) {
+    uint32_t done;
+    do {
+#if __CUDA_ARCH__ >= 900
+        asm volatile("{ .reg .pred complete; mbarrier.try_wait.parity.shared::cta.b64 complete, [%1], %2; selp.u32 %0, 1, 0, complete; }"
+                     : "=r"(done) : "r"(barrier), "r"(parity) : "memory");
+#else
+        asm volatile("{ .reg .pred complete; mbarrier.test_wait.parity.shared.b64 complete, [%1], %2; selp.u32 %0, 1, 0, complete; }"
+                     : "=r"(done) : "r"(barrier), "r"(parity) : "memory");
+#endif
+    } while (!done);
+}
+
+/// Named barrier `id` (1…15) over the whole block: wait for it (`bar.sync`) or only arrive (`bar.arrive`).
+__device__ __forceinline__ void named_barrier_sync(int id) {
+    asm volatile("bar.sync %0, %1;" :: "r"(id), "n"(FMHA_THREADS) : "memory");
+}
+__device__ __forceinline__ void named_barrier_arrive(int id) {
+    asm volatile("bar.arrive %0, %1;" :: "r"(id), "n"(FMHA_THREADS) : "memory");
+}
+
 /// Writes `low` and `high` as elements `index` and `index + 1` (even) of a float32 (0), float16 (1)
 /// or bfloat16 (2) array.
 __device__ __forceinline__ void store_pair(void* base, int64_t index, int64_t dtype, float low, float high) {
@@ -135,7 +186,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
     const uint16_t* bias, uint64_t seed, uint32_t offset, uint32_t threshold, float keep_scale, int32_t dropout) {
     extern __shared__ __align__(16) uint16_t shared_tiles[];
     uint16_t* const key_tile = shared_tiles;
-    uint16_t* const value_tile = shared_tiles + FMHA_BLOCK_N * FMHA_ROW;
+    uint16_t* const value_tile = shared_tiles + FMHA_STAGES * FMHA_BLOCK_N * FMHA_ROW;
 
     const int64_t batch = shape[0], queries = shape[1], groups = shape[3], heads = shape[4];
     const int head_dim = int(shape[5]), value_dim = int(shape[6]);
@@ -205,6 +256,21 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
     const int64_t head_count = batch * groups * heads;
     for (int64_t head_index = blockIdx.y; head_index < head_count; head_index += gridDim.y) {
         const int64_t h = head_index % heads, g = (head_index / heads) % groups, b = head_index / (heads * groups);
+#if FMHA_PING_PONG
+        // mbarriers: Q landed; per stage, K and V landed (full) and read by every thread (empty).
+        // Set up afresh per head, once every thread is done with the previous head's tiles.
+        __shared__ __align__(8) uint64_t pipeline_barriers[9];
+        const uint32_t query_full = shared_address(&pipeline_barriers[0]);
+        auto key_full = [&](int stage) { return query_full + 8 * (1 + stage); };
+        auto value_full = [&](int stage) { return query_full + 8 * (3 + stage); };
+        auto key_empty = [&](int stage) { return query_full + 8 * (5 + stage); };
+        auto value_empty = [&](int stage) { return query_full + 8 * (7 + stage); };
+        __syncthreads();
+        if (thread == 0) {
+            for (int i = 0; i < 9; ++i) barrier_init(query_full + 8 * i, FMHA_THREADS);
+        }
+        __syncthreads();
+#endif
         const uint16_t* k_head = k + (b * ks[0] + g * ks[2] + h * ks[3]);
         const uint16_t* v_head = v + (b * vs[0] + g * vs[2] + h * vs[3]);
         const int64_t k_row_stride = ks[1], v_row_stride = vs[1];
@@ -238,8 +304,8 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                 const int r0 = thread / lanes_per_row, c = (thread % lanes_per_row) * 8;
                 if (lanes_per_row == chunks || c < FMHA_HEAD_DIM) {
                     const uint16_t* element = source + int64_t(key_start32 + start + r0) * row_stride + c;
-                    // (Unrolled up to K = 128; above, unrolling spills.)
-#pragma unroll (FMHA_HEAD_DIM <= 128 ? 8 : 1)
+                    // (By 4 in the ping-pong kernel: by 8 it spills at K = 224.)
+#pragma unroll (FMHA_PING_PONG ? 4 : 8)
                     for (int pass = 0; pass < (FMHA_BLOCK_N + rows_per_pass - 1) / rows_per_pass; ++pass) {
                         const int r = r0 + pass * rows_per_pass;
                         if (r < FMHA_BLOCK_N) {
@@ -270,10 +336,21 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
             }
             asm volatile("cp.async.commit_group;");
         };
+#if FMHA_PING_PONG
+        // This thread's arrival on `barrier` once the tile rows it just wrote are in place (cp.async
+        // copies when rows are aligned, plain stores otherwise).
+        auto signal_copies = [&](uint32_t barrier) {
+            if (vector_loads) {
+                barrier_arrive_on_copies(barrier);
+            } else {
+                barrier_arrive(barrier);
+            }
+        };
+#endif
         const uint16_t* q_head = q + (b * qs[0] + g * qs[2] + h * qs[3]);
 #if FMHA_Q_SHARED
         // Q tile → shared memory (zero past the tile's rows and past K), in the first K's group.
-        uint16_t* const query_tile = value_tile + FMHA_BLOCK_N * FMHA_ROW;
+        uint16_t* const query_tile = value_tile + FMHA_STAGES * FMHA_BLOCK_N * FMHA_ROW;
         if (tile_lo < tile_hi) {
             const int step = vector_loads ? 8 : 1;
             for (int index = thread; index < FMHA_BLOCK_M * FMHA_HEAD_DIM / step; index += FMHA_THREADS) {
@@ -286,6 +363,9 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                     query_tile[r * FMHA_ROW + c] = valid ? *element : uint16_t(0);
                 }
             }
+#if FMHA_PING_PONG
+            signal_copies(query_full);
+#endif
         }
         // The A fragments of 16-column chunk `chunk` of this warp's tile m (ldmatrix: matrices of
         // rows 0-7 and 8-15 at columns 0-7, then at 8-15).
@@ -320,7 +400,9 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
             for (int e = 0; e < 4; ++e) fragment[e] = query_fragment[m][chunk][e];
         };
 #endif
+#if !FMHA_PING_PONG
         if (tile_lo < tile_hi) load_rows(key_tile, k_head, k_row_stride, head_dim, tile_lo);
+#endif
 
         float accumulator[FMHA_WARP_TILES][FMHA_HEAD_DIM / 8][4];
 #pragma unroll
@@ -339,15 +421,8 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
         // V (keys 0-15 at columns 0-7, then at 8-15).
         const uint32_t key_rows = shared_address(key_tile + ((lane / 16) * 8 + lane % 8) * FMHA_ROW + ((lane / 8) % 2) * 8);
         const uint32_t value_rows = shared_address(value_tile + (lane % 16) * FMHA_ROW + (lane / 16) * 8);
-        for (int key_tile_start = tile_lo; key_tile_start < tile_hi; key_tile_start += FMHA_BLOCK_N) {
-            // K of this tile has landed and every warp is done with the previous V: V's copies go
-            // while the scores are computed.
-            asm volatile("cp.async.wait_group 0;" ::: "memory");
-            __syncthreads();
-            load_rows(value_tile, v_head, v_row_stride, value_dim, key_tile_start);
-
-            // S = Q·Kᵀ.
-            float score[FMHA_WARP_TILES][FMHA_BLOCK_N / 8][4];
+        // S = Q·Kᵀ for the K tile whose ldmatrix rows (this lane's) start at `key_rows`.
+        auto compute_scores = [&](uint32_t key_rows, float (&score)[FMHA_WARP_TILES][FMHA_BLOCK_N / 8][4]) {
 #pragma unroll
             for (int m = 0; m < FMHA_WARP_TILES; ++m) {
 #pragma unroll
@@ -370,7 +445,11 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                     }
                 }
             }
-
+        };
+        // The online softmax of the tile of keys from key_tile_start: scale, mask, new maxima (the
+        // accumulators and sums rescaled), P = exp2(S - max) into `probability`.
+        auto take_softmax = [&](int key_tile_start, float (&score)[FMHA_WARP_TILES][FMHA_BLOCK_N / 8][4],
+                                uint32_t (&probability)[FMHA_WARP_TILES][FMHA_BLOCK_N / 16][4]) {
             // Scale to base 2 (folded into the exponent's FFMA below when the scale is positive and
             // nothing is added to the scores), mask (only when some row's range ends inside the
             // tile), row maxima (a row's values sit in the four lanes of a quad).
@@ -457,7 +536,6 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                 }
             }
             // P = exp2(S - max), summed in float32 and rounded to the input type for the product.
-            uint32_t probability[FMHA_WARP_TILES][FMHA_BLOCK_N / 16][4];
 #pragma unroll
             for (int m = 0; m < FMHA_WARP_TILES; ++m) {
 #pragma unroll
@@ -492,14 +570,10 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                     probability[m][n / 2][(n % 2) * 2 + 1] = pack_pair(p2, p3);
                 }
             }
-
-            // V has landed and every warp is done with K: the next K's copies go during P·V.
-            asm volatile("cp.async.wait_group 0;" ::: "memory");
-            __syncthreads();
-            if (key_tile_start + FMHA_BLOCK_N < tile_hi) {
-                load_rows(key_tile, k_head, k_row_stride, head_dim, key_tile_start + FMHA_BLOCK_N);
-            }
-            // O += P·V: the B fragments of two 8-column tiles of 16 keys in one transposed ldmatrix
+        };
+        // O += P·V for the V tile whose ldmatrix rows (this lane's) start at `value_rows`.
+        auto accumulate_values = [&](uint32_t value_rows, const uint32_t (&probability)[FMHA_WARP_TILES][FMHA_BLOCK_N / 16][4]) {
+            // The B fragments of two 8-column tiles of 16 keys in one transposed ldmatrix
             // (keys 0-7 and 8-15 of columns n·8 ..< n·8 + 8, then of the next 8 columns).
 #pragma unroll
             for (int chunk = 0; chunk < FMHA_BLOCK_N / 16; ++chunk) {
@@ -513,7 +587,92 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                     }
                 }
             }
+        };
+#if FMHA_PING_PONG
+        // Ping-pong (FlashAttention-3's schedule with mma.sync): the block's two warp groups share
+        // every K/V tile and take turns on the tensor cores: one group's turn is O += P·V of tile t
+        // and S = Q·Kᵀ of tile t + 1, and while it runs, the other group does its softmax. Named
+        // barrier 1 + g is group g's turn; mbarriers say when a stage has landed (full) and when both
+        // groups are done with it (empty), so that its next tile may be copied in.
+        {
+            const int group = warp / (FMHA_WARPS / 2);
+            const int tiles = tile_lo < tile_hi ? (tile_hi - tile_lo + FMHA_BLOCK_N - 1) / FMHA_BLOCK_N : 0;
+            constexpr uint32_t stage_bytes = 2 * FMHA_BLOCK_N * FMHA_ROW;
+            auto fill_keys = [&](int t) {
+                load_rows(key_tile + (t % 2) * FMHA_BLOCK_N * FMHA_ROW, k_head, k_row_stride, head_dim, tile_lo + t * FMHA_BLOCK_N);
+                signal_copies(key_full(t % 2));
+            };
+            auto fill_values = [&](int t) {
+                load_rows(value_tile + (t % 2) * FMHA_BLOCK_N * FMHA_ROW, v_head, v_row_stride, value_dim, tile_lo + t * FMHA_BLOCK_N);
+                signal_copies(value_full(t % 2));
+            };
+            if (tiles > 0) {
+                fill_keys(0);
+                fill_values(0);
+                if (tiles > 1) {
+                    fill_keys(1);
+                    fill_values(1);
+                }
+                barrier_wait(query_full, 0);
+                if (group == 1) named_barrier_arrive(1);
+                float score[FMHA_WARP_TILES][FMHA_BLOCK_N / 8][4];
+                uint32_t probability[FMHA_WARP_TILES][FMHA_BLOCK_N / 16][4];
+                // Turn t: P·V of tile t (none in turn -1) and S of tile t + 1.
+                for (int t = -1; t < tiles; ++t) {
+                    const bool more = t + 1 < tiles;
+                    named_barrier_sync(1 + group);
+                    if (t >= 0) {
+                        barrier_wait(value_full(t % 2), (t / 2) & 1);
+                        accumulate_values(value_rows + (t % 2) * stage_bytes, probability);
+                        barrier_arrive(value_empty(t % 2));
+                    }
+                    // (One branch for the scores and the softmax that overwrites P, so that P is not
+                    // live through the scores' products.)
+                    if (more) {
+                        barrier_wait(key_full((t + 1) % 2), ((t + 1) / 2) & 1);
+                        compute_scores(key_rows + ((t + 1) % 2) * stage_bytes, score);
+                        barrier_arrive(key_empty((t + 1) % 2));
+                        named_barrier_arrive(2 - group);
+                        take_softmax(tile_lo + (t + 1) * FMHA_BLOCK_N, score, probability);
+                    } else if (group == 0) {
+                        // Group 1's last turn has no turn of group 0 after it to hand over to.
+                        named_barrier_arrive(2);
+                    }
+                    // Refills: V of tile t + 2 into tile t's stage, K of tile t + 3 into tile t + 1's,
+                    // once both groups are done with them (tiles 0 and 1 were filled before the loop).
+                    if (t >= 0 && t + 2 < tiles) {
+                        barrier_wait(value_empty(t % 2), (t / 2) & 1);
+                        fill_values(t + 2);
+                    }
+                    if (t + 3 < tiles) {
+                        barrier_wait(key_empty((t + 1) % 2), ((t + 1) / 2) & 1);
+                        fill_keys(t + 3);
+                    }
+                }
+            }
         }
+#else
+        for (int key_tile_start = tile_lo; key_tile_start < tile_hi; key_tile_start += FMHA_BLOCK_N) {
+            // K of this tile has landed and every warp is done with the previous V: V's copies go
+            // while the scores are computed.
+            asm volatile("cp.async.wait_group 0;" ::: "memory");
+            __syncthreads();
+            load_rows(value_tile, v_head, v_row_stride, value_dim, key_tile_start);
+
+            float score[FMHA_WARP_TILES][FMHA_BLOCK_N / 8][4];
+            compute_scores(key_rows, score);
+            uint32_t probability[FMHA_WARP_TILES][FMHA_BLOCK_N / 16][4];
+            take_softmax(key_tile_start, score, probability);
+
+            // V has landed and every warp is done with K: the next K's copies go during P·V.
+            asm volatile("cp.async.wait_group 0;" ::: "memory");
+            __syncthreads();
+            if (key_tile_start + FMHA_BLOCK_N < tile_hi) {
+                load_rows(key_tile, k_head, k_row_stride, head_dim, key_tile_start + FMHA_BLOCK_N);
+            }
+            accumulate_values(value_rows, probability);
+        }
+#endif
 
         // Finish the sums across the quad, normalise, write O and the LSE.
         const int64_t out_row_step = shape[3] * shape[4] * value_dim;
