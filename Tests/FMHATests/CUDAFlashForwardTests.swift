@@ -5,8 +5,8 @@ import Testing
 /// The tensor-core forward (`cuda-flash`) against the CUDA reference on the same device inputs,
 /// outputs poisoned with NaN before each run: every mask family, tensor biases, dropout (the same
 /// Philox mask), head dimensions 8 ... 256 and K ≠ Kv, float16 and bfloat16, every tile shape,
-/// GQA in place (ratios 1, 3, 4, 8), BMGHK, partial output, odd lengths, empty sequences,
-/// B·H > 65535, NaN in keys no query sees.
+/// GQA in place (ratios 1, 3, 4, 8), BMGHK, partial output, odd lengths (key counts one past a
+/// tile), empty sequences, B·H > 65535, NaN in keys no query sees.
 @Suite(.enabled(if: cudaDeviceAvailable, "no CUDA device"))
 struct CUDAFlashForwardTests {
     /// Output and LSE of cuda-flash within the forward tolerance of cuda-reference.
@@ -68,6 +68,22 @@ struct CUDAFlashForwardTests {
             let q = try Self.randn([1, 70, 2, headDimension], 24, dtype), k = try Self.randn([1, 90, 2, headDimension], 25, dtype)
             let v = try Self.randn([1, 90, 2, valueDimension], 26, dtype)
             try check(Inputs(query: q, key: k, value: v, bias: LowerTriangularMask()), "\(dtype) K=\(headDimension) Kv=\(valueDimension)")
+        }
+    }
+
+    @Test(arguments: [64, 128, 256])
+    func keyLengthsJustPastATile(headDimension: Int) throws {
+        // One key past 0, 64, 128 and 1024 keys: a last tile of one key behind full 32-, 64- and
+        // 128-key tiles (and, at K = 256, both ping-pong stages wrapping several times).
+        for keys in [1, 65, 129, 1025] {
+            for queries in [1, 33] {
+                let q = try Self.randn([2, queries, 2, headDimension], 36, .bfloat16)
+                let k = try Self.randn([2, keys, 2, headDimension], 37, .bfloat16), v = try Self.randn([2, keys, 2, headDimension], 38, .bfloat16)
+                for mask in [nil, LowerTriangularFromBottomRightMask()] as [(any AttentionBias)?] {
+                    try check(Inputs(query: q, key: k, value: v, bias: mask),
+                              "K=\(headDimension) Mq=\(queries) Mkv=\(keys) \(mask == nil ? "dense" : "causal")")
+                }
+            }
         }
     }
 
