@@ -6,10 +6,27 @@ import Testing
 @Suite struct InfoCommandTests {
     static var nvrtcAvailable: Bool { (try? NVRTC()) != nil || LibrarySearch.environment["CI"] == "true" }
 
-    @Test func reportsCUDAStatusEitherWay() {
+    @Test func reportsCUDAStatusEitherWay() throws {
         let lines = InfoCommand.cudaDescription()
-        #expect(lines.contains { $0.hasPrefix("cuda driver: ") })
-        #expect(lines.contains { $0.hasPrefix("nvrtc: ") })
+        // The driver line says what this machine has: the library and its device count (one line
+        // per device after it), or why it is not available.
+        let driverLine = try #require(lines.first { $0.hasPrefix("cuda driver: ") })
+        if let driver = try? CUDADriver.shared() {
+            let count = try driver.deviceCount()
+            #expect(driverLine.hasPrefix("cuda driver: \(driver.library.path), CUDA "), "\(driverLine)")
+            #expect(driverLine.hasSuffix(", \(count) device\(count == 1 ? "" : "s")"), "\(driverLine)")
+            #expect(lines.filter { $0.hasPrefix("  ") }.count == count)
+        } else {
+            #expect(driverLine.hasPrefix("cuda driver: not available (") && driverLine.count > "cuda driver: not available ()".count,
+                    "\(driverLine)")
+        }
+        let nvrtcLine = try #require(lines.first { $0.hasPrefix("nvrtc: ") })
+        if let nvrtc = try? NVRTC() {
+            let version = try nvrtc.version()
+            #expect(nvrtcLine == "nvrtc: \(nvrtc.library.path), version \(version.major).\(version.minor)")
+        } else {
+            #expect(nvrtcLine.hasPrefix("nvrtc: not available (") && nvrtcLine.count > "nvrtc: not available ()".count, "\(nvrtcLine)")
+        }
     }
 
     @Test(.enabled(if: nvrtcAvailable, "libnvrtc not found"))
