@@ -4,17 +4,13 @@ import Glibc
 import Musl
 #endif
 
+import CUDADriver
+
 /// Writing to standard error (file descriptor 2) without Foundation.
 enum StandardError {
     /// Writes `text` as it is.
     static func write(_ text: String) {
-        var bytes = Array(text.utf8)
-        var written = 0
-        while written < bytes.count {
-            let result = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress! + written, $0.count - written) }
-            if result <= 0 { return }
-            written += result
-        }
+        DescriptorWriter.writeAll(Array(text.utf8), to: 2)
     }
 
     /// Writes `text` and a newline.

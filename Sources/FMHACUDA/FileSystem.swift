@@ -36,14 +36,9 @@ enum FileSystem {
         let descriptor = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard descriptor >= 0 else { return false }
         let temporary = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        var written = 0
-        while written < bytes.count {
-            let result = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress! + written, $0.count - written) }
-            if result <= 0 { break }
-            written += result
-        }
+        let written = DescriptorWriter.writeAll(bytes, to: descriptor)
         let closed = close(descriptor) == 0
-        guard written == bytes.count, closed, rename(temporary, path) == 0 else {
+        guard written, closed, rename(temporary, path) == 0 else {
             unlink(temporary)
             return false
         }

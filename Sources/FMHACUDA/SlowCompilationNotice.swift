@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CUDADriver
 import Synchronization
 
 /// The one line a process prints on standard error when compiling kernels makes the user wait:
@@ -26,7 +27,8 @@ enum SlowCompilationNotice {
             return true
         }
         if crossed {
-            writeToStandardError(message(architecture: architecture, cacheDirectory: cacheDirectory) + "\n")
+            DescriptorWriter.writeAll(Array((message(architecture: architecture, cacheDirectory: cacheDirectory) + "\n").utf8),
+                                      to: STDERR_FILENO)
         }
     }
 
@@ -34,15 +36,5 @@ enum SlowCompilationNotice {
     static func message(architecture: String, cacheDirectory: String?) -> String {
         let cache = cacheDirectory.map { "cached in \($0)" } ?? "disk cache off"
         return "fmha: compiling CUDA kernels for \(architecture) (first use; \(cache))"
-    }
-
-    private static func writeToStandardError(_ text: String) {
-        let bytes = Array(text.utf8)
-        var written = 0
-        while written < bytes.count {
-            let result = bytes.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress! + written, $0.count - written) }
-            if result <= 0 { return }
-            written += result
-        }
     }
 }
