@@ -169,7 +169,7 @@ public struct CUDAFlashForward: ForwardOperator {
         let outputDType = output.dtype
         let heads = d.batch * d.groups * d.heads
         guard !work.isEmpty, heads > 0 else { return }
-        try CUDAKernels.run {
+        try CUDAContexts.translatingErrors(device: device) {
             // Shape, mask and work list in one copy.
             let words = try CUDAKernels.upload(shape + mask + work, context)
             let function = try CUDAKernels.shared().function(

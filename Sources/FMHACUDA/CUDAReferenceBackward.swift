@@ -49,12 +49,12 @@ public struct CUDAReferenceBackward: BackwardOperator {
         // The output gradient, contiguous in the input dtype, and the LSE as float32 on the device.
         let gradient = try gradOutput.converted(to: inputs.query.dtype).contiguous().to(device)
         let lseOnDevice = try lse.converted(to: .float32).contiguous().to(device)
-        let dq = try context.allocate(max(rows * d.headDimension, 1) * 4)
-        let dk = try context.allocate(max(gridRows * d.headDimension, 1) * 4)
-        let dv = try context.allocate(max(gridRows * d.valueHeadDimension, 1) * 4)
-        let delta = try context.allocate(max(rows, 1) * 4)
-        let dBias = biasTensor == nil ? nil : try context.allocate(max(rows * d.keyLength, 1) * 4)
-        try CUDAKernels.run {
+        return try CUDAContexts.translatingErrors(device: device) { () throws -> Gradients in
+            let dq = try context.allocate(max(rows * d.headDimension, 1) * 4)
+            let dk = try context.allocate(max(gridRows * d.headDimension, 1) * 4)
+            let dv = try context.allocate(max(gridRows * d.valueHeadDimension, 1) * 4)
+            let delta = try context.allocate(max(rows, 1) * 4)
+            let dBias = biasTensor == nil ? nil : try context.allocate(max(rows * d.keyLength, 1) * 4)
             for buffer in [dq, dk, dv] + (dBias.map { [$0] } ?? []) { try buffer.fill(0) }
             let shapeBuffer = try CUDAKernels.upload(shape, context), maskBuffer = try CUDAKernels.upload(mask, context)
             let kernels = try CUDAKernels.shared()
@@ -98,27 +98,27 @@ public struct CUDAReferenceBackward: BackwardOperator {
                 }
                 try context.synchronize()
             }
-        }
-        let originalRank = { (shape: [Int]) -> [Int] in
-            switch d.layout {
-            case .bmk: [shape[0], shape[1], shape[4]]
-            case .bmhk: [shape[0], shape[1], shape[3], shape[4]]
-            case .bmghk: shape
+            let originalRank = { (shape: [Int]) -> [Int] in
+                switch d.layout {
+                case .bmk: [shape[0], shape[1], shape[4]]
+                case .bmhk: [shape[0], shape[1], shape[3], shape[4]]
+                case .bmghk: shape
+                }
             }
+            func gradientTensor(_ buffer: DeviceBuffer, count: Int, shape: [Int], like input: Tensor) throws -> Tensor {
+                try BroadcastGradient.tensor(try CUDAKernels.download(buffer, count: count), shape: shape, like: input, device: device)
+            }
+            var biasGradient: Tensor?
+            if let biasTensor, let dBias {
+                biasGradient = try gradientTensor(dBias, count: rows * d.keyLength, shape: biasTensor.shape, like: biasTensor)
+            }
+            return Gradients(
+                dq: try gradientTensor(dq, count: rows * d.headDimension, shape: inputs.query.shape, like: inputs.query),
+                dk: try gradientTensor(dk, count: gridRows * d.headDimension,
+                                       shape: originalRank([grid[0], d.keyLength, grid[1], grid[2], d.headDimension]), like: inputs.key),
+                dv: try gradientTensor(dv, count: gridRows * d.valueHeadDimension,
+                                       shape: originalRank([grid[0], d.keyLength, grid[1], grid[2], d.valueHeadDimension]), like: inputs.value),
+                dBias: biasGradient)
         }
-        func gradientTensor(_ buffer: DeviceBuffer, count: Int, shape: [Int], like input: Tensor) throws -> Tensor {
-            try BroadcastGradient.tensor(try CUDAKernels.download(buffer, count: count), shape: shape, like: input, device: device)
-        }
-        var biasGradient: Tensor?
-        if let biasTensor, let dBias {
-            biasGradient = try gradientTensor(dBias, count: rows * d.keyLength, shape: biasTensor.shape, like: biasTensor)
-        }
-        return Gradients(
-            dq: try gradientTensor(dq, count: rows * d.headDimension, shape: inputs.query.shape, like: inputs.query),
-            dk: try gradientTensor(dk, count: gridRows * d.headDimension,
-                                   shape: originalRank([grid[0], d.keyLength, grid[1], grid[2], d.headDimension]), like: inputs.key),
-            dv: try gradientTensor(dv, count: gridRows * d.valueHeadDimension,
-                                   shape: originalRank([grid[0], d.keyLength, grid[1], grid[2], d.valueHeadDimension]), like: inputs.value),
-            dBias: biasGradient)
     }
 }

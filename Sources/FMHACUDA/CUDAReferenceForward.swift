@@ -34,9 +34,9 @@ public struct CUDAReferenceForward: ForwardOperator {
         let mask = DeviceMask.encode(inputs.bias?.maskLayout)
         let dropoutMask = dropout.map(DropoutMask.init)
 
-        let output = try context.allocate(max(rows * d.valueHeadDimension, 1) * 4)
-        let lse = try context.allocate(max(rows, 1) * 4)
-        try CUDAKernels.run {
+        return try CUDAContexts.translatingErrors(device: device) { () throws -> ForwardOutput in
+            let output = try context.allocate(max(rows * d.valueHeadDimension, 1) * 4)
+            let lse = try context.allocate(max(rows, 1) * 4)
             try output.fill(0)
             let shapeBuffer = try CUDAKernels.upload(shape, context), maskBuffer = try CUDAKernels.upload(mask, context)
             let function = try CUDAKernels.shared().function("reference_forward", entry: "fmha_reference_forward", context: context)
@@ -55,12 +55,12 @@ public struct CUDAReferenceForward: ForwardOperator {
                 }
                 try context.synchronize()
             }
+            let hostOutput = try CUDAKernels.download(output, count: rows * d.valueHeadDimension)
+            let hostLSE = try CUDAKernels.download(lse, count: rows)
+            return ForwardOutput(
+                output: try Tensor(shape: d.outputShape, scalars: hostOutput, dtype: inputs.resolvedOutputDType, device: device),
+                lse: try Tensor(shape: d.lseShape, scalars: hostLSE, dtype: .float32, device: device))
         }
-        let hostOutput = try CUDAKernels.download(output, count: rows * d.valueHeadDimension)
-        let hostLSE = try CUDAKernels.download(lse, count: rows)
-        return ForwardOutput(
-            output: try Tensor(shape: d.outputShape, scalars: hostOutput, dtype: inputs.resolvedOutputDType, device: device),
-            lse: try Tensor(shape: d.lseShape, scalars: hostLSE, dtype: .float32, device: device))
     }
 }
 
@@ -134,12 +134,11 @@ final class CUDAKernels: Sendable {
         return buffer
     }
 
+    /// The first `count` float32 values of `buffer`, on the host.
     static func download(_ buffer: DeviceBuffer, count: Int) throws -> [Float] {
         var values = [Float](repeating: 0, count: count)
-        try CUDAKernels.run {
-            try values.withUnsafeMutableBytes { bytes in
-                if let base = bytes.baseAddress, count > 0 { try buffer.copy(to: base, bytes: bytes.count) }
-            }
+        try values.withUnsafeMutableBytes { bytes in
+            if let base = bytes.baseAddress, count > 0 { try buffer.copy(to: base, bytes: bytes.count) }
         }
         return values
     }
@@ -171,17 +170,6 @@ final class CUDAKernels: Sendable {
             return capability < (8, 0) ? ["compute capability \(capability.major).\(capability.minor) is below 8.0"] : []
         } catch {
             return ["CUDA is not usable: \(error)"]
-        }
-    }
-
-    /// Runs `body`, turning driver and compiler errors into `FMHAError`s.
-    static func run<Result>(_ body: () throws -> Result) throws -> Result {
-        do {
-            return try body()
-        } catch let error as FMHAError {
-            throw error
-        } catch {
-            throw FMHAError(.cuda, "\(error)")
         }
     }
 }

@@ -51,7 +51,7 @@ public final class TensorStorage: @unchecked Sendable {
 }
 
 /// The primary context of each CUDA device this process uses, opened on first use.
-enum CUDAContexts {
+package enum CUDAContexts {
     private static let contexts = Mutex<[Int: CUDAContext]>([:])
 
     /// Device `ordinal`'s context.
@@ -70,7 +70,7 @@ enum CUDAContexts {
     }
 
     /// Runs `body`, turning the driver's errors into `FMHAError`s that name the device.
-    static func translatingErrors<Result>(device: Device, _ body: () throws -> Result) throws -> Result {
+    package static func translatingErrors<Result>(device: Device, _ body: () throws -> Result) throws -> Result {
         do {
             return try body()
         } catch let error as FMHAError {
