@@ -14,8 +14,13 @@
 #ifdef FMHA_BF16_PRODUCTS
 #include "bf16_products.h"
 #endif
+#include "forward_rows_body.h"
 
 FMHA_TARGET void FMHA_NAME(fmha_forward_tile)(const fmha_forward_tile *t) {
+    if (t->rows <= FMHA_FEW_ROWS) {
+        forward_rows(t);
+        return;
+    }
     const int32_t K = t->head_dim, KV = t->value_dim, rows = t->rows, dtype = t->dtype;
     float *qt = t->workspace;                   // K × R
     float *st = qt + (int64_t)K * R;            // (CP) × R

@@ -305,6 +305,35 @@ import Testing
         }
     }
 
+    @Test(arguments: [1, 2, 3, 5, 8, 9, 36])
+    func fewQueryTiles(queries: Int) throws {
+        // Tiles of up to 8 queries (1 with AVX-512 BF16 dot products) take the few-row kernel, larger
+        // ones the tile kernel (36: a full tile and 4 more): dense, bottom-right causal with a window,
+        // a tensor bias, paged keys, dropout, K ≠ Kv and head dimensions that are not a multiple of the
+        // vector width.
+        for dtype in Self.dtypes {
+            let keys = 131
+            let cases: [(String, Case)] = [
+                ("dense", try Self.bmhk(queries: queries, keys: keys, headDimension: 40, valueDimension: 24, bias: nil,
+                                        dtype: dtype, seed: 70)),
+                ("local", try Self.bmhk(queries: queries, keys: keys, headDimension: 19, valueDimension: 33,
+                                        bias: try LowerTriangularFromBottomRightLocalAttentionMask(windowSize: 70),
+                                        dtype: dtype, seed: 73)),
+                ("tensor", try Self.bmhk(batch: 2, queries: queries, keys: keys, headDimension: 64, valueDimension: 64,
+                                         bias: try Self.randn([2, 2, queries, keys], 76, dtype), dtype: dtype, seed: 77)),
+                ("paged", try Self.bmhk(queries: 2 * queries, keys: 8 * 32, headDimension: 16, valueDimension: 16,
+                                        bias: try PagedBlockDiagonalCausalWithOffsetPaddedKeysMask.fromSeqlens(
+                                            qSeqlen: [queries, queries], kvSeqlen: [100, 80],
+                                            blockTables: [[5, 0, 2, 6], [1, 4, 3, 7]], pageSize: 32),
+                                        dtype: dtype, seed: 80)),
+            ]
+            for (name, testCase) in cases {
+                try Self.compare(testCase, "\(name) Mq=\(queries) \(dtype)")
+            }
+            try Self.compare(cases[1].1, dropout: DropoutState(p: 0.3, seed: 5, offset: 7), "local + dropout Mq=\(queries) \(dtype)")
+        }
+    }
+
     @Test func longVarlen() throws {
         let bias = try BlockDiagonalCausalWithOffsetPaddedKeysMask.fromSeqlens(qSeqlen: [0, 1, 1025, 0], kvPadding: 1089,
                                                                                kvSeqlen: [7, 0, 1089, 64])
