@@ -88,6 +88,7 @@ FMHA_INLINE void row_accumulate(float *restrict o, const float *restrict p, cons
     }
 }
 
+/// The tile `t` (at most FMHA_FEW_ROWS queries), with fmha_forward_tile's inputs and outputs.
 static FMHA_TARGET void forward_rows(const fmha_forward_tile *t) {
     const int32_t K = t->head_dim, KV = t->value_dim, rows = t->rows, dtype = t->dtype;
     // Inside the tile kernel's workspace (which is larger): the query rows pre-multiplied by
