@@ -125,19 +125,7 @@ static FMHA_TARGET void forward_rows(const fmha_forward_tile *t) {
                 last = hi[r] > last ? hi[r] : last;
             }
         }
-        for (int32_t j = first; j < last; j++) {
-            const int64_t row = physical_row(k0 + j, t->key_row_offset, t->pages, t->page_size);
-            physical[j] = row;
-            if (dtype == FMHA_DTYPE_F32) {
-                krow[j] = (const float *)t->k + row * t->k_row_stride;
-                vrow[j] = (const float *)t->v + row * t->v_row_stride;
-            } else {
-                load_row(kbuf + (int64_t)j * K, t->k, row * t->k_row_stride, K, dtype);
-                load_row(vbuf + (int64_t)j * KV, t->v, row * t->v_row_stride, KV, dtype);
-                krow[j] = kbuf + (int64_t)j * K;
-                vrow[j] = vbuf + (int64_t)j * KV;
-            }
-        }
+        gather_key_rows(t, k0, first, last, K, KV, kbuf, vbuf, krow, vrow, physical);
         for (int32_t r = 0; r < rows; r++) {
             const int32_t a = lo[r], b = hi[r];
             if (a >= b) continue;

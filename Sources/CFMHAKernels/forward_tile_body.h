@@ -79,19 +79,7 @@ FMHA_TARGET void FMHA_NAME(fmha_forward_tile)(const fmha_forward_tile *t) {
         }
         scores_bf16(st, krow16, qt2, n, pairs, qscale);
 #else
-        for (int32_t j = 0; j < n; j++) {
-            const int64_t row = physical_row(k0 + j, t->key_row_offset, t->pages, t->page_size);
-            physical[j] = row;
-            if (dtype == FMHA_DTYPE_F32) {
-                krow[j] = (const float *)t->k + row * t->k_row_stride;
-                vrow[j] = (const float *)t->v + row * t->v_row_stride;
-            } else {
-                load_row(kbuf + (int64_t)j * K, t->k, row * t->k_row_stride, K, dtype);
-                load_row(vbuf + (int64_t)j * KV, t->v, row * t->v_row_stride, KV, dtype);
-                krow[j] = kbuf + (int64_t)j * K;
-                vrow[j] = vbuf + (int64_t)j * KV;
-            }
-        }
+        gather_key_rows(t, k0, 0, n, K, KV, kbuf, vbuf, krow, vrow, physical);
         for (int32_t j = n; j < CP; j++) krow[j] = zeros;
 
         scores(st, krow, qt, n, K);

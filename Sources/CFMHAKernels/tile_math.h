@@ -223,6 +223,27 @@ FMHA_INLINE int64_t physical_row(int64_t p, int64_t offset, const int64_t *pages
     return pages ? pages[p / page_size] * page_size + p % page_size : offset + p;
 }
 
+/// Keys first ..< last of the key block that starts at logical key k0, for the forward kernels: their
+/// K/V rows (`physical`) and float32 views of those rows (`krow`, `vrow`), in place for float32
+/// inputs, else converted into kbuf/vbuf (K and KV floats per key).
+FMHA_INLINE void gather_key_rows(const fmha_forward_tile *t, int64_t k0, int32_t first, int32_t last, int32_t K,
+                                 int32_t KV, float *kbuf, float *vbuf, const float **krow, const float **vrow,
+                                 int64_t *physical) {
+    for (int32_t j = first; j < last; j++) {
+        const int64_t row = physical_row(k0 + j, t->key_row_offset, t->pages, t->page_size);
+        physical[j] = row;
+        if (t->dtype == FMHA_DTYPE_F32) {
+            krow[j] = (const float *)t->k + row * t->k_row_stride;
+            vrow[j] = (const float *)t->v + row * t->v_row_stride;
+        } else {
+            load_row(kbuf + (int64_t)j * K, t->k, row * t->k_row_stride, K, t->dtype);
+            load_row(vbuf + (int64_t)j * KV, t->v, row * t->v_row_stride, KV, t->dtype);
+            krow[j] = kbuf + (int64_t)j * K;
+            vrow[j] = vbuf + (int64_t)j * KV;
+        }
+    }
+}
+
 /// Keep factor of the dropout mask for query `query` (packed index) and K/V row `row`.
 FMHA_INLINE float dropout_factor(uint64_t seed, uint32_t offset, uint32_t head, int64_t query, int64_t row,
                                  uint32_t threshold, float keep_scale) {
