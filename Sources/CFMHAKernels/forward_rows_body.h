@@ -5,14 +5,9 @@
 // its online softmax covers the key block, and O += p·V adds four value rows per pass. Same
 // inputs, outputs and semantics as the tile kernel (masks, pages, tensor bias, dropout, LSE).
 
-/// Tiles of at most this many queries take this kernel, as timed against the tile kernel
-/// (bench/README.md): faster at 1–8 rows for float32 and float16; for bfloat16 with AVX-512 BF16
-/// dot products (which read K in place, unconverted) only at 1 row, even at 2, slower from 4.
-#ifdef FMHA_BF16_PRODUCTS
-#define FMHA_FEW_ROWS 1
-#else
+/// Tiles of at most this many queries take this kernel: faster than the tile kernel at 1–8 rows as
+/// timed (bench/README.md).
 #define FMHA_FEW_ROWS 8
-#endif
 
 /// The sum of a vector's lanes.
 FMHA_INLINE float sum_lanes(vf x) {
@@ -88,6 +83,94 @@ FMHA_INLINE void row_accumulate(float *restrict o, const float *restrict p, cons
     }
 }
 
+#ifdef FMHA_BF16_PRODUCTS
+/// The two bfloat16 values at `p` as one lane, and VW such lanes (any alignment).
+FMHA_INLINE vu load_pairs(const uint16_t *p) {
+    vu pairs;
+    memcpy(&pairs, p, sizeof pairs);
+    return pairs;
+}
+
+/// The dot product of two lanes of bfloat16 pairs, in float32.
+FMHA_INLINE float pair_dot(uint32_t a, uint32_t b) {
+    return bf16_to_float((uint16_t)a) * bf16_to_float((uint16_t)b)
+           + bf16_to_float((uint16_t)(a >> 16)) * bf16_to_float((uint16_t)(b >> 16));
+}
+
+/// s[j] = scale · q · key[j] for lo <= j < hi, from query pairs and bfloat16 key rows read in place
+/// (`pairs` pairs each), by BF16 dot products.
+FMHA_INLINE void row_scores_bf16(float *restrict s, const uint32_t *restrict q, const uint16_t *const *key, int32_t lo,
+                                 int32_t hi, int32_t pairs, float scale) {
+    int32_t j = lo;
+    for (; j + 4 <= hi; j += 4) {
+        const uint16_t *k0 = key[j], *k1 = key[j + 1], *k2 = key[j + 2], *k3 = key[j + 3];
+        vf a0 = splat(0), a1 = splat(0), a2 = splat(0), a3 = splat(0);
+        int32_t c = 0;
+        for (; c + VW <= pairs; c += VW) {
+            const vu x = loadu(q + c);
+            a0 = dot_pairs(a0, x, load_pairs(k0 + 2 * c));
+            a1 = dot_pairs(a1, x, load_pairs(k1 + 2 * c));
+            a2 = dot_pairs(a2, x, load_pairs(k2 + 2 * c));
+            a3 = dot_pairs(a3, x, load_pairs(k3 + 2 * c));
+        }
+        float s0 = sum_lanes(a0), s1 = sum_lanes(a1), s2 = sum_lanes(a2), s3 = sum_lanes(a3);
+        for (; c < pairs; c++) {
+            s0 += pair_dot(q[c], load_pair(k0 + 2 * c));
+            s1 += pair_dot(q[c], load_pair(k1 + 2 * c));
+            s2 += pair_dot(q[c], load_pair(k2 + 2 * c));
+            s3 += pair_dot(q[c], load_pair(k3 + 2 * c));
+        }
+        s[j] = s0 * scale;
+        s[j + 1] = s1 * scale;
+        s[j + 2] = s2 * scale;
+        s[j + 3] = s3 * scale;
+    }
+    for (; j < hi; j++) {
+        const uint16_t *k0 = key[j];
+        vf a0 = splat(0);
+        int32_t c = 0;
+        for (; c + VW <= pairs; c += VW) a0 = dot_pairs(a0, loadu(q + c), load_pairs(k0 + 2 * c));
+        float s0 = sum_lanes(a0);
+        for (; c < pairs; c++) s0 += pair_dot(q[c], load_pair(k0 + 2 * c));
+        s[j] = s0 * scale;
+    }
+}
+
+/// VW bfloat16 values at `p` (any alignment) as float32 lanes.
+FMHA_INLINE vf widen_bf16(const uint16_t *p) {
+    typedef uint16_t vh __attribute__((vector_size(VW * 2)));
+    vh halves;
+    memcpy(&halves, p, sizeof halves);
+    return (vf)(__builtin_convertvector(halves, vu) << 16);
+}
+
+/// o[0..<KV] += Σ_{lo <= j < hi} p[j] · value[j], from bfloat16 value rows read in place.
+FMHA_INLINE void row_accumulate_bf16(float *restrict o, const float *restrict p, const uint16_t *const *value, int32_t lo,
+                                     int32_t hi, int32_t KV) {
+    int32_t j = lo;
+    for (; j + 4 <= hi; j += 4) {
+        const uint16_t *v0 = value[j], *v1 = value[j + 1], *v2 = value[j + 2], *v3 = value[j + 3];
+        const vf p0 = splat(p[j]), p1 = splat(p[j + 1]), p2 = splat(p[j + 2]), p3 = splat(p[j + 3]);
+        int32_t c = 0;
+        for (; c + VW <= KV; c += VW) {
+            storev(o + c, loadv(o + c) + p0 * widen_bf16(v0 + c) + p1 * widen_bf16(v1 + c) + p2 * widen_bf16(v2 + c)
+                              + p3 * widen_bf16(v3 + c));
+        }
+        for (; c < KV; c++) {
+            o[c] += p[j] * bf16_to_float(v0[c]) + p[j + 1] * bf16_to_float(v1[c]) + p[j + 2] * bf16_to_float(v2[c])
+                    + p[j + 3] * bf16_to_float(v3[c]);
+        }
+    }
+    for (; j < hi; j++) {
+        const uint16_t *v0 = value[j];
+        const vf p0 = splat(p[j]);
+        int32_t c = 0;
+        for (; c + VW <= KV; c += VW) storev(o + c, loadv(o + c) + p0 * widen_bf16(v0 + c));
+        for (; c < KV; c++) o[c] += p[j] * bf16_to_float(v0[c]);
+    }
+}
+#endif
+
 /// The tile `t` (at most FMHA_FEW_ROWS queries), with fmha_forward_tile's inputs and outputs.
 static FMHA_TARGET void forward_rows(const fmha_forward_tile *t) {
     const int32_t K = t->head_dim, KV = t->value_dim, rows = t->rows, dtype = t->dtype;
@@ -103,10 +186,22 @@ static FMHA_TARGET void forward_rows(const fmha_forward_tile *t) {
     int64_t physical[C];
     int32_t lo[R], hi[R];
     float m[FMHA_FEW_ROWS], l[FMHA_FEW_ROWS];
+#ifdef FMHA_BF16_PRODUCTS
+    // bfloat16 with BF16 dot products: query pairs in q's space (rounded, as the tile kernel's), K and
+    // V rows read in place.
+    uint32_t *qp = (uint32_t *)q;
+    const uint16_t *krow16[C], *vrow16[C];
+    const int32_t pairs = K / 2;
+#endif
 
     const float qscale = t->scale * (float)M_LOG2E;
     for (int32_t r = 0; r < rows; r++) {
+#ifdef FMHA_BF16_PRODUCTS
+        const uint16_t *query = (const uint16_t *)t->q + r * t->q_row_stride;
+        for (int32_t c = 0; c < pairs; c++) qp[(int64_t)r * pairs + c] = bf16_pair(query[2 * c], query[2 * c + 1]);
+#else
         for (int32_t c = 0; c < K; c++) q[(int64_t)r * K + c] = load_scalar(t->q, r * t->q_row_stride + c, dtype) * qscale;
+#endif
         memset(o + (int64_t)r * KV, 0, sizeof(float) * (size_t)KV);
         m[r] = -INFINITY;
         l[r] = 0;
@@ -125,12 +220,24 @@ static FMHA_TARGET void forward_rows(const fmha_forward_tile *t) {
                 last = hi[r] > last ? hi[r] : last;
             }
         }
+#ifdef FMHA_BF16_PRODUCTS
+        for (int32_t j = first; j < last; j++) {
+            physical[j] = physical_row(k0 + j, t->key_row_offset, t->pages, t->page_size);
+            krow16[j] = (const uint16_t *)t->k + physical[j] * t->k_row_stride;
+            vrow16[j] = (const uint16_t *)t->v + physical[j] * t->v_row_stride;
+        }
+#else
         gather_key_rows(t, k0, first, last, K, KV, kbuf, vbuf, krow, vrow, physical);
+#endif
         for (int32_t r = 0; r < rows; r++) {
             const int32_t a = lo[r], b = hi[r];
             if (a >= b) continue;
             float *orow = o + (int64_t)r * KV;
+#ifdef FMHA_BF16_PRODUCTS
+            row_scores_bf16(s, qp + (int64_t)r * pairs, krow16, a, b, pairs, qscale);
+#else
             row_scores(s, q + (int64_t)r * K, krow, a, b, K);
+#endif
             if (t->bias) {
                 for (int32_t j = a; j < b; j++) {
                     s[j] += load_scalar(t->bias, r * t->bias_row_stride + physical[j] * t->bias_col_stride, dtype)
@@ -162,7 +269,11 @@ static FMHA_TARGET void forward_rows(const fmha_forward_tile *t) {
                                            physical[j], t->dropout_threshold, t->dropout_keep_scale);
                 }
             }
+#ifdef FMHA_BF16_PRODUCTS
+            row_accumulate_bf16(orow, s, vrow16, a, b, KV);
+#else
             row_accumulate(orow, s, vrow, a, b, KV);
+#endif
         }
     }
 

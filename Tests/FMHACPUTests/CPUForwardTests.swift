@@ -307,10 +307,10 @@ import Testing
 
     @Test(arguments: [1, 2, 3, 5, 8, 9, 36])
     func fewQueryTiles(queries: Int) throws {
-        // Tiles of up to 8 queries (1 with AVX-512 BF16 dot products) take the few-row kernel, larger
-        // ones the tile kernel (36: a full tile and 4 more): dense, bottom-right causal with a window,
-        // a tensor bias, paged keys, dropout, K ≠ Kv and head dimensions that are not a multiple of the
-        // vector width.
+        // Tiles of up to 8 queries take the few-row kernel (with BF16 dot products for bfloat16 where
+        // the CPU has them, even widths), larger ones the tile kernel (36: a full tile and 4 more): dense,
+        // bottom-right causal with a window, a tensor bias, paged keys, dropout, K ≠ Kv and head
+        // dimensions that are not a multiple of the vector width.
         for dtype in Self.dtypes {
             let keys = 131
             let cases: [(String, Case)] = [
