@@ -2,8 +2,9 @@
 // forward_tile_body.h. The tile kernel runs its vectors along the tile's FMHA_TILE_QUERIES queries,
 // so a one-row tile leaves all but one lane idle; here the vectors run along the head dimension
 // instead: each row's scores are dot products (four keys at a time, one horizontal sum per key),
-// its online softmax covers the key block, and O += p·V adds four value rows per pass. Same
-// inputs, outputs and semantics as the tile kernel (masks, pages, tensor bias, dropout, LSE).
+// its online softmax covers the key block, and O += p·V adds four value rows per pass (bfloat16
+// through BF16 dot products where the build has them, K and V read in place). Same inputs, outputs
+// and semantics as the tile kernel (masks, pages, tensor bias, dropout, LSE).
 
 /// Tiles of at most this many queries take this kernel: faster than the tile kernel at 1–8 rows as
 /// timed (bench/README.md).
@@ -180,9 +181,6 @@ static FMHA_TARGET void forward_rows(const fmha_forward_tile *t) {
     float *q = t->workspace;                        // FMHA_FEW_ROWS × K
     float *s = q + (int64_t)FMHA_FEW_ROWS * K;      // C + VW
     float *o = s + C + VW;                          // FMHA_FEW_ROWS × KV
-    float *kbuf = o + (int64_t)FMHA_FEW_ROWS * KV;  // C × K
-    float *vbuf = kbuf + (int64_t)C * K;            // C × KV
-    const float *krow[C], *vrow[C];
     int64_t physical[C];
     int32_t lo[R], hi[R];
     float m[FMHA_FEW_ROWS], l[FMHA_FEW_ROWS];
@@ -192,6 +190,10 @@ static FMHA_TARGET void forward_rows(const fmha_forward_tile *t) {
     uint32_t *qp = (uint32_t *)q;
     const uint16_t *krow16[C], *vrow16[C];
     const int32_t pairs = K / 2;
+#else
+    float *kbuf = o + (int64_t)FMHA_FEW_ROWS * KV;  // C × K
+    float *vbuf = kbuf + (int64_t)C * K;            // C × KV
+    const float *krow[C], *vrow[C];
 #endif
 
     const float qscale = t->scale * (float)M_LOG2E;
