@@ -24,102 +24,71 @@ FMHA_INLINE float sum_lanes(vf x) {
     return (quarter[0] + quarter[1]) + (quarter[2] + quarter[3]);
 }
 
-/// s[j] = q · key[j] for lo <= j < hi (K elements each).
-FMHA_INLINE void row_scores(float *restrict s, const float *restrict q, const float *const *key, int32_t lo, int32_t hi,
-                            int32_t K) {
-    int32_t j = lo;
-    for (; j + 4 <= hi; j += 4) {
-        const float *k0 = key[j], *k1 = key[j + 1], *k2 = key[j + 2], *k3 = key[j + 3];
-        vf a0 = splat(0), a1 = splat(0), a2 = splat(0), a3 = splat(0);
-        int32_t c = 0;
-        for (; c + VW <= K; c += VW) {
-            const vf x = loadv(q + c);
-            a0 += x * loadv(k0 + c);
-            a1 += x * loadv(k1 + c);
-            a2 += x * loadv(k2 + c);
-            a3 += x * loadv(k3 + c);
-        }
-        float s0 = sum_lanes(a0), s1 = sum_lanes(a1), s2 = sum_lanes(a2), s3 = sum_lanes(a3);
-        for (; c < K; c++) {
-            s0 += q[c] * k0[c];
-            s1 += q[c] * k1[c];
-            s2 += q[c] * k2[c];
-            s3 += q[c] * k3[c];
-        }
-        s[j] = s0;
-        s[j + 1] = s1;
-        s[j + 2] = s2;
-        s[j + 3] = s3;
-    }
-    for (; j < hi; j++) {
-        const float *k0 = key[j];
-        vf a0 = splat(0);
-        int32_t c = 0;
-        for (; c + VW <= K; c += VW) a0 += loadv(q + c) * loadv(k0 + c);
-        float s0 = sum_lanes(a0);
-        for (; c < K; c++) s0 += q[c] * k0[c];
-        s[j] = s0;
-    }
-}
-
-/// o[0..<KV] += Σ_{lo <= j < hi} p[j] · value[j].
-FMHA_INLINE void row_accumulate(float *restrict o, const float *restrict p, const float *const *value, int32_t lo,
-                                int32_t hi, int32_t KV) {
-    int32_t j = lo;
-    for (; j + 4 <= hi; j += 4) {
-        const float *v0 = value[j], *v1 = value[j + 1], *v2 = value[j + 2], *v3 = value[j + 3];
-        const vf p0 = splat(p[j]), p1 = splat(p[j + 1]), p2 = splat(p[j + 2]), p3 = splat(p[j + 3]);
-        int32_t c = 0;
-        for (; c + VW <= KV; c += VW) {
-            storev(o + c, loadv(o + c) + p0 * loadv(v0 + c) + p1 * loadv(v1 + c) + p2 * loadv(v2 + c) + p3 * loadv(v3 + c));
-        }
-        for (; c < KV; c++) o[c] += p[j] * v0[c] + p[j + 1] * v1[c] + p[j + 2] * v2[c] + p[j + 3] * v3[c];
-    }
-    for (; j < hi; j++) {
-        const float *v0 = value[j];
-        const vf p0 = splat(p[j]);
-        int32_t c = 0;
-        for (; c + VW <= KV; c += VW) storev(o + c, loadv(o + c) + p0 * loadv(v0 + c));
-        for (; c < KV; c++) o[c] += p[j] * v0[c];
-    }
-}
-
+// What a row holds, per build. Without BF16 products: float32 query lanes against float32 K/V rows
+// (the inputs' own, or converted copies). With them: query lanes of two bfloat16 values against
+// bfloat16 K/V rows read in place, two multiply-adds per lane (vdpbf16ps), V widened to float32.
 #ifdef FMHA_BF16_PRODUCTS
-/// The two bfloat16 values at `p` as one lane, and VW such lanes (any alignment).
-FMHA_INLINE vu load_pairs(const uint16_t *p) {
+typedef uint32_t query_lane;
+typedef uint16_t row_element;
+enum { ELEMENTS_PER_LANE = 2 };
+
+/// acc + the products of VW query lanes with the matching 2·VW key elements.
+FMHA_INLINE vf dot_step(vf acc, const query_lane *q, const row_element *key) {
     vu pairs;
-    memcpy(&pairs, p, sizeof pairs);
-    return pairs;
+    memcpy(&pairs, key, sizeof pairs);
+    return dot_pairs(acc, loadu(q), pairs);
 }
 
-/// The dot product of two lanes of bfloat16 pairs, in float32.
-FMHA_INLINE float pair_dot(uint32_t a, uint32_t b) {
-    return bf16_to_float((uint16_t)a) * bf16_to_float((uint16_t)b)
-           + bf16_to_float((uint16_t)(a >> 16)) * bf16_to_float((uint16_t)(b >> 16));
+/// One query lane times its two key elements, in float32.
+FMHA_INLINE float dot_lane(query_lane q, const row_element *key) {
+    const uint32_t k = load_pair(key);
+    return bf16_to_float((uint16_t)q) * bf16_to_float((uint16_t)k)
+           + bf16_to_float((uint16_t)(q >> 16)) * bf16_to_float((uint16_t)(k >> 16));
 }
 
-/// s[j] = scale · q · key[j] for lo <= j < hi, from query pairs and bfloat16 key rows read in place
-/// (`pairs` pairs each), by BF16 dot products.
-FMHA_INLINE void row_scores_bf16(float *restrict s, const uint32_t *restrict q, const uint16_t *const *key, int32_t lo,
-                                 int32_t hi, int32_t pairs, float scale) {
+/// VW elements of a value row as float32 lanes (any alignment).
+FMHA_INLINE vf widen_values(const row_element *p) {
+    typedef uint16_t vh __attribute__((vector_size(VW * 2)));
+    vh halves;
+    memcpy(&halves, p, sizeof halves);
+    return (vf)(__builtin_convertvector(halves, vu) << 16);
+}
+
+FMHA_INLINE float widen_value(row_element x) { return bf16_to_float(x); }
+#else
+typedef float query_lane;
+typedef float row_element;
+enum { ELEMENTS_PER_LANE = 1 };
+
+FMHA_INLINE vf dot_step(vf acc, const query_lane *q, const row_element *key) { return acc + loadv(q) * loadv(key); }
+FMHA_INLINE float dot_lane(query_lane q, const row_element *key) { return q * key[0]; }
+FMHA_INLINE vf widen_values(const row_element *p) { return loadv(p); }
+FMHA_INLINE float widen_value(row_element x) { return x; }
+#endif
+
+/// s[j] = scale · q · key[j] for lo <= j < hi, over `lanes` query lanes (ELEMENTS_PER_LANE key
+/// elements each): four keys at a time, one horizontal sum per key.
+FMHA_INLINE void row_scores(float *restrict s, const query_lane *restrict q, const row_element *const *key, int32_t lo,
+                            int32_t hi, int32_t lanes, float scale) {
     int32_t j = lo;
     for (; j + 4 <= hi; j += 4) {
-        const uint16_t *k0 = key[j], *k1 = key[j + 1], *k2 = key[j + 2], *k3 = key[j + 3];
+        const row_element *k0 = key[j], *k1 = key[j + 1], *k2 = key[j + 2], *k3 = key[j + 3];
         vf a0 = splat(0), a1 = splat(0), a2 = splat(0), a3 = splat(0);
         int32_t c = 0;
-        for (; c + VW <= pairs; c += VW) {
-            const vu x = loadu(q + c);
-            a0 = dot_pairs(a0, x, load_pairs(k0 + 2 * c));
-            a1 = dot_pairs(a1, x, load_pairs(k1 + 2 * c));
-            a2 = dot_pairs(a2, x, load_pairs(k2 + 2 * c));
-            a3 = dot_pairs(a3, x, load_pairs(k3 + 2 * c));
+        for (; c + VW <= lanes; c += VW) {
+            const int64_t e = (int64_t)c * ELEMENTS_PER_LANE;
+            a0 = dot_step(a0, q + c, k0 + e);
+            a1 = dot_step(a1, q + c, k1 + e);
+            a2 = dot_step(a2, q + c, k2 + e);
+            a3 = dot_step(a3, q + c, k3 + e);
         }
         float s0 = sum_lanes(a0), s1 = sum_lanes(a1), s2 = sum_lanes(a2), s3 = sum_lanes(a3);
-        for (; c < pairs; c++) {
-            s0 += pair_dot(q[c], load_pair(k0 + 2 * c));
-            s1 += pair_dot(q[c], load_pair(k1 + 2 * c));
-            s2 += pair_dot(q[c], load_pair(k2 + 2 * c));
-            s3 += pair_dot(q[c], load_pair(k3 + 2 * c));
+        for (; c < lanes; c++) {
+            const int64_t e = (int64_t)c * ELEMENTS_PER_LANE;
+            s0 += dot_lane(q[c], k0 + e);
+            s1 += dot_lane(q[c], k1 + e);
+            s2 += dot_lane(q[c], k2 + e);
+            s3 += dot_lane(q[c], k3 + e);
         }
         s[j] = s0 * scale;
         s[j + 1] = s1 * scale;
@@ -127,82 +96,63 @@ FMHA_INLINE void row_scores_bf16(float *restrict s, const uint32_t *restrict q, 
         s[j + 3] = s3 * scale;
     }
     for (; j < hi; j++) {
-        const uint16_t *k0 = key[j];
         vf a0 = splat(0);
         int32_t c = 0;
-        for (; c + VW <= pairs; c += VW) a0 = dot_pairs(a0, loadu(q + c), load_pairs(k0 + 2 * c));
+        for (; c + VW <= lanes; c += VW) a0 = dot_step(a0, q + c, key[j] + (int64_t)c * ELEMENTS_PER_LANE);
         float s0 = sum_lanes(a0);
-        for (; c < pairs; c++) s0 += pair_dot(q[c], load_pair(k0 + 2 * c));
+        for (; c < lanes; c++) s0 += dot_lane(q[c], key[j] + (int64_t)c * ELEMENTS_PER_LANE);
         s[j] = s0 * scale;
     }
 }
 
-/// VW bfloat16 values at `p` (any alignment) as float32 lanes.
-FMHA_INLINE vf widen_bf16(const uint16_t *p) {
-    typedef uint16_t vh __attribute__((vector_size(VW * 2)));
-    vh halves;
-    memcpy(&halves, p, sizeof halves);
-    return (vf)(__builtin_convertvector(halves, vu) << 16);
-}
-
-/// o[0..<KV] += Σ_{lo <= j < hi} p[j] · value[j], from bfloat16 value rows read in place.
-FMHA_INLINE void row_accumulate_bf16(float *restrict o, const float *restrict p, const uint16_t *const *value, int32_t lo,
-                                     int32_t hi, int32_t KV) {
+/// o[0..<KV] += Σ_{lo <= j < hi} p[j] · value[j]: four value rows per pass over o.
+FMHA_INLINE void row_accumulate(float *restrict o, const float *restrict p, const row_element *const *value, int32_t lo,
+                                int32_t hi, int32_t KV) {
     int32_t j = lo;
     for (; j + 4 <= hi; j += 4) {
-        const uint16_t *v0 = value[j], *v1 = value[j + 1], *v2 = value[j + 2], *v3 = value[j + 3];
+        const row_element *v0 = value[j], *v1 = value[j + 1], *v2 = value[j + 2], *v3 = value[j + 3];
         const vf p0 = splat(p[j]), p1 = splat(p[j + 1]), p2 = splat(p[j + 2]), p3 = splat(p[j + 3]);
         int32_t c = 0;
         for (; c + VW <= KV; c += VW) {
-            storev(o + c, loadv(o + c) + p0 * widen_bf16(v0 + c) + p1 * widen_bf16(v1 + c) + p2 * widen_bf16(v2 + c)
-                              + p3 * widen_bf16(v3 + c));
+            storev(o + c, loadv(o + c) + p0 * widen_values(v0 + c) + p1 * widen_values(v1 + c)
+                              + p2 * widen_values(v2 + c) + p3 * widen_values(v3 + c));
         }
         for (; c < KV; c++) {
-            o[c] += p[j] * bf16_to_float(v0[c]) + p[j + 1] * bf16_to_float(v1[c]) + p[j + 2] * bf16_to_float(v2[c])
-                    + p[j + 3] * bf16_to_float(v3[c]);
+            o[c] += p[j] * widen_value(v0[c]) + p[j + 1] * widen_value(v1[c]) + p[j + 2] * widen_value(v2[c])
+                    + p[j + 3] * widen_value(v3[c]);
         }
     }
     for (; j < hi; j++) {
-        const uint16_t *v0 = value[j];
         const vf p0 = splat(p[j]);
         int32_t c = 0;
-        for (; c + VW <= KV; c += VW) storev(o + c, loadv(o + c) + p0 * widen_bf16(v0 + c));
-        for (; c < KV; c++) o[c] += p[j] * bf16_to_float(v0[c]);
+        for (; c + VW <= KV; c += VW) storev(o + c, loadv(o + c) + p0 * widen_values(value[j] + c));
+        for (; c < KV; c++) o[c] += p[j] * widen_value(value[j][c]);
     }
 }
-#endif
 
 /// The tile `t` (at most FMHA_FEW_ROWS queries), with fmha_forward_tile's inputs and outputs.
 static FMHA_TARGET void forward_rows(const fmha_forward_tile *t) {
     const int32_t K = t->head_dim, KV = t->value_dim, rows = t->rows, dtype = t->dtype;
-    // Inside the tile kernel's workspace (which is larger): the query rows pre-multiplied by
-    // scale·log2(e), one row's scores (one vector of slack past the block), the output
-    // accumulators, and converted K/V rows when the inputs are not float32.
-    float *q = t->workspace;                        // FMHA_FEW_ROWS × K
-    float *s = q + (int64_t)FMHA_FEW_ROWS * K;      // C + VW
-    float *o = s + C + VW;                          // FMHA_FEW_ROWS × KV
+    // Inside the tile kernel's workspace (which is larger): the query rows (lanes as above), one
+    // row's scores (one vector of slack past the block), the output accumulators, and converted K/V
+    // rows when the build reads float32 rows of 16-bit inputs.
+    query_lane *q = (query_lane *)t->workspace;                 // FMHA_FEW_ROWS × K lanes at most
+    float *s = (float *)t->workspace + (int64_t)FMHA_FEW_ROWS * K;  // C + VW
+    float *o = s + C + VW;                                      // FMHA_FEW_ROWS × KV
+    const int32_t lanes = K / ELEMENTS_PER_LANE;  // (K is even with BF16 products)
+    const row_element *krow[C], *vrow[C];
     int64_t physical[C];
     int32_t lo[R], hi[R];
     float m[FMHA_FEW_ROWS], l[FMHA_FEW_ROWS];
-#ifdef FMHA_BF16_PRODUCTS
-    // bfloat16 with BF16 dot products: query pairs in q's space (rounded, as the tile kernel's), K and
-    // V rows read in place.
-    uint32_t *qp = (uint32_t *)q;
-    const uint16_t *krow16[C], *vrow16[C];
-    const int32_t pairs = K / 2;
-#else
-    float *kbuf = o + (int64_t)FMHA_FEW_ROWS * KV;  // C × K
-    float *vbuf = kbuf + (int64_t)C * K;            // C × KV
-    const float *krow[C], *vrow[C];
-#endif
 
     const float qscale = t->scale * (float)M_LOG2E;
     for (int32_t r = 0; r < rows; r++) {
+        query_lane *row = q + (int64_t)r * lanes;
 #ifdef FMHA_BF16_PRODUCTS
         const uint16_t *query = (const uint16_t *)t->q + r * t->q_row_stride;
-        for (int32_t c = 0; c < pairs; c++) qp[(int64_t)r * pairs + c] = bf16_pair(query[2 * c], query[2 * c + 1]);
+        for (int32_t c = 0; c < lanes; c++) row[c] = bf16_pair(query[2 * c], query[2 * c + 1]);
 #else
-        for (int32_t c = 0; c < K; c++) q[(int64_t)r * K + c] = load_scalar(t->q, r * t->q_row_stride + c, dtype) * qscale;
+        for (int32_t c = 0; c < K; c++) row[c] = load_scalar(t->q, r * t->q_row_stride + c, dtype);
 #endif
         memset(o + (int64_t)r * KV, 0, sizeof(float) * (size_t)KV);
         m[r] = -INFINITY;
@@ -225,21 +175,18 @@ static FMHA_TARGET void forward_rows(const fmha_forward_tile *t) {
 #ifdef FMHA_BF16_PRODUCTS
         for (int32_t j = first; j < last; j++) {
             physical[j] = physical_row(k0 + j, t->key_row_offset, t->pages, t->page_size);
-            krow16[j] = (const uint16_t *)t->k + physical[j] * t->k_row_stride;
-            vrow16[j] = (const uint16_t *)t->v + physical[j] * t->v_row_stride;
+            krow[j] = (const uint16_t *)t->k + physical[j] * t->k_row_stride;
+            vrow[j] = (const uint16_t *)t->v + physical[j] * t->v_row_stride;
         }
 #else
+        float *kbuf = o + (int64_t)FMHA_FEW_ROWS * KV, *vbuf = kbuf + (int64_t)C * K;  // C × K, C × KV
         gather_key_rows(t, k0, first, last, K, KV, kbuf, vbuf, krow, vrow, physical);
 #endif
         for (int32_t r = 0; r < rows; r++) {
             const int32_t a = lo[r], b = hi[r];
             if (a >= b) continue;
             float *orow = o + (int64_t)r * KV;
-#ifdef FMHA_BF16_PRODUCTS
-            row_scores_bf16(s, qp + (int64_t)r * pairs, krow16, a, b, pairs, qscale);
-#else
-            row_scores(s, q + (int64_t)r * K, krow, a, b, K);
-#endif
+            row_scores(s, q + (int64_t)r * lanes, krow, a, b, lanes, qscale);
             if (t->bias) {
                 for (int32_t j = a; j < b; j++) {
                     s[j] += load_scalar(t->bias, r * t->bias_row_stride + physical[j] * t->bias_col_stride, dtype)
@@ -271,11 +218,7 @@ static FMHA_TARGET void forward_rows(const fmha_forward_tile *t) {
                                            physical[j], t->dropout_threshold, t->dropout_keep_scale);
                 }
             }
-#ifdef FMHA_BF16_PRODUCTS
-            row_accumulate_bf16(orow, s, vrow16, a, b, KV);
-#else
             row_accumulate(orow, s, vrow, a, b, KV);
-#endif
         }
     }
 
