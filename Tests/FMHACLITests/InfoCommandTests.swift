@@ -4,7 +4,7 @@ import Testing
 
 /// `fmha info`: the CUDA report, and `--compile-kernels` where NVRTC can be loaded (always in CI).
 @Suite struct InfoCommandTests {
-    static var nvrtcAvailable: Bool { (try? NVRTC()) != nil || LibrarySearch.environment["CI"] == "true" }
+    static var nvrtcAvailable: Bool { (try? NVRTC()) != nil || LibrarySearch.variables(["CI"])["CI"] == "true" }
 
     @Test func reportsCUDAStatusEitherWay() throws {
         let lines = InfoCommand.cudaDescription()
