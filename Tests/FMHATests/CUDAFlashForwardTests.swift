@@ -89,8 +89,8 @@ struct CUDAFlashForwardTests {
 
     @Test(arguments: CUDAFlashForward.tuningCandidates)
     func everyTuningTileShape(tileShape: CUDAFlashForward.TileShape) throws {
-        // (K = 256 too for the ping-pong shape of 16-row warps, the one meant for it.)
-        for headDimension in [64, 128] + (tileShape.pingPong && tileShape.warpTiles == 1 ? [256] : []) {
+        // (K = 256 too for the ping-pong shape, the one meant for it.)
+        for headDimension in [64, 128] + (tileShape.pingPong ? [256] : []) {
             let q = try Self.randn([1, 300, 2, headDimension], 27, .bfloat16), k = try Self.randn([1, 360, 2, headDimension], 28, .bfloat16)
             let bias = try BlockDiagonalCausalFromBottomRightMask.fromSeqlens(qSeqlen: [150, 0, 150], kvSeqlen: [160, 30, 170])
             try check(Inputs(query: q, key: k, value: k, bias: bias), "\(tileShape.name) K=\(headDimension)",
