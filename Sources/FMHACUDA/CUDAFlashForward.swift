@@ -14,36 +14,35 @@ public struct CUDAFlashForward: ForwardOperator {
     /// memory for each product, and the blocks per SM promised to ptxas (`__launch_bounds__`).
     public struct TileShape: Sendable, Hashable {
         public let warps: Int, warpTiles: Int, keys: Int, queryInShared: Bool, minimumBlocks: Int
-        /// The block's warps form two groups that take turns on the tensor cores (FlashAttention-3's
-        /// ping-pong, `FMHA_PING_PONG`): two K/V stages, Q in shared memory, no tensor bias or dropout.
-        public let pingPong: Bool
+        /// K/V buffers per tensor (`FMHA_STAGES`): 1, or 2 tracked by mbarriers (the copies of the
+        /// next tiles overlap the work on the current ones; Q in shared memory, no tensor bias or dropout).
+        public let stages: Int
 
-        /// A tile shape; `warpTiles` is 1 or 2, `keys` a multiple of 16.
-        public init(warps: Int, warpTiles: Int, keys: Int, queryInShared: Bool, minimumBlocks: Int, pingPong: Bool = false) {
+        /// A tile shape; `warpTiles` is 1 or 2, `keys` a multiple of 16, `stages` 1 or 2.
+        public init(warps: Int, warpTiles: Int, keys: Int, queryInShared: Bool, minimumBlocks: Int, stages: Int = 1) {
             self.warps = warps
             self.warpTiles = warpTiles
             self.keys = keys
             self.queryInShared = queryInShared
             self.minimumBlocks = minimumBlocks
-            self.pingPong = pingPong
+            self.stages = stages
         }
 
         /// Queries per thread block.
         public var queries: Int { warps * warpTiles * 16 }
-        /// "w<warps>x<warpTiles>n<keys>[q]b<minimumBlocks>[p]" (q: Q in shared memory, p: ping-pong),
-        /// the suffix of the tuning variants' names.
-        public var name: String { "w\(warps)x\(warpTiles)n\(keys)\(queryInShared ? "q" : "")b\(minimumBlocks)\(pingPong ? "p" : "")" }
+        /// "w<warps>x<warpTiles>n<keys>[q]b<minimumBlocks>[s2]" (q: Q in shared memory, s2: two
+        /// stages), the suffix of the tuning variants' names.
+        public var name: String { "w\(warps)x\(warpTiles)n\(keys)\(queryInShared ? "q" : "")b\(minimumBlocks)\(stages == 2 ? "s2" : "")" }
 
-        /// Dynamic shared memory of a block for tiles `width` columns wide: the K and V tiles (two
-        /// stages each with ping-pong), and the Q tile when it is in shared memory (rows of width + 8
-        /// 16-bit values).
+        /// Dynamic shared memory of a block for tiles `width` columns wide: the K and V tiles (each
+        /// `stages` times), and the Q tile when it is in shared memory (rows of width + 8 16-bit values).
         func sharedMemoryBytes(width: Int) -> Int {
-            (2 * (pingPong ? 2 : 1) * keys + (queryInShared ? queries : 0)) * (width + 8) * 2
+            (2 * stages * keys + (queryInShared ? queries : 0)) * (width + 8) * 2
         }
 
         /// All the shared memory a block uses: the dynamic tiles and the kernel's static row ranges
-        /// (two Int32 per query) and, with ping-pong, its nine mbarriers.
-        func totalSharedMemoryBytes(width: Int) -> Int { sharedMemoryBytes(width: width) + 8 * queries + (pingPong ? 72 : 0) }
+        /// (two Int32 per query) and, with two stages, their nine mbarriers.
+        func totalSharedMemoryBytes(width: Int) -> Int { sharedMemoryBytes(width: width) + 8 * queries + (stages == 2 ? 72 : 0) }
 
         /// Why a block of this shape cannot run at `width` on a device that gives a block at most
         /// `limit` bytes of shared memory, or nil when it fits (a tuning shape can ask for more).
@@ -60,8 +59,8 @@ public struct CUDAFlashForward: ForwardOperator {
     /// The tuning table: the tile shape used for each width on a GPU of compute capability
     /// `major`.x. Hopper's entries were chosen by timing the candidates (`tuningCandidates`,
     /// `fmha bench --op cuda-flash-<shape>`) on the H200 (bench/GPU-NOTES.md: 128-key tiles up to
-    /// K = 64, as FlashAttention-2 does, then 64-key tiles, and above K = 128 the ping-pong shape:
-    /// two groups of four 16-row warps taking turns on the tensor cores); the others are the
+    /// K = 64, as FlashAttention-2 does, then 64-key tiles, and above K = 128 8 warps of 16 rows
+    /// with two K/V stages); the others are the
     /// spill-free shapes closest to them (sm_80's ptxas spills FA2's 4×32-row shape above K = 64),
     /// not measured on such a GPU.
     /// With `extras` (tensor bias or dropout), 8 warps of 16 rows everywhere: the extra registers
@@ -73,10 +72,10 @@ public struct CUDAFlashForward: ForwardOperator {
         let fourWarpsOf32RowsWideTiles = TileShape(warps: 4, warpTiles: 2, keys: 128, queryInShared: true, minimumBlocks: 2)
         let eightWarpsOf16Rows = TileShape(warps: 8, warpTiles: 1, keys: 64, queryInShared: true, minimumBlocks: 1)
         let eightWarpsOf16RowsSmallTiles = TileShape(warps: 8, warpTiles: 1, keys: 32, queryInShared: true, minimumBlocks: 1)
-        let pingPongOf16Rows = TileShape(warps: 8, warpTiles: 1, keys: 64, queryInShared: true, minimumBlocks: 1, pingPong: true)
+        let eightWarpsOf16RowsTwoStages = TileShape(warps: 8, warpTiles: 1, keys: 64, queryInShared: true, minimumBlocks: 1, stages: 2)
         if major < 9, width > 224 { return TileShape(warps: 8, warpTiles: 1, keys: 16, queryInShared: true, minimumBlocks: 1) }
         if extras { return width <= 128 ? eightWarpsOf16Rows : eightWarpsOf16RowsSmallTiles }
-        if major >= 9 { return width <= 64 ? fourWarpsOf32RowsWideTiles : width <= 128 ? fourWarpsOf32Rows : pingPongOf16Rows }
+        if major >= 9 { return width <= 64 ? fourWarpsOf32RowsWideTiles : width <= 128 ? fourWarpsOf32Rows : eightWarpsOf16RowsTwoStages }
         switch width {
         case ...64: return fourWarpsOf32Rows
         case ...128: return eightWarpsOf16Rows
@@ -95,7 +94,7 @@ public struct CUDAFlashForward: ForwardOperator {
         TileShape(warps: 4, warpTiles: 1, keys: 64, queryInShared: true, minimumBlocks: 2),
         TileShape(warps: 4, warpTiles: 2, keys: 128, queryInShared: true, minimumBlocks: 2),
         TileShape(warps: 8, warpTiles: 1, keys: 128, queryInShared: true, minimumBlocks: 1),
-        TileShape(warps: 8, warpTiles: 1, keys: 64, queryInShared: true, minimumBlocks: 1, pingPong: true),
+        TileShape(warps: 8, warpTiles: 1, keys: 64, queryInShared: true, minimumBlocks: 1, stages: 2),
     ]
 
     public let name: String
@@ -159,8 +158,8 @@ public struct CUDAFlashForward: ForwardOperator {
         let mask = DeviceMask.encode(layout)
         let width = Self.widths.first { $0 >= max(d.headDimension, d.valueHeadDimension) } ?? Self.widths.last!
         let major = context.device.computeCapability.major
-        // (The ping-pong build takes no tensor bias or dropout: those go to the table's extras shape.)
-        let tileShape = fixedTileShape.flatMap { extras && $0.pingPong ? nil : $0 }
+        // (The two-stage build takes no tensor bias or dropout: those go to the table's extras shape.)
+        let tileShape = fixedTileShape.flatMap { extras && $0.stages == 2 ? nil : $0 }
             ?? Self.tileShape(width: width, major: major, extras: extras)
         if let problem = tileShape.sharedMemoryProblem(width: width, limit: context.device.sharedMemoryPerBlockOptIn) {
             throw FMHAError(.unsupported, "\(name): \(problem)")
@@ -210,7 +209,7 @@ public struct CUDAFlashForward: ForwardOperator {
                       "FMHA_WARPS": "\(tileShape.warps)", "FMHA_WARP_TILES": "\(tileShape.warpTiles)",
                       "FMHA_BLOCK_N": "\(tileShape.keys)", "FMHA_Q_SHARED": tileShape.queryInShared ? "1" : "0",
                       "FMHA_MIN_BLOCKS": "\(tileShape.minimumBlocks)", "FMHA_EXTRAS": extras ? "1" : "0",
-                      "FMHA_PING_PONG": tileShape.pingPong ? "1" : "0"]),
+                      "FMHA_STAGES": "\(tileShape.stages)"]),
                       entryPoints: ["fmha_flash_forward"])
     }
 

@@ -74,7 +74,7 @@ struct CUDAFlashForwardTests {
     @Test(arguments: [64, 128, 256])
     func keyLengthsJustPastATile(headDimension: Int) throws {
         // One key past 0, 64, 128 and 1024 keys: a last tile of one key behind full 32-, 64- and
-        // 128-key tiles (and, at K = 256, both ping-pong stages wrapping several times).
+        // 128-key tiles (and, at K = 256, both buffers of the two-stage shape wrapping several times).
         for keys in [1, 65, 129, 1025] {
             for queries in [1, 33] {
                 let q = try Self.randn([2, queries, 2, headDimension], 36, .bfloat16)
@@ -89,14 +89,14 @@ struct CUDAFlashForwardTests {
 
     @Test(arguments: CUDAFlashForward.tuningCandidates)
     func everyTuningTileShape(tileShape: CUDAFlashForward.TileShape) throws {
-        // (K = 256 too for the ping-pong shape, the one meant for it.)
-        for headDimension in [64, 128] + (tileShape.pingPong ? [256] : []) {
+        // (K = 256 too for the two-stage shape, the one meant for it.)
+        for headDimension in [64, 128] + (tileShape.stages == 2 ? [256] : []) {
             let q = try Self.randn([1, 300, 2, headDimension], 27, .bfloat16), k = try Self.randn([1, 360, 2, headDimension], 28, .bfloat16)
             let bias = try BlockDiagonalCausalFromBottomRightMask.fromSeqlens(qSeqlen: [150, 0, 150], kvSeqlen: [160, 30, 170])
             try check(Inputs(query: q, key: k, value: k, bias: bias), "\(tileShape.name) K=\(headDimension)",
                       operator: CUDAFlashForward(tileShape: tileShape))
-            // Many key tiles (11 of 64 keys): every buffer is refilled several times (the ping-pong
-            // shapes' two stages and their barrier phases wrap); a bottom-right causal mask on top.
+            // Many key tiles (11 of 64 keys): every buffer is refilled several times (with two stages,
+            // their barrier phases wrap); a bottom-right causal mask on top.
             let long = try Self.randn([2, 260, 2, headDimension], 29, .bfloat16), longKeys = try Self.randn([2, 700, 2, headDimension], 30, .bfloat16)
             for mask in [nil, LowerTriangularFromBottomRightMask()] as [(any AttentionBias)?] {
                 try check(Inputs(query: long, key: longKeys, value: longKeys, bias: mask),
@@ -104,8 +104,8 @@ struct CUDAFlashForwardTests {
                           operator: CUDAFlashForward(tileShape: tileShape))
             }
         }
-        guard tileShape.pingPong else { return }
-        // The ping-pong kernel's other paths: the heads loop (B·H > 65535: its barriers are set up
+        guard tileShape.stages == 2 else { return }
+        // The two-stage kernel's other paths: the heads loop (B·H > 65535: its barriers are set up
         // again for each head) and rows that are not 16-byte aligned (element copies, plain arrivals).
         let heads = try Self.randn([3, 1, 30_000, 16], 14, .bfloat16)
         try check(Inputs(query: heads, key: heads, value: heads), "\(tileShape.name) B·H = 90000",

@@ -15,19 +15,17 @@
 // FMHA_MIN_BLOCKS (blocks per SM promised to ptxas): the tile shape (CUDAFlashForward.TileShape);
 // and FMHA_EXTRAS: 1 for the variant that also adds a tensor bias and applies dropout (runtime
 // switches; the plain variant, 0, ignores both arguments and keeps their registers free).
-// FMHA_PING_PONG 1 (optional; Q in shared memory, no extras) runs FlashAttention-3's ping-pong
-// schedule instead, with two K/V stages (see the loop below; scripts/ping_pong_protocol.py simulates
-// its barriers).
+// FMHA_STAGES 2 (optional, default 1; Q in shared memory, no extras): two buffers each for K and V
+// whose fills and reads are tracked by mbarriers instead of block-wide barriers, so the copies of
+// the next tiles go while the warps still work on the current ones (see the loop below;
+// scripts/two_stage_protocol.py simulates its barriers).
 // Shared memory is dynamic: (2·FMHA_STAGES·FMHA_BLOCK_N + FMHA_Q_SHARED·FMHA_BLOCK_M)·FMHA_ROW 16-bit
 // values.
 
-#ifndef FMHA_PING_PONG
-#define FMHA_PING_PONG 0
+#ifndef FMHA_STAGES
+#define FMHA_STAGES 1
 #endif
 #define FMHA_THREADS (FMHA_WARPS * 32)
-// K/V buffers per tensor: two for the ping-pong schedule (a tile stays while the second group
-// reads it and the next one lands), one otherwise.
-#define FMHA_STAGES (FMHA_PING_PONG ? 2 : 1)
 #define FMHA_BLOCK_M (FMHA_WARPS * FMHA_WARP_TILES * 16)
 #define FMHA_ROW (FMHA_HEAD_DIM + 8)
 #define FMHA_ROWS (2 * FMHA_WARP_TILES)
@@ -35,8 +33,8 @@
 
 static_assert(FMHA_HEAD_DIM % 16 == 0 && FMHA_HEAD_DIM <= 256, "FMHA_HEAD_DIM: a multiple of 16, at most 256");
 static_assert(FMHA_BLOCK_N % 16 == 0, "FMHA_BLOCK_N: a multiple of 16");
-#if FMHA_PING_PONG && (!FMHA_Q_SHARED || FMHA_EXTRAS || FMHA_WARPS % 2 != 0)
-#error "FMHA_PING_PONG: Q in shared memory, no extras, two equal warp groups"
+#if FMHA_STAGES != 1 && (FMHA_STAGES != 2 || !FMHA_Q_SHARED || FMHA_EXTRAS)
+#error "FMHA_STAGES: 1, or 2 with Q in shared memory and no extras"
 #endif
 
 /// Two floats as one register of two 16-bit values of the input type (`low` in the low half).
@@ -149,14 +147,6 @@ __device__ __forceinline__ void barrier_wait(uint32_t barrier, uint32_t parity) 
     } while (!done);
 }
 
-/// Named barrier `id` (1…15) over the whole block: wait for it (`bar.sync`) or only arrive (`bar.arrive`).
-__device__ __forceinline__ void named_barrier_sync(int id) {
-    asm volatile("bar.sync %0, %1;" :: "r"(id), "n"(FMHA_THREADS) : "memory");
-}
-__device__ __forceinline__ void named_barrier_arrive(int id) {
-    asm volatile("bar.arrive %0, %1;" :: "r"(id), "n"(FMHA_THREADS) : "memory");
-}
-
 /// Writes `low` and `high` as elements `index` and `index + 1` (even) of a float32 (0), float16 (1)
 /// or bfloat16 (2) array.
 __device__ __forceinline__ void store_pair(void* base, int64_t index, int64_t dtype, float low, float high) {
@@ -256,7 +246,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
     const int64_t head_count = batch * groups * heads;
     for (int64_t head_index = blockIdx.y; head_index < head_count; head_index += gridDim.y) {
         const int64_t h = head_index % heads, g = (head_index / heads) % groups, b = head_index / (heads * groups);
-#if FMHA_PING_PONG
+#if FMHA_STAGES == 2
         // mbarriers: Q landed; per stage, K and V landed (full) and read by every thread (empty).
         // Set up afresh per head, once every thread is done with the previous head's tiles.
         __shared__ __align__(8) uint64_t pipeline_barriers[9];
@@ -304,8 +294,8 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                 const int r0 = thread / lanes_per_row, c = (thread % lanes_per_row) * 8;
                 if (lanes_per_row == chunks || c < FMHA_HEAD_DIM) {
                     const uint16_t* element = source + int64_t(key_start32 + start + r0) * row_stride + c;
-                    // (By 4 in the ping-pong kernel: by 8 it spills at K = 224.)
-#pragma unroll (FMHA_PING_PONG ? 4 : 8)
+                    // (By 4 with two stages: by 8 it spills at K = 224.)
+#pragma unroll (FMHA_STAGES == 2 ? 4 : 8)
                     for (int pass = 0; pass < (FMHA_BLOCK_N + rows_per_pass - 1) / rows_per_pass; ++pass) {
                         const int r = r0 + pass * rows_per_pass;
                         if (r < FMHA_BLOCK_N) {
@@ -336,7 +326,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
             }
             asm volatile("cp.async.commit_group;");
         };
-#if FMHA_PING_PONG
+#if FMHA_STAGES == 2
         // This thread's arrival on `barrier` once the tile rows it just wrote are in place (cp.async
         // copies when rows are aligned, plain stores otherwise).
         auto signal_copies = [&](uint32_t barrier) {
@@ -363,7 +353,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                     query_tile[r * FMHA_ROW + c] = valid ? *element : uint16_t(0);
                 }
             }
-#if FMHA_PING_PONG
+#if FMHA_STAGES == 2
             signal_copies(query_full);
 #endif
         }
@@ -400,7 +390,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
             for (int e = 0; e < 4; ++e) fragment[e] = query_fragment[m][chunk][e];
         };
 #endif
-#if !FMHA_PING_PONG
+#if FMHA_STAGES == 1
         if (tile_lo < tile_hi) load_rows(key_tile, k_head, k_row_stride, head_dim, tile_lo);
 #endif
 
@@ -588,14 +578,11 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                 }
             }
         };
-#if FMHA_PING_PONG
-        // Ping-pong (FlashAttention-3's schedule with mma.sync): the block's two warp groups share
-        // every K/V tile and take turns on the tensor cores: one group's turn is O += P·V of tile t
-        // and S = Q·Kᵀ of tile t + 1, and while it runs, the other group does its softmax. Named
-        // barrier 1 + g is group g's turn; mbarriers say when a stage has landed (full) and when both
-        // groups are done with it (empty), so that its next tile may be copied in.
+#if FMHA_STAGES == 2
+        // Two stages: tile t lives in buffer t % 2 of K and of V. mbarriers say when a buffer has
+        // landed (full) and when every thread is done with it (empty), so that the tile after next
+        // may be copied in; no block-wide barrier inside the loop.
         {
-            const int group = warp / (FMHA_WARPS / 2);
             const int tiles = tile_lo < tile_hi ? (tile_hi - tile_lo + FMHA_BLOCK_N - 1) / FMHA_BLOCK_N : 0;
             constexpr uint32_t stage_bytes = 2 * FMHA_BLOCK_N * FMHA_ROW;
             auto fill_keys = [&](int t) {
@@ -614,32 +601,23 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                     fill_values(1);
                 }
                 barrier_wait(query_full, 0);
-                if (group == 1) named_barrier_arrive(1);
                 float score[FMHA_WARP_TILES][FMHA_BLOCK_N / 8][4];
                 uint32_t probability[FMHA_WARP_TILES][FMHA_BLOCK_N / 16][4];
-                // Turn t: P·V of tile t (none in turn -1) and S of tile t + 1.
+                // Step t: P·V of tile t (none in step -1), then S and the softmax of tile t + 1.
                 for (int t = -1; t < tiles; ++t) {
-                    const bool more = t + 1 < tiles;
-                    named_barrier_sync(1 + group);
                     if (t >= 0) {
                         barrier_wait(value_full(t % 2), (t / 2) & 1);
                         accumulate_values(value_rows + (t % 2) * stage_bytes, probability);
                         barrier_arrive(value_empty(t % 2));
                     }
-                    // (One branch for the scores and the softmax that overwrites P, so that P is not
-                    // live through the scores' products.)
-                    if (more) {
+                    if (t + 1 < tiles) {
                         barrier_wait(key_full((t + 1) % 2), ((t + 1) / 2) & 1);
                         compute_scores(key_rows + ((t + 1) % 2) * stage_bytes, score);
                         barrier_arrive(key_empty((t + 1) % 2));
-                        named_barrier_arrive(2 - group);
                         take_softmax(tile_lo + (t + 1) * FMHA_BLOCK_N, score, probability);
-                    } else if (group == 0) {
-                        // Group 1's last turn has no turn of group 0 after it to hand over to.
-                        named_barrier_arrive(2);
                     }
-                    // Refills: V of tile t + 2 into tile t's stage, K of tile t + 3 into tile t + 1's,
-                    // once both groups are done with them (tiles 0 and 1 were filled before the loop).
+                    // Refills: V of tile t + 2 into tile t's buffer, K of tile t + 3 into tile t + 1's,
+                    // once every thread is done with them (tiles 0 and 1 were filled before the loop).
                     if (t >= 0 && t + 2 < tiles) {
                         barrier_wait(value_empty(t % 2), (t / 2) & 1);
                         fill_values(t + 2);
