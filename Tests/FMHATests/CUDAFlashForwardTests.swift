@@ -6,7 +6,7 @@ import Testing
 /// outputs poisoned with NaN before each run: every mask family, tensor biases, dropout (the same
 /// Philox mask), head dimensions 8 ... 256 and K ≠ Kv, float16 and bfloat16, every tile shape,
 /// GQA in place (ratios 1, 3, 4, 8), BMGHK, partial output, odd lengths (key counts one past a
-/// tile), empty sequences, B·H > 65535, NaN in keys no query sees.
+/// tile), empty sequences, B·H > 65535, outputs past 2^31 elements, NaN in keys no query sees.
 @Suite(.enabled(if: cudaDeviceAvailable, "no CUDA device"))
 struct CUDAFlashForwardTests {
     /// Output and LSE of cuda-flash within the forward tolerance of cuda-reference.
@@ -173,6 +173,32 @@ struct CUDAFlashForwardTests {
         // B·H > 65535 heads of one query and key each.
         let q = try Self.randn([3, 1, 30_000, 16], 14, .bfloat16)
         try check(Inputs(query: q, key: q, value: q), "B·H = 90000")
+    }
+
+    @Test(arguments: [64, 256])
+    func outputPastTwoToThe31Elements(headDimension: Int) throws {
+        // 16 queries per batch entry and just over 2^31 output elements in all (4 GiB of bfloat16):
+        // the output and LSE offsets need 64 bits. Q, K and V are one batch entry broadcast over
+        // the batch (stride 0), so every entry's output is the small problem's; the first and the
+        // last entry are checked against the reference on it.
+        let batch = (1 << 31) / (16 * headDimension) + 1
+        let q = try Self.randn([1, 16, 1, headDimension], 39, .bfloat16)
+        let k = try Self.randn([1, 40, 1, headDimension], 40, .bfloat16), v = try Self.randn([1, 40, 1, headDimension], 41, .bfloat16)
+        for mask in [nil, LowerTriangularFromBottomRightMask()] as [(any AttentionBias)?] {
+            let what = "K=\(headDimension) B=\(batch) \(mask == nil ? "dense" : "causal")"
+            let reference = try CUDAReferenceForward().forward(Inputs(query: q, key: k, value: v, bias: mask), dropout: nil)
+            let large = Inputs(query: try q.expanded(to: [batch, 16, 1, headDimension]), key: try k.expanded(to: [batch, 40, 1, headDimension]),
+                               value: try v.expanded(to: [batch, 40, 1, headDimension]), bias: mask)
+            let flash = try CUDAFlashForward().forward(large, dropout: nil)
+            let output = try flash.output.to(.cpu), lse = try flash.lse.to(.cpu)
+            for entry in [0, batch - 1] {
+                let outputRatio = Tolerance.forward(.bfloat16).worstRatio(try output.slice(dimension: 0, range: entry..<entry + 1).toDoubleArray(),
+                                                                          try reference.output.toDoubleArray())
+                let lseRatio = Tolerance(absolute: 2e-3, relative: 1e-4).worstRatio(try lse.slice(dimension: 0, range: entry..<entry + 1).toDoubleArray(),
+                                                                                    try reference.lse.toDoubleArray())
+                #expect(outputRatio <= 1 && lseRatio <= 1, "\(what) entry \(entry): output \(outputRatio), LSE \(lseRatio)")
+            }
+        }
     }
 
     @Test func nanInKeysNoQuerySeesDoesNotLeak() throws {
