@@ -726,8 +726,9 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
     static let prelude = #"""
 // Shared by every FMHA kernel: compiled in front of each kernel file (after the descriptor's
 // #defines). It includes no header, so that NVRTC needs nothing but itself: fixed-width integers,
-// float16/bfloat16 conversions in inline PTX and bit manipulation, and the Philox4x32-10 dropout
-// mask of FMHACore's `Philox` and `DropoutMask`, bit for bit.
+// float16/bfloat16 conversions in inline PTX and bit manipulation, element loads of any input
+// dtype, the Philox4x32-10 dropout mask of FMHACore's `Philox` and `DropoutMask`, bit for bit, and
+// the reading of the mask encoding (DeviceMask.swift) per query row.
 
 typedef signed char int8_t;
 typedef unsigned char uint8_t;
@@ -828,32 +829,27 @@ struct DropoutMask {
     }
 };
 
-} // namespace fmha
+// ---- Elements of any input dtype ---------------------------------------------------------------
 
-"""#
-
-    /// `reference_backward.cu`.
-    static let referenceBackward = #"""
-// The CUDA reference backward: dQ (and the bias gradient) with one thread per query row of one
-// head, then dK and dV with one thread per key of one K/V head, every query head that shares it
-// and every query of its block looped over in a fixed order, so results are deterministic. Float32
-// accumulation; probabilities recomputed from the forward LSE. Needs prelude.cu. Shapes and masks
-// as in reference_forward.cu; `shape` continues with the K/V head grid (B', G', H': 1 where both
-// K and V have stride 0) and the sharing counts (B, G, H over the grid or 1).
-
-#define FMHA_INFINITY __int_as_float(0x7f800000)
-
+/// Element `index` of a float32 (dtype 0), float16 (1) or bfloat16 (2) array.
 __device__ __forceinline__ float load_element(const void* base, int64_t index, int64_t dtype) {
-    if (dtype == 1) return fmha::half_to_float(static_cast<const uint16_t*>(base)[index]);
-    if (dtype == 2) return fmha::bfloat16_to_float(static_cast<const uint16_t*>(base)[index]);
+    if (dtype == 1) return half_to_float(static_cast<const uint16_t*>(base)[index]);
+    if (dtype == 2) return bfloat16_to_float(static_cast<const uint16_t*>(base)[index]);
     return static_cast<const float*>(base)[index];
 }
 
-/// The visible logical keys [lo, hi) of query i, its block and the block's first key.
+// ---- The mask encoding (DeviceMask.swift), one query row at a time ----------------------------
+// `mask`: anchor (1: bottom-right), left and right window (-1: unbounded), block count (0: one
+// block of Mq x Mkv), page size (0: unpaged), pages per row, then query starts (blocks + 1), key
+// starts, key lengths, page tables. `shape` starts with B, Mq, Mkv.
+
+/// The visible logical keys [lo, hi) of a query, its block and the block's first key.
 struct Visible {
     int64_t block, lo, hi, key_start;
 };
 
+/// The keys query `i` sees: its block (by binary search over the query starts) and the window
+/// around its diagonal (bottom-right anchored when the anchor is 1), clipped to the block.
 __device__ __forceinline__ Visible visible_keys(const int64_t* shape, const int64_t* mask, int64_t i) {
     const int64_t anchor = mask[0], left = mask[1], right = mask[2], blocks = mask[3];
     const int64_t* query_starts = mask + 6;
@@ -879,11 +875,28 @@ __device__ __forceinline__ Visible visible_keys(const int64_t* shape, const int6
     return Visible{block, lo, hi, key_start};
 }
 
+/// The K/V row of logical key `logical` of `block`: through the block's page table when paged.
 __device__ __forceinline__ int64_t physical_key(const int64_t* mask, int64_t block, int64_t logical) {
     const int64_t blocks = mask[3], page_size = mask[4], pages_per_row = mask[5];
     const int64_t* pages = mask + 6 + blocks + 1 + 2 * blocks;
     return page_size > 0 ? pages[block * pages_per_row + logical / page_size] * page_size + logical % page_size : logical;
 }
+
+} // namespace fmha
+
+/// +infinity without math.h.
+#define FMHA_INFINITY __int_as_float(0x7f800000)
+
+"""#
+
+    /// `reference_backward.cu`.
+    static let referenceBackward = #"""
+// The CUDA reference backward: dQ (and the bias gradient) with one thread per query row of one
+// head, then dK and dV with one thread per key of one K/V head, every query head that shares it
+// and every query of its block looped over in a fixed order, so results are deterministic. Float32
+// accumulation; probabilities recomputed from the forward LSE. Needs prelude.cu. Shapes and masks
+// as in reference_forward.cu; `shape` continues with the K/V head grid (B', G', H': 1 where both
+// K and V have stride 0) and the sharing counts (B, G, H over the grid or 1).
 
 /// The score of query i on K/V row j in head (b, g, h), or -inf.
 __device__ __forceinline__ float score(const void* q, const void* k, const void* bias, const int64_t* shape, float scale,
@@ -894,9 +907,9 @@ __device__ __forceinline__ float score(const void* q, const void* k, const void*
     const int64_t* bs = shape + 21;
     const int64_t q_base = b * qs[0] + i * qs[1] + g * qs[2] + h * qs[3], k_base = b * ks[0] + j * ks[1] + g * ks[2] + h * ks[3];
     float dot = 0.0f;
-    for (int64_t c = 0; c < head_dim; ++c) dot += load_element(q, q_base + c, dtype) * load_element(k, k_base + c, dtype);
+    for (int64_t c = 0; c < head_dim; ++c) dot += fmha::load_element(q, q_base + c, dtype) * fmha::load_element(k, k_base + c, dtype);
     float s = scale * dot;
-    if (shape[8]) s += load_element(bias, b * bs[0] + g * bs[1] + h * bs[2] + i * bs[3] + j * bs[4], dtype);
+    if (shape[8]) s += fmha::load_element(bias, b * bs[0] + g * bs[1] + h * bs[2] + i * bs[3] + j * bs[4], dtype);
     return s;
 }
 
@@ -907,7 +920,7 @@ __device__ __forceinline__ float output_dot(const void* grad_out, const void* v,
     const int64_t* vs = shape + 17;
     const int64_t o_base = (((b * queries + i) * groups + g) * heads + h) * value_dim, v_base = b * vs[0] + j * vs[1] + g * vs[2] + h * vs[3];
     float dot = 0.0f;
-    for (int64_t c = 0; c < value_dim; ++c) dot += load_element(grad_out, o_base + c, dtype) * load_element(v, v_base + c, dtype);
+    for (int64_t c = 0; c < value_dim; ++c) dot += fmha::load_element(grad_out, o_base + c, dtype) * fmha::load_element(v, v_base + c, dtype);
     return dot;
 }
 
@@ -926,11 +939,11 @@ extern "C" __global__ void fmha_reference_backward_dq(const void* q, const void*
         const int64_t g = (row / (queries * heads)) % groups, b = row / (queries * heads * groups);
         const int64_t head_index = (b * groups + g) * heads + h;
         const float row_lse = lse[head_index * queries + i];
-        const Visible visible = visible_keys(shape, mask, i);
+        const fmha::Visible visible = fmha::visible_keys(shape, mask, i);
         float d = 0.0f;
         if (row_lse != -FMHA_INFINITY) {
             for (int64_t p = visible.lo; p < visible.hi; ++p) {
-                const int64_t j = physical_key(mask, visible.block, visible.key_start + p);
+                const int64_t j = fmha::physical_key(mask, visible.block, visible.key_start + p);
                 const float s = score(q, k, bias, shape, scale, b, g, h, i, j);
                 if (s == -FMHA_INFINITY) continue;
                 const float factor = dropout ? (keep.is_kept(uint32_t(head_index), uint32_t(i), uint32_t(j)) ? keep_scale : 0.0f) : 1.0f;
@@ -941,14 +954,14 @@ extern "C" __global__ void fmha_reference_backward_dq(const void* q, const void*
         float* dq = grad_q + (((b * queries + i) * groups + g) * heads + h) * head_dim;
         if (row_lse == -FMHA_INFINITY) continue;
         for (int64_t p = visible.lo; p < visible.hi; ++p) {
-            const int64_t j = physical_key(mask, visible.block, visible.key_start + p);
+            const int64_t j = fmha::physical_key(mask, visible.block, visible.key_start + p);
             const float s = score(q, k, bias, shape, scale, b, g, h, i, j);
             if (s == -FMHA_INFINITY) continue;
             const float factor = dropout ? (keep.is_kept(uint32_t(head_index), uint32_t(i), uint32_t(j)) ? keep_scale : 0.0f) : 1.0f;
             const float probability = expf(s - row_lse);
             const float ds = probability * (factor * output_dot(grad_out, v, shape, b, g, h, i, j) - d);
             const int64_t k_base = b * ks[0] + j * ks[1] + g * ks[2] + h * ks[3];
-            for (int64_t c = 0; c < head_dim; ++c) dq[c] += scale * ds * load_element(k, k_base + c, dtype);
+            for (int64_t c = 0; c < head_dim; ++c) dq[c] += scale * ds * fmha::load_element(k, k_base + c, dtype);
             if (grad_bias) grad_bias[(head_index * queries + i) * keys + j] = ds;
         }
     }
@@ -980,14 +993,14 @@ extern "C" __global__ void fmha_reference_backward_dkdv(const void* q, const voi
         const int64_t p = key_count > 0 ? item % key_count : 0, grid_head = item / key_count;
         const int64_t gh = grid_head % grid_h, gg = (grid_head / grid_h) % grid_g, gb = grid_head / (grid_h * grid_g);
         const int64_t logical = key_start + p;
-        const int64_t j = physical_key(mask, blocks > 0 ? block : 0, logical);
+        const int64_t j = fmha::physical_key(mask, blocks > 0 ? block : 0, logical);
         float* dk = grad_k + (((gb * keys + j) * grid_g + gg) * grid_h + gh) * head_dim;
         float* dv = grad_v + (((gb * keys + j) * grid_g + gg) * grid_h + gh) * value_dim;
         for (int64_t sb = 0; sb < share_b; ++sb) for (int64_t sg = 0; sg < share_g; ++sg) for (int64_t sh = 0; sh < share_h; ++sh) {
             const int64_t b = gb + sb, g = gg + sg, h = gh + sh;
             const int64_t head_index = (b * groups + g) * heads + h;
             for (int64_t i = first_query; i < last_query; ++i) {
-                const Visible visible = visible_keys(shape, mask, i);
+                const fmha::Visible visible = fmha::visible_keys(shape, mask, i);
                 if (p < visible.lo || p >= visible.hi) continue;
                 const float row_lse = lse[head_index * queries + i];
                 if (row_lse == -FMHA_INFINITY) continue;
@@ -998,8 +1011,8 @@ extern "C" __global__ void fmha_reference_backward_dkdv(const void* q, const voi
                 const float ds = probability * (factor * output_dot(grad_out, v, shape, b, g, h, i, j) - delta[head_index * queries + i]);
                 const int64_t q_base = b * qs[0] + i * qs[1] + g * qs[2] + h * qs[3];
                 const int64_t o_base = (((b * queries + i) * groups + g) * heads + h) * value_dim;
-                for (int64_t c = 0; c < head_dim; ++c) dk[c] += scale * ds * load_element(q, q_base + c, dtype);
-                for (int64_t c = 0; c < value_dim; ++c) dv[c] += probability * factor * load_element(grad_out, o_base + c, dtype);
+                for (int64_t c = 0; c < head_dim; ++c) dk[c] += scale * ds * fmha::load_element(q, q_base + c, dtype);
+                for (int64_t c = 0; c < value_dim; ++c) dv[c] += probability * factor * fmha::load_element(grad_out, o_base + c, dtype);
             }
         }
     }
@@ -1014,20 +1027,8 @@ extern "C" __global__ void fmha_reference_backward_dkdv(const void* q, const voi
 // float16 and bfloat16 inputs. Straightforward, not tuned: the oracle for large GPU tests.
 // Needs prelude.cu.
 
-/// +infinity without math.h.
-#define FMHA_INFINITY __int_as_float(0x7f800000)
-
-/// Element `index` of a float32 (dtype 0), float16 (1) or bfloat16 (2) array.
-__device__ __forceinline__ float load_element(const void* base, int64_t index, int64_t dtype) {
-    if (dtype == 1) return fmha::half_to_float(static_cast<const uint16_t*>(base)[index]);
-    if (dtype == 2) return fmha::bfloat16_to_float(static_cast<const uint16_t*>(base)[index]);
-    return static_cast<const float*>(base)[index];
-}
-
 /// `shape`: B, Mq, Mkv, G, H, K, Kv, dtype, has_bias, then the strides (in elements) of q, k and
-/// v over (b, m, g, h), then of the bias over (b, g, h, i, j). `mask`: anchor (1: bottom-right),
-/// left and right window (-1: unbounded), block count (0: one block of Mq x Mkv), page size (0:
-/// unpaged), pages per row, then query starts (blocks + 1), key starts, key lengths, page tables.
+/// v over (b, m, g, h), then of the bias over (b, g, h, i, j). `mask`: the mask encoding (prelude.cu).
 /// Writes out[((b·Mq + i)·G + g)·H + h][0 ..< Kv] (zeroed by the caller) and the natural-log LSE
 /// at [((b·G + g)·H + h)·Mq + i] (-inf for a row that sees no key).
 extern "C" __global__ void fmha_reference_forward(const void* q, const void* k, const void* v, const void* bias,
@@ -1040,50 +1041,25 @@ extern "C" __global__ void fmha_reference_forward(const void* q, const void* k, 
     const int64_t* ks = shape + 13;
     const int64_t* vs = shape + 17;
     const int64_t* bs = shape + 21;
-    const int64_t anchor = mask[0], left = mask[1], right = mask[2], blocks = mask[3];
-    const int64_t page_size = mask[4], pages_per_row = mask[5];
-    const int64_t* query_starts = mask + 6;
-    const int64_t* key_starts = query_starts + blocks + 1;
-    const int64_t* key_lengths = key_starts + blocks;
-    const int64_t* pages = key_lengths + blocks;
     const fmha::DropoutMask keep{seed, offset, threshold};
     const int64_t rows = batch * groups * heads * queries;
     for (int64_t row = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; row < rows;
          row += int64_t(gridDim.x) * blockDim.x) {
         const int64_t i = row % queries, h = (row / queries) % heads;
         const int64_t g = (row / (queries * heads)) % groups, b = row / (queries * heads * groups);
-        // The block of query i and the logical keys it sees.
-        int64_t block = 0, first_query = 0, nq = queries, nk = shape[2], key_start = 0;
-        if (blocks > 0) {
-            int64_t low = 0, high = blocks - 1;
-            while (low < high) {
-                const int64_t middle = (low + high + 1) / 2;
-                if (query_starts[middle] <= i) low = middle; else high = middle - 1;
-            }
-            block = low;
-            first_query = query_starts[block];
-            nq = query_starts[block + 1] - first_query;
-            nk = key_lengths[block];
-            key_start = key_starts[block];
-        }
-        const int64_t diagonal = (i - first_query) + (anchor == 1 ? nk - nq : 0), reach = nq + nk;
-        int64_t lo = 0, hi = nk;
-        if (left >= 0) lo = max(int64_t(0), diagonal - min(left, reach));
-        if (right >= 0) hi = min(nk, diagonal + min(right, reach) + 1);
+        const fmha::Visible visible = fmha::visible_keys(shape, mask, i);
         const int64_t q_base = b * qs[0] + i * qs[1] + g * qs[2] + h * qs[3];
         const int64_t head_index = (b * groups + g) * heads + h;
         float* out_row = out + (((b * queries + i) * groups + g) * heads + h) * value_dim;
         float maximum = -FMHA_INFINITY, sum = 0.0f;
         for (int pass = 0; pass < 2; ++pass) {
-            for (int64_t p = lo; p < hi; ++p) {
-                const int64_t logical = key_start + p;
-                const int64_t j = page_size > 0
-                    ? pages[block * pages_per_row + logical / page_size] * page_size + logical % page_size : logical;
+            for (int64_t p = visible.lo; p < visible.hi; ++p) {
+                const int64_t j = fmha::physical_key(mask, visible.block, visible.key_start + p);
                 const int64_t k_base = b * ks[0] + j * ks[1] + g * ks[2] + h * ks[3];
                 float dot = 0.0f;
-                for (int64_t c = 0; c < head_dim; ++c) dot += load_element(q, q_base + c, dtype) * load_element(k, k_base + c, dtype);
+                for (int64_t c = 0; c < head_dim; ++c) dot += fmha::load_element(q, q_base + c, dtype) * fmha::load_element(k, k_base + c, dtype);
                 float score = scale * dot;
-                if (has_bias) score += load_element(bias, b * bs[0] + g * bs[1] + h * bs[2] + i * bs[3] + j * bs[4], dtype);
+                if (has_bias) score += fmha::load_element(bias, b * bs[0] + g * bs[1] + h * bs[2] + i * bs[3] + j * bs[4], dtype);
                 if (score == -FMHA_INFINITY) continue;
                 if (pass == 0) {
                     const float updated = fmaxf(maximum, score);
@@ -1095,7 +1071,7 @@ extern "C" __global__ void fmha_reference_forward(const void* q, const void* k, 
                 if (dropout) weight *= keep.is_kept(uint32_t(head_index), uint32_t(i), uint32_t(j)) ? keep_scale : 0.0f;
                 if (weight == 0.0f) continue;
                 const int64_t v_base = b * vs[0] + j * vs[1] + g * vs[2] + h * vs[3];
-                for (int64_t c = 0; c < value_dim; ++c) out_row[c] += weight * load_element(v, v_base + c, dtype);
+                for (int64_t c = 0; c < value_dim; ++c) out_row[c] += weight * fmha::load_element(v, v_base + c, dtype);
             }
             if (pass == 0 && sum == 0.0f) break;
         }

@@ -1,7 +1,8 @@
 // Shared by every FMHA kernel: compiled in front of each kernel file (after the descriptor's
 // #defines). It includes no header, so that NVRTC needs nothing but itself: fixed-width integers,
-// float16/bfloat16 conversions in inline PTX and bit manipulation, and the Philox4x32-10 dropout
-// mask of FMHACore's `Philox` and `DropoutMask`, bit for bit.
+// float16/bfloat16 conversions in inline PTX and bit manipulation, element loads of any input
+// dtype, the Philox4x32-10 dropout mask of FMHACore's `Philox` and `DropoutMask`, bit for bit, and
+// the reading of the mask encoding (DeviceMask.swift) per query row.
 
 typedef signed char int8_t;
 typedef unsigned char uint8_t;
@@ -102,4 +103,60 @@ struct DropoutMask {
     }
 };
 
+// ---- Elements of any input dtype ---------------------------------------------------------------
+
+/// Element `index` of a float32 (dtype 0), float16 (1) or bfloat16 (2) array.
+__device__ __forceinline__ float load_element(const void* base, int64_t index, int64_t dtype) {
+    if (dtype == 1) return half_to_float(static_cast<const uint16_t*>(base)[index]);
+    if (dtype == 2) return bfloat16_to_float(static_cast<const uint16_t*>(base)[index]);
+    return static_cast<const float*>(base)[index];
+}
+
+// ---- The mask encoding (DeviceMask.swift), one query row at a time ----------------------------
+// `mask`: anchor (1: bottom-right), left and right window (-1: unbounded), block count (0: one
+// block of Mq x Mkv), page size (0: unpaged), pages per row, then query starts (blocks + 1), key
+// starts, key lengths, page tables. `shape` starts with B, Mq, Mkv.
+
+/// The visible logical keys [lo, hi) of a query, its block and the block's first key.
+struct Visible {
+    int64_t block, lo, hi, key_start;
+};
+
+/// The keys query `i` sees: its block (by binary search over the query starts) and the window
+/// around its diagonal (bottom-right anchored when the anchor is 1), clipped to the block.
+__device__ __forceinline__ Visible visible_keys(const int64_t* shape, const int64_t* mask, int64_t i) {
+    const int64_t anchor = mask[0], left = mask[1], right = mask[2], blocks = mask[3];
+    const int64_t* query_starts = mask + 6;
+    const int64_t* key_starts = query_starts + blocks + 1;
+    const int64_t* key_lengths = key_starts + blocks;
+    int64_t block = 0, first_query = 0, nq = shape[1], nk = shape[2], key_start = 0;
+    if (blocks > 0) {
+        int64_t low = 0, high = blocks - 1;
+        while (low < high) {
+            const int64_t middle = (low + high + 1) / 2;
+            if (query_starts[middle] <= i) low = middle; else high = middle - 1;
+        }
+        block = low;
+        first_query = query_starts[block];
+        nq = query_starts[block + 1] - first_query;
+        nk = key_lengths[block];
+        key_start = key_starts[block];
+    }
+    const int64_t diagonal = (i - first_query) + (anchor == 1 ? nk - nq : 0), reach = nq + nk;
+    int64_t lo = 0, hi = nk;
+    if (left >= 0) lo = max(int64_t(0), diagonal - min(left, reach));
+    if (right >= 0) hi = min(nk, diagonal + min(right, reach) + 1);
+    return Visible{block, lo, hi, key_start};
+}
+
+/// The K/V row of logical key `logical` of `block`: through the block's page table when paged.
+__device__ __forceinline__ int64_t physical_key(const int64_t* mask, int64_t block, int64_t logical) {
+    const int64_t blocks = mask[3], page_size = mask[4], pages_per_row = mask[5];
+    const int64_t* pages = mask + 6 + blocks + 1 + 2 * blocks;
+    return page_size > 0 ? pages[block * pages_per_row + logical / page_size] * page_size + logical % page_size : logical;
+}
+
 } // namespace fmha
+
+/// +infinity without math.h.
+#define FMHA_INFINITY __int_as_float(0x7f800000)

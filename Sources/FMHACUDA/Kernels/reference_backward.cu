@@ -5,50 +5,6 @@
 // as in reference_forward.cu; `shape` continues with the K/V head grid (B', G', H': 1 where both
 // K and V have stride 0) and the sharing counts (B, G, H over the grid or 1).
 
-#define FMHA_INFINITY __int_as_float(0x7f800000)
-
-__device__ __forceinline__ float load_element(const void* base, int64_t index, int64_t dtype) {
-    if (dtype == 1) return fmha::half_to_float(static_cast<const uint16_t*>(base)[index]);
-    if (dtype == 2) return fmha::bfloat16_to_float(static_cast<const uint16_t*>(base)[index]);
-    return static_cast<const float*>(base)[index];
-}
-
-/// The visible logical keys [lo, hi) of query i, its block and the block's first key.
-struct Visible {
-    int64_t block, lo, hi, key_start;
-};
-
-__device__ __forceinline__ Visible visible_keys(const int64_t* shape, const int64_t* mask, int64_t i) {
-    const int64_t anchor = mask[0], left = mask[1], right = mask[2], blocks = mask[3];
-    const int64_t* query_starts = mask + 6;
-    const int64_t* key_starts = query_starts + blocks + 1;
-    const int64_t* key_lengths = key_starts + blocks;
-    int64_t block = 0, first_query = 0, nq = shape[1], nk = shape[2], key_start = 0;
-    if (blocks > 0) {
-        int64_t low = 0, high = blocks - 1;
-        while (low < high) {
-            const int64_t middle = (low + high + 1) / 2;
-            if (query_starts[middle] <= i) low = middle; else high = middle - 1;
-        }
-        block = low;
-        first_query = query_starts[block];
-        nq = query_starts[block + 1] - first_query;
-        nk = key_lengths[block];
-        key_start = key_starts[block];
-    }
-    const int64_t diagonal = (i - first_query) + (anchor == 1 ? nk - nq : 0), reach = nq + nk;
-    int64_t lo = 0, hi = nk;
-    if (left >= 0) lo = max(int64_t(0), diagonal - min(left, reach));
-    if (right >= 0) hi = min(nk, diagonal + min(right, reach) + 1);
-    return Visible{block, lo, hi, key_start};
-}
-
-__device__ __forceinline__ int64_t physical_key(const int64_t* mask, int64_t block, int64_t logical) {
-    const int64_t blocks = mask[3], page_size = mask[4], pages_per_row = mask[5];
-    const int64_t* pages = mask + 6 + blocks + 1 + 2 * blocks;
-    return page_size > 0 ? pages[block * pages_per_row + logical / page_size] * page_size + logical % page_size : logical;
-}
-
 /// The score of query i on K/V row j in head (b, g, h), or -inf.
 __device__ __forceinline__ float score(const void* q, const void* k, const void* bias, const int64_t* shape, float scale,
                                        int64_t b, int64_t g, int64_t h, int64_t i, int64_t j) {
@@ -58,9 +14,9 @@ __device__ __forceinline__ float score(const void* q, const void* k, const void*
     const int64_t* bs = shape + 21;
     const int64_t q_base = b * qs[0] + i * qs[1] + g * qs[2] + h * qs[3], k_base = b * ks[0] + j * ks[1] + g * ks[2] + h * ks[3];
     float dot = 0.0f;
-    for (int64_t c = 0; c < head_dim; ++c) dot += load_element(q, q_base + c, dtype) * load_element(k, k_base + c, dtype);
+    for (int64_t c = 0; c < head_dim; ++c) dot += fmha::load_element(q, q_base + c, dtype) * fmha::load_element(k, k_base + c, dtype);
     float s = scale * dot;
-    if (shape[8]) s += load_element(bias, b * bs[0] + g * bs[1] + h * bs[2] + i * bs[3] + j * bs[4], dtype);
+    if (shape[8]) s += fmha::load_element(bias, b * bs[0] + g * bs[1] + h * bs[2] + i * bs[3] + j * bs[4], dtype);
     return s;
 }
 
@@ -71,7 +27,7 @@ __device__ __forceinline__ float output_dot(const void* grad_out, const void* v,
     const int64_t* vs = shape + 17;
     const int64_t o_base = (((b * queries + i) * groups + g) * heads + h) * value_dim, v_base = b * vs[0] + j * vs[1] + g * vs[2] + h * vs[3];
     float dot = 0.0f;
-    for (int64_t c = 0; c < value_dim; ++c) dot += load_element(grad_out, o_base + c, dtype) * load_element(v, v_base + c, dtype);
+    for (int64_t c = 0; c < value_dim; ++c) dot += fmha::load_element(grad_out, o_base + c, dtype) * fmha::load_element(v, v_base + c, dtype);
     return dot;
 }
 
@@ -90,11 +46,11 @@ extern "C" __global__ void fmha_reference_backward_dq(const void* q, const void*
         const int64_t g = (row / (queries * heads)) % groups, b = row / (queries * heads * groups);
         const int64_t head_index = (b * groups + g) * heads + h;
         const float row_lse = lse[head_index * queries + i];
-        const Visible visible = visible_keys(shape, mask, i);
+        const fmha::Visible visible = fmha::visible_keys(shape, mask, i);
         float d = 0.0f;
         if (row_lse != -FMHA_INFINITY) {
             for (int64_t p = visible.lo; p < visible.hi; ++p) {
-                const int64_t j = physical_key(mask, visible.block, visible.key_start + p);
+                const int64_t j = fmha::physical_key(mask, visible.block, visible.key_start + p);
                 const float s = score(q, k, bias, shape, scale, b, g, h, i, j);
                 if (s == -FMHA_INFINITY) continue;
                 const float factor = dropout ? (keep.is_kept(uint32_t(head_index), uint32_t(i), uint32_t(j)) ? keep_scale : 0.0f) : 1.0f;
@@ -105,14 +61,14 @@ extern "C" __global__ void fmha_reference_backward_dq(const void* q, const void*
         float* dq = grad_q + (((b * queries + i) * groups + g) * heads + h) * head_dim;
         if (row_lse == -FMHA_INFINITY) continue;
         for (int64_t p = visible.lo; p < visible.hi; ++p) {
-            const int64_t j = physical_key(mask, visible.block, visible.key_start + p);
+            const int64_t j = fmha::physical_key(mask, visible.block, visible.key_start + p);
             const float s = score(q, k, bias, shape, scale, b, g, h, i, j);
             if (s == -FMHA_INFINITY) continue;
             const float factor = dropout ? (keep.is_kept(uint32_t(head_index), uint32_t(i), uint32_t(j)) ? keep_scale : 0.0f) : 1.0f;
             const float probability = expf(s - row_lse);
             const float ds = probability * (factor * output_dot(grad_out, v, shape, b, g, h, i, j) - d);
             const int64_t k_base = b * ks[0] + j * ks[1] + g * ks[2] + h * ks[3];
-            for (int64_t c = 0; c < head_dim; ++c) dq[c] += scale * ds * load_element(k, k_base + c, dtype);
+            for (int64_t c = 0; c < head_dim; ++c) dq[c] += scale * ds * fmha::load_element(k, k_base + c, dtype);
             if (grad_bias) grad_bias[(head_index * queries + i) * keys + j] = ds;
         }
     }
@@ -144,14 +100,14 @@ extern "C" __global__ void fmha_reference_backward_dkdv(const void* q, const voi
         const int64_t p = key_count > 0 ? item % key_count : 0, grid_head = item / key_count;
         const int64_t gh = grid_head % grid_h, gg = (grid_head / grid_h) % grid_g, gb = grid_head / (grid_h * grid_g);
         const int64_t logical = key_start + p;
-        const int64_t j = physical_key(mask, blocks > 0 ? block : 0, logical);
+        const int64_t j = fmha::physical_key(mask, blocks > 0 ? block : 0, logical);
         float* dk = grad_k + (((gb * keys + j) * grid_g + gg) * grid_h + gh) * head_dim;
         float* dv = grad_v + (((gb * keys + j) * grid_g + gg) * grid_h + gh) * value_dim;
         for (int64_t sb = 0; sb < share_b; ++sb) for (int64_t sg = 0; sg < share_g; ++sg) for (int64_t sh = 0; sh < share_h; ++sh) {
             const int64_t b = gb + sb, g = gg + sg, h = gh + sh;
             const int64_t head_index = (b * groups + g) * heads + h;
             for (int64_t i = first_query; i < last_query; ++i) {
-                const Visible visible = visible_keys(shape, mask, i);
+                const fmha::Visible visible = fmha::visible_keys(shape, mask, i);
                 if (p < visible.lo || p >= visible.hi) continue;
                 const float row_lse = lse[head_index * queries + i];
                 if (row_lse == -FMHA_INFINITY) continue;
@@ -162,8 +118,8 @@ extern "C" __global__ void fmha_reference_backward_dkdv(const void* q, const voi
                 const float ds = probability * (factor * output_dot(grad_out, v, shape, b, g, h, i, j) - delta[head_index * queries + i]);
                 const int64_t q_base = b * qs[0] + i * qs[1] + g * qs[2] + h * qs[3];
                 const int64_t o_base = (((b * queries + i) * groups + g) * heads + h) * value_dim;
-                for (int64_t c = 0; c < head_dim; ++c) dk[c] += scale * ds * load_element(q, q_base + c, dtype);
-                for (int64_t c = 0; c < value_dim; ++c) dv[c] += probability * factor * load_element(grad_out, o_base + c, dtype);
+                for (int64_t c = 0; c < head_dim; ++c) dk[c] += scale * ds * fmha::load_element(q, q_base + c, dtype);
+                for (int64_t c = 0; c < value_dim; ++c) dv[c] += probability * factor * fmha::load_element(grad_out, o_base + c, dtype);
             }
         }
     }

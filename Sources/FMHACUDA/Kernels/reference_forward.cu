@@ -3,20 +3,8 @@
 // float16 and bfloat16 inputs. Straightforward, not tuned: the oracle for large GPU tests.
 // Needs prelude.cu.
 
-/// +infinity without math.h.
-#define FMHA_INFINITY __int_as_float(0x7f800000)
-
-/// Element `index` of a float32 (dtype 0), float16 (1) or bfloat16 (2) array.
-__device__ __forceinline__ float load_element(const void* base, int64_t index, int64_t dtype) {
-    if (dtype == 1) return fmha::half_to_float(static_cast<const uint16_t*>(base)[index]);
-    if (dtype == 2) return fmha::bfloat16_to_float(static_cast<const uint16_t*>(base)[index]);
-    return static_cast<const float*>(base)[index];
-}
-
 /// `shape`: B, Mq, Mkv, G, H, K, Kv, dtype, has_bias, then the strides (in elements) of q, k and
-/// v over (b, m, g, h), then of the bias over (b, g, h, i, j). `mask`: anchor (1: bottom-right),
-/// left and right window (-1: unbounded), block count (0: one block of Mq x Mkv), page size (0:
-/// unpaged), pages per row, then query starts (blocks + 1), key starts, key lengths, page tables.
+/// v over (b, m, g, h), then of the bias over (b, g, h, i, j). `mask`: the mask encoding (prelude.cu).
 /// Writes out[((b·Mq + i)·G + g)·H + h][0 ..< Kv] (zeroed by the caller) and the natural-log LSE
 /// at [((b·G + g)·H + h)·Mq + i] (-inf for a row that sees no key).
 extern "C" __global__ void fmha_reference_forward(const void* q, const void* k, const void* v, const void* bias,
@@ -29,50 +17,25 @@ extern "C" __global__ void fmha_reference_forward(const void* q, const void* k, 
     const int64_t* ks = shape + 13;
     const int64_t* vs = shape + 17;
     const int64_t* bs = shape + 21;
-    const int64_t anchor = mask[0], left = mask[1], right = mask[2], blocks = mask[3];
-    const int64_t page_size = mask[4], pages_per_row = mask[5];
-    const int64_t* query_starts = mask + 6;
-    const int64_t* key_starts = query_starts + blocks + 1;
-    const int64_t* key_lengths = key_starts + blocks;
-    const int64_t* pages = key_lengths + blocks;
     const fmha::DropoutMask keep{seed, offset, threshold};
     const int64_t rows = batch * groups * heads * queries;
     for (int64_t row = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; row < rows;
          row += int64_t(gridDim.x) * blockDim.x) {
         const int64_t i = row % queries, h = (row / queries) % heads;
         const int64_t g = (row / (queries * heads)) % groups, b = row / (queries * heads * groups);
-        // The block of query i and the logical keys it sees.
-        int64_t block = 0, first_query = 0, nq = queries, nk = shape[2], key_start = 0;
-        if (blocks > 0) {
-            int64_t low = 0, high = blocks - 1;
-            while (low < high) {
-                const int64_t middle = (low + high + 1) / 2;
-                if (query_starts[middle] <= i) low = middle; else high = middle - 1;
-            }
-            block = low;
-            first_query = query_starts[block];
-            nq = query_starts[block + 1] - first_query;
-            nk = key_lengths[block];
-            key_start = key_starts[block];
-        }
-        const int64_t diagonal = (i - first_query) + (anchor == 1 ? nk - nq : 0), reach = nq + nk;
-        int64_t lo = 0, hi = nk;
-        if (left >= 0) lo = max(int64_t(0), diagonal - min(left, reach));
-        if (right >= 0) hi = min(nk, diagonal + min(right, reach) + 1);
+        const fmha::Visible visible = fmha::visible_keys(shape, mask, i);
         const int64_t q_base = b * qs[0] + i * qs[1] + g * qs[2] + h * qs[3];
         const int64_t head_index = (b * groups + g) * heads + h;
         float* out_row = out + (((b * queries + i) * groups + g) * heads + h) * value_dim;
         float maximum = -FMHA_INFINITY, sum = 0.0f;
         for (int pass = 0; pass < 2; ++pass) {
-            for (int64_t p = lo; p < hi; ++p) {
-                const int64_t logical = key_start + p;
-                const int64_t j = page_size > 0
-                    ? pages[block * pages_per_row + logical / page_size] * page_size + logical % page_size : logical;
+            for (int64_t p = visible.lo; p < visible.hi; ++p) {
+                const int64_t j = fmha::physical_key(mask, visible.block, visible.key_start + p);
                 const int64_t k_base = b * ks[0] + j * ks[1] + g * ks[2] + h * ks[3];
                 float dot = 0.0f;
-                for (int64_t c = 0; c < head_dim; ++c) dot += load_element(q, q_base + c, dtype) * load_element(k, k_base + c, dtype);
+                for (int64_t c = 0; c < head_dim; ++c) dot += fmha::load_element(q, q_base + c, dtype) * fmha::load_element(k, k_base + c, dtype);
                 float score = scale * dot;
-                if (has_bias) score += load_element(bias, b * bs[0] + g * bs[1] + h * bs[2] + i * bs[3] + j * bs[4], dtype);
+                if (has_bias) score += fmha::load_element(bias, b * bs[0] + g * bs[1] + h * bs[2] + i * bs[3] + j * bs[4], dtype);
                 if (score == -FMHA_INFINITY) continue;
                 if (pass == 0) {
                     const float updated = fmaxf(maximum, score);
@@ -84,7 +47,7 @@ extern "C" __global__ void fmha_reference_forward(const void* q, const void* k, 
                 if (dropout) weight *= keep.is_kept(uint32_t(head_index), uint32_t(i), uint32_t(j)) ? keep_scale : 0.0f;
                 if (weight == 0.0f) continue;
                 const int64_t v_base = b * vs[0] + j * vs[1] + g * vs[2] + h * vs[3];
-                for (int64_t c = 0; c < value_dim; ++c) out_row[c] += weight * load_element(v, v_base + c, dtype);
+                for (int64_t c = 0; c < value_dim; ++c) out_row[c] += weight * fmha::load_element(v, v_base + c, dtype);
             }
             if (pass == 0 && sum == 0.0f) break;
         }
