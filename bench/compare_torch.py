@@ -8,7 +8,7 @@ Prints one table with TFLOP/s and FMHA's ratio to each peer.
                                  [--dropout 0.1] [--tensor-bias]
 
 Default shapes: the GPU.md table (16k tokens, model width 2048: B = 16384 / N, H = 2048 / K, for
-K in {64, 128, 256}, N from 512 to 16384, causal and not), a varlen batch (block-diagonal causal
+K in {64, 128, 256}, N from 512 to 16384, causal and not; plus K = 192 at N = 4096), a varlen batch (block-diagonal causal
 over lengths drawn from 100-4000, 16384 tokens, 16 heads of 128) and GQA (B = 4, N = 4096, 32 query
 heads over 8 K/V heads of 128, causal). A --case is B,N,H,K[,causal][,kv=Hkv] or
 varlen=L1/L2/...,H,K[,causal]. FLOPs = 4·B·H·N²·K (per sequence for varlen), halved when causal.
@@ -31,7 +31,7 @@ DTYPES = {"bf16": (torch.bfloat16, "bfloat16"), "f16": (torch.float16, "float16"
 
 def default_cases():
     table = [(64, 4096, False), (64, 4096, True), (128, 512, False), (128, 2048, False), (128, 8192, False),
-             (128, 8192, True), (128, 16384, True), (256, 4096, False), (256, 4096, True)]
+             (128, 8192, True), (128, 16384, True), (192, 4096, False), (256, 4096, False), (256, 4096, True)]
     cases = [f"{16384 // n},{n},{2048 // k},{k}" + (",causal" if causal else "") for k, n, causal in table]
     rng, lengths = random.Random(0), []
     while sum(lengths) < 16384:

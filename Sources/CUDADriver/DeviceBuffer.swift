@@ -29,6 +29,19 @@ public final class DeviceBuffer: Sendable {
         try driver.check("cuMemcpyHtoD_v2", try driver.call("cuMemcpyHtoD_v2", as: Copy.self)(address + UInt64(offset), source, bytes))
     }
 
+    /// Queues a copy of `bytes` host bytes from `source` to `offset` bytes into this buffer on the
+    /// default stream, ahead of the kernels launched after it. Returns without waiting for the
+    /// device: the driver has copied pageable `source` memory into its own staging memory by then,
+    /// so `source` may be freed, but the buffer must outlive the kernels that read it.
+    public func enqueueCopy(from source: UnsafeRawPointer, bytes: Int, offset: Int = 0) throws {
+        try checkRange(offset, bytes)
+        typealias Copy = @convention(c) (UInt64, UnsafeRawPointer?, Int, OpaquePointer?) -> Int32
+        try context.makeCurrent()
+        let driver = context.driver
+        try driver.check("cuMemcpyHtoDAsync_v2", try driver.call("cuMemcpyHtoDAsync_v2", as: Copy.self)(
+            address + UInt64(offset), source, bytes, nil))
+    }
+
     /// Copies `bytes` bytes from `offset` bytes into this buffer to host memory at `destination`.
     public func copy(to destination: UnsafeMutableRawPointer, bytes: Int, offset: Int = 0) throws {
         try checkRange(offset, bytes)

@@ -1,5 +1,6 @@
 import CUDADriver
 import FMHACore
+import Synchronization
 
 /// The tensor-core forward ("cuda-flash", `flash_forward.cu`): FlashAttention-2's scheme with
 /// `mma.sync` m16n8k16, one thread block per tile of queries of one mask block and head, every
@@ -171,10 +172,8 @@ public struct CUDAFlashForward: ForwardOperator {
         try CUDAContexts.translatingErrors(device: device) {
             // Shape, mask and work list in one copy.
             let words = try CUDAKernels.upload(shape + mask + work, context)
-            let function = try CUDAKernels.shared().function(
-                Self.variant(width: width, tileShape: tileShape, dtype: inputs.query.dtype, extras: extras,
-                             architecture: "").descriptor,
-                entry: "fmha_flash_forward", context: context)
+            let function = try Self.kernel(width: width, tileShape: tileShape, dtype: inputs.query.dtype, extras: extras,
+                                           context: context)
             let tensors = [views.query, views.key, views.value, output, lse] + (biasView.map { [$0] } ?? [])
             try CUDAKernels.withAddresses(tensors) { addresses in
                 // 16-byte loads when every row of q, k and v starts on a 16-byte boundary.
@@ -190,13 +189,37 @@ public struct CUDAFlashForward: ForwardOperator {
                 arguments.append(Int32(aligned ? 1 : 0))
                 arguments.append(addresses.count > 5 ? addresses[5] : UInt64(0))
                 arguments.appendDropout(dropoutMask)
-                let sharedMemory = tileShape.sharedMemoryBytes(width: width)
-                if sharedMemory > 48 * 1024 { try function.allowDynamicSharedMemory(sharedMemory) }
                 try function.launch(grid: (work.count / 2, min(heads, 65535), 1), block: (tileShape.warps * 32, 1, 1),
-                                    sharedMemory: sharedMemory, arguments: arguments)
+                                    sharedMemory: tileShape.sharedMemoryBytes(width: width), arguments: arguments)
                 try context.synchronize()
             }
         }
+    }
+
+    /// What identifies a loaded kernel: its variant's parameters and the device.
+    private struct LoadedKernelKey: Hashable {
+        let width: Int, tileShape: TileShape, dtype: DType, extras: Bool, device: Int
+    }
+
+    /// The kernels loaded so far, each with its dynamic shared memory allowed: a call looks its
+    /// kernel up here instead of building the descriptor, finding the function in its module and
+    /// setting the attribute again (microseconds that short sequences feel).
+    private static let loadedKernels = Mutex<[LoadedKernelKey: CUDAFunction]>([:])
+
+    /// The kernel of `variant(width:tileShape:dtype:extras:architecture:)` for `context`'s device,
+    /// compiled and loaded on first use, ready to launch with `tileShape.sharedMemoryBytes(width:)`.
+    static func kernel(width: Int, tileShape: TileShape, dtype: DType, extras: Bool,
+                       context: CUDAContext) throws -> CUDAFunction {
+        let key = LoadedKernelKey(width: width, tileShape: tileShape, dtype: dtype, extras: extras,
+                                  device: context.device.ordinal)
+        if let loaded = loadedKernels.withLock({ $0[key] }) { return loaded }
+        let function = try CUDAKernels.shared().function(
+            variant(width: width, tileShape: tileShape, dtype: dtype, extras: extras, architecture: "").descriptor,
+            entry: "fmha_flash_forward", context: context)
+        let sharedMemory = tileShape.sharedMemoryBytes(width: width)
+        if sharedMemory > 48 * 1024 { try function.allowDynamicSharedMemory(sharedMemory) }
+        loadedKernels.withLock { $0[key] = function }
+        return function
     }
 
     /// The kernel for K/V tiles `width` columns wide, `tileShape`, `dtype`, with or without the

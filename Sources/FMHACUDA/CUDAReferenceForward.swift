@@ -126,10 +126,12 @@ final class CUDAKernels: Sendable {
         try nest(0, [])
     }
 
+    /// `words` in a new device buffer, copied ahead of the kernels launched next on the default
+    /// stream (the call does not wait for the copy); keep the buffer until they have run.
     static func upload(_ words: [Int64], _ context: CUDAContext) throws -> DeviceBuffer {
         let buffer = try context.allocate(max(words.count, 1) * 8)
         try words.withUnsafeBytes { bytes in
-            if let base = bytes.baseAddress { try buffer.copy(from: base, bytes: bytes.count) }
+            if let base = bytes.baseAddress { try buffer.enqueueCopy(from: base, bytes: bytes.count) }
         }
         return buffer
     }

@@ -23,10 +23,11 @@ extension Inputs {
 
     /// Ranks, dtypes, devices, strides and sizes of query, key and value.
     private func validateTensors() throws -> AttentionDimensions {
-        let shapes = "query.shape \(query.shape), key.shape \(key.shape), value.shape \(value.shape)"
+        // (Formatted only for an error: validation runs several times per call.)
+        func shapes() -> String { "query.shape \(query.shape), key.shape \(key.shape), value.shape \(value.shape)" }
         guard (3...5).contains(query.rank), key.rank == query.rank, value.rank == query.rank else {
             throw FMHAError.invalidArgument("query/key/value",
-                                            expected: "tensors of one rank: BMK (3), BMHK (4) or BMGHK (5)", got: shapes)
+                                            expected: "tensors of one rank: BMK (3), BMHK (4) or BMGHK (5)", got: shapes())
         }
         guard key.device == query.device, value.device == query.device else {
             throw FMHAError.invalidArgument("query/key/value", expected: "tensors on one device",
@@ -52,7 +53,7 @@ extension Inputs {
             throw FMHAError.invalidArgument(
                 "query/key/value",
                 expected: "equal batch and head sizes, key and value of one length, query and key of one head dimension (no broadcasting: expand K/V yourself, stride 0 is fine)",
-                got: shapes)
+                got: shapes())
         }
         let headDimension = query.shape[rank - 1]
         guard headDimension >= 1 else {
