@@ -664,12 +664,26 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
             if (i >= tile_end) continue;
             const float inverse = sum[r] > 0.0f ? 1.0f / sum[r] : 0.0f;
             const int64_t out_row = out_head + i * out_row_step;
+            const int lane_column = (lane % 4) * 2;
+            if (out_dtype == FMHA_DTYPE) {
+                // The input's type (the usual case): a pair per 32-bit store at constant offsets
+                // from one row address, rounded by the same instruction as P.
+                uint32_t* const row_pairs = reinterpret_cast<uint32_t*>(static_cast<uint16_t*>(out) + out_row + lane_column);
 #pragma unroll
-            for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) {
-                const int column = n * 8 + (lane % 4) * 2;
-                if (column < value_dim) {
-                    store_pair(out, out_row + column, out_dtype, accumulator[r / 2][n][(r % 2) * 2] * inverse,
-                               accumulator[r / 2][n][(r % 2) * 2 + 1] * inverse);
+                for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) {
+                    if (n * 8 + lane_column < value_dim) {
+                        row_pairs[n * 4] = pack_pair(accumulator[r / 2][n][(r % 2) * 2] * inverse,
+                                                     accumulator[r / 2][n][(r % 2) * 2 + 1] * inverse);
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) {
+                    const int column = n * 8 + lane_column;
+                    if (column < value_dim) {
+                        store_pair(out, out_row + column, out_dtype, accumulator[r / 2][n][(r % 2) * 2] * inverse,
+                                   accumulator[r / 2][n][(r % 2) * 2 + 1] * inverse);
+                    }
                 }
             }
             if (lane % 4 == 0) {
