@@ -12,11 +12,20 @@ def load(path):
 
 ours, theirs = load(sys.argv[1]), load(sys.argv[2])
 peak = next((r["fma_peak_gflops"] for r in ours if "fma_peak_gflops" in r), None)
-key = lambda r: (r["dtype"], r["B"], r["Mq"], r["Mkv"], r["H"], r["K"], r["causal"], r["mode"])
+
+
+def kv_heads(r):
+    """K/V heads: torch_cpu_sdpa.py writes Hkv; FMHA's rows name them in the case (`kv=Hkv`), else H."""
+    if "Hkv" in r:
+        return r["Hkv"]
+    return next((int(part[3:]) for part in r.get("case", "").split(",") if part.startswith("kv=")), r["H"])
+
+
+key = lambda r: (r["dtype"], r["B"], r["Mq"], r["Mkv"], r["H"], r["K"], kv_heads(r), r["causal"], r["mode"])
 torch_rows = {key(r): r for r in theirs}
-full_rows = {key(r)[:6] + (r["mode"],): r for r in ours if "op" in r and not r["causal"]}
+full_rows = {key(r)[:7] + (r["mode"],): r for r in ours if "op" in r and not r["causal"]}
 print(f"FMA peak (float32, all threads, measured in this run): {peak:.1f} GFLOP/s" if peak else "FMA peak: not measured")
-header = ("dtype", "B,Mq,Mkv,H,K", "causal", "mode", "FMHA op", "FMHA GFLOP/s", "torch GFLOP/s", "ratio", "% FMA peak", "causal speed-up")
+header = ("dtype", "B,Mq,Mkv,H,K", "Hkv", "causal", "mode", "FMHA op", "FMHA GFLOP/s", "torch GFLOP/s", "ratio", "% FMA peak", "causal speed-up")
 print("| " + " | ".join(header) + " |")
 print("|" + "---|" * len(header))
 for r in ours:
@@ -27,10 +36,10 @@ for r in ours:
     tg = t["tflops"] * 1000 if t else None
     speedup = ""
     if r["causal"]:
-        full = full_rows.get(key(r)[:6] + (r["mode"],))
+        full = full_rows.get(key(r)[:7] + (r["mode"],))
         if full:
             speedup = f"{full['ms'] / r['ms']:.2f}x"
     print("| " + " | ".join([
-        r["dtype"], f"{r['B']},{r['Mq']},{r['Mkv']},{r['H']},{r['K']}", "yes" if r["causal"] else "no", r["mode"], r["op"],
+        r["dtype"], f"{r['B']},{r['Mq']},{r['Mkv']},{r['H']},{r['K']}", str(kv_heads(r)), "yes" if r["causal"] else "no", r["mode"], r["op"],
         f"{g:.1f}", f"{tg:.1f}" if tg else "-", f"{g / tg:.2f}" if tg else "-",
         f"{100 * g / peak:.0f}%" if peak else "-", speedup]) + " |")
