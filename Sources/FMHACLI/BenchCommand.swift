@@ -32,6 +32,15 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
+        try run { line in
+            print(line)
+            Platform.flushStandardOutput()
+        }
+    }
+
+    /// Runs the cases, handing `emit` each output line as soon as it exists: with `--json` one
+    /// object per case (then the FMA peak's), else the table once every case has run.
+    func run(emit: (String) -> Void) throws {
         let chosen: (any ForwardOperator)? = try op.map { name in
             guard let found = Operators.forward(named: name) else {
                 throw ValidationError("--op \(name): expected one of \(Operators.namedForward.map(\.name))")
@@ -46,8 +55,7 @@ struct BenchCommand: ParsableCommand {
             let mode = backward ? "fwd+bwd" : "fwd"
             let teraflops = benchCase.flops(backward: backward) / (measurement.milliseconds * 1e-3) / 1e12
             if json {
-                print(#"{"op": "\#(measurement.operatorName)", "device": "\#(device.device)", "dtype": "\#(dtype)", "B": \#(benchCase.batch), "Mq": \#(benchCase.queries), "Mkv": \#(benchCase.keys), "H": \#(benchCase.heads), "K": \#(benchCase.headDimension), "causal": \#(benchCase.causal), "case": "\#(benchCase)", "dropout": \#(dropout), "tensor_bias": \#(tensorBias), "mode": "\#(mode)", "ms": \#(measurement.milliseconds), "tflops": \#(teraflops)}"#)
-                Platform.flushStandardOutput()
+                emit(#"{"op": "\#(measurement.operatorName)", "device": "\#(device.device)", "dtype": "\#(dtype)", "B": \#(benchCase.batch), "Mq": \#(benchCase.queries), "Mkv": \#(benchCase.keys), "H": \#(benchCase.heads), "K": \#(benchCase.headDimension), "causal": \#(benchCase.causal), "case": "\#(benchCase)", "dropout": \#(dropout), "tensor_bias": \#(tensorBias), "mode": "\#(mode)", "ms": \#(measurement.milliseconds), "tflops": \#(teraflops)}"#)
             } else {
                 rows.append([measurement.operatorName, dtype.rawValue, benchCase.description, mode,
                              Formatting.decimal(measurement.milliseconds, digits: 3),
@@ -56,14 +64,14 @@ struct BenchCommand: ParsableCommand {
         }
         if StandardError.isTerminal, !json { StandardError.write("\r" + String(repeating: " ", count: 60) + "\r") }
         if !json {
-            print(Table.render(header: ["operator", "dtype", "B,Mq,Mkv,H,K", "mode", "median ms", "GFLOP/s"], rows: rows))
+            emit(Table.render(header: ["operator", "dtype", "B,Mq,Mkv,H,K", "mode", "median ms", "GFLOP/s"], rows: rows))
         }
         if fmaPeak {
             let peak = FMAPeak.measure()
             if json {
-                print(#"{"fma_peak_gflops": \#(peak.map { "\($0)" } ?? "null"), "threads": \#(CPUThreads.count)}"#)
+                emit(#"{"fma_peak_gflops": \#(peak.map { "\($0)" } ?? "null"), "threads": \#(CPUThreads.count)}"#)
             } else {
-                print("FMA peak (\(CPUThreads.count) threads): \(peak.map { Formatting.decimal($0, digits: 1) + " GFLOP/s" } ?? "not measured (no AVX2/FMA)")")
+                emit("FMA peak (\(CPUThreads.count) threads): \(peak.map { Formatting.decimal($0, digits: 1) + " GFLOP/s" } ?? "not measured (no AVX2/FMA)")")
             }
         }
     }

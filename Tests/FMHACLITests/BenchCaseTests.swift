@@ -30,7 +30,26 @@ struct BenchCaseTests {
         let command = try BenchCommand.parse(["--case", "1,9,11,2,8", "--case", "1,9,9,2,8,causal", "--tensor-bias",
                                               "--dropout", "0.3", "--backward", "--repeats", "1", "--json"])
         #expect(command.dropout == 0.3 && command.tensorBias && command.backward && command.cases.count == 2)
-        try command.run()
+        var lines = [String]()
+        try command.run { lines.append($0) }
+        // One JSON object per case, saying what ran.
+        #expect(lines.count == 2)
+        for (line, name) in zip(lines, ["1,9,11,2,8", "1,9,9,2,8,causal"]) {
+            guard case .object(let fields) = try JSONValue.parse(line) else {
+                Issue.record("not a JSON object: \(line)")
+                continue
+            }
+            #expect(fields["case"] == .string(name) && fields["causal"] == .bool(name.hasSuffix("causal")), "\(line)")
+            #expect(fields["dropout"] == .number(0.3) && fields["tensor_bias"] == .bool(true), "\(line)")
+            #expect(fields["mode"] == .string("fwd+bwd") && fields["dtype"] == .string("float32") && fields["device"] == .string("cpu"), "\(line)")
+            #expect(fields["B"] == .number(1) && fields["Mq"] == .number(9) && fields["H"] == .number(2) && fields["K"] == .number(8), "\(line)")
+            #expect(fields["Mkv"] == .number(name.hasSuffix("causal") ? 9 : 11), "\(line)")
+            if case .number(let ms) = fields["ms"], case .number(let tflops) = fields["tflops"], case .string(let op) = fields["op"] {
+                #expect(ms > 0 && tflops > 0 && op.hasPrefix("cpu-"), "\(line)")
+            } else {
+                Issue.record("ms, tflops or op missing: \(line)")
+            }
+        }
         let bias = try #require(BenchCase(argument: "1,9,9,2,8,causal")).bias(tensor: try Tensor.zeros([1, 2, 9, 9]))
         #expect(bias is LowerTriangularMaskWithTensorBias)
         for bad in [["--dropout", "1"], ["--dropout", "-0.1"], ["--tensor-bias", "--case", "varlen=3/4,2,8"],
