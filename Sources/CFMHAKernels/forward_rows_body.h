@@ -3,8 +3,9 @@
 // so a one-row tile leaves all but one lane idle; here the vectors run along the head dimension
 // instead: each row's scores are dot products (four keys at a time, one horizontal sum per key),
 // its online softmax covers the key block, and O += p·V adds four value rows per pass (bfloat16
-// through BF16 dot products where the build has them, K and V read in place). Same inputs, outputs
-// and semantics as the tile kernel (masks, pages, tensor bias, dropout, LSE).
+// through BF16 dot products where the build has them, K and V read in place, as float16 K and V
+// are). Same inputs, outputs and semantics as the tile kernel (masks, pages, tensor bias, dropout,
+// LSE). The kinds' shared code is forward_rows_kind.h.
 
 /// Tiles of at most this many queries take this kernel: faster than the tile kernel at 1–8 rows as
 /// timed (bench/README.md).
@@ -24,209 +25,93 @@ FMHA_INLINE float sum_lanes(vf x) {
     return (quarter[0] + quarter[1]) + (quarter[2] + quarter[3]);
 }
 
-// What a row holds, per build. Without BF16 products: float32 query lanes against float32 K/V rows
-// (the inputs' own, or converted copies). With them: query lanes of two bfloat16 values against
-// bfloat16 K/V rows read in place, two multiply-adds per lane (vdpbf16ps), V widened to float32.
+// The kinds of rows, per build. With BF16 products (bfloat16 inputs only): query lanes of two
+// bfloat16 values against bfloat16 K/V rows read in place, two multiply-adds per lane (vdpbf16ps),
+// V widened to float32. Otherwise float32 query lanes against float32 K/V rows (float32 inputs in
+// place, bfloat16 converted row by row) or, for float16 inputs, against float16 rows read in place
+// and widened a vector at a time (vcvtph2ps where the build has F16C).
 #ifdef FMHA_BF16_PRODUCTS
-typedef uint32_t query_lane;
-typedef uint16_t row_element;
-enum { ELEMENTS_PER_LANE = 2 };
-
 /// acc + the products of VW query lanes with the matching 2·VW key elements.
-FMHA_INLINE vf dot_step(vf acc, const query_lane *q, const row_element *key) {
+FMHA_INLINE vf dot_step_bf16(vf acc, const uint32_t *q, const uint16_t *key) {
     vu pairs;
     memcpy(&pairs, key, sizeof pairs);
     return dot_pairs(acc, loadu(q), pairs);
 }
 
 /// One query lane times its two key elements, in float32.
-FMHA_INLINE float dot_lane(query_lane q, const row_element *key) {
+FMHA_INLINE float dot_lane_bf16(uint32_t q, const uint16_t *key) {
     const uint32_t k = load_pair(key);
     return bf16_to_float((uint16_t)q) * bf16_to_float((uint16_t)k)
            + bf16_to_float((uint16_t)(q >> 16)) * bf16_to_float((uint16_t)(k >> 16));
 }
 
 /// VW elements of a value row as float32 lanes (any alignment).
-FMHA_INLINE vf widen_values(const row_element *p) {
+FMHA_INLINE vf widen_values_bf16(const uint16_t *p) {
     typedef uint16_t vh __attribute__((vector_size(VW * 2)));
     vh halves;
     memcpy(&halves, p, sizeof halves);
     return (vf)(__builtin_convertvector(halves, vu) << 16);
 }
 
-FMHA_INLINE float widen_value(row_element x) { return bf16_to_float(x); }
+FMHA_INLINE float widen_value_bf16(uint16_t x) { return bf16_to_float(x); }
+
+#define ROWS(name) name##_bf16
+#define ROW_LANE uint32_t
+#define ROW_ELEMENT uint16_t
+#define ROW_PER_LANE 2
+#define ROW_IN_PLACE 1
+#include "forward_rows_kind.h"
+#undef ROWS
+#undef ROW_LANE
+#undef ROW_ELEMENT
+#undef ROW_PER_LANE
+#undef ROW_IN_PLACE
+
+/// The tile `t` (at most FMHA_FEW_ROWS queries), with fmha_forward_tile's inputs and outputs.
+static FMHA_TARGET void forward_rows(const fmha_forward_tile *t) { forward_rows_bf16(t); }
 #else
-typedef float query_lane;
-typedef float row_element;
-enum { ELEMENTS_PER_LANE = 1 };
+FMHA_INLINE vf dot_step_f32(vf acc, const float *q, const float *key) { return acc + loadv(q) * loadv(key); }
+FMHA_INLINE float dot_lane_f32(float q, const float *key) { return q * key[0]; }
+FMHA_INLINE vf widen_values_f32(const float *p) { return loadv(p); }
+FMHA_INLINE float widen_value_f32(float x) { return x; }
 
-FMHA_INLINE vf dot_step(vf acc, const query_lane *q, const row_element *key) { return acc + loadv(q) * loadv(key); }
-FMHA_INLINE float dot_lane(query_lane q, const row_element *key) { return q * key[0]; }
-FMHA_INLINE vf widen_values(const row_element *p) { return loadv(p); }
-FMHA_INLINE float widen_value(row_element x) { return x; }
-#endif
-
-/// s[j] = scale · q · key[j] for lo <= j < hi, over `lanes` query lanes (ELEMENTS_PER_LANE key
-/// elements each): four keys at a time, one horizontal sum per key.
-FMHA_INLINE void row_scores(float *restrict s, const query_lane *restrict q, const row_element *const *key, int32_t lo,
-                            int32_t hi, int32_t lanes, float scale) {
-    int32_t j = lo;
-    for (; j + 4 <= hi; j += 4) {
-        const row_element *k0 = key[j], *k1 = key[j + 1], *k2 = key[j + 2], *k3 = key[j + 3];
-        vf a0 = splat(0), a1 = splat(0), a2 = splat(0), a3 = splat(0);
-        int32_t c = 0;
-        for (; c + VW <= lanes; c += VW) {
-            const int64_t e = (int64_t)c * ELEMENTS_PER_LANE;
-            a0 = dot_step(a0, q + c, k0 + e);
-            a1 = dot_step(a1, q + c, k1 + e);
-            a2 = dot_step(a2, q + c, k2 + e);
-            a3 = dot_step(a3, q + c, k3 + e);
-        }
-        float s0 = sum_lanes(a0), s1 = sum_lanes(a1), s2 = sum_lanes(a2), s3 = sum_lanes(a3);
-        for (; c < lanes; c++) {
-            const int64_t e = (int64_t)c * ELEMENTS_PER_LANE;
-            s0 += dot_lane(q[c], k0 + e);
-            s1 += dot_lane(q[c], k1 + e);
-            s2 += dot_lane(q[c], k2 + e);
-            s3 += dot_lane(q[c], k3 + e);
-        }
-        s[j] = s0 * scale;
-        s[j + 1] = s1 * scale;
-        s[j + 2] = s2 * scale;
-        s[j + 3] = s3 * scale;
-    }
-    for (; j < hi; j++) {
-        vf a0 = splat(0);
-        int32_t c = 0;
-        for (; c + VW <= lanes; c += VW) a0 = dot_step(a0, q + c, key[j] + (int64_t)c * ELEMENTS_PER_LANE);
-        float s0 = sum_lanes(a0);
-        for (; c < lanes; c++) s0 += dot_lane(q[c], key[j] + (int64_t)c * ELEMENTS_PER_LANE);
-        s[j] = s0 * scale;
-    }
+/// VW float16 elements (any alignment) as float32 lanes.
+FMHA_INLINE vf widen_values_f16(const _Float16 *p) {
+    typedef _Float16 vh __attribute__((vector_size(VW * 2)));
+    vh halves;
+    memcpy(&halves, p, sizeof halves);
+    return __builtin_convertvector(halves, vf);
 }
 
-/// o[0..<KV] += Σ_{lo <= j < hi} p[j] · value[j]: four value rows per pass over o.
-FMHA_INLINE void row_accumulate(float *restrict o, const float *restrict p, const row_element *const *value, int32_t lo,
-                                int32_t hi, int32_t KV) {
-    int32_t j = lo;
-    for (; j + 4 <= hi; j += 4) {
-        const row_element *v0 = value[j], *v1 = value[j + 1], *v2 = value[j + 2], *v3 = value[j + 3];
-        const vf p0 = splat(p[j]), p1 = splat(p[j + 1]), p2 = splat(p[j + 2]), p3 = splat(p[j + 3]);
-        int32_t c = 0;
-        for (; c + VW <= KV; c += VW) {
-            storev(o + c, loadv(o + c) + p0 * widen_values(v0 + c) + p1 * widen_values(v1 + c)
-                              + p2 * widen_values(v2 + c) + p3 * widen_values(v3 + c));
-        }
-        for (; c < KV; c++) {
-            o[c] += p[j] * widen_value(v0[c]) + p[j + 1] * widen_value(v1[c]) + p[j + 2] * widen_value(v2[c])
-                    + p[j + 3] * widen_value(v3[c]);
-        }
-    }
-    for (; j < hi; j++) {
-        const vf p0 = splat(p[j]);
-        int32_t c = 0;
-        for (; c + VW <= KV; c += VW) storev(o + c, loadv(o + c) + p0 * widen_values(value[j] + c));
-        for (; c < KV; c++) o[c] += p[j] * widen_value(value[j][c]);
-    }
-}
+FMHA_INLINE vf dot_step_f16(vf acc, const float *q, const _Float16 *key) { return acc + loadv(q) * widen_values_f16(key); }
+FMHA_INLINE float dot_lane_f16(float q, const _Float16 *key) { return q * (float)key[0]; }
+FMHA_INLINE float widen_value_f16(_Float16 x) { return (float)x; }
+
+#define ROW_LANE float
+#define ROW_PER_LANE 1
+#define ROWS(name) name##_f32
+#define ROW_ELEMENT float
+#define ROW_IN_PLACE 0
+#include "forward_rows_kind.h"
+#undef ROWS
+#undef ROW_ELEMENT
+#undef ROW_IN_PLACE
+#define ROWS(name) name##_f16
+#define ROW_ELEMENT _Float16
+#define ROW_IN_PLACE 1
+#include "forward_rows_kind.h"
+#undef ROWS
+#undef ROW_ELEMENT
+#undef ROW_IN_PLACE
+#undef ROW_LANE
+#undef ROW_PER_LANE
 
 /// The tile `t` (at most FMHA_FEW_ROWS queries), with fmha_forward_tile's inputs and outputs.
 static FMHA_TARGET void forward_rows(const fmha_forward_tile *t) {
-    const int32_t K = t->head_dim, KV = t->value_dim, rows = t->rows, dtype = t->dtype;
-    // Inside the tile kernel's workspace (which is larger): the query rows (lanes as above), one
-    // row's scores (one vector of slack past the block), the output accumulators, and converted K/V
-    // rows when the build reads float32 rows of 16-bit inputs.
-    query_lane *q = (query_lane *)t->workspace;                 // FMHA_FEW_ROWS × K lanes at most
-    float *s = (float *)t->workspace + (int64_t)FMHA_FEW_ROWS * K;  // C + VW
-    float *o = s + C + VW;                                      // FMHA_FEW_ROWS × KV
-    const int32_t lanes = K / ELEMENTS_PER_LANE;  // (K is even with BF16 products)
-    const row_element *krow[C], *vrow[C];
-    int64_t physical[C];
-    int32_t lo[R], hi[R];
-    float m[FMHA_FEW_ROWS], l[FMHA_FEW_ROWS];
-
-    const float qscale = t->scale * (float)M_LOG2E;
-    for (int32_t r = 0; r < rows; r++) {
-        query_lane *row = q + (int64_t)r * lanes;
-#ifdef FMHA_BF16_PRODUCTS
-        const uint16_t *query = (const uint16_t *)t->q + r * t->q_row_stride;
-        for (int32_t c = 0; c < lanes; c++) row[c] = bf16_pair(query[2 * c], query[2 * c + 1]);
-#else
-        for (int32_t c = 0; c < K; c++) row[c] = load_scalar(t->q, r * t->q_row_stride + c, dtype);
-#endif
-        memset(o + (int64_t)r * KV, 0, sizeof(float) * (size_t)KV);
-        m[r] = -INFINITY;
-        l[r] = 0;
-    }
-
-    for (int64_t k0 = t->key_begin; k0 < t->key_end; k0 += C) {
-        const int32_t n = (int32_t)(t->key_end - k0 < C ? t->key_end - k0 : C);
-        int any;
-        tile_ranges(t->row_lo, t->row_hi, rows, k0, n, lo, hi, &any);
-        if (!any) continue;
-        // The keys some row sees: only those are read (and converted).
-        int32_t first = n, last = 0;
-        for (int32_t r = 0; r < rows; r++) {
-            if (lo[r] < hi[r]) {
-                first = lo[r] < first ? lo[r] : first;
-                last = hi[r] > last ? hi[r] : last;
-            }
-        }
-#ifdef FMHA_BF16_PRODUCTS
-        for (int32_t j = first; j < last; j++) {
-            physical[j] = physical_row(k0 + j, t->key_row_offset, t->pages, t->page_size);
-            krow[j] = (const uint16_t *)t->k + physical[j] * t->k_row_stride;
-            vrow[j] = (const uint16_t *)t->v + physical[j] * t->v_row_stride;
-        }
-#else
-        float *kbuf = o + (int64_t)FMHA_FEW_ROWS * KV, *vbuf = kbuf + (int64_t)C * K;  // C × K, C × KV
-        gather_key_rows(t, k0, first, last, K, KV, kbuf, vbuf, krow, vrow, physical);
-#endif
-        for (int32_t r = 0; r < rows; r++) {
-            const int32_t a = lo[r], b = hi[r];
-            if (a >= b) continue;
-            float *orow = o + (int64_t)r * KV;
-            row_scores(s, q + (int64_t)r * lanes, krow, a, b, lanes, qscale);
-            if (t->bias) {
-                for (int32_t j = a; j < b; j++) {
-                    s[j] += load_scalar(t->bias, r * t->bias_row_stride + physical[j] * t->bias_col_stride, dtype)
-                            * (float)M_LOG2E;
-                }
-            }
-            // Online softmax over the block's visible keys (as the tile kernel: a row that has seen
-            // only -inf keeps exponent base 0, so its weights are exactly 0, never NaN).
-            float block_max = -INFINITY;
-            for (int32_t j = a; j < b; j++) block_max = s[j] > block_max ? s[j] : block_max;
-            const float new_max = m[r] > block_max ? m[r] : block_max;
-            const float base = new_max == -INFINITY ? 0.0f : new_max;
-            for (int32_t j = b; j < b + VW; j++) s[j] = -INFINITY;
-            vf sum = splat(0);
-            for (int32_t j = a; j < b; j += VW) {
-                const vf p = exp2_v(loadv(s + j) - splat(base));
-                sum += p;
-                storev(s + j, p);
-            }
-            const float alpha = exp2_v(splat(m[r] - base))[0];
-            l[r] = l[r] * alpha + sum_lanes(sum);
-            if (new_max != m[r]) {
-                for (int32_t c = 0; c < KV; c++) orow[c] *= alpha;
-            }
-            m[r] = new_max;
-            if (t->dropout) {
-                for (int32_t j = a; j < b; j++) {
-                    s[j] *= dropout_factor(t->dropout_seed, t->dropout_offset, t->dropout_head, t->dropout_query0 + r,
-                                           physical[j], t->dropout_threshold, t->dropout_keep_scale);
-                }
-            }
-            row_accumulate(orow, s, vrow, a, b, KV);
-        }
-    }
-
-    for (int32_t r = 0; r < rows; r++) {
-        const float inverse = l[r] > 0 ? 1.0f / l[r] : 0.0f;
-        t->lse[r] = l[r] > 0 ? (m[r] + log2f(l[r])) * (float)M_LN2 : -INFINITY;
-        for (int32_t v = 0; v < KV; v++) {
-            store_scalar(t->out, r * t->out_row_stride + v, t->out_dtype, o[(int64_t)r * KV + v] * inverse);
-        }
+    if (t->dtype == FMHA_DTYPE_F16) {
+        forward_rows_f16(t);
+    } else {
+        forward_rows_f32(t);
     }
 }
+#endif
