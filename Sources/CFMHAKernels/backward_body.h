@@ -115,19 +115,9 @@ FMHA_INLINE void load_key_tile(const fmha_backward_common *c, int64_t k0, int32_
     for (int32_t j = 0; j < CP; j++) krow[j] = vrow[j] = b->zeros;
     (void)KV;
 #else
-    for (int32_t j = 0; j < n; j++) {
-        const int64_t row = physical_row(k0 + j, c->key_row_offset, c->pages, c->page_size);
-        physical[j] = row;
-        if (c->dtype == FMHA_DTYPE_F32) {
-            krow[j] = (const float *)c->k + row * c->k_row_stride;
-            vrow[j] = (const float *)c->v + row * c->v_row_stride;
-        } else {
-            load_row(kbuf + (int64_t)j * K, c->k, row * c->k_row_stride, K, c->dtype);
-            load_row(vbuf + (int64_t)j * KV, c->v, row * c->v_row_stride, KV, c->dtype);
-            krow[j] = kbuf + (int64_t)j * K;
-            vrow[j] = vbuf + (int64_t)j * KV;
-        }
-    }
+    const key_rows_source source = {c->k, c->v, c->k_row_stride, c->v_row_stride, c->key_row_offset, c->pages,
+                                     c->page_size, c->dtype};
+    gather_key_rows(source, k0, 0, n, K, KV, kbuf, vbuf, krow, vrow, physical);
     for (int32_t j = n; j < CP; j++) {
         krow[j] = b->zeros;
         vrow[j] = b->zeros;

@@ -119,7 +119,7 @@ static FMHA_TARGET void ROWS(forward_rows)(const fmha_forward_tile *t) {
         }
 #else
         float *kbuf = o + (int64_t)FMHA_FEW_ROWS * KV, *vbuf = kbuf + (int64_t)C * K;  // C × K, C × KV
-        gather_key_rows(t, k0, first, last, K, KV, kbuf, vbuf, krow, vrow, physical);
+        gather_key_rows(forward_key_rows(t), k0, first, last, K, KV, kbuf, vbuf, krow, vrow, physical);
 #endif
         for (int32_t r = 0; r < rows; r++) {
             const int32_t a = lo[r], b = hi[r];

@@ -79,7 +79,7 @@ FMHA_TARGET void FMHA_NAME(fmha_forward_tile)(const fmha_forward_tile *t) {
         }
         scores_bf16(st, krow16, qt2, n, pairs, qscale);
 #else
-        gather_key_rows(t, k0, 0, n, K, KV, kbuf, vbuf, krow, vrow, physical);
+        gather_key_rows(forward_key_rows(t), k0, 0, n, K, KV, kbuf, vbuf, krow, vrow, physical);
         for (int32_t j = n; j < CP; j++) krow[j] = zeros;
 
         scores(st, krow, qt, n, K);

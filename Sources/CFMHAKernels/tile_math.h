@@ -223,25 +223,40 @@ FMHA_INLINE int64_t physical_row(int64_t p, int64_t offset, const int64_t *pages
     return pages ? pages[p / page_size] * page_size + p % page_size : offset + p;
 }
 
-/// Keys first ..< last of the key block that starts at logical key k0, for the forward kernels: their
-/// K/V rows (`physical`) and float32 views of those rows (`krow`, `vrow`), in place for float32
-/// inputs, else converted into kbuf/vbuf (K and KV floats per key).
-FMHA_INLINE void gather_key_rows(const fmha_forward_tile *t, int64_t k0, int32_t first, int32_t last, int32_t K,
-                                 int32_t KV, float *kbuf, float *vbuf, const float **krow, const float **vrow,
-                                 int64_t *physical) {
+/// Where a kernel's K/V rows are (the fields of the same names in fmha_forward_tile and
+/// fmha_backward_common).
+typedef struct {
+    const void *k, *v;
+    int64_t k_row_stride, v_row_stride, key_row_offset;
+    const int64_t *pages;
+    int64_t page_size;
+    int32_t dtype;
+} key_rows_source;
+
+/// Keys first ..< last of the key block that starts at logical key k0: their K/V rows (`physical`)
+/// and float32 views of those rows (`krow`, `vrow`), in place for float32 inputs, else converted
+/// into kbuf/vbuf (K and KV floats per key).
+FMHA_INLINE void gather_key_rows(key_rows_source s, int64_t k0, int32_t first, int32_t last, int32_t K, int32_t KV,
+                                 float *kbuf, float *vbuf, const float **krow, const float **vrow, int64_t *physical) {
     for (int32_t j = first; j < last; j++) {
-        const int64_t row = physical_row(k0 + j, t->key_row_offset, t->pages, t->page_size);
+        const int64_t row = physical_row(k0 + j, s.key_row_offset, s.pages, s.page_size);
         physical[j] = row;
-        if (t->dtype == FMHA_DTYPE_F32) {
-            krow[j] = (const float *)t->k + row * t->k_row_stride;
-            vrow[j] = (const float *)t->v + row * t->v_row_stride;
+        if (s.dtype == FMHA_DTYPE_F32) {
+            krow[j] = (const float *)s.k + row * s.k_row_stride;
+            vrow[j] = (const float *)s.v + row * s.v_row_stride;
         } else {
-            load_row(kbuf + (int64_t)j * K, t->k, row * t->k_row_stride, K, t->dtype);
-            load_row(vbuf + (int64_t)j * KV, t->v, row * t->v_row_stride, KV, t->dtype);
+            load_row(kbuf + (int64_t)j * K, s.k, row * s.k_row_stride, K, s.dtype);
+            load_row(vbuf + (int64_t)j * KV, s.v, row * s.v_row_stride, KV, s.dtype);
             krow[j] = kbuf + (int64_t)j * K;
             vrow[j] = vbuf + (int64_t)j * KV;
         }
     }
+}
+
+/// The K/V rows of a forward tile.
+FMHA_INLINE key_rows_source forward_key_rows(const fmha_forward_tile *t) {
+    return (key_rows_source){t->k, t->v, t->k_row_stride, t->v_row_stride, t->key_row_offset, t->pages, t->page_size,
+                             t->dtype};
 }
 
 /// Keep factor of the dropout mask for query `query` (packed index) and K/V row `row`.
