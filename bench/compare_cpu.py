@@ -15,10 +15,8 @@ peak = next((r["fma_peak_gflops"] for r in ours if "fma_peak_gflops" in r), None
 
 
 def kv_heads(r):
-    """K/V heads: torch_cpu_sdpa.py writes Hkv; FMHA's rows name them in the case (`kv=Hkv`), else H."""
-    if "Hkv" in r:
-        return r["Hkv"]
-    return next((int(part[3:]) for part in r.get("case", "").split(",") if part.startswith("kv=")), r["H"])
+    """K/V heads: `fmha bench --json` and torch_cpu_sdpa.py both write Hkv (older rows without it were dense)."""
+    return r.get("Hkv", r["H"])
 
 
 key = lambda r: (r["dtype"], r["B"], r["Mq"], r["Mkv"], r["H"], r["K"], kv_heads(r), r["causal"], r["mode"])

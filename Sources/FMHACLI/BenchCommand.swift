@@ -55,7 +55,7 @@ struct BenchCommand: ParsableCommand {
             let mode = backward ? "fwd+bwd" : "fwd"
             let teraflops = benchCase.flops(backward: backward) / (measurement.milliseconds * 1e-3) / 1e12
             if json {
-                emit(#"{"op": "\#(measurement.operatorName)", "device": "\#(device.device)", "dtype": "\#(dtype)", "B": \#(benchCase.batch), "Mq": \#(benchCase.queries), "Mkv": \#(benchCase.keys), "H": \#(benchCase.heads), "K": \#(benchCase.headDimension), "causal": \#(benchCase.causal), "case": "\#(benchCase)", "dropout": \#(dropout), "tensor_bias": \#(tensorBias), "mode": "\#(mode)", "ms": \#(measurement.milliseconds), "tflops": \#(teraflops)}"#)
+                emit(#"{"op": "\#(measurement.operatorName)", "device": "\#(device.device)", "dtype": "\#(dtype)", "B": \#(benchCase.batch), "Mq": \#(benchCase.queries), "Mkv": \#(benchCase.keys), "H": \#(benchCase.heads), "Hkv": \#(benchCase.kvHeads ?? benchCase.heads), "K": \#(benchCase.headDimension), "causal": \#(benchCase.causal), "case": "\#(benchCase)", "dropout": \#(dropout), "tensor_bias": \#(tensorBias), "mode": "\#(mode)", "ms": \#(measurement.milliseconds), "tflops": \#(teraflops)}"#)
             } else {
                 rows.append([measurement.operatorName, dtype.rawValue, benchCase.description, mode,
                              Formatting.decimal(measurement.milliseconds, digits: 3),

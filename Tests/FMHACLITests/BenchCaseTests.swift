@@ -42,7 +42,7 @@ struct BenchCaseTests {
             #expect(fields["case"] == .string(name) && fields["causal"] == .bool(name.hasSuffix("causal")), "\(line)")
             #expect(fields["dropout"] == .number(0.3) && fields["tensor_bias"] == .bool(true), "\(line)")
             #expect(fields["mode"] == .string("fwd+bwd") && fields["dtype"] == .string("float32") && fields["device"] == .string("cpu"), "\(line)")
-            #expect(fields["B"] == .number(1) && fields["Mq"] == .number(9) && fields["H"] == .number(2) && fields["K"] == .number(8), "\(line)")
+            #expect(fields["B"] == .number(1) && fields["Mq"] == .number(9) && fields["H"] == .number(2) && fields["Hkv"] == .number(2) && fields["K"] == .number(8), "\(line)")
             #expect(fields["Mkv"] == .number(name.hasSuffix("causal") ? 9 : 11), "\(line)")
             if case .number(let ms) = fields["ms"], case .number(let tflops) = fields["tflops"], case .string(let op) = fields["op"] {
                 #expect(ms > 0 && tflops > 0 && op.hasPrefix("cpu-"), "\(line)")
