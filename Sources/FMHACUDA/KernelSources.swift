@@ -69,7 +69,6 @@ extern "C" __global__ void fmha_dropout_keep(uint8_t* keep, uint32_t queries, ui
 #define FMHA_BLOCK_M (FMHA_WARPS * FMHA_WARP_TILES * 16)
 #define FMHA_ROW (FMHA_HEAD_DIM + 8)
 #define FMHA_ROWS (2 * FMHA_WARP_TILES)
-#define FMHA_NEG_INFINITY __int_as_float(0xff800000)
 
 static_assert(FMHA_HEAD_DIM % 16 == 0 && FMHA_HEAD_DIM <= 256, "FMHA_HEAD_DIM: a multiple of 16, at most 256");
 static_assert(FMHA_BLOCK_N % 16 == 0, "FMHA_BLOCK_N: a multiple of 16");
@@ -443,7 +442,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
         float maximum[FMHA_ROWS], sum[FMHA_ROWS];
 #pragma unroll
         for (int r = 0; r < FMHA_ROWS; ++r) {
-            maximum[r] = FMHA_NEG_INFINITY;
+            maximum[r] = -FMHA_INFINITY;
             sum[r] = 0.0f;
         }
 
@@ -516,7 +515,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                             const int p = key_tile_start + n * 8 + (lane % 4) * 2 + e;
                             float& value = score[r / 2][n][(r % 2) * 2 + e];
                             if (p < lo || p >= hi) {
-                                value = FMHA_NEG_INFINITY;
+                                value = -FMHA_INFINITY;
                             }
 #if FMHA_EXTRAS
                             else if (bias_head != nullptr) {
@@ -530,7 +529,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
             float tile_maximum[FMHA_ROWS];
 #pragma unroll
             for (int r = 0; r < FMHA_ROWS; ++r) {
-                tile_maximum[r] = FMHA_NEG_INFINITY;
+                tile_maximum[r] = -FMHA_INFINITY;
 #pragma unroll
                 for (int n = 0; n < FMHA_BLOCK_N / 8; ++n) {
                     tile_maximum[r] = fmaxf(tile_maximum[r], fmaxf(score[r / 2][n][(r % 2) * 2], score[r / 2][n][(r % 2) * 2 + 1]));
@@ -545,7 +544,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                 const float new_maximum = fmaxf(maximum[r], tile_maximum[r] * factor);
                 // A row that has seen no key yet keeps maximum -inf; subtract 0 instead so that
                 // exp2 gives 0, not NaN.
-                base[r] = new_maximum == FMHA_NEG_INFINITY ? 0.0f : new_maximum;
+                base[r] = new_maximum == -FMHA_INFINITY ? 0.0f : new_maximum;
                 rescale[r] = exp2_approx(maximum[r] - base[r]);
                 raised = raised || new_maximum != maximum[r];
                 maximum[r] = new_maximum;
@@ -728,7 +727,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
             }
             if (lane % 4 == 0) {
                 const float ln2 = 0.6931471805599453f;
-                lse_head[i] = sum[r] > 0.0f ? maximum[r] * ln2 + logf(sum[r]) : FMHA_NEG_INFINITY;
+                lse_head[i] = sum[r] > 0.0f ? maximum[r] * ln2 + logf(sum[r]) : -FMHA_INFINITY;
             }
         }
     }
