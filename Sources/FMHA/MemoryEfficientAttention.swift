@@ -51,13 +51,12 @@ public func memoryEfficientAttentionForwardRequiresGrad(
     _ query: Tensor, _ key: Tensor, _ value: Tensor, bias: (any AttentionBias)? = nil, p: Double = 0,
     scale: Double? = nil, op: (any ForwardOperator)? = nil, outputDType: DType? = nil, seed: UInt64? = nil
 ) throws -> AttentionForwardResult {
-    let inputs = Inputs(query: query, key: key, value: value, bias: bias, p: p, scale: scale, outputDType: outputDType)
-    try inputs.validate()
-    let dropout = p > 0 ? DropoutState(p: p, seed: seed ?? UInt64.random(in: .min ... .max)) : nil
-    let chosen = try Dispatch.selectForward(Operators.forward, explicit: op, for: inputs,
+    let problem = try Inputs(query: query, key: key, value: value, bias: bias, p: p, seed: seed, scale: scale,
+                             outputDType: outputDType).validate()
+    let chosen = try Dispatch.selectForward(Operators.forward, explicit: op, for: problem,
                                             entryPoint: "memoryEfficientAttentionForward")
-    let result = try chosen.forward(inputs, dropout: dropout)
-    return AttentionForwardResult(output: result.output, lse: result.lse, dropout: dropout, operatorName: chosen.name)
+    let result = try chosen.forward(problem)
+    return AttentionForwardResult(output: result.output, lse: result.lse, dropout: problem.dropout, operatorName: chosen.name)
 }
 
 /// The gradients of attention, as xFormers' `memory_efficient_attention_backward`, from the
@@ -68,12 +67,11 @@ public func memoryEfficientAttentionBackward(
     bias: (any AttentionBias)? = nil, dropout: DropoutState? = nil, scale: Double? = nil,
     op: (any BackwardOperator)? = nil
 ) throws -> Gradients {
-    let inputs = Inputs(query: query, key: key, value: value, bias: bias, p: dropout?.p ?? 0, scale: scale)
-    let dimensions = try inputs.validate()
-    try inputs.validateBackward(output: output, lse: lse, gradOutput: gradOutput, dimensions)
-    let chosen = try Dispatch.selectBackward(Operators.backward, explicit: op, for: inputs,
+    let problem = try Inputs(query: query, key: key, value: value, bias: bias, dropout: dropout, scale: scale).validate()
+    let backward = try problem.backward(output: output, lse: lse, gradOutput: gradOutput)
+    let chosen = try Dispatch.selectBackward(Operators.backward, explicit: op, for: problem,
                                              entryPoint: "memoryEfficientAttentionBackward")
-    return try chosen.backward(inputs, output: output, lse: lse, gradOutput: gradOutput, dropout: dropout)
+    return try chosen.backward(backward)
 }
 
 /// Attention of the queries over one chunk of keys, for `mergeAttentions`, as xFormers'
@@ -84,11 +82,10 @@ public func memoryEfficientAttentionPartial(_ query: Tensor, _ key: Tensor, _ va
                                             bias: (any AttentionBias)? = nil, scale: Double? = nil,
                                             op: (any ForwardOperator)? = nil,
                                             outputDType: DType? = nil) throws -> (output: Tensor, lse: Tensor) {
-    let inputs = Inputs(query: query, key: key, value: value, bias: bias, scale: scale, outputDType: outputDType,
-                        isPartial: true)
-    try inputs.validate()
-    let chosen = try Dispatch.selectForward(Operators.forward, explicit: op, for: inputs,
+    let problem = try Inputs(query: query, key: key, value: value, bias: bias, scale: scale, outputDType: outputDType,
+                             isPartial: true).validate()
+    let chosen = try Dispatch.selectForward(Operators.forward, explicit: op, for: problem,
                                             entryPoint: "memoryEfficientAttentionPartial")
-    let result = try chosen.forward(inputs, dropout: nil)
+    let result = try chosen.forward(problem)
     return (result.output, result.lse)
 }

@@ -32,26 +32,24 @@ public enum Operators {
         (backward + backwardVariants).first { $0.name == name }
     }
 
-    /// Which forward operator would run `inputs`, without running anything; throws, with every
+    /// Which forward operator would run `problem`, without running anything; throws, with every
     /// operator's reasons, when none can.
-    public static func forwardOperator(for inputs: Inputs) throws -> any ForwardOperator {
-        try inputs.validate()
-        return try Dispatch.selectForward(forward, explicit: nil, for: inputs, entryPoint: "memoryEfficientAttentionForward")
+    public static func forwardOperator(for problem: AttentionProblem) throws -> any ForwardOperator {
+        try Dispatch.selectForward(forward, explicit: nil, for: problem, entryPoint: "memoryEfficientAttentionForward")
     }
 
-    /// Which backward operator would run `inputs`, without running anything.
-    public static func backwardOperator(for inputs: Inputs) throws -> any BackwardOperator {
-        try inputs.validate()
-        return try Dispatch.selectBackward(backward, explicit: nil, for: inputs, entryPoint: "memoryEfficientAttentionBackward")
+    /// Which backward operator would run `problem`, without running anything.
+    public static func backwardOperator(for problem: AttentionProblem) throws -> any BackwardOperator {
+        try Dispatch.selectBackward(backward, explicit: nil, for: problem, entryPoint: "memoryEfficientAttentionBackward")
     }
 
-    /// Every forward operator with its reasons to refuse `inputs` (none: it can run them).
-    public static func explainForward(_ inputs: Inputs) -> [(name: String, reasons: [String])] {
-        Dispatch.explain(forward, for: inputs)
+    /// Every forward operator with its reasons to refuse `problem` (none: it can run it).
+    public static func explainForward(_ problem: AttentionProblem) -> [(name: String, reasons: [String])] {
+        Dispatch.explain(forward, for: problem)
     }
 
-    /// Every backward operator with its reasons to refuse `inputs`.
-    public static func explainBackward(_ inputs: Inputs) -> [(name: String, reasons: [String])] {
-        Dispatch.explain(backward, for: inputs)
+    /// Every backward operator with its reasons to refuse `problem`.
+    public static func explainBackward(_ problem: AttentionProblem) -> [(name: String, reasons: [String])] {
+        Dispatch.explain(backward, for: problem)
     }
 }

@@ -18,12 +18,12 @@ struct CheckCommand: ParsableCommand {
         for dtype in dtype {
             for sample in try SampleCases.all(dtype: dtype, device: device.device) {
                 for forward in Operators.forward {
-                    let reasons = forward.notSupportedReasons(sample.inputs)
+                    let reasons = forward.notSupportedReasons(sample.problem)
                     guard reasons.isEmpty else {
                         rows.append([forward.name, sample.name, dtype.rawValue, "-", "skip: " + reasons[0]])
                         continue
                     }
-                    let verdict = try Self.compare(forward, sample.inputs)
+                    let verdict = try Self.compare(forward, sample.problem)
                     if !verdict.passed { failures += 1 }
                     rows.append([forward.name, sample.name, dtype.rawValue, verdict.error, verdict.passed ? "PASS" : "FAIL"])
                 }
@@ -36,9 +36,9 @@ struct CheckCommand: ParsableCommand {
 
     /// The operator's output and LSE against `DenseAttention`: the worst error as a multiple of
     /// the allowed one (the forward tolerance of the output dtype; 2e-4 absolute on the LSE).
-    static func compare(_ forward: any ForwardOperator, _ inputs: Inputs) throws -> (passed: Bool, error: String) {
-        let result = try forward.forward(inputs, dropout: nil)
-        let oracle = try DenseAttention.forward(inputs)
+    static func compare(_ forward: any ForwardOperator, _ problem: AttentionProblem) throws -> (passed: Bool, error: String) {
+        let result = try forward.forward(problem)
+        let oracle = try DenseAttention.forward(problem)
         let outputRatio = Tolerance.forward(result.output.dtype).worstRatio(try result.output.toDoubleArray(), oracle.output)
         let lseRatio = Tolerance(absolute: 2e-4, relative: 1e-5).worstRatio(try result.lse.toDoubleArray(), oracle.lse)
         let worst = max(outputRatio, lseRatio)

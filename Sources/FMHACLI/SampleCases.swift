@@ -4,8 +4,8 @@ import FMHA
 struct SampleCase {
     /// What it exercises, e.g. the bias type.
     var name: String
-    /// The inputs, random from a fixed seed.
-    var inputs: Inputs
+    /// The validated inputs, random from a fixed seed.
+    var problem: AttentionProblem
 }
 
 /// A small valid instance of every bias type, at awkward sizes (lengths that are not multiples
@@ -70,7 +70,7 @@ enum SampleCases {
             let inputs = Inputs(query: try random([sample.batch, sample.queries, heads, 24]),
                                 key: try random([sample.batch, sample.keys, heads, 24]),
                                 value: try random([sample.batch, sample.keys, heads, 16]), bias: sample.bias)
-            return SampleCase(name: sample.bias.map { type(of: $0).name } ?? "no bias", inputs: inputs)
+            return SampleCase(name: sample.bias.map { type(of: $0).name } ?? "no bias", problem: try inputs.validate())
         }
     }
 }

@@ -10,15 +10,15 @@ import FMHACore
 /// Attention over the materialized bias, in float64: the plainest formula, independent of the
 /// mask layouts the operators walk. It checks the reference operator (and `fmha check` uses it).
 public enum DenseAttention {
-    /// Output `[B, Mq, G, H, Kv]` and LSE `[B, G, H, Mq]`, both row-major, of validated `inputs`
+    /// Output `[B, Mq, G, H, Kv]` and LSE `[B, G, H, Mq]`, both row-major, of `problem`
     /// without dropout. A row whose scores are all −inf gets output 0 and LSE −inf.
-    public static func forward(_ inputs: Inputs) throws -> (output: [Double], lse: [Double]) {
-        let d = try inputs.validate()
+    public static func forward(_ problem: AttentionProblem) throws -> (output: [Double], lse: [Double]) {
+        let d = problem.dimensions, inputs = problem.inputs
         let query = try inputs.query.reshaped(d.queryShape5D).toDoubleArray()
         let key = try inputs.key.reshaped(d.keyShape5D).toDoubleArray()
         let value = try inputs.value.reshaped(d.valueShape5D).toDoubleArray()
         let bias = try inputs.bias?.materialize(shape: d.biasShape, dtype: .float64).toDoubleArray()
-        let scale = inputs.effectiveScale
+        let scale = problem.scale
         var output = [Double](repeating: 0, count: d.outputShape5D.reduce(1, *)), lse = [Double]()
         for b in 0..<d.batch {
             for g in 0..<d.groups {

@@ -121,42 +121,43 @@ public struct CUDAFlashForward: ForwardOperator {
             isDeterministic: true, minimumComputeCapability: ComputeCapability(8, 0))
     }
 
-    public func notSupportedReasons(_ inputs: Inputs) -> [String] {
-        var reasons = capabilityReasons(inputs)
-        for (what, size) in [("head dimension", inputs.query.shape.last ?? 0), ("value head dimension", inputs.value.shape.last ?? 0)]
+    public func notSupportedReasons(_ problem: AttentionProblem) -> [String] {
+        var reasons = capabilityReasons(problem)
+        let d = problem.dimensions
+        for (what, size) in [("head dimension", d.headDimension), ("value head dimension", d.valueHeadDimension)]
         where size % 8 != 0 {
             reasons.append("\(what) \(size) is not a multiple of 8")
         }
-        if (inputs.key.shape.dropFirst().first ?? 0) >= Int(Int32.max) {
-            reasons.append("\(inputs.key.shape.dropFirst().first ?? 0) keys reach 2^31")
+        // Key positions are 32-bit in the kernel: K/V rows and the logical keys of every block.
+        let keyEnd = problem.lowering.blocks.lazy.map { $0.keyStart + $0.keyCount }.max() ?? 0
+        if max(d.keyLength, keyEnd) >= Int(Int32.max) {
+            reasons.append("\(max(d.keyLength, keyEnd)) keys reach 2^31")
         }
-        return CUDAKernels.notSupportedReasons(reasons, on: inputs.query.device)
+        return CUDAKernels.notSupportedReasons(reasons, on: problem.device)
     }
 
-    public func forward(_ inputs: Inputs, dropout: DropoutState?) throws -> ForwardOutput {
-        let d = try inputs.validate()
-        try requireSupport(inputs)
-        let device = inputs.query.device
+    public func forward(_ problem: AttentionProblem) throws -> ForwardOutput {
+        try requireSupport(problem)
+        let d = problem.dimensions
         // Not zero-filled: the kernel writes every element (the tests poison them to check).
-        let output = try Tensor.uninitialized(d.outputShape, dtype: inputs.resolvedOutputDType, device: device)
-        let lse = try Tensor.uninitialized(d.lseShape, dtype: .float32, device: device)
-        try run(inputs, dropout: dropout, output: output, lse: lse)
+        let output = try Tensor.uninitialized(d.outputShape, dtype: problem.outputDType, device: problem.device)
+        let lse = try Tensor.uninitialized(d.lseShape, dtype: .float32, device: problem.device)
+        try run(problem, output: output, lse: lse)
         return ForwardOutput(output: output, lse: lse)
     }
 
-    /// Runs the kernel on supported `inputs` (with `dropout` when given), writing every element of
-    /// `output` (contiguous, the output shape and dtype) and `lse` (contiguous float32) on the
-    /// inputs' device; tests pass poisoned tensors to see that nothing is left unwritten.
-    func run(_ inputs: Inputs, dropout: DropoutState?, output: Tensor, lse: Tensor) throws {
-        let d = try inputs.validate()
-        let device = inputs.query.device, context = try device.cudaContext()
-        let views = try inputs.bmghkViews()
-        let biasView = try inputs.bmghkBiasView()
-        let dropoutMask = dropout.map(DropoutMask.init)
+    /// Runs the kernel on a supported `problem`, writing every element of `output` (contiguous,
+    /// the output shape and dtype) and `lse` (contiguous float32) on the problem's device; tests
+    /// pass poisoned tensors to see that nothing is left unwritten.
+    func run(_ problem: AttentionProblem, output: Tensor, lse: Tensor) throws {
+        let d = problem.dimensions
+        let device = problem.device, context = try device.cudaContext()
+        let views = (query: problem.query, key: problem.key, value: problem.value)
+        let biasView = problem.tensorBias
+        let dropoutMask = problem.dropoutMask
         let extras = biasView != nil || dropoutMask != nil
-        let shape = CUDAKernels.shapeWords(d, dtype: inputs.query.dtype, views: views, bias: biasView)
-        let layout = inputs.bias?.maskLayout
-        let mask = DeviceMask.encode(layout)
+        let shape = CUDAKernels.shapeWords(d, dtype: problem.dtype, views: views, bias: biasView)
+        let mask = DeviceLowering.words(problem.lowering, rowBlocks: false)
         let width = Self.widths.first { $0 >= max(d.headDimension, d.valueHeadDimension) } ?? Self.widths.last!
         let major = context.device.computeCapability.major
         // (The two-stage build takes no tensor bias or dropout: those go to the table's extras shape.)
@@ -165,14 +166,14 @@ public struct CUDAFlashForward: ForwardOperator {
         if let problem = tileShape.sharedMemoryProblem(width: width, limit: context.device.sharedMemoryPerBlockOptIn) {
             throw FMHAError(.unsupported, "\(name): \(problem)")
         }
-        let work = Self.tiles(queryStarts: layout?.blocks?.queryStarts ?? [0, d.queryLength], tileQueries: tileShape.queries)
+        let work = DeviceLowering.workList(problem.lowering.tiles(rows: tileShape.queries))
         let outputDType = output.dtype
         let heads = d.batch * d.groups * d.heads
         guard !work.isEmpty, heads > 0 else { return }
         try CUDAContexts.translatingErrors(device: device) {
             // Shape, mask and work list in one copy.
             let words = try CUDAKernels.upload(shape + mask + work, context)
-            let function = try Self.kernel(width: width, tileShape: tileShape, dtype: inputs.query.dtype, extras: extras,
+            let function = try Self.kernel(width: width, tileShape: tileShape, dtype: problem.dtype, extras: extras,
                                            context: context)
             let tensors = [views.query, views.key, views.value, output, lse] + (biasView.map { [$0] } ?? [])
             try CUDAKernels.withAddresses(tensors) { addresses in
@@ -184,12 +185,12 @@ public struct CUDAFlashForward: ForwardOperator {
                 arguments.append(words.address)
                 arguments.append(words.address + UInt64(shape.count * 8))
                 arguments.append(words.address + UInt64((shape.count + mask.count) * 8))
-                arguments.append(Float(inputs.effectiveScale * 1.4426950408889634))
+                arguments.append(Float(problem.scale * 1.4426950408889634))
                 arguments.append(CUDAKernels.dtypeCode(outputDType))
                 arguments.append(Int32(aligned ? 1 : 0))
                 arguments.append(addresses.count > 5 ? addresses[5] : UInt64(0))
                 arguments.appendDropout(dropoutMask)
-                try function.launch(grid: (work.count / 2, min(heads, 65535), 1), block: (tileShape.warps * 32, 1, 1),
+                try function.launch(grid: (work.count / DeviceLowering.wordsPerTile, min(heads, 65535), 1), block: (tileShape.warps * 32, 1, 1),
                                     sharedMemory: tileShape.sharedMemoryBytes(width: width), arguments: arguments)
                 try context.synchronize()
             }
@@ -247,17 +248,5 @@ public struct CUDAFlashForward: ForwardOperator {
                 }
             }
         }
-    }
-
-    /// The kernel's work list: (mask block, first query) of every tile of `tileQueries` queries,
-    /// tiles never straddling two blocks; block `b` holds queries `queryStarts[b] ..< queryStarts[b + 1]`.
-    static func tiles(queryStarts: [Int], tileQueries: Int) -> [Int64] {
-        var work = [Int64]()
-        for block in 0..<max(queryStarts.count - 1, 0) {
-            for start in stride(from: queryStarts[block], to: queryStarts[block + 1], by: tileQueries) {
-                work += [Int64(block), Int64(start)]
-            }
-        }
-        return work
     }
 }

@@ -20,35 +20,34 @@ public struct CUDAReferenceBackward: BackwardOperator {
             minimumComputeCapability: ComputeCapability(8, 0))
     }
 
-    public func notSupportedReasons(_ inputs: Inputs) -> [String] {
-        CUDAKernels.notSupportedReasons(capabilityReasons(inputs), on: inputs.query.device)
+    public func notSupportedReasons(_ problem: AttentionProblem) -> [String] {
+        CUDAKernels.notSupportedReasons(capabilityReasons(problem), on: problem.device)
     }
 
-    public func backward(_ inputs: Inputs, output: Tensor, lse: Tensor, gradOutput: Tensor,
-                         dropout: DropoutState?) throws -> Gradients {
-        let d = try inputs.validate()
-        try inputs.validateBackward(output: output, lse: lse, gradOutput: gradOutput, d)
-        try requireSupport(inputs)
-        let device = inputs.query.device, context = try device.cudaContext()
-        let views = try inputs.bmghkViews()
+    public func backward(_ backward: BackwardProblem) throws -> Gradients {
+        let problem = backward.attention
+        try requireSupport(problem)
+        let d = problem.dimensions, inputs = problem.inputs
+        let device = problem.device, context = try device.cudaContext()
+        let views = (query: problem.query, key: problem.key, value: problem.value)
         let biasTensor = inputs.bias?.tensorBias
-        let biasView = try inputs.bmghkBiasView()
+        let biasView = problem.tensorBias
         // K/V heads: dimensions where both K and V have stride 0 collapse to one shared head.
         let shared = [0, 2, 3].map { views.key.strides[$0] == 0 && views.value.strides[$0] == 0 && views.key.shape[$0] > 1 }
         let grid = [shared[0] ? 1 : d.batch, shared[1] ? 1 : d.groups, shared[2] ? 1 : d.heads]
         let sharing = [shared[0] ? d.batch : 1, shared[1] ? d.groups : 1, shared[2] ? d.heads : 1]
-        let shape = CUDAKernels.shapeWords(d, dtype: inputs.query.dtype, views: views, bias: biasView)
+        let shape = CUDAKernels.shapeWords(d, dtype: problem.dtype, views: views, bias: biasView)
             + (grid + sharing).map(Int64.init)
-        let layout = inputs.bias?.maskLayout
-        let mask = DeviceMask.encode(layout)
-        let dropoutMask = dropout.map(DropoutMask.init)
+        let lowering = problem.lowering
+        let mask = DeviceLowering.words(lowering, rowBlocks: true)
+        let dropoutMask = problem.dropoutMask
         let rows = d.batch * d.groups * d.heads * d.queryLength
         let gridHeads = grid.reduce(1, *)
         let gridRows = grid[0] * d.keyLength * grid[1] * grid[2]
 
         // The output gradient, contiguous in the input dtype, and the LSE as float32 on the device.
-        let gradient = try gradOutput.converted(to: inputs.query.dtype).contiguous().to(device)
-        let lseOnDevice = try lse.converted(to: .float32).contiguous().to(device)
+        let gradient = try backward.gradOutput.converted(to: problem.dtype).contiguous().to(device)
+        let lseOnDevice = try backward.lse.converted(to: .float32).contiguous().to(device)
         return try CUDAContexts.translatingErrors(device: device) { () throws -> Gradients in
             let dq = try context.allocate(max(rows * d.headDimension, 1) * 4)
             let dk = try context.allocate(max(gridRows * d.headDimension, 1) * 4)
@@ -63,7 +62,7 @@ public struct CUDAReferenceBackward: BackwardOperator {
             let tensors = [views.query, views.key, views.value, gradient, lseOnDevice] + (biasView.map { [$0] } ?? [])
             try CUDAKernels.withAddresses(tensors) { addresses in
                 func common(_ arguments: inout KernelArguments) {
-                    arguments.append(Float(inputs.effectiveScale))
+                    arguments.append(Float(problem.scale))
                     arguments.appendDropout(dropoutMask)
                 }
                 let inputsAddresses = [addresses[0], addresses[1], addresses[2], addresses.count > 5 ? addresses[5] : 0,
@@ -80,10 +79,8 @@ public struct CUDAReferenceBackward: BackwardOperator {
                     try dqKernel.launch(grid: CUDAKernels.gridOfThreads(rows), block: (128, 1, 1), arguments: arguments)
                 }
                 // One launch per block, in order: blocks that name the same K/V rows never overlap.
-                let blocks = layout?.blocks
-                for block in 0..<(blocks?.count ?? 1) {
-                    let keys = blocks?.keyLengths[block] ?? d.keyLength
-                    let items = gridHeads * keys
+                for (block, keys) in lowering.blocks.enumerated() {
+                    let items = gridHeads * keys.keyCount
                     guard items > 0 else { continue }
                     var arguments = KernelArguments()
                     for address in inputsAddresses { arguments.append(address) }
@@ -92,7 +89,7 @@ public struct CUDAReferenceBackward: BackwardOperator {
                     arguments.append(dv)
                     arguments.append(shapeBuffer)
                     arguments.append(maskBuffer)
-                    arguments.append(Int64(blocks == nil ? -1 : block))
+                    arguments.append(Int64(block))
                     common(&arguments)
                     try dkdvKernel.launch(grid: CUDAKernels.gridOfThreads(items), block: (128, 1, 1), arguments: arguments)
                 }

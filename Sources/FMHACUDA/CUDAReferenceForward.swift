@@ -3,7 +3,7 @@ import FMHACore
 import Synchronization
 
 /// The CUDA forward oracle ("cuda-reference"): one thread per query row, float32 accumulation,
-/// every bias (through `DeviceMask`), layout, K ≠ Kv, scale, dropout (the CPU's Philox mask) and
+/// every bias (through `DeviceLowering`), layout, K ≠ Kv, scale, dropout (the CPU's Philox mask) and
 /// partial output. Straightforward, not tuned; results come back through host memory.
 public struct CUDAReferenceForward: ForwardOperator {
     public let name = "cuda-reference"
@@ -19,20 +19,20 @@ public struct CUDAReferenceForward: ForwardOperator {
             minimumComputeCapability: ComputeCapability(8, 0))
     }
 
-    public func notSupportedReasons(_ inputs: Inputs) -> [String] {
-        CUDAKernels.notSupportedReasons(capabilityReasons(inputs), on: inputs.query.device)
+    public func notSupportedReasons(_ problem: AttentionProblem) -> [String] {
+        CUDAKernels.notSupportedReasons(capabilityReasons(problem), on: problem.device)
     }
 
-    public func forward(_ inputs: Inputs, dropout: DropoutState?) throws -> ForwardOutput {
-        let d = try inputs.validate()
-        try requireSupport(inputs)
-        let device = inputs.query.device, context = try device.cudaContext()
-        let views = try inputs.bmghkViews()
-        let biasView = try inputs.bmghkBiasView()
+    public func forward(_ problem: AttentionProblem) throws -> ForwardOutput {
+        try requireSupport(problem)
+        let d = problem.dimensions
+        let device = problem.device, context = try device.cudaContext()
+        let views = (query: problem.query, key: problem.key, value: problem.value)
+        let biasView = problem.tensorBias
         let rows = d.batch * d.groups * d.heads * d.queryLength
-        let shape = CUDAKernels.shapeWords(d, dtype: inputs.query.dtype, views: views, bias: biasView)
-        let mask = DeviceMask.encode(inputs.bias?.maskLayout)
-        let dropoutMask = dropout.map(DropoutMask.init)
+        let shape = CUDAKernels.shapeWords(d, dtype: problem.dtype, views: views, bias: biasView)
+        let mask = DeviceLowering.words(problem.lowering, rowBlocks: true)
+        let dropoutMask = problem.dropoutMask
 
         return try CUDAContexts.translatingErrors(device: device) { () throws -> ForwardOutput in
             let output = try context.allocate(max(rows * d.valueHeadDimension, 1) * 4)
@@ -48,7 +48,7 @@ public struct CUDAReferenceForward: ForwardOperator {
                 arguments.append(lse)
                 arguments.append(shapeBuffer)
                 arguments.append(maskBuffer)
-                arguments.append(Float(inputs.effectiveScale))
+                arguments.append(Float(problem.scale))
                 arguments.appendDropout(dropoutMask)
                 if rows > 0 {
                     try function.launch(grid: CUDAKernels.gridOfThreads(rows), block: (128, 1, 1), arguments: arguments)
@@ -58,7 +58,7 @@ public struct CUDAReferenceForward: ForwardOperator {
             let hostOutput = try CUDAKernels.download(output, count: rows * d.valueHeadDimension)
             let hostLSE = try CUDAKernels.download(lse, count: rows)
             return ForwardOutput(
-                output: try Tensor(shape: d.outputShape, scalars: hostOutput, dtype: inputs.resolvedOutputDType, device: device),
+                output: try Tensor(shape: d.outputShape, scalars: hostOutput, dtype: problem.outputDType, device: device),
                 lse: try Tensor(shape: d.lseShape, scalars: hostLSE, dtype: .float32, device: device))
         }
     }

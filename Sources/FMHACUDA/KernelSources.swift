@@ -46,9 +46,10 @@ extern "C" __global__ void fmha_dropout_keep(uint8_t* keep, uint32_t queries, ui
 // lands while S = Q·Kᵀ of tile t is computed, K of tile t + 1 while O += P·V of tile t is. Both
 // products are mma.sync m16n8k16 with float32 accumulation, B fragments by ldmatrix; the softmax
 // is online, in registers, in base 2 with the scale folded in.
-// Every bias without a tensor goes through the mask encoding (DeviceMask.swift): only the key range
-// some query of the tile sees is visited, and keys outside a query's own range are masked per
-// element (tiles inside every row's range skip the masking).
+// Every bias without a tensor goes through the mask lowering (prelude.cu, DeviceLowering.swift):
+// only the key range some query of the tile sees is visited (the work list gives it per tile), and
+// keys outside a query's own range are masked per element (key tiles inside every row's range skip
+// the masking).
 // Needs prelude.cu and the defines FMHA_HEAD_DIM (a multiple of 16, at most 256: the width of the
 // Q/K and V tiles, at least K and Kv; columns past them are zero), FMHA_DTYPE (1: float16,
 // 2: bfloat16), FMHA_WARPS, FMHA_WARP_TILES, FMHA_BLOCK_N (a multiple of 16), FMHA_Q_SHARED and
@@ -67,6 +68,8 @@ extern "C" __global__ void fmha_dropout_keep(uint8_t* keep, uint32_t queries, ui
 #endif
 #define FMHA_THREADS (FMHA_WARPS * 32)
 #define FMHA_BLOCK_M (FMHA_WARPS * FMHA_WARP_TILES * 16)
+/// Int64 words per tile of the work list (DeviceLowering.workList).
+#define FMHA_WORK_WORDS 7
 #define FMHA_ROW (FMHA_HEAD_DIM + 8)
 #define FMHA_ROWS (2 * FMHA_WARP_TILES)
 
@@ -199,10 +202,10 @@ __device__ __forceinline__ void store_pair(void* base, int64_t index, int64_t dt
     }
 }
 
-/// `shape` and `mask` as for fmha_reference_forward (K, Kv ≤ FMHA_HEAD_DIM, multiples of 8 when
-/// `vector_loads`, even otherwise). `vector_loads`: every row of q, k and v starts 16-byte aligned
-/// (rows move 8 elements at a time). `work`: per blockIdx.x, the mask block and the first query of
-/// its tile. Heads (b, g, h) are blockIdx.y, then every gridDim.y-th. Writes
+/// `shape` as for fmha_reference_forward (K, Kv ≤ FMHA_HEAD_DIM, multiples of 8 when
+/// `vector_loads`, even otherwise), `mask` the mask lowering (prelude.cu). `vector_loads`: every row
+/// of q, k and v starts 16-byte aligned (rows move 8 elements at a time). `work`: per blockIdx.x,
+/// FMHA_WORK_WORDS words describing its tile (block, first and end query, key range, inner range). Heads (b, g, h) are blockIdx.y, then every gridDim.y-th. Writes
 /// out[((b·Mq + i)·G + g)·H + h][0 ..< Kv] in `out_dtype` and the natural-log LSE at
 /// [((b·G + g)·H + h)·Mq + i] (-inf for a row that sees no key; its output is 0).
 /// With FMHA_EXTRAS: `bias` (input dtype, strides in `shape`; null for none) is added to the scaled
@@ -217,71 +220,37 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
     uint16_t* const key_tile = shared_tiles;
     uint16_t* const value_tile = shared_tiles + FMHA_STAGES * FMHA_BLOCK_N * FMHA_ROW;
 
-    const int64_t batch = shape[0], queries = shape[1], groups = shape[3], heads = shape[4];
+    const int64_t batch = shape[0], groups = shape[3], heads = shape[4];
     const int head_dim = int(shape[5]), value_dim = int(shape[6]);
     const int64_t* qs = shape + 9;
     const int64_t* ks = shape + 13;
     const int64_t* vs = shape + 17;
-    const int64_t anchor = mask[0], left = mask[1], right = mask[2], blocks = mask[3];
-    const int page_size = int(mask[4]);
-    const int64_t pages_per_row = mask[5];
-    const int64_t* query_starts = mask + 6;
-    const int64_t* key_starts = query_starts + blocks + 1;
-    const int64_t* key_lengths = key_starts + blocks;
-    const int64_t* pages = key_lengths + blocks;
+    const fmha::Lowering lowering{mask};
+    const int page_size = int(lowering.page_size());
 
     const int thread = threadIdx.x, warp = thread / 32, lane = thread % 32;
-    const int64_t block = work[2 * blockIdx.x], tile_start = work[2 * blockIdx.x + 1];
-    int64_t first_query = 0, nq = queries, nk = shape[2], key_start = 0;
-    if (blocks > 0) {
-        first_query = query_starts[block];
-        nq = query_starts[block + 1] - first_query;
-        nk = key_lengths[block];
-        key_start = key_starts[block];
-    }
-    const int64_t tile_end = min(tile_start + FMHA_BLOCK_M, first_query + nq);
-    const int64_t reach = nq + nk;
+    // This block's tile (FMHACore's MaskLowering.Tile): its mask block, queries [tile_start,
+    // tile_end), the logical keys some row sees [tile_lo, tile_hi) and those every row sees
+    // [inner_lo, inner_hi) (key tiles inside skip the per-element mask).
+    const int64_t* tile = work + FMHA_WORK_WORDS * blockIdx.x;
+    const int64_t block = tile[0], tile_start = tile[1], tile_end = tile[2];
+    const int tile_lo = int(tile[3]), tile_hi = int(tile[4]), inner_lo = int(tile[5]), inner_hi = int(tile[6]);
 
-    // The visible logical keys [lo, hi) of query i (empty when lo >= hi).
-    auto range_of = [&](int64_t i, int& lo, int& hi) {
-        const int64_t diagonal = (i - first_query) + (anchor == 1 ? nk - nq : 0);
-        int64_t low = 0, high = nk;
-        if (left >= 0) low = max(int64_t(0), diagonal - min(left, reach));
-        if (right >= 0) high = min(nk, diagonal + min(right, reach) + 1);
-        if (i >= tile_end) high = low;
-        lo = int(low);
-        hi = int(high);
-    };
     // This thread's rows of the accumulator tiles: row r is query row_of(r) (tile r / 2, upper or
     // lower 8 rows by r % 2), its values are elements 2·(r % 2) and 2·(r % 2) + 1 of each 16×8 tile.
     auto row_of = [&](int r) { return tile_start + (warp * FMHA_WARP_TILES + r / 2) * 16 + lane / 4 + (r % 2) * 8; };
-    // Every row's range, for the tiles that need masking (visible after the key loop's first
-    // barrier); and the keys every row of the tile sees, [inner_lo, inner_hi) (ranges only move
-    // forward with the row, so the last row's start and the first row's end; none when the tile
-    // has fewer rows than FMHA_BLOCK_M).
+    // Every row's visible logical keys, for the key tiles that need masking (visible after the key
+    // loop's first barrier); rows past the tile's end see none.
     __shared__ int row_ranges[2 * FMHA_BLOCK_M];
-    for (int r = thread; r < FMHA_BLOCK_M; r += FMHA_THREADS) range_of(tile_start + r, row_ranges[2 * r], row_ranges[2 * r + 1]);
-    int inner_lo = 1, inner_hi = 0, ignored;
-    if (tile_end - tile_start == FMHA_BLOCK_M) {
-        range_of(tile_end - 1, inner_lo, ignored);
-        range_of(tile_start, ignored, inner_hi);
-    }
-    // The tile's key range: the union of its rows' ranges (contiguous: consecutive rows' ranges
-    // move by at most one key, and the rows that see keys are consecutive).
-    int first_lo, first_hi, last_lo, last_hi, tile_lo = 0, tile_hi = 0;
-    for (int64_t i = tile_start; i < tile_end; ++i) {
-        range_of(i, first_lo, first_hi);
-        if (first_lo < first_hi) { tile_lo = first_lo; break; }
-    }
-    for (int64_t i = tile_end - 1; i >= tile_start; --i) {
-        range_of(i, last_lo, last_hi);
-        if (last_lo < last_hi) { tile_hi = last_hi; break; }
+    for (int r = thread; r < FMHA_BLOCK_M; r += FMHA_THREADS) {
+        const fmha::KeyRange keys = tile_start + r < tile_end ? lowering.row_keys(block, tile_start + r) : fmha::KeyRange{0, 0};
+        row_ranges[2 * r] = int(keys.lo);
+        row_ranges[2 * r + 1] = int(keys.hi);
     }
 
     // Per head only pointers, row strides and 32-bit key positions stay live through the key loop;
     // the epilogue re-reads the shape.
-    const int key_start32 = int(key_start);
-    const int64_t* block_pages = pages + (page_size > 0 ? block * pages_per_row : 0);
+    const int64_t* block_pages = lowering.pages(block);
     const int64_t head_count = batch * groups * heads;
     for (int64_t head_index = blockIdx.y; head_index < head_count; head_index += gridDim.y) {
         const int64_t h = head_index % heads, g = (head_index / heads) % groups, b = head_index / (heads * groups);
@@ -310,10 +279,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
         const fmha::DropoutMask keep{seed, offset, threshold};
 #endif
         // The K/V row of logical key p of the block (p < tile_hi): consecutive unless paged.
-        auto key_row = [&](int p) {
-            const int logical = key_start32 + p;
-            return page_size > 0 ? block_pages[logical / page_size] * page_size + logical % page_size : int64_t(logical);
-        };
+        auto key_row = [&](int p) { return fmha::page_lookup(block_pages, page_size, p); };
 
         // Rows of logical keys start + r of `source` into `tile`, columns < `width` (the rest and
         // rows at or past tile_hi are zero: NaN in keys no query sees cannot reach the products),
@@ -332,7 +298,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                 constexpr int rows_per_pass = FMHA_THREADS / lanes_per_row;
                 const int r0 = thread / lanes_per_row, c = (thread % lanes_per_row) * 8;
                 if (lanes_per_row == chunks || c < FMHA_HEAD_DIM) {
-                    const uint16_t* element = source + int64_t(key_start32 + start + r0) * row_stride + c;
+                    const uint16_t* element = source + int64_t(start + r0) * row_stride + c;
                     // (By 4 with two stages: by 8 it spills at K = 224.)
 #pragma unroll (FMHA_STAGES == 2 ? 4 : 8)
                     for (int pass = 0; pass < (FMHA_BLOCK_N + rows_per_pass - 1) / rows_per_pass; ++pass) {
@@ -519,7 +485,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                             }
 #if FMHA_EXTRAS
                             else if (bias_head != nullptr) {
-                                value += 1.4426950408889634f * input_to_float(bias_row[(key_start32 + p) * bias_column_stride]);
+                                value += 1.4426950408889634f * input_to_float(bias_row[p * bias_column_stride]);
                             }
 #endif
                         }
@@ -741,7 +707,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
 // #defines). It includes no header, so that NVRTC needs nothing but itself: fixed-width integers,
 // float16/bfloat16 conversions in inline PTX and bit manipulation, element loads of any input
 // dtype, the Philox4x32-10 dropout mask of FMHACore's `Philox` and `DropoutMask`, bit for bit, and
-// the reading of the mask encoding (DeviceMask.swift) per query row.
+// the mask lowering (DeviceLowering.swift): the band and page formulas, written once for every kernel.
 
 typedef signed char int8_t;
 typedef unsigned char uint8_t;
@@ -851,49 +817,68 @@ __device__ __forceinline__ float load_element(const void* base, int64_t index, i
     return static_cast<const float*>(base)[index];
 }
 
-// ---- The mask encoding (DeviceMask.swift), one query row at a time ----------------------------
-// `mask`: anchor (1: bottom-right), left and right window (-1: unbounded), block count (0: one
-// block of Mq x Mkv), page size (0: unpaged), pages per row, then query starts (blocks + 1), key
-// starts, key lengths, page tables. `shape` starts with B, Mq, Mkv.
+// ---- The mask lowering (DeviceLowering.swift) -----------------------------------------------
+// The device's one copy of the mask rules: the band formula (FMHACore's KeyBand) and the page
+// lookup. Which keys a tile of queries visits, and which block a query row is in, come from the
+// host (FMHACore's MaskLowering); kernels test elements against the ranges these functions give.
+// `words`: anchor (1: bottom-right), left and right window (-1: unbounded), block count (at least
+// 1), page size (0: unpaged), pages per row; per block its first query, query count, key start and
+// key count; the page tables, row by row; then, when the lowering was made for row kernels and
+// has several blocks, the block of every packed query.
 
-/// The visible logical keys [lo, hi) of a query, its block and the block's first key.
-struct Visible {
-    int64_t block, lo, hi, key_start;
+/// The logical keys [lo, hi) a query sees (empty when lo >= hi).
+struct KeyRange {
+    int64_t lo, hi;
 };
 
-/// The keys query `i` sees: its block (by binary search over the query starts) and the window
-/// around its diagonal (bottom-right anchored when the anchor is 1), clipped to the block.
-__device__ __forceinline__ Visible visible_keys(const int64_t* shape, const int64_t* mask, int64_t i) {
-    const int64_t anchor = mask[0], left = mask[1], right = mask[2], blocks = mask[3];
-    const int64_t* query_starts = mask + 6;
-    const int64_t* key_starts = query_starts + blocks + 1;
-    const int64_t* key_lengths = key_starts + blocks;
-    int64_t block = 0, first_query = 0, nq = shape[1], nk = shape[2], key_start = 0;
-    if (blocks > 0) {
-        int64_t low = 0, high = blocks - 1;
-        while (low < high) {
-            const int64_t middle = (low + high + 1) / 2;
-            if (query_starts[middle] <= i) low = middle; else high = middle - 1;
-        }
-        block = low;
-        first_query = query_starts[block];
-        nq = query_starts[block + 1] - first_query;
-        nk = key_lengths[block];
-        key_start = key_starts[block];
-    }
-    const int64_t diagonal = (i - first_query) + (anchor == 1 ? nk - nq : 0), reach = nq + nk;
-    int64_t lo = 0, hi = nk;
-    if (left >= 0) lo = max(int64_t(0), diagonal - min(left, reach));
-    if (right >= 0) hi = min(nk, diagonal + min(right, reach) + 1);
-    return Visible{block, lo, hi, key_start};
+/// The K/V row of logical key `logical` through a block's page-table row `pages` (`page_size` keys
+/// a page), or the logical key itself when unpaged (`page_size` 0).
+template <typename Int>
+__device__ __forceinline__ int64_t page_lookup(const int64_t* pages, Int page_size, Int logical) {
+    return page_size > 0 ? pages[logical / page_size] * page_size + logical % page_size : int64_t(logical);
 }
 
-/// The K/V row of logical key `logical` of `block`: through the block's page table when paged.
-__device__ __forceinline__ int64_t physical_key(const int64_t* mask, int64_t block, int64_t logical) {
-    const int64_t blocks = mask[3], page_size = mask[4], pages_per_row = mask[5];
-    const int64_t* pages = mask + 6 + blocks + 1 + 2 * blocks;
-    return page_size > 0 ? pages[block * pages_per_row + logical / page_size] * page_size + logical % page_size : logical;
-}
+/// One call's mask lowering, as DeviceLowering.swift uploads it.
+struct Lowering {
+    const int64_t* words;
+
+    __device__ __forceinline__ int64_t block_count() const { return words[3]; }
+    __device__ __forceinline__ int64_t page_size() const { return words[4]; }
+    __device__ __forceinline__ int64_t first_query(int64_t block) const { return words[6 + 4 * block]; }
+    __device__ __forceinline__ int64_t query_count(int64_t block) const { return words[7 + 4 * block]; }
+    __device__ __forceinline__ int64_t key_start(int64_t block) const { return words[8 + 4 * block]; }
+    __device__ __forceinline__ int64_t key_count(int64_t block) const { return words[9 + 4 * block]; }
+
+    /// The page-table row of `block` (meaningful when paged).
+    __device__ __forceinline__ const int64_t* pages(int64_t block) const {
+        return words + 6 + 4 * block_count() + block * words[5];
+    }
+
+    /// The block of packed query `i` (row kernels' lowerings only).
+    __device__ __forceinline__ int64_t block_of(int64_t i) const {
+        const int64_t blocks = block_count();
+        return blocks > 1 ? words[6 + 4 * blocks + blocks * words[5] + i] : 0;
+    }
+
+    /// The logical keys packed query `i` of `block` sees: inside the block of nq queries and nk
+    /// keys, local query r sees local keys j with 0 <= j < nk and
+    /// r + s - left <= j <= r + s + right (s = nk - nq when bottom-right anchored, else 0;
+    /// bounds wider than the block act as unbounded).
+    __device__ __forceinline__ KeyRange row_keys(int64_t block, int64_t i) const {
+        const int64_t anchor = words[0], left = words[1], right = words[2];
+        const int64_t nq = query_count(block), nk = key_count(block), start = key_start(block);
+        const int64_t diagonal = (i - first_query(block)) + (anchor == 1 ? nk - nq : 0), reach = nq + nk;
+        int64_t lo = 0, hi = nk;
+        if (left >= 0) lo = max(int64_t(0), diagonal - min(left, reach));
+        if (right >= 0) hi = min(nk, diagonal + min(right, reach) + 1);
+        return KeyRange{start + lo, start + hi};
+    }
+
+    /// The K/V row of logical key `logical` of `block`.
+    __device__ __forceinline__ int64_t physical_key(int64_t block, int64_t logical) const {
+        return page_lookup(pages(block), page_size(), logical);
+    }
+};
 
 } // namespace fmha
 
@@ -907,8 +892,8 @@ __device__ __forceinline__ int64_t physical_key(const int64_t* mask, int64_t blo
 // The CUDA reference backward: dQ (and the bias gradient) with one thread per query row of one
 // head, then dK and dV with one thread per key of one K/V head, every query head that shares it
 // and every query of its block looped over in a fixed order, so results are deterministic. Float32
-// accumulation; probabilities recomputed from the forward LSE. Needs prelude.cu. Shapes and masks
-// as in reference_forward.cu; `shape` continues with the K/V head grid (B', G', H': 1 where both
+// accumulation; probabilities recomputed from the forward LSE. Needs prelude.cu. Shapes and mask
+// lowerings as in reference_forward.cu; `shape` continues with the K/V head grid (B', G', H': 1 where both
 // K and V have stride 0) and the sharing counts (B, G, H over the grid or 1).
 
 /// The score of query i on K/V row j in head (b, g, h), or -inf.
@@ -952,11 +937,13 @@ extern "C" __global__ void fmha_reference_backward_dq(const void* q, const void*
         const int64_t g = (row / (queries * heads)) % groups, b = row / (queries * heads * groups);
         const int64_t head_index = (b * groups + g) * heads + h;
         const float row_lse = lse[head_index * queries + i];
-        const fmha::Visible visible = fmha::visible_keys(shape, mask, i);
+        const fmha::Lowering lowering{mask};
+        const int64_t block = lowering.block_of(i);
+        const fmha::KeyRange visible = lowering.row_keys(block, i);
         float d = 0.0f;
         if (row_lse != -FMHA_INFINITY) {
             for (int64_t p = visible.lo; p < visible.hi; ++p) {
-                const int64_t j = fmha::physical_key(mask, visible.block, visible.key_start + p);
+                const int64_t j = lowering.physical_key(block, p);
                 const float s = score(q, k, bias, shape, scale, b, g, h, i, j);
                 if (s == -FMHA_INFINITY) continue;
                 const float factor = dropout ? (keep.is_kept(uint32_t(head_index), uint32_t(i), uint32_t(j)) ? keep_scale : 0.0f) : 1.0f;
@@ -967,7 +954,7 @@ extern "C" __global__ void fmha_reference_backward_dq(const void* q, const void*
         float* dq = grad_q + (((b * queries + i) * groups + g) * heads + h) * head_dim;
         if (row_lse == -FMHA_INFINITY) continue;
         for (int64_t p = visible.lo; p < visible.hi; ++p) {
-            const int64_t j = fmha::physical_key(mask, visible.block, visible.key_start + p);
+            const int64_t j = lowering.physical_key(block, p);
             const float s = score(q, k, bias, shape, scale, b, g, h, i, j);
             if (s == -FMHA_INFINITY) continue;
             const float factor = dropout ? (keep.is_kept(uint32_t(head_index), uint32_t(i), uint32_t(j)) ? keep_scale : 0.0f) : 1.0f;
@@ -980,9 +967,8 @@ extern "C" __global__ void fmha_reference_backward_dq(const void* q, const void*
     }
 }
 
-/// dK, dV of the keys of `block` (-1: the single block of a mask-free or dense call), one thread
-/// per (K/V grid head, logical key of the block). Launched once per block, in order, so that blocks
-/// naming the same K/V rows never run at once.
+/// dK, dV of the keys of `block` of the lowering, one thread per (K/V grid head, logical key of the
+/// block). Launched once per block, in order, so that blocks naming the same K/V rows never run at once.
 extern "C" __global__ void fmha_reference_backward_dkdv(const void* q, const void* k, const void* v, const void* bias,
                                                         const void* grad_out, const float* lse, const float* delta,
                                                         float* grad_k, float* grad_v, const int64_t* shape,
@@ -993,28 +979,23 @@ extern "C" __global__ void fmha_reference_backward_dkdv(const void* q, const voi
     const int64_t grid_b = shape[26], grid_g = shape[27], grid_h = shape[28];
     const int64_t share_b = shape[29], share_g = shape[30], share_h = shape[31];
     const int64_t* qs = shape + 9;
-    const int64_t blocks = mask[3];
-    const int64_t* query_starts = mask + 6;
-    const int64_t* key_starts = query_starts + blocks + 1;
-    const int64_t* key_lengths = key_starts + blocks;
-    const int64_t first_query = blocks > 0 ? query_starts[block] : 0;
-    const int64_t last_query = blocks > 0 ? query_starts[block + 1] : queries;
-    const int64_t key_start = blocks > 0 ? key_starts[block] : 0, key_count = blocks > 0 ? key_lengths[block] : keys;
+    const fmha::Lowering lowering{mask};
+    const int64_t first_query = lowering.first_query(block), last_query = first_query + lowering.query_count(block);
+    const int64_t key_start = lowering.key_start(block), key_count = lowering.key_count(block);
     const fmha::DropoutMask keep{seed, offset, threshold};
     const int64_t items = grid_b * grid_g * grid_h * key_count;
     for (int64_t item = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; item < items; item += int64_t(gridDim.x) * blockDim.x) {
         const int64_t p = key_count > 0 ? item % key_count : 0, grid_head = item / key_count;
         const int64_t gh = grid_head % grid_h, gg = (grid_head / grid_h) % grid_g, gb = grid_head / (grid_h * grid_g);
-        const int64_t logical = key_start + p;
-        const int64_t j = fmha::physical_key(mask, blocks > 0 ? block : 0, logical);
+        const int64_t j = lowering.physical_key(block, key_start + p);
         float* dk = grad_k + (((gb * keys + j) * grid_g + gg) * grid_h + gh) * head_dim;
         float* dv = grad_v + (((gb * keys + j) * grid_g + gg) * grid_h + gh) * value_dim;
         for (int64_t sb = 0; sb < share_b; ++sb) for (int64_t sg = 0; sg < share_g; ++sg) for (int64_t sh = 0; sh < share_h; ++sh) {
             const int64_t b = gb + sb, g = gg + sg, h = gh + sh;
             const int64_t head_index = (b * groups + g) * heads + h;
             for (int64_t i = first_query; i < last_query; ++i) {
-                const fmha::Visible visible = fmha::visible_keys(shape, mask, i);
-                if (p < visible.lo || p >= visible.hi) continue;
+                const fmha::KeyRange visible = lowering.row_keys(block, i);
+                if (key_start + p < visible.lo || key_start + p >= visible.hi) continue;
                 const float row_lse = lse[head_index * queries + i];
                 if (row_lse == -FMHA_INFINITY) continue;
                 const float s = score(q, k, bias, shape, scale, b, g, h, i, j);
@@ -1036,12 +1017,13 @@ extern "C" __global__ void fmha_reference_backward_dkdv(const void* q, const voi
     /// `reference_forward.cu`.
     static let referenceForward = #"""
 // The CUDA reference forward: one thread per query row of one head, float32 accumulation, every
-// bias through the mask encoding (DeviceMask.swift), every layout through strides, float32,
+// bias through the mask lowering (prelude.cu, DeviceLowering.swift), every layout through strides, float32,
 // float16 and bfloat16 inputs. Straightforward, not tuned: the oracle for large GPU tests.
 // Needs prelude.cu.
 
 /// `shape`: B, Mq, Mkv, G, H, K, Kv, dtype, has_bias, then the strides (in elements) of q, k and
-/// v over (b, m, g, h), then of the bias over (b, g, h, i, j). `mask`: the mask encoding (prelude.cu).
+/// v over (b, m, g, h), then of the bias over (b, g, h, i, j). `mask`: the mask lowering with each
+/// row's block (prelude.cu).
 /// Writes out[((b·Mq + i)·G + g)·H + h][0 ..< Kv] (zeroed by the caller) and the natural-log LSE
 /// at [((b·G + g)·H + h)·Mq + i] (-inf for a row that sees no key).
 extern "C" __global__ void fmha_reference_forward(const void* q, const void* k, const void* v, const void* bias,
@@ -1060,14 +1042,16 @@ extern "C" __global__ void fmha_reference_forward(const void* q, const void* k, 
          row += int64_t(gridDim.x) * blockDim.x) {
         const int64_t i = row % queries, h = (row / queries) % heads;
         const int64_t g = (row / (queries * heads)) % groups, b = row / (queries * heads * groups);
-        const fmha::Visible visible = fmha::visible_keys(shape, mask, i);
+        const fmha::Lowering lowering{mask};
+        const int64_t block = lowering.block_of(i);
+        const fmha::KeyRange visible = lowering.row_keys(block, i);
         const int64_t q_base = b * qs[0] + i * qs[1] + g * qs[2] + h * qs[3];
         const int64_t head_index = (b * groups + g) * heads + h;
         float* out_row = out + (((b * queries + i) * groups + g) * heads + h) * value_dim;
         float maximum = -FMHA_INFINITY, sum = 0.0f;
         for (int pass = 0; pass < 2; ++pass) {
             for (int64_t p = visible.lo; p < visible.hi; ++p) {
-                const int64_t j = fmha::physical_key(mask, visible.block, visible.key_start + p);
+                const int64_t j = lowering.physical_key(block, p);
                 const int64_t k_base = b * ks[0] + j * ks[1] + g * ks[2] + h * ks[3];
                 float dot = 0.0f;
                 for (int64_t c = 0; c < head_dim; ++c) dot += fmha::load_element(q, q_base + c, dtype) * fmha::load_element(k, k_base + c, dtype);

@@ -9,12 +9,11 @@ public struct ReferenceBackward: BackwardOperator {
     /// The operator.
     public init() {}
 
-    public func backward(_ inputs: Inputs, output: Tensor, lse: Tensor, gradOutput: Tensor,
-                         dropout: DropoutState?) throws -> Gradients {
-        let dimensions = try inputs.validate()
-        try inputs.validateBackward(output: output, lse: lse, gradOutput: gradOutput, dimensions)
-        let problem = try ReferenceProblem(inputs, dimensions: dimensions, dropout: dropout)
-        let gradient = try gradOutput.reshaped(dimensions.outputShape5D).toDoubleArray()
+    public func backward(_ backward: BackwardProblem) throws -> Gradients {
+        try requireSupport(backward.attention)
+        let inputs = backward.attention.inputs, dimensions = backward.attention.dimensions
+        let problem = try ReferenceProblem(backward.attention)
+        let gradient = try backward.gradOutput.reshaped(dimensions.outputShape5D).toDoubleArray()
         let headDimension = dimensions.headDimension, valueDimension = dimensions.valueHeadDimension
         var dq = [Double](repeating: 0, count: problem.query.count)
         var dk = [Double](repeating: 0, count: problem.key.count)

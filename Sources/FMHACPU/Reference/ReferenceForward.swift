@@ -9,9 +9,10 @@ public struct ReferenceForward: ForwardOperator {
     /// The operator.
     public init() {}
 
-    public func forward(_ inputs: Inputs, dropout: DropoutState?) throws -> ForwardOutput {
-        let dimensions = try inputs.validate()
-        let problem = try ReferenceProblem(inputs, dimensions: dimensions, dropout: dropout)
+    public func forward(_ attention: AttentionProblem) throws -> ForwardOutput {
+        try requireSupport(attention)
+        let dimensions = attention.dimensions
+        let problem = try ReferenceProblem(attention)
         let valueDimension = dimensions.valueHeadDimension
         var output = [Double](repeating: 0, count: dimensions.outputShape5D.reduce(1, *))
         var lse = [Double]()
@@ -32,7 +33,7 @@ public struct ReferenceForward: ForwardOperator {
             }
         }
         return ForwardOutput(
-            output: try Tensor(shape: dimensions.outputShape, scalars: output, dtype: inputs.resolvedOutputDType),
+            output: try Tensor(shape: dimensions.outputShape, scalars: output, dtype: attention.outputDType),
             lse: try Tensor(shape: dimensions.lseShape, scalars: lse, dtype: .float32))
     }
 }

@@ -20,23 +20,23 @@ struct ReferenceProblem {
     let value: [Double]
     /// The tensor bias as `[B, G, H, Mq, Mkv]`, row-major.
     let bias: [Double]?
-    /// The mask part of the bias.
-    let mask: MaskLayout?
+    /// The mask part of the bias, lowered.
+    let lowering: MaskLowering
     /// Factor on `q·k`.
     let scale: Double
     /// Dropout to apply to the probabilities.
     let dropout: DropoutMask?
 
-    /// Widens validated `inputs`.
-    init(_ inputs: Inputs, dimensions: AttentionDimensions, dropout: DropoutState?) throws {
-        self.dimensions = dimensions
-        query = try inputs.query.reshaped(dimensions.queryShape5D).toDoubleArray()
-        key = try inputs.key.reshaped(dimensions.keyShape5D).toDoubleArray()
-        value = try inputs.value.reshaped(dimensions.valueShape5D).toDoubleArray()
-        bias = try inputs.bias?.tensorBias?.reshaped(dimensions.biasShape5D).toDoubleArray()
-        mask = inputs.bias?.maskLayout
-        scale = inputs.effectiveScale
-        self.dropout = dropout.map(DropoutMask.init)
+    /// Widens `problem`.
+    init(_ problem: AttentionProblem) throws {
+        dimensions = problem.dimensions
+        query = try problem.query.toDoubleArray()
+        key = try problem.key.toDoubleArray()
+        value = try problem.value.toDoubleArray()
+        bias = try problem.tensorBias?.toDoubleArray()
+        lowering = problem.lowering
+        scale = problem.scale
+        dropout = problem.dropoutMask
     }
 
     /// Index of the first element of one query row in `query` (use `* K`-strided layout).
@@ -82,12 +82,7 @@ struct ReferenceProblem {
     /// The softmax of query `query` of head `(batch, group, head)`.
     func row(batch: Int, group: Int, head: Int, query: Int) -> Row {
         var visible = [Int]()
-        if let mask {
-            mask.forEachVisibleKey(query: query, queryCount: dimensions.queryLength,
-                                   keyCount: dimensions.keyLength) { visible.append($0) }
-        } else {
-            visible = Array(0..<dimensions.keyLength)
-        }
+        lowering.forEachVisibleKey(query: query) { visible.append($0) }
         let queryBase = queryOffset(batch: batch, query: query, group: group, head: head)
         var row = Row(), scores = [Double]()
         for keyRow in visible {

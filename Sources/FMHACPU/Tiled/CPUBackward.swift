@@ -21,35 +21,25 @@ public struct CPUBackward: BackwardOperator {
 
     public var capabilities: OperatorCapabilities { CPUTiledCapabilities.backward }
 
-    public func notSupportedReasons(_ inputs: Inputs) -> [String] {
-        capabilityReasons(inputs) + kernels.unavailableReasons
+    public func notSupportedReasons(_ problem: AttentionProblem) -> [String] {
+        capabilityReasons(problem) + kernels.unavailableReasons
     }
 
-    public func backward(_ inputs: Inputs, output: Tensor, lse: Tensor, gradOutput: Tensor,
-                         dropout: DropoutState?) throws -> Gradients {
-        let d = try inputs.validate()
-        try requireSupport(inputs)
-        try inputs.validateBackward(output: output, lse: lse, gradOutput: gradOutput, d)
-        let views = try inputs.bmghkViews()
+    public func backward(_ backward: BackwardProblem) throws -> Gradients {
+        let problem = backward.attention
+        try requireSupport(problem)
+        let d = problem.dimensions, inputs = problem.inputs
+        let views = (query: problem.query, key: problem.key, value: problem.value)
         let biasTensor = inputs.bias?.tensorBias
-        let biasView = try inputs.bmghkBiasView()
-        let gradView = try Inputs.bmghkView(gradOutput.converted(to: inputs.query.dtype))
-        let plan = TilePlan(mask: inputs.bias?.maskLayout, queryLength: d.queryLength, keyLength: d.keyLength,
-                            tileRows: Int(FMHA_TILE_QUERIES))
+        let biasView = problem.tensorBias
+        let gradView = try Inputs.bmghkView(backward.gradOutput.converted(to: problem.dtype))
+        let plan = HostLowering(problem.lowering, tileRows: Int(FMHA_TILE_QUERIES))
         let heads = d.batch * d.groups * d.heads
         let tileRows = Int(FMHA_TILE_QUERIES)
 
-        // D = rowsum(dO∘O) and the LSE, both [B, G, H, Mq]; the visible keys of every tile.
-        let lseValues = try lse.converted(to: .float32).toArray()
-        let delta = try Self.rowDots(gradView, output, d, plan, kernels.rowDots)
-        var bounds = [Int64](repeating: 0, count: 2 * tileRows * plan.tiles.count)
-        var unions = [Range<Int64>]()
-        bounds.withUnsafeMutableBufferPointer { buffer in
-            for (index, tile) in plan.tiles.enumerated() {
-                let lo = buffer.baseAddress! + 2 * tileRows * index
-                unions.append(plan.keyRanges(tile, lo: lo, hi: lo + tileRows))
-            }
-        }
+        // D = rowsum(dO∘O) and the LSE, both [B, G, H, Mq].
+        let lseValues = try backward.lse.converted(to: .float32).toArray()
+        let delta = try Self.rowDots(gradView, backward.output, d, plan, kernels.rowDots)
 
         // Float32 gradients: dQ as the query ([B, Mq, G, H, K]); dK, dV over the K/V heads
         // (dimensions where both K and V have stride 0 collapse to 1).
@@ -59,18 +49,18 @@ public struct CPUBackward: BackwardOperator {
         var dk = [Float](repeating: 0, count: grid.batch * d.keyLength * grid.groups * grid.heads * d.headDimension)
         var dv = [Float](repeating: 0, count: grid.batch * d.keyLength * grid.groups * grid.heads * d.valueHeadDimension)
         var dBias = [Float](repeating: 0, count: biasTensor == nil ? 0 : d.biasShape5D.reduce(1, *))
-        let mask = dropout.map(DropoutMask.init)
+        let mask = problem.dropoutMask
         let workspaceFloats = fmha_backward_workspace_floats(Int32(d.headDimension), Int32(d.valueHeadDimension))
-        let dqKernel = kernels.backwardQuery(dtype: inputs.query.dtype, headDimension: d.headDimension,
+        let dqKernel = kernels.backwardQuery(dtype: problem.dtype, headDimension: d.headDimension,
                                              valueHeadDimension: d.valueHeadDimension)
-        let dkdvKernel = kernels.backwardKeys(dtype: inputs.query.dtype, headDimension: d.headDimension,
+        let dkdvKernel = kernels.backwardKeys(dtype: problem.dtype, headDimension: d.headDimension,
                                               valueHeadDimension: d.valueHeadDimension)
 
         let tensors = [views.query, views.key, views.value, gradView] + (biasView.map { [$0] } ?? [])
         try HostAddresses.with(tensors) { addresses -> Void in
             let query = views.query, key = views.key, value = views.value
-            BackwardBuffers.with(dq: &dq, dk: &dk, dv: &dv, dBias: &dBias, bounds: bounds, lse: lseValues,
-                                     delta: delta) { out in
+            try plan.withRowRanges { rowLo, rowHi in
+            BackwardBuffers.with(dq: &dq, dk: &dk, dv: &dv, dBias: &dBias, lse: lseValues, delta: delta) { out in
                 /// The kernel's view of query tile `tileIndex` of head (b, g, h).
                 func queryTile(_ b: Int, _ g: Int, _ h: Int, _ tileIndex: Int) -> fmha_backward_query_tile {
                     let tile = plan.tiles[tileIndex], headIndex = (b * d.groups + g) * d.heads + h
@@ -82,8 +72,8 @@ public struct CPUBackward: BackwardOperator {
                     t.grad_out_row_stride = Int64(gradView.strides[1])
                     t.lse = out.lse + headIndex * d.queryLength + tile.start
                     t.delta = out.delta + headIndex * d.queryLength + tile.start
-                    t.row_lo = out.bounds + 2 * tileRows * tileIndex
-                    t.row_hi = out.bounds + 2 * tileRows * tileIndex + tileRows
+                    t.row_lo = rowLo + tile.start
+                    t.row_hi = rowHi + tile.start
                     if let bias = biasView {
                         t.bias = UnsafeRawPointer(addresses[4] + bias.elementOffset(b, g, h, tile.start) * bias.dtype.byteSize)
                         t.bias_row_stride = Int64(bias.strides[3])
@@ -108,7 +98,7 @@ public struct CPUBackward: BackwardOperator {
                     c.v = UnsafeRawPointer(addresses[2] + value.elementOffset(b, 0, g, h) * value.dtype.byteSize)
                     c.v_row_stride = Int64(value.strides[1])
                     c.page_size = Int64(plan.pageSize)
-                    c.scale = Float(inputs.effectiveScale)
+                    c.scale = Float(problem.scale)
                     if let mask {
                         c.dropout = 1
                         c.dropout_threshold = mask.threshold
@@ -120,7 +110,7 @@ public struct CPUBackward: BackwardOperator {
                     return c
                 }
 
-                let keyTiles = plan.keyTiles(tileKeys: Int(FMHA_TILE_KEYS * FMHA_BACKWARD_KEY_GROUP))
+                let keyTiles = plan.lowering.keyTiles(plan.tiles, tileKeys: Int(FMHA_TILE_KEYS * FMHA_BACKWARD_KEY_GROUP))
                 let gridHeads = grid.batch * grid.groups * grid.heads
                 let sharing = [shared[0] ? d.batch : 1, shared[1] ? d.groups : 1, shared[2] ? d.heads : 1]
                 let sharingHeadCount = sharing.reduce(1, *)
@@ -139,12 +129,12 @@ public struct CPUBackward: BackwardOperator {
                 }
                 /// dK/dV of one key tile of K/V head `gridHead` from every query tile that sees it;
                 /// `accumulators` (one K × R block per sharing head and tile) also collect dQ.
-                func keyTile(_ gridHead: Int, _ keyTile: TilePlan.KeyTile, _ workspace: UnsafeMutablePointer<Float>,
+                func keyTile(_ gridHead: Int, _ keyTile: MaskLowering.KeyTile, _ workspace: UnsafeMutablePointer<Float>,
                              _ tiles: inout [fmha_backward_query_tile], accumulators: UnsafeMutablePointer<Float>?) {
                     let heads = sharingHeads(of: gridHead)
                     tiles.removeAll(keepingCapacity: true)
                     for (position, (b, g, h)) in heads.enumerated() {
-                        for tileIndex in keyTile.queryTiles where unions[tileIndex].overlaps(keyTile.keys) {
+                        for tileIndex in keyTile.queryTiles where plan.tiles[tileIndex].keys.overlaps(keyTile.keys) {
                             var t = queryTile(b, g, h, tileIndex)
                             if let accumulators {
                                 t.grad_q_transposed = accumulators + (position * plan.tiles.count + tileIndex) * d.headDimension * tileRows
@@ -159,7 +149,7 @@ public struct CPUBackward: BackwardOperator {
                     let kRow = ((gridHead / (grid.heads * grid.groups) * d.keyLength) * grid.groups + gg) * grid.heads + gh
                     let rowStride = grid.groups * grid.heads
                     Self.withPages(plan, block: keyTile.block, common(b, g, h, workspace)) {
-                        dkdvKernel($0, tiles, Int32(tiles.count), keyTile.keys.lowerBound, keyTile.keys.upperBound,
+                        dkdvKernel($0, tiles, Int32(tiles.count), Int64(keyTile.keys.lowerBound), Int64(keyTile.keys.upperBound),
                                    out.dk + kRow * d.headDimension, Int64(rowStride * d.headDimension),
                                    out.dv + kRow * d.valueHeadDimension, Int64(rowStride * d.valueHeadDimension))
                     }
@@ -184,7 +174,7 @@ public struct CPUBackward: BackwardOperator {
                                             for row in 0..<tile.rows {
                                                 let destination = target.grad_q + row * Int(target.grad_q_row_stride)
                                                 for channel in 0..<d.headDimension {
-                                                    destination[channel] = source[channel * tileRows + row] * Float(inputs.effectiveScale)
+                                                    destination[channel] = source[channel * tileRows + row] * Float(problem.scale)
                                                 }
                                             }
                                         }
@@ -203,16 +193,16 @@ public struct CPUBackward: BackwardOperator {
                                 let h = headIndex % d.heads, g = (headIndex / d.heads) % d.groups
                                 let b = headIndex / (d.heads * d.groups)
                                 var t = queryTile(b, g, h, tileIndex)
-                                let keys = unions[tileIndex]
+                                let keys = plan.tiles[tileIndex].keys
                                 Self.withPages(plan, block: plan.tiles[tileIndex].block, common(b, g, h, workspace)) {
-                                    dqKernel($0, &t, keys.lowerBound, keys.upperBound)
+                                    dqKernel($0, &t, Int64(keys.lowerBound), Int64(keys.upperBound))
                                 }
                             }
                         }
                     }
                     // ...then dK and dV, one item per (K/V head, key tile); key tiles of different
                     // blocks that can name the same K/V rows are not processed at once.
-                    CPUThreads.run(items: gridHeads * keyTiles.count, threads: plan.keyRowsOverlap ? 1 : threads) { assigned in
+                    CPUThreads.run(items: gridHeads * keyTiles.count, threads: plan.lowering.keyRowsOverlap ? 1 : threads) { assigned in
                         Workspace.with(floats: workspaceFloats) { workspace in
                             var tiles = [fmha_backward_query_tile]()
                             for item in assigned {
@@ -222,6 +212,7 @@ public struct CPUBackward: BackwardOperator {
                         }
                     }
                 }
+            }
             }
         }
 
@@ -252,12 +243,11 @@ public struct CPUBackward: BackwardOperator {
     }
 
     /// Calls `body` with `common`, its `pages` pointing at the page-table row of `block` when paged.
-    private static func withPages(_ plan: TilePlan, block: Int, _ common: fmha_backward_common,
+    private static func withPages(_ plan: HostLowering, block: Int, _ common: fmha_backward_common,
                                   _ body: (UnsafePointer<fmha_backward_common>) -> Void) {
         var common = common
-        guard let row = plan.pageRows?[block] else { return withUnsafePointer(to: common, body) }
-        row.withUnsafeBufferPointer { pages in
-            common.pages = pages.baseAddress
+        plan.withPageRow(block) { pages in
+            common.pages = pages
             withUnsafePointer(to: common, body)
         }
     }
@@ -273,7 +263,7 @@ public struct CPUBackward: BackwardOperator {
 
     /// rowsum(dO∘O) per query, in float32, as `[B, G, H, Mq]`, one thread per (head, tile).
     private static func rowDots(_ gradOutput: Tensor, _ output: Tensor, _ d: AttentionDimensions,
-                                _ plan: TilePlan, _ rowDots: CPUKernels.RowDots) throws -> [Float] {
+                                _ plan: HostLowering, _ rowDots: CPUKernels.RowDots) throws -> [Float] {
         var delta = [Float](repeating: 0, count: d.batch * d.groups * d.heads * d.queryLength)
         // The kernels read float32, float16 and bfloat16; a float64 output is narrowed first.
         let gradient = try Inputs.bmghkView(gradOutput)
@@ -304,24 +294,21 @@ struct BackwardBuffers {
     let dk: UnsafeMutablePointer<Float>
     let dv: UnsafeMutablePointer<Float>
     let dBias: UnsafeMutablePointer<Float>
-    let bounds: UnsafePointer<Int64>
     let lse: UnsafePointer<Float>
     let delta: UnsafePointer<Float>
 
-    static func with(dq: inout [Float], dk: inout [Float], dv: inout [Float], dBias: inout [Float], bounds: [Int64],
+    static func with(dq: inout [Float], dk: inout [Float], dv: inout [Float], dBias: inout [Float],
                      lse: [Float], delta: [Float], _ body: (BackwardBuffers) throws -> Void) rethrows {
         try dq.withUnsafeMutableBufferPointer { dq in
             try dk.withUnsafeMutableBufferPointer { dk in
                 try dv.withUnsafeMutableBufferPointer { dv in
                     try dBias.withUnsafeMutableBufferPointer { dBias in
-                        try bounds.withUnsafeBufferPointer { bounds in
-                            try lse.withUnsafeBufferPointer { lse in
-                                try delta.withUnsafeBufferPointer { delta in
-                                    try body(BackwardBuffers(
-                                        dq: dq.baseAddress!, dk: dk.baseAddress!, dv: dv.baseAddress!,
-                                        dBias: dBias.baseAddress ?? dq.baseAddress!, bounds: bounds.baseAddress!,
-                                        lse: lse.baseAddress!, delta: delta.baseAddress!))
-                                }
+                        try lse.withUnsafeBufferPointer { lse in
+                            try delta.withUnsafeBufferPointer { delta in
+                                try body(BackwardBuffers(
+                                    dq: dq.baseAddress!, dk: dk.baseAddress!, dv: dv.baseAddress!,
+                                    dBias: dBias.baseAddress ?? dq.baseAddress!,
+                                    lse: lse.baseAddress!, delta: delta.baseAddress!))
                             }
                         }
                     }

@@ -7,7 +7,7 @@ import FMHACore
 ///
 /// Extra memory is one workspace per thread (a few tiles); K/V are read in place, including
 /// stride-0 (grouped-query) layouts, and converted from float16/bfloat16 tile by tile. Tiles that
-/// the mask hides are never visited (`TilePlan`); partial tiles are masked per element. The inner
+/// the mask hides are never visited (`MaskLowering.tiles`); partial tiles are masked per element. The inner
 /// loops are C (`CFMHAKernels`) compiled for AVX2/FMA and chosen at run time, with a baseline
 /// build for other CPUs.
 public struct CPUForward: ForwardOperator {
@@ -23,41 +23,36 @@ public struct CPUForward: ForwardOperator {
 
     public var capabilities: OperatorCapabilities { CPUTiledCapabilities.forward }
 
-    public func notSupportedReasons(_ inputs: Inputs) -> [String] {
-        var reasons = capabilityReasons(inputs)
-        if inputs.resolvedOutputDType == .float64 { reasons.append("a float64 output is not supported") }
+    public func notSupportedReasons(_ problem: AttentionProblem) -> [String] {
+        var reasons = capabilityReasons(problem)
+        if problem.outputDType == .float64 { reasons.append("a float64 output is not supported") }
         reasons += kernels.unavailableReasons
         return reasons
     }
 
-    public func forward(_ inputs: Inputs, dropout: DropoutState?) throws -> ForwardOutput {
-        let d = try inputs.validate()
-        try requireSupport(inputs)
-        let views = try inputs.bmghkViews()
-        let biasView = try inputs.bmghkBiasView()
-        let output = try Tensor.zeros(d.outputShape, dtype: inputs.resolvedOutputDType)
+    public func forward(_ problem: AttentionProblem) throws -> ForwardOutput {
+        try requireSupport(problem)
+        let d = problem.dimensions
+        let biasView = problem.tensorBias
+        let output = try Tensor.zeros(d.outputShape, dtype: problem.outputDType)
         let lse = try Tensor.zeros(d.lseShape, dtype: .float32)
-        let plan = TilePlan(mask: inputs.bias?.maskLayout, queryLength: d.queryLength, keyLength: d.keyLength,
-                            tileRows: Int(FMHA_TILE_QUERIES))
+        let plan = HostLowering(problem.lowering, tileRows: Int(FMHA_TILE_QUERIES))
         let heads = d.batch * d.groups * d.heads
         let items = heads * plan.tiles.count
         guard items > 0 else { return ForwardOutput(output: output, lse: lse) }
-        let mask = dropout.map(DropoutMask.init)
-        let kernel = kernels.forwardTile(dtype: inputs.query.dtype, outputDType: output.dtype, headDimension: d.headDimension)
-        let tensors = [views.query, views.key, views.value, output, lse] + (biasView.map { [$0] } ?? [])
+        let mask = problem.dropoutMask
+        let kernel = kernels.forwardTile(dtype: problem.dtype, outputDType: output.dtype, headDimension: d.headDimension)
+        let query = problem.query, key = problem.key, value = problem.value
+        let tensors = [query, key, value, output, lse] + (biasView.map { [$0] } ?? [])
         try HostAddresses.with(tensors) { addresses in
-            let query = views.query, key = views.key, value = views.value
             let workspaceFloats = fmha_forward_workspace_floats(Int32(d.headDimension), Int32(d.valueHeadDimension))
+            plan.withRowRanges { rowLo, rowHi in
             CPUThreads.run(items: items) { assigned in
               Workspace.with(floats: workspaceFloats) { aligned in
-                let rowBounds = UnsafeMutablePointer<Int64>.allocate(capacity: 2 * Int(FMHA_TILE_QUERIES))
-                defer { rowBounds.deallocate() }
                 for item in assigned {
                     let headIndex = item / plan.tiles.count, tile = plan.tiles[item % plan.tiles.count]
                     let h = headIndex % d.heads, g = (headIndex / d.heads) % d.groups, b = headIndex / (d.heads * d.groups)
-                    let keys = plan.keyRanges(tile, lo: rowBounds, hi: rowBounds + Int(FMHA_TILE_QUERIES))
-                    let pageRow = plan.pageRows?[tile.block]
-                    pageRow.withOptionalBuffer { pages in
+                    plan.withPageRow(tile.block) { pages in
                         var t = fmha_forward_tile()
                         t.rows = Int32(tile.rows)
                         t.head_dim = Int32(d.headDimension)
@@ -70,20 +65,20 @@ public struct CPUForward: ForwardOperator {
                         t.k_row_stride = Int64(key.strides[1])
                         t.v = UnsafeRawPointer(addresses[2] + value.elementOffset(b, 0, g, h) * value.dtype.byteSize)
                         t.v_row_stride = Int64(value.strides[1])
-                        t.key_begin = keys.lowerBound
-                        t.key_end = keys.upperBound
+                        t.key_begin = Int64(tile.keys.lowerBound)
+                        t.key_end = Int64(tile.keys.upperBound)
                         t.key_row_offset = 0
                         t.pages = pages
                         t.page_size = Int64(plan.pageSize)
-                        t.row_lo = UnsafePointer(rowBounds)
-                        t.row_hi = UnsafePointer(rowBounds + Int(FMHA_TILE_QUERIES))
+                        t.row_lo = rowLo + tile.start
+                        t.row_hi = rowHi + tile.start
                         if let bias = biasView {
                             let biasAddress = addresses[5]
                             t.bias = UnsafeRawPointer(biasAddress + bias.elementOffset(b, g, h, tile.start) * bias.dtype.byteSize)
                             t.bias_row_stride = Int64(bias.strides[3])
                             t.bias_col_stride = Int64(bias.strides[4])
                         }
-                        t.scale = Float(inputs.effectiveScale)
+                        t.scale = Float(problem.scale)
                         if let mask {
                             t.dropout = 1
                             t.dropout_threshold = mask.threshold
@@ -102,6 +97,7 @@ public struct CPUForward: ForwardOperator {
                     }
                 }
               }
+            }
             }
         }
         return ForwardOutput(output: output, lse: lse)

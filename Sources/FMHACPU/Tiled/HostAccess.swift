@@ -27,16 +27,6 @@ extension Tensor {
     }
 }
 
-extension Optional where Wrapped == [Int64] {
-    /// Calls `body` with the array's elements, or `nil`.
-    func withOptionalBuffer<Result>(_ body: (UnsafePointer<Int64>?) -> Result) -> Result {
-        switch self {
-        case .some(let array): array.withUnsafeBufferPointer { body($0.baseAddress) }
-        case .none: body(nil)
-        }
-    }
-}
-
 /// The worker threads of the tiled CPU operators.
 public enum CPUThreads {
     /// Threads to use: `FMHA_NUM_THREADS` when set to a positive number, else every online CPU.

@@ -6,9 +6,10 @@
 // lands while S = Q·Kᵀ of tile t is computed, K of tile t + 1 while O += P·V of tile t is. Both
 // products are mma.sync m16n8k16 with float32 accumulation, B fragments by ldmatrix; the softmax
 // is online, in registers, in base 2 with the scale folded in.
-// Every bias without a tensor goes through the mask encoding (DeviceMask.swift): only the key range
-// some query of the tile sees is visited, and keys outside a query's own range are masked per
-// element (tiles inside every row's range skip the masking).
+// Every bias without a tensor goes through the mask lowering (prelude.cu, DeviceLowering.swift):
+// only the key range some query of the tile sees is visited (the work list gives it per tile), and
+// keys outside a query's own range are masked per element (key tiles inside every row's range skip
+// the masking).
 // Needs prelude.cu and the defines FMHA_HEAD_DIM (a multiple of 16, at most 256: the width of the
 // Q/K and V tiles, at least K and Kv; columns past them are zero), FMHA_DTYPE (1: float16,
 // 2: bfloat16), FMHA_WARPS, FMHA_WARP_TILES, FMHA_BLOCK_N (a multiple of 16), FMHA_Q_SHARED and
@@ -27,6 +28,8 @@
 #endif
 #define FMHA_THREADS (FMHA_WARPS * 32)
 #define FMHA_BLOCK_M (FMHA_WARPS * FMHA_WARP_TILES * 16)
+/// Int64 words per tile of the work list (DeviceLowering.workList).
+#define FMHA_WORK_WORDS 7
 #define FMHA_ROW (FMHA_HEAD_DIM + 8)
 #define FMHA_ROWS (2 * FMHA_WARP_TILES)
 
@@ -159,10 +162,10 @@ __device__ __forceinline__ void store_pair(void* base, int64_t index, int64_t dt
     }
 }
 
-/// `shape` and `mask` as for fmha_reference_forward (K, Kv ≤ FMHA_HEAD_DIM, multiples of 8 when
-/// `vector_loads`, even otherwise). `vector_loads`: every row of q, k and v starts 16-byte aligned
-/// (rows move 8 elements at a time). `work`: per blockIdx.x, the mask block and the first query of
-/// its tile. Heads (b, g, h) are blockIdx.y, then every gridDim.y-th. Writes
+/// `shape` as for fmha_reference_forward (K, Kv ≤ FMHA_HEAD_DIM, multiples of 8 when
+/// `vector_loads`, even otherwise), `mask` the mask lowering (prelude.cu). `vector_loads`: every row
+/// of q, k and v starts 16-byte aligned (rows move 8 elements at a time). `work`: per blockIdx.x,
+/// FMHA_WORK_WORDS words describing its tile (block, first and end query, key range, inner range). Heads (b, g, h) are blockIdx.y, then every gridDim.y-th. Writes
 /// out[((b·Mq + i)·G + g)·H + h][0 ..< Kv] in `out_dtype` and the natural-log LSE at
 /// [((b·G + g)·H + h)·Mq + i] (-inf for a row that sees no key; its output is 0).
 /// With FMHA_EXTRAS: `bias` (input dtype, strides in `shape`; null for none) is added to the scaled
@@ -177,71 +180,37 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
     uint16_t* const key_tile = shared_tiles;
     uint16_t* const value_tile = shared_tiles + FMHA_STAGES * FMHA_BLOCK_N * FMHA_ROW;
 
-    const int64_t batch = shape[0], queries = shape[1], groups = shape[3], heads = shape[4];
+    const int64_t batch = shape[0], groups = shape[3], heads = shape[4];
     const int head_dim = int(shape[5]), value_dim = int(shape[6]);
     const int64_t* qs = shape + 9;
     const int64_t* ks = shape + 13;
     const int64_t* vs = shape + 17;
-    const int64_t anchor = mask[0], left = mask[1], right = mask[2], blocks = mask[3];
-    const int page_size = int(mask[4]);
-    const int64_t pages_per_row = mask[5];
-    const int64_t* query_starts = mask + 6;
-    const int64_t* key_starts = query_starts + blocks + 1;
-    const int64_t* key_lengths = key_starts + blocks;
-    const int64_t* pages = key_lengths + blocks;
+    const fmha::Lowering lowering{mask};
+    const int page_size = int(lowering.page_size());
 
     const int thread = threadIdx.x, warp = thread / 32, lane = thread % 32;
-    const int64_t block = work[2 * blockIdx.x], tile_start = work[2 * blockIdx.x + 1];
-    int64_t first_query = 0, nq = queries, nk = shape[2], key_start = 0;
-    if (blocks > 0) {
-        first_query = query_starts[block];
-        nq = query_starts[block + 1] - first_query;
-        nk = key_lengths[block];
-        key_start = key_starts[block];
-    }
-    const int64_t tile_end = min(tile_start + FMHA_BLOCK_M, first_query + nq);
-    const int64_t reach = nq + nk;
+    // This block's tile (FMHACore's MaskLowering.Tile): its mask block, queries [tile_start,
+    // tile_end), the logical keys some row sees [tile_lo, tile_hi) and those every row sees
+    // [inner_lo, inner_hi) (key tiles inside skip the per-element mask).
+    const int64_t* tile = work + FMHA_WORK_WORDS * blockIdx.x;
+    const int64_t block = tile[0], tile_start = tile[1], tile_end = tile[2];
+    const int tile_lo = int(tile[3]), tile_hi = int(tile[4]), inner_lo = int(tile[5]), inner_hi = int(tile[6]);
 
-    // The visible logical keys [lo, hi) of query i (empty when lo >= hi).
-    auto range_of = [&](int64_t i, int& lo, int& hi) {
-        const int64_t diagonal = (i - first_query) + (anchor == 1 ? nk - nq : 0);
-        int64_t low = 0, high = nk;
-        if (left >= 0) low = max(int64_t(0), diagonal - min(left, reach));
-        if (right >= 0) high = min(nk, diagonal + min(right, reach) + 1);
-        if (i >= tile_end) high = low;
-        lo = int(low);
-        hi = int(high);
-    };
     // This thread's rows of the accumulator tiles: row r is query row_of(r) (tile r / 2, upper or
     // lower 8 rows by r % 2), its values are elements 2·(r % 2) and 2·(r % 2) + 1 of each 16×8 tile.
     auto row_of = [&](int r) { return tile_start + (warp * FMHA_WARP_TILES + r / 2) * 16 + lane / 4 + (r % 2) * 8; };
-    // Every row's range, for the tiles that need masking (visible after the key loop's first
-    // barrier); and the keys every row of the tile sees, [inner_lo, inner_hi) (ranges only move
-    // forward with the row, so the last row's start and the first row's end; none when the tile
-    // has fewer rows than FMHA_BLOCK_M).
+    // Every row's visible logical keys, for the key tiles that need masking (visible after the key
+    // loop's first barrier); rows past the tile's end see none.
     __shared__ int row_ranges[2 * FMHA_BLOCK_M];
-    for (int r = thread; r < FMHA_BLOCK_M; r += FMHA_THREADS) range_of(tile_start + r, row_ranges[2 * r], row_ranges[2 * r + 1]);
-    int inner_lo = 1, inner_hi = 0, ignored;
-    if (tile_end - tile_start == FMHA_BLOCK_M) {
-        range_of(tile_end - 1, inner_lo, ignored);
-        range_of(tile_start, ignored, inner_hi);
-    }
-    // The tile's key range: the union of its rows' ranges (contiguous: consecutive rows' ranges
-    // move by at most one key, and the rows that see keys are consecutive).
-    int first_lo, first_hi, last_lo, last_hi, tile_lo = 0, tile_hi = 0;
-    for (int64_t i = tile_start; i < tile_end; ++i) {
-        range_of(i, first_lo, first_hi);
-        if (first_lo < first_hi) { tile_lo = first_lo; break; }
-    }
-    for (int64_t i = tile_end - 1; i >= tile_start; --i) {
-        range_of(i, last_lo, last_hi);
-        if (last_lo < last_hi) { tile_hi = last_hi; break; }
+    for (int r = thread; r < FMHA_BLOCK_M; r += FMHA_THREADS) {
+        const fmha::KeyRange keys = tile_start + r < tile_end ? lowering.row_keys(block, tile_start + r) : fmha::KeyRange{0, 0};
+        row_ranges[2 * r] = int(keys.lo);
+        row_ranges[2 * r + 1] = int(keys.hi);
     }
 
     // Per head only pointers, row strides and 32-bit key positions stay live through the key loop;
     // the epilogue re-reads the shape.
-    const int key_start32 = int(key_start);
-    const int64_t* block_pages = pages + (page_size > 0 ? block * pages_per_row : 0);
+    const int64_t* block_pages = lowering.pages(block);
     const int64_t head_count = batch * groups * heads;
     for (int64_t head_index = blockIdx.y; head_index < head_count; head_index += gridDim.y) {
         const int64_t h = head_index % heads, g = (head_index / heads) % groups, b = head_index / (heads * groups);
@@ -270,10 +239,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
         const fmha::DropoutMask keep{seed, offset, threshold};
 #endif
         // The K/V row of logical key p of the block (p < tile_hi): consecutive unless paged.
-        auto key_row = [&](int p) {
-            const int logical = key_start32 + p;
-            return page_size > 0 ? block_pages[logical / page_size] * page_size + logical % page_size : int64_t(logical);
-        };
+        auto key_row = [&](int p) { return fmha::page_lookup(block_pages, page_size, p); };
 
         // Rows of logical keys start + r of `source` into `tile`, columns < `width` (the rest and
         // rows at or past tile_hi are zero: NaN in keys no query sees cannot reach the products),
@@ -292,7 +258,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                 constexpr int rows_per_pass = FMHA_THREADS / lanes_per_row;
                 const int r0 = thread / lanes_per_row, c = (thread % lanes_per_row) * 8;
                 if (lanes_per_row == chunks || c < FMHA_HEAD_DIM) {
-                    const uint16_t* element = source + int64_t(key_start32 + start + r0) * row_stride + c;
+                    const uint16_t* element = source + int64_t(start + r0) * row_stride + c;
                     // (By 4 with two stages: by 8 it spills at K = 224.)
 #pragma unroll (FMHA_STAGES == 2 ? 4 : 8)
                     for (int pass = 0; pass < (FMHA_BLOCK_N + rows_per_pass - 1) / rows_per_pass; ++pass) {
@@ -479,7 +445,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                             }
 #if FMHA_EXTRAS
                             else if (bias_head != nullptr) {
-                                value += 1.4426950408889634f * input_to_float(bias_row[(key_start32 + p) * bias_column_stride]);
+                                value += 1.4426950408889634f * input_to_float(bias_row[p * bias_column_stride]);
                             }
 #endif
                         }

@@ -2,7 +2,7 @@
 // #defines). It includes no header, so that NVRTC needs nothing but itself: fixed-width integers,
 // float16/bfloat16 conversions in inline PTX and bit manipulation, element loads of any input
 // dtype, the Philox4x32-10 dropout mask of FMHACore's `Philox` and `DropoutMask`, bit for bit, and
-// the reading of the mask encoding (DeviceMask.swift) per query row.
+// the mask lowering (DeviceLowering.swift): the band and page formulas, written once for every kernel.
 
 typedef signed char int8_t;
 typedef unsigned char uint8_t;
@@ -112,49 +112,68 @@ __device__ __forceinline__ float load_element(const void* base, int64_t index, i
     return static_cast<const float*>(base)[index];
 }
 
-// ---- The mask encoding (DeviceMask.swift), one query row at a time ----------------------------
-// `mask`: anchor (1: bottom-right), left and right window (-1: unbounded), block count (0: one
-// block of Mq x Mkv), page size (0: unpaged), pages per row, then query starts (blocks + 1), key
-// starts, key lengths, page tables. `shape` starts with B, Mq, Mkv.
+// ---- The mask lowering (DeviceLowering.swift) -----------------------------------------------
+// The device's one copy of the mask rules: the band formula (FMHACore's KeyBand) and the page
+// lookup. Which keys a tile of queries visits, and which block a query row is in, come from the
+// host (FMHACore's MaskLowering); kernels test elements against the ranges these functions give.
+// `words`: anchor (1: bottom-right), left and right window (-1: unbounded), block count (at least
+// 1), page size (0: unpaged), pages per row; per block its first query, query count, key start and
+// key count; the page tables, row by row; then, when the lowering was made for row kernels and
+// has several blocks, the block of every packed query.
 
-/// The visible logical keys [lo, hi) of a query, its block and the block's first key.
-struct Visible {
-    int64_t block, lo, hi, key_start;
+/// The logical keys [lo, hi) a query sees (empty when lo >= hi).
+struct KeyRange {
+    int64_t lo, hi;
 };
 
-/// The keys query `i` sees: its block (by binary search over the query starts) and the window
-/// around its diagonal (bottom-right anchored when the anchor is 1), clipped to the block.
-__device__ __forceinline__ Visible visible_keys(const int64_t* shape, const int64_t* mask, int64_t i) {
-    const int64_t anchor = mask[0], left = mask[1], right = mask[2], blocks = mask[3];
-    const int64_t* query_starts = mask + 6;
-    const int64_t* key_starts = query_starts + blocks + 1;
-    const int64_t* key_lengths = key_starts + blocks;
-    int64_t block = 0, first_query = 0, nq = shape[1], nk = shape[2], key_start = 0;
-    if (blocks > 0) {
-        int64_t low = 0, high = blocks - 1;
-        while (low < high) {
-            const int64_t middle = (low + high + 1) / 2;
-            if (query_starts[middle] <= i) low = middle; else high = middle - 1;
-        }
-        block = low;
-        first_query = query_starts[block];
-        nq = query_starts[block + 1] - first_query;
-        nk = key_lengths[block];
-        key_start = key_starts[block];
-    }
-    const int64_t diagonal = (i - first_query) + (anchor == 1 ? nk - nq : 0), reach = nq + nk;
-    int64_t lo = 0, hi = nk;
-    if (left >= 0) lo = max(int64_t(0), diagonal - min(left, reach));
-    if (right >= 0) hi = min(nk, diagonal + min(right, reach) + 1);
-    return Visible{block, lo, hi, key_start};
+/// The K/V row of logical key `logical` through a block's page-table row `pages` (`page_size` keys
+/// a page), or the logical key itself when unpaged (`page_size` 0).
+template <typename Int>
+__device__ __forceinline__ int64_t page_lookup(const int64_t* pages, Int page_size, Int logical) {
+    return page_size > 0 ? pages[logical / page_size] * page_size + logical % page_size : int64_t(logical);
 }
 
-/// The K/V row of logical key `logical` of `block`: through the block's page table when paged.
-__device__ __forceinline__ int64_t physical_key(const int64_t* mask, int64_t block, int64_t logical) {
-    const int64_t blocks = mask[3], page_size = mask[4], pages_per_row = mask[5];
-    const int64_t* pages = mask + 6 + blocks + 1 + 2 * blocks;
-    return page_size > 0 ? pages[block * pages_per_row + logical / page_size] * page_size + logical % page_size : logical;
-}
+/// One call's mask lowering, as DeviceLowering.swift uploads it.
+struct Lowering {
+    const int64_t* words;
+
+    __device__ __forceinline__ int64_t block_count() const { return words[3]; }
+    __device__ __forceinline__ int64_t page_size() const { return words[4]; }
+    __device__ __forceinline__ int64_t first_query(int64_t block) const { return words[6 + 4 * block]; }
+    __device__ __forceinline__ int64_t query_count(int64_t block) const { return words[7 + 4 * block]; }
+    __device__ __forceinline__ int64_t key_start(int64_t block) const { return words[8 + 4 * block]; }
+    __device__ __forceinline__ int64_t key_count(int64_t block) const { return words[9 + 4 * block]; }
+
+    /// The page-table row of `block` (meaningful when paged).
+    __device__ __forceinline__ const int64_t* pages(int64_t block) const {
+        return words + 6 + 4 * block_count() + block * words[5];
+    }
+
+    /// The block of packed query `i` (row kernels' lowerings only).
+    __device__ __forceinline__ int64_t block_of(int64_t i) const {
+        const int64_t blocks = block_count();
+        return blocks > 1 ? words[6 + 4 * blocks + blocks * words[5] + i] : 0;
+    }
+
+    /// The logical keys packed query `i` of `block` sees: inside the block of nq queries and nk
+    /// keys, local query r sees local keys j with 0 <= j < nk and
+    /// r + s - left <= j <= r + s + right (s = nk - nq when bottom-right anchored, else 0;
+    /// bounds wider than the block act as unbounded).
+    __device__ __forceinline__ KeyRange row_keys(int64_t block, int64_t i) const {
+        const int64_t anchor = words[0], left = words[1], right = words[2];
+        const int64_t nq = query_count(block), nk = key_count(block), start = key_start(block);
+        const int64_t diagonal = (i - first_query(block)) + (anchor == 1 ? nk - nq : 0), reach = nq + nk;
+        int64_t lo = 0, hi = nk;
+        if (left >= 0) lo = max(int64_t(0), diagonal - min(left, reach));
+        if (right >= 0) hi = min(nk, diagonal + min(right, reach) + 1);
+        return KeyRange{start + lo, start + hi};
+    }
+
+    /// The K/V row of logical key `logical` of `block`.
+    __device__ __forceinline__ int64_t physical_key(int64_t block, int64_t logical) const {
+        return page_lookup(pages(block), page_size(), logical);
+    }
+};
 
 } // namespace fmha
 

@@ -1,8 +1,8 @@
 // The CUDA reference backward: dQ (and the bias gradient) with one thread per query row of one
 // head, then dK and dV with one thread per key of one K/V head, every query head that shares it
 // and every query of its block looped over in a fixed order, so results are deterministic. Float32
-// accumulation; probabilities recomputed from the forward LSE. Needs prelude.cu. Shapes and masks
-// as in reference_forward.cu; `shape` continues with the K/V head grid (B', G', H': 1 where both
+// accumulation; probabilities recomputed from the forward LSE. Needs prelude.cu. Shapes and mask
+// lowerings as in reference_forward.cu; `shape` continues with the K/V head grid (B', G', H': 1 where both
 // K and V have stride 0) and the sharing counts (B, G, H over the grid or 1).
 
 /// The score of query i on K/V row j in head (b, g, h), or -inf.
@@ -46,11 +46,13 @@ extern "C" __global__ void fmha_reference_backward_dq(const void* q, const void*
         const int64_t g = (row / (queries * heads)) % groups, b = row / (queries * heads * groups);
         const int64_t head_index = (b * groups + g) * heads + h;
         const float row_lse = lse[head_index * queries + i];
-        const fmha::Visible visible = fmha::visible_keys(shape, mask, i);
+        const fmha::Lowering lowering{mask};
+        const int64_t block = lowering.block_of(i);
+        const fmha::KeyRange visible = lowering.row_keys(block, i);
         float d = 0.0f;
         if (row_lse != -FMHA_INFINITY) {
             for (int64_t p = visible.lo; p < visible.hi; ++p) {
-                const int64_t j = fmha::physical_key(mask, visible.block, visible.key_start + p);
+                const int64_t j = lowering.physical_key(block, p);
                 const float s = score(q, k, bias, shape, scale, b, g, h, i, j);
                 if (s == -FMHA_INFINITY) continue;
                 const float factor = dropout ? (keep.is_kept(uint32_t(head_index), uint32_t(i), uint32_t(j)) ? keep_scale : 0.0f) : 1.0f;
@@ -61,7 +63,7 @@ extern "C" __global__ void fmha_reference_backward_dq(const void* q, const void*
         float* dq = grad_q + (((b * queries + i) * groups + g) * heads + h) * head_dim;
         if (row_lse == -FMHA_INFINITY) continue;
         for (int64_t p = visible.lo; p < visible.hi; ++p) {
-            const int64_t j = fmha::physical_key(mask, visible.block, visible.key_start + p);
+            const int64_t j = lowering.physical_key(block, p);
             const float s = score(q, k, bias, shape, scale, b, g, h, i, j);
             if (s == -FMHA_INFINITY) continue;
             const float factor = dropout ? (keep.is_kept(uint32_t(head_index), uint32_t(i), uint32_t(j)) ? keep_scale : 0.0f) : 1.0f;
@@ -74,9 +76,8 @@ extern "C" __global__ void fmha_reference_backward_dq(const void* q, const void*
     }
 }
 
-/// dK, dV of the keys of `block` (-1: the single block of a mask-free or dense call), one thread
-/// per (K/V grid head, logical key of the block). Launched once per block, in order, so that blocks
-/// naming the same K/V rows never run at once.
+/// dK, dV of the keys of `block` of the lowering, one thread per (K/V grid head, logical key of the
+/// block). Launched once per block, in order, so that blocks naming the same K/V rows never run at once.
 extern "C" __global__ void fmha_reference_backward_dkdv(const void* q, const void* k, const void* v, const void* bias,
                                                         const void* grad_out, const float* lse, const float* delta,
                                                         float* grad_k, float* grad_v, const int64_t* shape,
@@ -87,28 +88,23 @@ extern "C" __global__ void fmha_reference_backward_dkdv(const void* q, const voi
     const int64_t grid_b = shape[26], grid_g = shape[27], grid_h = shape[28];
     const int64_t share_b = shape[29], share_g = shape[30], share_h = shape[31];
     const int64_t* qs = shape + 9;
-    const int64_t blocks = mask[3];
-    const int64_t* query_starts = mask + 6;
-    const int64_t* key_starts = query_starts + blocks + 1;
-    const int64_t* key_lengths = key_starts + blocks;
-    const int64_t first_query = blocks > 0 ? query_starts[block] : 0;
-    const int64_t last_query = blocks > 0 ? query_starts[block + 1] : queries;
-    const int64_t key_start = blocks > 0 ? key_starts[block] : 0, key_count = blocks > 0 ? key_lengths[block] : keys;
+    const fmha::Lowering lowering{mask};
+    const int64_t first_query = lowering.first_query(block), last_query = first_query + lowering.query_count(block);
+    const int64_t key_start = lowering.key_start(block), key_count = lowering.key_count(block);
     const fmha::DropoutMask keep{seed, offset, threshold};
     const int64_t items = grid_b * grid_g * grid_h * key_count;
     for (int64_t item = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; item < items; item += int64_t(gridDim.x) * blockDim.x) {
         const int64_t p = key_count > 0 ? item % key_count : 0, grid_head = item / key_count;
         const int64_t gh = grid_head % grid_h, gg = (grid_head / grid_h) % grid_g, gb = grid_head / (grid_h * grid_g);
-        const int64_t logical = key_start + p;
-        const int64_t j = fmha::physical_key(mask, blocks > 0 ? block : 0, logical);
+        const int64_t j = lowering.physical_key(block, key_start + p);
         float* dk = grad_k + (((gb * keys + j) * grid_g + gg) * grid_h + gh) * head_dim;
         float* dv = grad_v + (((gb * keys + j) * grid_g + gg) * grid_h + gh) * value_dim;
         for (int64_t sb = 0; sb < share_b; ++sb) for (int64_t sg = 0; sg < share_g; ++sg) for (int64_t sh = 0; sh < share_h; ++sh) {
             const int64_t b = gb + sb, g = gg + sg, h = gh + sh;
             const int64_t head_index = (b * groups + g) * heads + h;
             for (int64_t i = first_query; i < last_query; ++i) {
-                const fmha::Visible visible = fmha::visible_keys(shape, mask, i);
-                if (p < visible.lo || p >= visible.hi) continue;
+                const fmha::KeyRange visible = lowering.row_keys(block, i);
+                if (key_start + p < visible.lo || key_start + p >= visible.hi) continue;
                 const float row_lse = lse[head_index * queries + i];
                 if (row_lse == -FMHA_INFINITY) continue;
                 const float s = score(q, k, bias, shape, scale, b, g, h, i, j);

@@ -1,10 +1,11 @@
 // The CUDA reference forward: one thread per query row of one head, float32 accumulation, every
-// bias through the mask encoding (DeviceMask.swift), every layout through strides, float32,
+// bias through the mask lowering (prelude.cu, DeviceLowering.swift), every layout through strides, float32,
 // float16 and bfloat16 inputs. Straightforward, not tuned: the oracle for large GPU tests.
 // Needs prelude.cu.
 
 /// `shape`: B, Mq, Mkv, G, H, K, Kv, dtype, has_bias, then the strides (in elements) of q, k and
-/// v over (b, m, g, h), then of the bias over (b, g, h, i, j). `mask`: the mask encoding (prelude.cu).
+/// v over (b, m, g, h), then of the bias over (b, g, h, i, j). `mask`: the mask lowering with each
+/// row's block (prelude.cu).
 /// Writes out[((b·Mq + i)·G + g)·H + h][0 ..< Kv] (zeroed by the caller) and the natural-log LSE
 /// at [((b·G + g)·H + h)·Mq + i] (-inf for a row that sees no key).
 extern "C" __global__ void fmha_reference_forward(const void* q, const void* k, const void* v, const void* bias,
@@ -23,14 +24,16 @@ extern "C" __global__ void fmha_reference_forward(const void* q, const void* k, 
          row += int64_t(gridDim.x) * blockDim.x) {
         const int64_t i = row % queries, h = (row / queries) % heads;
         const int64_t g = (row / (queries * heads)) % groups, b = row / (queries * heads * groups);
-        const fmha::Visible visible = fmha::visible_keys(shape, mask, i);
+        const fmha::Lowering lowering{mask};
+        const int64_t block = lowering.block_of(i);
+        const fmha::KeyRange visible = lowering.row_keys(block, i);
         const int64_t q_base = b * qs[0] + i * qs[1] + g * qs[2] + h * qs[3];
         const int64_t head_index = (b * groups + g) * heads + h;
         float* out_row = out + (((b * queries + i) * groups + g) * heads + h) * value_dim;
         float maximum = -FMHA_INFINITY, sum = 0.0f;
         for (int pass = 0; pass < 2; ++pass) {
             for (int64_t p = visible.lo; p < visible.hi; ++p) {
-                const int64_t j = fmha::physical_key(mask, visible.block, visible.key_start + p);
+                const int64_t j = lowering.physical_key(block, p);
                 const int64_t k_base = b * ks[0] + j * ks[1] + g * ks[2] + h * ks[3];
                 float dot = 0.0f;
                 for (int64_t c = 0; c < head_dim; ++c) dot += fmha::load_element(q, q_base + c, dtype) * fmha::load_element(k, k_base + c, dtype);

@@ -56,27 +56,11 @@ extension MaskLayout {
     func materialize(queryCount: Int, keyCount: Int) throws -> [Float] {
         try blocks?.checkShape(queryCount: queryCount, keyCount: keyCount, argument: "shape")
         var plane = [Float](repeating: -.infinity, count: queryCount * keyCount)
+        let lowering = MaskLowering(self, queryLength: queryCount, keyLength: keyCount)
         for query in 0..<queryCount {
-            forEachVisibleKey(query: query, queryCount: queryCount, keyCount: keyCount) { plane[query * keyCount + $0] = 0 }
+            lowering.forEachVisibleKey(query: query) { plane[query * keyCount + $0] = 0 }
         }
         return plane
-    }
-
-    /// Calls `body` with each K/V row that query `query` (packed index) may see, in increasing
-    /// logical order, for a call with `queryCount` queries and `keyCount` keys per batch element
-    /// (which `BlockLayout.checkShape` has accepted).
-    @inline(__always)
-    public func forEachVisibleKey(query: Int, queryCount: Int, keyCount: Int, _ body: (Int) -> Void) {
-        guard let blocks else {
-            for key in band.visibleKeys(query: query, queryCount: queryCount, keyCount: keyCount) { body(key) }
-            return
-        }
-        let block = blocks.block(containing: query)
-        let firstQuery = blocks.queryStarts[block]
-        let local = band.visibleKeys(query: query - firstQuery, queryCount: blocks.queryStarts[block + 1] - firstQuery,
-                                     keyCount: blocks.keyLengths[block])
-        let keyStart = blocks.keyStarts[block]
-        for key in local { body(blocks.physicalKey(block: block, key: keyStart + key)) }
     }
 }
 

@@ -1,9 +1,8 @@
 /// The structure every mask-type `AttentionBias` reduces to: a `KeyBand` applied in each block,
 /// and, for variable-length (block-diagonal) biases, where each block's queries and keys are.
 ///
-/// This is the compact description operators consume instead of a materialized mask: a kernel
-/// walks the blocks, asks the band for the visible key range of each query, and maps logical key
-/// positions to physical rows of K/V through `pages` when the bias is paged.
+/// This is the compact description a bias gives; `MaskLowering` turns it, once per call, into
+/// what operators and kernels read (blocks, per-row key ranges, tiles, page lookups).
 public struct MaskLayout: Sendable, Hashable {
     /// The visible keys of each query, relative to its block.
     public let band: KeyBand
@@ -50,25 +49,6 @@ public struct BlockLayout: Sendable, Hashable {
     public var count: Int { keyLengths.count }
     /// Total number of queries, i.e. the query dimension the bias needs.
     public var queryCount: Int { queryStarts.last ?? 0 }
-
-    /// The block that holds packed query `query` (`0 ≤ query < queryCount`); empty blocks hold none.
-    public func block(containing query: Int) -> Int {
-        // The last block starting at or before `query`: past any empty blocks that start there too.
-        var low = 0, high = count - 1
-        while low < high {
-            let middle = (low + high + 1) / 2
-            if queryStarts[middle] <= query { low = middle } else { high = middle - 1 }
-        }
-        return low
-    }
-
-    /// The K/V row that holds logical key `key` of block `block`.
-    @inline(__always)
-    public func physicalKey(block: Int, key: Int) -> Int {
-        guard let pages else { return key }
-        let table = pages.blockTables[block]
-        return table[key / pages.pageSize] * pages.pageSize + key % pages.pageSize
-    }
 }
 
 /// A paged key/value cache: `blockTables[b][p]` is the physical page that holds keys

@@ -1,6 +1,6 @@
 extension Inputs {
     /// Checks everything xFormers' `validate_inputs` checks, and a little more, and returns the
-    /// call's sizes. Throws `FMHAError` naming the argument, what was expected and what was given:
+    /// call as the `AttentionProblem` operators run (the only way to make one). Throws `FMHAError` naming the argument, what was expected and what was given:
     /// - query, key and value of one rank (3, 4 or 5), one dtype, one device, unit last stride;
     /// - equal B (and G, H) everywhere, equal Mkv for key and value, equal K for query and key,
     ///   K ≥ 1 (no broadcasting: expand K/V with stride 0 for grouped-query attention);
@@ -8,8 +8,7 @@ extension Inputs {
     /// - a bias type allowed with the layout (BMK takes none, a Tensor or `LowerTriangularMask`);
     ///   a tensor bias of exactly the scores' shape, the query's dtype and device; a
     ///   variable-length bias with B = 1 and the query and key totals it describes.
-    @discardableResult
-    public func validate() throws -> AttentionDimensions {
+    public func validate() throws -> AttentionProblem {
         let dimensions = try validateTensors()
         guard p.isFinite, p >= 0, p < 1 else {
             throw FMHAError.invalidArgument("p", expected: "a dropout probability in [0, 1)", got: "\(p)")
@@ -18,12 +17,12 @@ extension Inputs {
             throw FMHAError.invalidArgument("scale", expected: "a finite scale", got: "\(scale)")
         }
         if let bias { try validate(bias: bias, dimensions) }
-        return dimensions
+        return try AttentionProblem(self, dimensions: dimensions)
     }
 
     /// Ranks, dtypes, devices, strides and sizes of query, key and value.
     private func validateTensors() throws -> AttentionDimensions {
-        // (Formatted only for an error: validation runs several times per call.)
+        // (Formatted only for an error.)
         func shapes() -> String { "query.shape \(query.shape), key.shape \(key.shape), value.shape \(value.shape)" }
         guard (3...5).contains(query.rank), key.rank == query.rank, value.rank == query.rank else {
             throw FMHAError.invalidArgument("query/key/value",
@@ -93,30 +92,6 @@ extension Inputs {
             }
             try blocks.checkShape(queryCount: dimensions.queryLength, keyCount: dimensions.keyLength,
                                   argument: "query/key lengths for \(biasName)")
-        }
-    }
-}
-
-extension Inputs {
-    /// Checks what a backward pass is given besides the inputs: the forward's output and LSE and
-    /// the output's gradient, against the sizes `validate()` returned.
-    public func validateBackward(output: Tensor, lse: Tensor, gradOutput: Tensor,
-                                 _ dimensions: AttentionDimensions) throws {
-        for (name, tensor) in [("output", output), ("gradOutput", gradOutput)] {
-            guard tensor.shape == dimensions.outputShape else {
-                throw FMHAError.invalidArgument(name, expected: "shape \(dimensions.outputShape) (the attention output's)",
-                                                got: "\(tensor.shape)")
-            }
-            guard tensor.device == query.device else {
-                throw FMHAError.invalidArgument(name, expected: "a tensor on \(query.device)", got: "\(tensor.device)")
-            }
-        }
-        guard lse.shape == dimensions.lseShape else {
-            throw FMHAError.invalidArgument("lse", expected: "shape \(dimensions.lseShape) (as the forward returns it)",
-                                            got: "\(lse.shape)")
-        }
-        guard lse.device == query.device else {
-            throw FMHAError.invalidArgument("lse", expected: "a tensor on \(query.device)", got: "\(lse.device)")
         }
     }
 }

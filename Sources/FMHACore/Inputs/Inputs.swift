@@ -1,5 +1,6 @@
 /// Everything one attention call is given, as xFormers' `Inputs`: query, key, value, an
-/// optional bias, dropout probability, scale and output dtype.
+/// optional bias, dropout, scale and output dtype. `validate()` turns it into the
+/// `AttentionProblem` that operators run.
 ///
 /// Layouts (no broadcasting; expand K/V with stride 0 for grouped-query attention):
 ///
@@ -17,8 +18,9 @@ public struct Inputs: Sendable {
     public var value: Tensor
     /// Additive bias on the scores: a mask, a `Tensor`, or both; `nil` for none.
     public var bias: (any AttentionBias)?
-    /// Dropout probability on the attention weights, in `[0, 1)`.
-    public var p: Double
+    /// The dropout to apply (probability, seed and offset); `nil` for none. The probability
+    /// lives here only: `p` reads and writes it.
+    public var dropout: DropoutState?
     /// Factor on `Q·Kᵀ`; `nil` means `1/sqrt(K)`.
     public var scale: Double?
     /// Dtype of the output; `nil` means the query's (float32 in partial mode).
@@ -29,31 +31,41 @@ public struct Inputs: Sendable {
     /// Only operators that give the same bits every run qualify.
     public var requiresDeterminism: Bool
 
-    /// Gathers the inputs of one call; `validate()` checks them.
+    /// Gathers the inputs of one call; `validate()` checks them. Dropout with probability `p`
+    /// draws from `seed` (a random one when `nil`).
     public init(query: Tensor, key: Tensor, value: Tensor, bias: (any AttentionBias)? = nil, p: Double = 0,
+                seed: UInt64? = nil, scale: Double? = nil, outputDType: DType? = nil, isPartial: Bool = false,
+                requiresDeterminism: Bool = false) {
+        self.init(query: query, key: key, value: value, bias: bias, dropout: Self.dropout(p: p, seed: seed), scale: scale,
+                  outputDType: outputDType, isPartial: isPartial, requiresDeterminism: requiresDeterminism)
+    }
+
+    /// Gathers the inputs of one call with the dropout state to replay (a backward pass's).
+    public init(query: Tensor, key: Tensor, value: Tensor, bias: (any AttentionBias)? = nil, dropout: DropoutState?,
                 scale: Double? = nil, outputDType: DType? = nil, isPartial: Bool = false,
                 requiresDeterminism: Bool = false) {
         self.query = query
         self.key = key
         self.value = value
         self.bias = bias
-        self.p = p
+        self.dropout = dropout
         self.scale = scale
         self.outputDType = outputDType
         self.isPartial = isPartial
         self.requiresDeterminism = requiresDeterminism
     }
 
-    /// The dtype the output is written in.
-    public var resolvedOutputDType: DType {
-        if let outputDType { return outputDType }
-        if isPartial { return query.dtype == .float64 ? .float64 : .float32 }
-        return query.dtype
+    /// Dropout probability on the attention weights, in `[0, 1)` (0: no dropout). Setting it keeps
+    /// the seed and offset of the current dropout, or draws a random seed.
+    public var p: Double {
+        get { dropout?.p ?? 0 }
+        set { dropout = Self.dropout(p: newValue, seed: dropout?.seed, offset: dropout?.offset ?? 0) }
     }
 
-    /// The scale actually applied: `scale`, or `1/sqrt(K)` with K the query head dimension.
-    public var effectiveScale: Double {
-        scale ?? 1 / Double(query.shape.last ?? 1).squareRoot()
+    /// The state of dropout with probability `p` (none for exactly 0; any other value is kept for
+    /// `validate()` to check).
+    private static func dropout(p: Double, seed: UInt64?, offset: UInt32 = 0) -> DropoutState? {
+        p == 0 ? nil : DropoutState(p: p, seed: seed ?? UInt64.random(in: .min ... .max), offset: offset)
     }
 }
 
@@ -115,12 +127,6 @@ public struct AttentionDimensions: Sendable, Hashable {
 }
 
 extension Inputs {
-    /// Query, key and value as BMGHK views (size-1 G and H dimensions inserted for BMHK and BMK),
-    /// without copying: strides, including stride 0, are kept.
-    public func bmghkViews() throws -> (query: Tensor, key: Tensor, value: Tensor) {
-        (try Inputs.bmghkView(query), try Inputs.bmghkView(key), try Inputs.bmghkView(value))
-    }
-
     /// A `[B, M, ..., K]` tensor of rank 3, 4 or 5 (query, key, value, output or its gradient) as a
     /// BMGHK view, without copying.
     public static func bmghkView(_ tensor: Tensor) throws -> Tensor {
@@ -131,13 +137,12 @@ extension Inputs {
         }
     }
 
-    /// The tensor bias, if any, as a `[B, G, H, Mq, Mkv]` view without copying.
-    public func bmghkBiasView() throws -> Tensor? {
-        guard let tensor = bias?.tensorBias else { return nil }
+    /// A tensor bias of rank 3, 4 or 5 as a `[B, G, H, Mq, Mkv]` view, without copying.
+    static func bmghkBiasView(_ tensor: Tensor) throws -> Tensor {
         switch tensor.rank {
-        case 3: return try tensor.unsqueezed(at: 1).unsqueezed(at: 1)
-        case 4: return try tensor.unsqueezed(at: 1)
-        default: return tensor
+        case 3: try tensor.unsqueezed(at: 1).unsqueezed(at: 1)
+        case 4: try tensor.unsqueezed(at: 1)
+        default: tensor
         }
     }
 }

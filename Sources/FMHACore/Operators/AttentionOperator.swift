@@ -4,38 +4,38 @@ public protocol AttentionOperator: Sendable {
     var name: String { get }
     /// What it supports.
     var capabilities: OperatorCapabilities { get }
-    /// Why it cannot run `inputs` (validated inputs); empty when it can. The default explains
-    /// every capability the inputs need and the operator lacks; operators add their own checks.
-    func notSupportedReasons(_ inputs: Inputs) -> [String]
+    /// Why it cannot run `problem`; empty when it can. The default explains every capability the
+    /// problem needs and the operator lacks; operators add their own checks.
+    func notSupportedReasons(_ problem: AttentionProblem) -> [String]
 }
 
 extension AttentionOperator {
-    public func notSupportedReasons(_ inputs: Inputs) -> [String] {
-        capabilityReasons(inputs)
+    public func notSupportedReasons(_ problem: AttentionProblem) -> [String] {
+        capabilityReasons(problem)
     }
 
-    /// Throws the operator's reasons unless it can run `inputs`: operators call this first, so
-    /// that calling one directly with inputs it does not support fails cleanly.
-    public func requireSupport(_ inputs: Inputs) throws {
-        let reasons = notSupportedReasons(inputs)
+    /// Throws the operator's reasons unless it can run `problem`: operators call this first, so
+    /// that calling one directly with a problem it does not support fails cleanly.
+    public func requireSupport(_ problem: AttentionProblem) throws {
+        let reasons = notSupportedReasons(problem)
         guard reasons.isEmpty else {
             throw FMHAError(.unsupported, "Operator `\(name)` does not support these inputs: " + reasons.joined(separator: "; "))
         }
     }
 
     /// The reasons that follow from `capabilities` alone, in xFormers' order.
-    public func capabilityReasons(_ inputs: Inputs) -> [String] {
-        let capabilities = self.capabilities
+    public func capabilityReasons(_ problem: AttentionProblem) -> [String] {
+        let capabilities = self.capabilities, inputs = problem.inputs, d = problem.dimensions
         var reasons = [String]()
-        let device = inputs.query.device
+        let device = problem.device
         if !capabilities.devices.contains(device.kind) {
             reasons.append("device \(device) is not supported (supported: \(capabilities.devices.map(\.rawValue).sorted().joined(separator: ", ")))")
         }
-        let dtype = inputs.query.dtype
+        let dtype = problem.dtype
         if !capabilities.dtypes.contains(dtype) {
             reasons.append("dtype \(dtype) is not supported (supported: \(capabilities.dtypes.map(\.rawValue).sorted().joined(separator: ", ")))")
         }
-        let headDimension = inputs.query.shape.last ?? 0, valueHeadDimension = inputs.value.shape.last ?? 0
+        let headDimension = d.headDimension, valueHeadDimension = d.valueHeadDimension
         if max(headDimension, valueHeadDimension) > capabilities.maxHeadDimension {
             reasons.append("head dimension \(max(headDimension, valueHeadDimension)) is over the maximum \(capabilities.maxHeadDimension)")
         }
@@ -45,13 +45,13 @@ extension AttentionOperator {
         if let bias = inputs.bias, !capabilities.supportsBiasType(of: bias) {
             reasons.append("bias type \(type(of: bias).name) is not supported")
         }
-        if inputs.p > 0, !capabilities.supportsDropout {
-            reasons.append("dropout (p = \(inputs.p)) is not supported")
+        if let dropout = problem.dropout, !capabilities.supportsDropout {
+            reasons.append("dropout (p = \(dropout.p)) is not supported")
         }
         if inputs.scale != nil, !capabilities.supportsCustomScale {
             reasons.append("a custom scale is not supported")
         }
-        if inputs.query.rank == 5, !capabilities.supportsBMGHK {
+        if d.layout == .bmghk, !capabilities.supportsBMGHK {
             reasons.append("BMGHK (5-dimensional) inputs are not supported")
         }
         if inputs.isPartial, !capabilities.supportsPartial {
@@ -69,7 +69,7 @@ extension AttentionOperator {
 
 /// The forward pass and its log-sum-exp.
 public struct ForwardOutput: Sendable {
-    /// Attention output, in `Inputs.resolvedOutputDType`, shaped like the query with the value's
+    /// Attention output, in `AttentionProblem.outputDType`, shaped like the query with the value's
     /// head dimension.
     public var output: Tensor
     /// Natural-log sum of exp of the scores per query, float32, `[B, H, Mq]` (`[B, G, H, Mq]` for
@@ -108,14 +108,13 @@ public struct Gradients: Sendable {
 
 /// A forward operator.
 public protocol ForwardOperator: AttentionOperator {
-    /// Runs validated `inputs` (which this operator supports). `dropout` is set when `inputs.p > 0`.
-    func forward(_ inputs: Inputs, dropout: DropoutState?) throws -> ForwardOutput
+    /// Runs `problem` (which this operator supports), with its dropout when it has one.
+    func forward(_ problem: AttentionProblem) throws -> ForwardOutput
 }
 
 /// A backward operator.
 public protocol BackwardOperator: AttentionOperator {
-    /// The gradients of validated `inputs` given the forward's `output` and `lse` and the
-    /// gradient of the output, replaying `dropout` when the forward used it.
-    func backward(_ inputs: Inputs, output: Tensor, lse: Tensor, gradOutput: Tensor,
-                  dropout: DropoutState?) throws -> Gradients
+    /// The gradients of `problem.attention` given the forward's output and LSE and the gradient
+    /// of the output, replaying the forward's dropout when it has one.
+    func backward(_ problem: BackwardProblem) throws -> Gradients
 }

@@ -1,0 +1,40 @@
+import FMHACore
+
+/// A call's `MaskLowering` as the CUDA kernels read it (prelude.cu's `fmha::Lowering`), uploaded
+/// once per call as 64-bit integers, and the flash forward's work list of tiles.
+enum DeviceLowering {
+    /// Anchor (1 for bottom-right), left and right window (-1 for unbounded), block count, page
+    /// size (0: unpaged), pages per row; per block its first query, query count, key start and key
+    /// count; the page tables row by row; and with `rowBlocks` (kernels with a thread per query
+    /// row) and several blocks, the block of every packed query.
+    static func words(_ lowering: MaskLowering, rowBlocks: Bool) -> [Int64] {
+        let band = lowering.band, pages = lowering.pages
+        var words: [Int64] = [band.anchor == .bottomRight ? 1 : 0, Int64(band.left ?? -1), Int64(band.right ?? -1),
+                              Int64(lowering.blocks.count), Int64(pages?.pageSize ?? 0), Int64(pages?.pagesPerSequence ?? 0)]
+        for block in lowering.blocks {
+            words += [Int64(block.firstQuery), Int64(block.queryCount), Int64(block.keyStart), Int64(block.keyCount)]
+        }
+        if let pages { words += pages.blockTables.flatMap { $0 }.map(Int64.init) }
+        if rowBlocks, lowering.blocks.count > 1 {
+            for (index, block) in lowering.blocks.enumerated() {
+                words += repeatElement(Int64(index), count: block.queryCount)
+            }
+        }
+        return words
+    }
+
+    /// Words per tile of `workList` (`FMHA_WORK_WORDS` in flash_forward.cu).
+    static let wordsPerTile = 7
+
+    /// Per tile: its block, first and end query, the logical keys some row sees and those every
+    /// row sees (`MaskLowering.Tile`).
+    static func workList(_ tiles: [MaskLowering.Tile]) -> [Int64] {
+        var words = [Int64]()
+        words.reserveCapacity(tiles.count * wordsPerTile)
+        for tile in tiles {
+            words += [Int64(tile.block), Int64(tile.start), Int64(tile.start + tile.rows), Int64(tile.keys.lowerBound),
+                      Int64(tile.keys.upperBound), Int64(tile.inner.lowerBound), Int64(tile.inner.upperBound)]
+        }
+        return words
+    }
+}

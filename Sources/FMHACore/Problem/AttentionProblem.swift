@@ -1,0 +1,96 @@
+/// One validated attention call: what `Inputs.validate()` returns and what every operator runs.
+///
+/// It holds the call's sizes, query, key and value as BMGHK views (no copies; strides, stride 0
+/// included, kept), the tensor bias as a `[B, G, H, Mq, Mkv]` view, the mask's `MaskLowering`,
+/// the dropout to apply, the scale and the output dtype, each resolved once. Only validation
+/// makes one, so an operator that is handed a problem never checks the inputs again.
+public struct AttentionProblem: Sendable {
+    /// What the caller passed, as given (original ranks: output and gradients take their shapes).
+    public let inputs: Inputs
+    /// Sizes and layout.
+    public let dimensions: AttentionDimensions
+    /// `[B, Mq, G, H, K]` view of the query.
+    public let query: Tensor
+    /// `[B, Mkv, G, H, K]` view of the key.
+    public let key: Tensor
+    /// `[B, Mkv, G, H, Kv]` view of the value.
+    public let value: Tensor
+    /// The additive tensor part of the bias as a `[B, G, H, Mq, Mkv]` view; `nil` without one.
+    public let tensorBias: Tensor?
+    /// The mask part of the bias lowered to blocks, rows and tiles (every key visible without a mask).
+    public let lowering: MaskLowering
+    /// The dropout to apply; `nil` when `p` is 0. The only place operators read `p` from.
+    public let dropout: DropoutState?
+    /// The factor on `Q·Kᵀ`: the caller's `scale`, or `1/sqrt(K)`.
+    public let scale: Double
+    /// The dtype the output is written in: the caller's, else float32 for partial attention
+    /// (float64 for float64 inputs), else the query's.
+    public let outputDType: DType
+
+    /// A problem from inputs that `validate()` has checked.
+    init(_ inputs: Inputs, dimensions: AttentionDimensions) throws {
+        self.inputs = inputs
+        self.dimensions = dimensions
+        query = try Inputs.bmghkView(inputs.query)
+        key = try Inputs.bmghkView(inputs.key)
+        value = try Inputs.bmghkView(inputs.value)
+        tensorBias = try inputs.bias?.tensorBias.map(Inputs.bmghkBiasView)
+        lowering = MaskLowering(inputs.bias?.maskLayout, queryLength: dimensions.queryLength,
+                                keyLength: dimensions.keyLength)
+        dropout = inputs.dropout
+        scale = inputs.scale ?? 1 / Double(dimensions.headDimension).squareRoot()
+        outputDType = inputs.outputDType
+            ?? (inputs.isPartial ? (inputs.query.dtype == .float64 ? .float64 : .float32) : inputs.query.dtype)
+    }
+
+    /// The dtype of query, key and value.
+    public var dtype: DType { query.dtype }
+    /// The device query, key and value are on.
+    public var device: Device { query.device }
+    /// The bias, as the caller passed it.
+    public var bias: (any AttentionBias)? { inputs.bias }
+    /// The mask part of the bias, `nil` when it has none.
+    public var mask: MaskLayout? { lowering.mask }
+    /// Partial attention over one chunk of keys (for `mergeAttentions`).
+    public var isPartial: Bool { inputs.isPartial }
+    /// Only operators that give the same bits every run qualify.
+    public var requiresDeterminism: Bool { inputs.requiresDeterminism }
+    /// The dropout mask to apply, `nil` without dropout.
+    public var dropoutMask: DropoutMask? { dropout.map(DropoutMask.init) }
+
+    /// The backward problem of this call: the forward's `output` and `lse` and the output's
+    /// gradient, checked against this call's sizes and device.
+    public func backward(output: Tensor, lse: Tensor, gradOutput: Tensor) throws -> BackwardProblem {
+        let d = dimensions
+        for (name, tensor) in [("output", output), ("gradOutput", gradOutput)] {
+            guard tensor.shape == d.outputShape else {
+                throw FMHAError.invalidArgument(name, expected: "shape \(d.outputShape) (the attention output's)",
+                                                got: "\(tensor.shape)")
+            }
+            guard tensor.device == device else {
+                throw FMHAError.invalidArgument(name, expected: "a tensor on \(device)", got: "\(tensor.device)")
+            }
+        }
+        guard lse.shape == d.lseShape else {
+            throw FMHAError.invalidArgument("lse", expected: "shape \(d.lseShape) (as the forward returns it)",
+                                            got: "\(lse.shape)")
+        }
+        guard lse.device == device else {
+            throw FMHAError.invalidArgument("lse", expected: "a tensor on \(device)", got: "\(lse.device)")
+        }
+        return BackwardProblem(attention: self, output: output, lse: lse, gradOutput: gradOutput)
+    }
+}
+
+/// One validated backward call: the forward's problem, its output and LSE, and the gradient of
+/// the output, as `AttentionProblem.backward(output:lse:gradOutput:)` checked them.
+public struct BackwardProblem: Sendable {
+    /// The forward call whose gradients are wanted (its dropout is replayed).
+    public let attention: AttentionProblem
+    /// The forward's output, `[B, Mq, ..., Kv]` in the inputs' layout.
+    public let output: Tensor
+    /// The forward's LSE, in `AttentionDimensions.lseShape`.
+    public let lse: Tensor
+    /// ∂L/∂output, shaped like `output`.
+    public let gradOutput: Tensor
+}
