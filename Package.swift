@@ -33,11 +33,13 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "fmha", dependencies: ["FMHACLI"]),
-        .testTarget(name: "FMHACoreTests", dependencies: ["FMHACore", "CUDADriver"]),
-        .testTarget(name: "FMHACPUTests", dependencies: ["FMHACPU"]),
-        .testTarget(name: "FMHATests", dependencies: ["FMHA"]),
+        // What several test targets share: calls that validate inputs for them, generators, the mask oracle.
+        .target(name: "FMHATestSupport", dependencies: ["FMHACore"], path: "Tests/FMHATestSupport"),
+        .testTarget(name: "FMHACoreTests", dependencies: ["FMHACore", "CUDADriver", "FMHATestSupport"]),
+        .testTarget(name: "FMHACPUTests", dependencies: ["FMHACPU", "FMHATestSupport"]),
+        .testTarget(name: "FMHATests", dependencies: ["FMHA", "FMHATestSupport"]),
         .testTarget(name: "FMHACLITests", dependencies: ["FMHACLI", "CUDADriver"]),
         .testTarget(name: "CUDADriverTests", dependencies: ["CUDADriver"]),
-        .testTarget(name: "FMHACUDATests", dependencies: ["FMHACUDA"]),
+        .testTarget(name: "FMHACUDATests", dependencies: ["FMHACUDA", "FMHATestSupport"]),
     ]
 )

@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import FMHATestSupport
 import FMHACore
 @testable import FMHACPU
 import Testing
@@ -57,7 +58,7 @@ import Testing
                         poisonHiddenRows: Bool = false, _ what: String,
                         sourceLocation: SourceLocation = #_sourceLocation) throws -> (reference: ForwardOutput, results: [ForwardOutput]) {
         var testCase = original
-        let dimensions = try testCase.inputs.validate()
+        let dimensions = try testCase.inputs.validate().dimensions
         if poisonHiddenRows {
             let dense = try denseBias(testCase.bias, query: testCase.query, key: testCase.key)
             let hidden = hiddenKeyRows(dense, batch: dimensions.batch, headCount: dimensions.groups * dimensions.heads,
@@ -68,7 +69,7 @@ import Testing
         let inputs = testCase.inputs
         let reference = try ReferenceForward().forward(inputs, dropout: dropout)
         let expectedOutput = try reference.output.toDoubleArray(), expectedLSE = try reference.lse.toDoubleArray()
-        let outputDType = inputs.resolvedOutputDType
+        let outputDType = (try inputs.validate().outputDType)
         let tolerance = Tolerance.forward(outputDType), lseTolerance = Tolerance(absolute: 2e-4, relative: 1e-5)
         let headCount = dimensions.groups * dimensions.heads
         let queryLength = dimensions.queryLength, valueDimension = dimensions.valueHeadDimension
@@ -76,7 +77,7 @@ import Testing
         for kernel in kernels {
             let op = CPUForward(kernels: kernel)
             let label = "\(what) [\(op.name), \(inputs.query.dtype) → \(outputDType)]"
-            let reasons = op.notSupportedReasons(inputs)
+            let reasons = try op.notSupportedReasons(inputs)
             #expect(reasons.isEmpty, "\(label): refused: \(reasons)", sourceLocation: sourceLocation)
             guard reasons.isEmpty else { continue }
             let result = try op.forward(inputs, dropout: dropout)
@@ -124,7 +125,7 @@ import Testing
 
     /// K/V rows of `testCase` that no query sees (what `poisonHiddenRows` overwrites).
     static func hiddenRows(_ testCase: Case) throws -> Set<[Int]> {
-        let d = try testCase.inputs.validate()
+        let d = try testCase.inputs.validate().dimensions
         return hiddenKeyRows(try denseBias(testCase.bias, query: testCase.query, key: testCase.key), batch: d.batch,
                              headCount: d.groups * d.heads, queryLength: d.queryLength, keyLength: d.keyLength)
     }
@@ -671,7 +672,7 @@ import Testing
     func partialModeDefaultsToFloat32(dtype: DType) throws {
         var testCase = try Self.biasCase("BlockDiagonalCausalWithOffsetPaddedKeysMask", dtype: dtype)
         testCase.isPartial = true
-        #expect(testCase.inputs.resolvedOutputDType == .float32)
+        #expect((try testCase.inputs.validate().outputDType) == .float32)
         let (reference, results) = try Self.compare(testCase, poisonHiddenRows: true, "partial \(dtype)")
         // Block 2 (query 33) has no keys; the first 32 queries of block 4 (34..<66) see none either.
         for result in [reference] + results {
@@ -771,15 +772,15 @@ import Testing
 
     @Test func refusesFloat64InputsAndOutputs() throws {
         let float64 = try Self.bmhk(queries: 5, keys: 7, bias: nil, dtype: .float64)
-        let reasons = CPUForward().notSupportedReasons(float64.inputs)
+        let reasons = try CPUForward().notSupportedReasons(float64.inputs)
         #expect(reasons.contains { $0.contains("dtype float64 is not supported") }, "\(reasons)")
         #expect(reasons.contains("a float64 output is not supported"), "\(reasons)")
         for dtype in Self.dtypes {
             var testCase = try Self.bmhk(queries: 5, keys: 7, bias: nil, dtype: dtype)
             testCase.outputDType = .float64
-            #expect(CPUForward().notSupportedReasons(testCase.inputs) == ["a float64 output is not supported"])
+            #expect(try CPUForward().notSupportedReasons(testCase.inputs) == ["a float64 output is not supported"])
             testCase.isPartial = true
-            #expect(CPUForward().notSupportedReasons(testCase.inputs) == ["a float64 output is not supported"])
+            #expect(try CPUForward().notSupportedReasons(testCase.inputs) == ["a float64 output is not supported"])
         }
     }
 
@@ -788,19 +789,19 @@ import Testing
         for dtype in Self.dtypes {
             for name in attentionBiasTypes.map({ $0.name }) {
                 var testCase = try Self.biasCase(name, dtype: dtype)
-                #expect(op.notSupportedReasons(testCase.inputs).isEmpty, "\(name) \(dtype)")
+                #expect(try op.notSupportedReasons(testCase.inputs).isEmpty, "\(name) \(dtype)")
                 testCase.p = 0.3
                 testCase.scale = 0.1
                 testCase.isPartial = true
                 testCase.outputDType = .bfloat16
                 testCase.value = try testCase.value.slice(dimension: 3, range: 0..<3)
-                #expect(op.notSupportedReasons(testCase.inputs).isEmpty, "\(name) \(dtype) with every option")
+                #expect(try op.notSupportedReasons(testCase.inputs).isEmpty, "\(name) \(dtype) with every option")
             }
             let gqa = try Self.dropoutCase("GQA", dtype: dtype)
-            #expect(op.notSupportedReasons(gqa.inputs).isEmpty)
+            #expect(try op.notSupportedReasons(gqa.inputs).isEmpty)
             var deterministic = gqa.inputs
             deterministic.requiresDeterminism = true
-            #expect(op.notSupportedReasons(deterministic).isEmpty)
+            #expect(try op.notSupportedReasons(deterministic).isEmpty)
         }
     }
 
@@ -813,16 +814,16 @@ import Testing
 
     @Test func avx2KernelsReportWhetherThisCPURunsThem() throws {
         let inputs = try Self.bmhk(queries: 5, keys: 7, bias: nil).inputs
-        let reasons = CPUForward(kernels: .avx2).notSupportedReasons(inputs)
+        let reasons = try CPUForward(kernels: .avx2).notSupportedReasons(inputs)
         if CPUKernels.cpuHasAVX2 {
             #expect(reasons.isEmpty)
         } else {
             #expect(reasons == ["this CPU lacks AVX2, FMA or F16C"])
         }
-        let avx512Reasons = CPUForward(kernels: .avx512).notSupportedReasons(inputs)
+        let avx512Reasons = try CPUForward(kernels: .avx512).notSupportedReasons(inputs)
         #expect(CPUKernels.cpuHasAVX512 ? avx512Reasons.isEmpty : avx512Reasons == ["this CPU lacks AVX-512 (F, VL, BW, DQ)"])
-        #expect(CPUForward(kernels: .generic).notSupportedReasons(inputs).isEmpty)
-        #expect(CPUForward(kernels: .best).notSupportedReasons(inputs).isEmpty)
+        #expect(try CPUForward(kernels: .generic).notSupportedReasons(inputs).isEmpty)
+        #expect(try CPUForward(kernels: .best).notSupportedReasons(inputs).isEmpty)
     }
 }
 

@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import FMHATestSupport
 import FMHACore
 @testable import FMHACPU
 import Testing
@@ -50,7 +51,7 @@ import Testing
         let naive = try NaiveAttention(query: problem.query, key: problem.key, value: problem.value, bias: dense,
                                        scale: problem.scale)
         let result = try ReferenceForward().forward(problem.inputs, dropout: nil)
-        let outputDType = problem.inputs.resolvedOutputDType
+        let outputDType = (try problem.inputs.validate().outputDType)
         #expect(result.output.shape == NaiveAttention.outputShape(query: problem.query, value: problem.value),
                 "\(what): output shape", sourceLocation: sourceLocation)
         #expect(result.output.dtype == outputDType, "\(what): output dtype", sourceLocation: sourceLocation)
@@ -486,7 +487,7 @@ import Testing
     func partialDefaultOutputDType(input: DType, expected: DType) throws {
         var problem = try Self.bmhk(batch: 1, queries: 4, keys: 6, bias: LowerTriangularMask(), dtype: input)
         problem.isPartial = true
-        #expect(problem.inputs.resolvedOutputDType == expected)
+        #expect((try problem.inputs.validate().outputDType) == expected)
         let (result, _) = try Self.check(problem, "partial \(input)")
         #expect(result.output.dtype == expected)
         // An explicit output dtype still wins.

@@ -1,4 +1,5 @@
 import CUDADriver
+import FMHATestSupport
 import FMHACore
 import FMHACUDA
 import Testing

@@ -1,4 +1,5 @@
 import CUDADriver
+import FMHATestSupport
 @testable import FMHACUDA
 import Testing
 

@@ -1,3 +1,4 @@
+import FMHATestSupport
 @testable import FMHACUDA
 import Testing
 

@@ -1,3 +1,4 @@
+import FMHATestSupport
 import FMHACore
 @testable import FMHACUDA
 import Testing

@@ -1,3 +1,4 @@
+import FMHATestSupport
 import FMHACUDA
 import Testing
 

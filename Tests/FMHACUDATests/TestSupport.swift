@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import CUDADriver
+import FMHATestSupport
 @testable import FMHACUDA
 import Synchronization
 import Testing

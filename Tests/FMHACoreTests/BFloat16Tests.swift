@@ -1,4 +1,5 @@
 import Testing
+import FMHATestSupport
 @testable import FMHACore
 
 /// BFloat16 conversion: round to nearest even, NaN, infinities, signed zero, overflow.

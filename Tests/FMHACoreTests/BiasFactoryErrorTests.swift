@@ -1,4 +1,5 @@
 import Testing
+import FMHATestSupport
 @testable import FMHACore
 
 /// Expects `body` to throw an `invalidArgument` `FMHAError` whose message starts with `argument`

@@ -1,4 +1,5 @@
 import Testing
+import FMHATestSupport
 @testable import FMHACore
 
 /// Renders a materialized bias as rows of "1" (bias 0: attention allowed) and "0" (bias −inf:

@@ -1,4 +1,5 @@
 import Testing
+import FMHATestSupport
 @testable import FMHACore
 
 extension SplitMix64 {

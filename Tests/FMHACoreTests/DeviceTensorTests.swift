@@ -1,5 +1,6 @@
 import CUDADriver
 import Testing
+import FMHATestSupport
 @testable import FMHACore
 
 /// Tensors on a CUDA device: creation, copies both ways (strided views too), conversions, and

@@ -1,4 +1,5 @@
 import Testing
+import FMHATestSupport
 @testable import FMHACore
 
 /// Philox4x32-10 against Random123's known answers, and the dropout mask built on it.

@@ -1,4 +1,5 @@
 import Testing
+import FMHATestSupport
 @testable import FMHACore
 
 /// `Inputs.validate()`: every rule throws an `FMHAError` whose message names the argument, what
@@ -27,17 +28,17 @@ import Testing
     }
 
     @Test func validLayoutsReportTheirSizes() throws {
-        let dimensions = try bmhk().validate()
+        let dimensions = try bmhk().validate().dimensions
         #expect(dimensions == AttentionDimensions(layout: .bmhk, batch: 2, queryLength: 5, keyLength: 7, groups: 1,
                                                   heads: 3, headDimension: 8, valueHeadDimension: 4))
         #expect(dimensions.outputShape == [2, 5, 3, 4])
         #expect(dimensions.biasShape == [2, 3, 5, 7])
-        let bmk = try Inputs(query: tensor([2, 5, 8]), key: tensor([2, 7, 8]), value: tensor([2, 7, 6])).validate()
+        let bmk = try Inputs(query: tensor([2, 5, 8]), key: tensor([2, 7, 8]), value: tensor([2, 7, 6])).validate().dimensions
         #expect(bmk.layout == .bmk && bmk.heads == 1 && bmk.biasShape == [2, 5, 7] && bmk.outputShape == [2, 5, 6])
         // Grouped-query attention: 2 groups of 4 query heads over 2 K/V heads, K/V expanded with stride 0.
         let keys = try tensor([1, 9, 2, 1, 16]).expanded(to: [1, 9, 2, 4, 16])
         let values = try tensor([1, 9, 2, 1, 16]).expanded(to: [1, 9, 2, 4, 16])
-        let gqa = try Inputs(query: tensor([1, 3, 2, 4, 16]), key: keys, value: values).validate()
+        let gqa = try Inputs(query: tensor([1, 3, 2, 4, 16]), key: keys, value: values).validate().dimensions
         #expect(gqa.layout == .bmghk && gqa.groups == 2 && gqa.heads == 4)
         #expect(gqa.biasShape == [1, 2, 4, 3, 9])
     }
@@ -50,9 +51,31 @@ import Testing
 
     @Test func defaultScaleUsesTheQueryHeadDimension() throws {
         var inputs = try bmhk(headDimension: 16, valueDimension: 4)
-        #expect(inputs.effectiveScale == 0.25)
+        #expect(try inputs.validate().scale == 0.25)
         inputs.scale = 3
-        #expect(inputs.effectiveScale == 3)
+        #expect(try inputs.validate().scale == 3)
+    }
+
+    @Test func theProblemResolvesDropoutAndOutputDTypeOnce() throws {
+        var inputs = try bmhk()
+        #expect(try inputs.validate().dropout == nil)
+        inputs.p = 0.25
+        let seed = try #require(inputs.dropout?.seed)
+        #expect(try inputs.validate().dropout == DropoutState(p: 0.25, seed: seed))
+        inputs.p = 0.5
+        #expect(inputs.dropout == DropoutState(p: 0.5, seed: seed), "a new p keeps the seed")
+        inputs.p = 0
+        #expect(inputs.dropout == nil && inputs.p == 0)
+        #expect(Inputs(query: inputs.query, key: inputs.key, value: inputs.value, p: 0.1, seed: 9).dropout
+                == DropoutState(p: 0.1, seed: 9))
+        #expect(try inputs.validate().outputDType == .float32)
+        inputs.isPartial = true
+        inputs.query = try inputs.query.converted(to: .float64)
+        inputs.key = try inputs.key.converted(to: .float64)
+        inputs.value = try inputs.value.converted(to: .float64)
+        #expect(try inputs.validate().outputDType == .float64)
+        inputs.outputDType = .float16
+        #expect(try inputs.validate().outputDType == .float16)
     }
 
     @Test func rejectsWrongRanks() throws {

@@ -1,4 +1,5 @@
 import Testing
+import FMHATestSupport
 @testable import FMHACore
 
 /// Tensor creation, views, strides (including stride 0), copies and dtype conversion.

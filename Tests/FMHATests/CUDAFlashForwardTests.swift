@@ -1,3 +1,4 @@
+import FMHATestSupport
 import FMHA
 @testable import FMHACUDA
 import Testing
@@ -12,13 +13,15 @@ struct CUDAFlashForwardTests {
     /// Output and LSE of cuda-flash within the forward tolerance of cuda-reference.
     func check(_ inputs: Inputs, _ what: String, dropout: DropoutState? = nil,
                operator flashOperator: CUDAFlashForward = CUDAFlashForward()) throws {
-        #expect(flashOperator.notSupportedReasons(inputs).isEmpty, "\(what)")
-        let d = try inputs.validate()
+        var inputs = inputs
+        inputs.dropout = dropout
+        let problem = try inputs.validate(), d = problem.dimensions
+        #expect(flashOperator.notSupportedReasons(problem).isEmpty, "\(what)")
         let flash = ForwardOutput(
-            output: try Tensor.full(d.outputShape, value: .nan, dtype: inputs.resolvedOutputDType).to(.cuda(0)),
+            output: try Tensor.full(d.outputShape, value: .nan, dtype: problem.outputDType).to(.cuda(0)),
             lse: try Tensor.full(d.lseShape, value: .nan, dtype: .float32).to(.cuda(0)))
-        try flashOperator.run(inputs, dropout: dropout, output: flash.output, lse: flash.lse)
-        let reference = try CUDAReferenceForward().forward(inputs, dropout: dropout)
+        try flashOperator.run(problem, output: flash.output, lse: flash.lse)
+        let reference = try CUDAReferenceForward().forward(problem)
         #expect(flash.output.shape == reference.output.shape && flash.output.dtype == reference.output.dtype, "\(what)")
         #expect(flash.lse.shape == reference.lse.shape, "\(what)")
         let outputRatio = Tolerance.forward(inputs.query.dtype).worstRatio(try flash.output.toDoubleArray(),
@@ -217,8 +220,8 @@ struct CUDAFlashForwardTests {
 
     @Test func dispatchPicksItForHalfPrecisionDeviceTensors() throws {
         let q = try Self.randn([1, 5, 1, 64], 17, .float16)
-        #expect(try Operators.forwardOperator(for: Inputs(query: q, key: q, value: q)).name == "cuda-flash")
+        #expect(try Operators.forwardOperator(for: Inputs(query: q, key: q, value: q).validate()).name == "cuda-flash")
         let odd = try Self.randn([1, 5, 1, 36], 18, .float16)
-        #expect(try Operators.forwardOperator(for: Inputs(query: odd, key: odd, value: odd)).name == "cuda-reference")
+        #expect(try Operators.forwardOperator(for: Inputs(query: odd, key: odd, value: odd).validate()).name == "cuda-reference")
     }
 }

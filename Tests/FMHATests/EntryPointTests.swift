@@ -1,3 +1,4 @@
+import FMHATestSupport
 import FMHA
 import Testing
 
@@ -57,7 +58,7 @@ import Testing
     func entryPointEqualsTheOperatorItDispatchesTo(_ name: String) throws {
         let testCase = try #require(try Self.makeCases().first { $0.name == name })
         let inputs = Inputs(query: testCase.query, key: testCase.key, value: testCase.value, bias: testCase.bias)
-        let chosen = try Operators.forwardOperator(for: inputs)
+        let chosen = try Operators.forwardOperator(for: inputs.validate())
         #expect(chosen.name == Operators.forward[0].name)
         let direct = try chosen.forward(inputs, dropout: nil)
         let output = try memoryEfficientAttention(testCase.query, testCase.key, testCase.value, bias: testCase.bias)
@@ -91,7 +92,7 @@ import Testing
             #expect(dk[base..<base + 4] == dk[base + 4..<base + 8] && dk[base..<base + 4] == dk[base + 8..<base + 12])
         }
         let backwardInputs = Inputs(query: query, key: key, value: value, bias: LowerTriangularMask())
-        let direct = try Operators.backwardOperator(for: backwardInputs).backward(
+        let direct = try Operators.backwardOperator(for: backwardInputs.validate()).backward(
             backwardInputs, output: forward.output,
             lse: forward.lse, gradOutput: gradOutput, dropout: nil)
         #expect(try gradients.dq.toDoubleArray() == direct.dq.toDoubleArray())
@@ -122,6 +123,10 @@ import Testing
         #expect(result.dropout != nil)
         let replayed = try Operators.forward[0].forward(inputs, dropout: result.dropout)
         #expect(try replayed.output.toDoubleArray() == first)
+        // The problem carries the inputs' dropout: an operator handed it drops out, with no second `p` to forget.
+        let seeded = try Inputs(query: query, key: key, value: value, p: 0.3, seed: 42).validate()
+        #expect(seeded.dropout == DropoutState(p: 0.3, seed: 42))
+        #expect(try Operators.forward[0].forward(seeded).output.toDoubleArray() == first)
         #expect(try memoryEfficientAttention(query, key, value, p: 0.3, seed: random1.dropout!.seed).toDoubleArray()
                 == random1.output.toDoubleArray())
     }
@@ -133,7 +138,7 @@ import Testing
         let gradOutput = try Self.randn([1, 5, 2, 4], 36, .float64)
         let replayed = try memoryEfficientAttentionBackward(gradOutput, output: forward.output, lse: forward.lse, query: query,
                                                             key: key, value: value, dropout: forward.dropout)
-        let direct = try Operators.backwardOperator(for: Inputs(query: query, key: key, value: value, p: 0.4)).backward(
+        let direct = try Operators.backwardOperator(for: Inputs(query: query, key: key, value: value, p: 0.4).validate()).backward(
                                                         Inputs(query: query, key: key, value: value, p: 0.4),
                                                         output: forward.output, lse: forward.lse, gradOutput: gradOutput,
                                                         dropout: forward.dropout)
@@ -291,9 +296,9 @@ import Testing
             OperatorCapabilities(devices: [.cpu], dtypes: [.float16], maxHeadDimension: 64, biasTypes: [])
         }
 
-        func forward(_ inputs: Inputs, dropout: DropoutState?) throws -> ForwardOutput {
-            let dimensions = try inputs.validate()
-            return ForwardOutput(output: try Tensor.full(dimensions.outputShape, value: 7, dtype: inputs.resolvedOutputDType),
+        func forward(_ problem: AttentionProblem) throws -> ForwardOutput {
+            let dimensions = problem.dimensions
+            return ForwardOutput(output: try Tensor.full(dimensions.outputShape, value: 7, dtype: problem.outputDType),
                                  lse: try Tensor.full(dimensions.lseShape, value: 7))
         }
     }
@@ -305,9 +310,9 @@ import Testing
             OperatorCapabilities(devices: [.cpu], dtypes: [.float16], maxHeadDimension: 64, biasTypes: [LowerTriangularMask.self])
         }
 
-        func backward(_ inputs: Inputs, output: Tensor, lse: Tensor, gradOutput: Tensor,
-                      dropout: DropoutState?) throws -> Gradients {
-            Gradients(dq: try Tensor.full(inputs.query.shape, value: 7, dtype: inputs.query.dtype),
+        func backward(_ problem: BackwardProblem) throws -> Gradients {
+            let inputs = problem.attention.inputs
+            return Gradients(dq: try Tensor.full(inputs.query.shape, value: 7, dtype: inputs.query.dtype),
                       dk: try Tensor.full(inputs.key.shape, value: 7, dtype: inputs.key.dtype),
                       dv: try Tensor.full(inputs.value.shape, value: 7, dtype: inputs.value.dtype), dBias: nil)
         }
@@ -328,8 +333,7 @@ import Testing
 
     @Test func restrictedOperatorExplainsEveryRefusal() throws {
         let (inputs, fragments) = try Self.everythingUnsupported()
-        try inputs.validate()
-        let reasons = RestrictedForward().notSupportedReasons(inputs)
+        let reasons = try RestrictedForward().notSupportedReasons(inputs)
         #expect(reasons.count == fragments.count, "\(reasons)")
         for (reason, expected) in zip(reasons, fragments) {
             #expect(expected.allSatisfy { reason.contains($0) }, "\"\(reason)\" lacks \(expected)")
@@ -337,36 +341,36 @@ import Testing
         // One reason at a time.
         let simple = Inputs(query: try Self.randn([1, 4, 2, 8], 83, .float16), key: try Self.randn([1, 6, 2, 8], 84, .float16),
                             value: try Self.randn([1, 6, 2, 8], 85, .float16))
-        #expect(RestrictedForward().notSupportedReasons(simple).isEmpty)
+        #expect(try RestrictedForward().notSupportedReasons(simple).isEmpty)
         var withBias = simple
         withBias.bias = LowerTriangularMask()
-        #expect(RestrictedForward().notSupportedReasons(withBias) == ["bias type LowerTriangularMask is not supported"])
+        #expect(try RestrictedForward().notSupportedReasons(withBias) == ["bias type LowerTriangularMask is not supported"])
         var cudaOnly = RestrictedForward().capabilities
         cudaOnly.devices = [.cuda]
         struct CUDAOnly: ForwardOperator {
             let name = "test-cuda-only"
             let capabilities: OperatorCapabilities
-            func forward(_ inputs: Inputs, dropout: DropoutState?) throws -> ForwardOutput {
+            func forward(_ problem: AttentionProblem) throws -> ForwardOutput {
                 throw FMHAError(.unsupported, "never runs")
             }
         }
-        let deviceReasons = CUDAOnly(capabilities: cudaOnly).notSupportedReasons(simple)
+        let deviceReasons = try CUDAOnly(capabilities: cudaOnly).notSupportedReasons(simple)
         #expect(deviceReasons.count == 1 && deviceReasons.first?.contains("cpu") == true
                 && deviceReasons.first?.contains("cuda") == true, "\(deviceReasons)")
     }
 
     @Test func explainListsEveryOperator() throws {
         let (inputs, _) = try Self.everythingUnsupported()
-        let explained = Operators.explainForward(inputs)
+        let explained = try Operators.explainForward(inputs.validate())
         #expect(explained.map(\.name) == Operators.forward.map(\.name))
         // The CPU reference runs anything on the CPU.
         #expect(explained.first { $0.name == "cpu-reference" }?.reasons == [])
         let operators: [any AttentionOperator] = [RestrictedForward() as any AttentionOperator]
             + Operators.forward.map { $0 as any AttentionOperator }
-        let withFake = Dispatch.explain(operators, for: inputs)
+        let withFake = Dispatch.explain(operators, for: try inputs.validate())
         #expect(withFake.map(\.name) == ["test-restricted"] + Operators.forward.map(\.name))
         #expect(withFake[0].reasons.count == 10)
-        #expect(Operators.explainBackward(inputs).map(\.name) == Operators.backward.map(\.name))
+        #expect(try Operators.explainBackward(inputs.validate()).map(\.name) == Operators.backward.map(\.name))
     }
 
     @Test func explicitOperatorIsRefusedWithItsReasonsAndNeverReplaced() throws {
@@ -401,15 +405,15 @@ import Testing
         let half = Inputs(query: try Self.randn([1, 3, 2, 8], 90, .float16), key: try Self.randn([1, 4, 2, 8], 91, .float16),
                           value: try Self.randn([1, 4, 2, 8], 92, .float16))
         let candidates: [any ForwardOperator] = [RestrictedForward()] + Operators.forward
-        #expect(try Dispatch.selectForward(candidates, explicit: nil, for: half, entryPoint: "test").name == "test-restricted")
+        #expect(try Dispatch.selectForward(candidates, explicit: nil, for: half.validate(), entryPoint: "test").name == "test-restricted")
         var single = half
         single.query = try Self.randn([1, 3, 2, 8], 93)
         single.key = try Self.randn([1, 4, 2, 8], 94)
         single.value = try Self.randn([1, 4, 2, 8], 95)
-        #expect(try Dispatch.selectForward(candidates, explicit: nil, for: single, entryPoint: "test").name == Operators.forward[0].name)
+        #expect(try Dispatch.selectForward(candidates, explicit: nil, for: single.validate(), entryPoint: "test").name == Operators.forward[0].name)
         // No operator fits: the error lists every operator with its reasons.
         let error = #expect(throws: FMHAError.self) {
-            _ = try Dispatch.selectForward([RestrictedForward()], explicit: nil, for: single, entryPoint: "test")
+            _ = try Dispatch.selectForward([RestrictedForward()], explicit: nil, for: single.validate(), entryPoint: "test")
         }
         #expect(error?.kind == .unsupported)
         #expect(error?.message.contains("test-restricted") == true && error?.message.contains("dtype float32") == true)
@@ -466,7 +470,7 @@ import Testing
         }
         expectInvalid("query") {
             _ = try Operators.forwardOperator(for: Inputs(query: query, key: key, value: key,
-                                                          bias: try BlockDiagonalMask.fromSeqlens(qSeqlen: [2], kvSeqlen: [4])))
+                                                          bias: try BlockDiagonalMask.fromSeqlens(qSeqlen: [2], kvSeqlen: [4])).validate())
         }
         let forward = try memoryEfficientAttentionForwardRequiresGrad(query, key, key)
         expectInvalid("lse") {

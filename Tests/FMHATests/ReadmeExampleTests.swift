@@ -1,3 +1,4 @@
+import FMHATestSupport
 import FMHA
 import Testing
 
@@ -8,9 +9,8 @@ import Testing
         let key = try Tensor.randn([1, 8, 4, 64], dtype: .bfloat16, seed: 2)
         let value = try Tensor.randn([1, 8, 4, 64], dtype: .bfloat16, seed: 3)
         let bias = try BlockDiagonalCausalMask.fromSeqlens(qSeqlen: [3, 5])
-        let inputs = Inputs(query: query, key: key, value: value, bias: bias)
-        let sizes = try inputs.validate()
-        #expect(sizes.outputShape == [1, 8, 4, 64])
+        let problem = try Inputs(query: query, key: key, value: value, bias: bias).validate()
+        #expect(problem.dimensions.outputShape == [1, 8, 4, 64])
         let output = try memoryEfficientAttention(query, key, value, bias: bias)
         #expect(output.shape == [1, 8, 4, 64])
         let forward = try memoryEfficientAttentionForwardRequiresGrad(query, key, value, bias: bias, p: 0.1, seed: 7)
@@ -24,7 +24,7 @@ import Testing
                                                                       value.slice(dimension: 1, range: 4..<8))
         let merged = try mergeAttentions([first, second], lses: [firstLSE, secondLSE])
         #expect(merged.output.shape == [1, 8, 4, 64])
-        #expect(Operators.explainForward(inputs).map(\.name) == ["cpu-tiled", "cuda-flash", "cuda-reference", "cpu-reference"])
+        #expect(Operators.explainForward(problem).map(\.name) == ["cpu-tiled", "cuda-flash", "cuda-reference", "cpu-reference"])
         let mask = try bias.materialize(shape: [8, 8]).toArray()
         // Row 4 is the second query of the second sequence (keys 3..<8): it sees keys 3 and 4.
         #expect(mask[4 * 8 ..< 5 * 8].map { $0 == 0 } == [false, false, false, true, true, false, false, false])

@@ -190,11 +190,15 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
 
     const int thread = threadIdx.x, warp = thread / 32, lane = thread % 32;
     // This block's tile (FMHACore's MaskLowering.Tile): its mask block, queries [tile_start,
-    // tile_end), the logical keys some row sees [tile_lo, tile_hi) and those every row sees
-    // [inner_lo, inner_hi) (key tiles inside skip the per-element mask).
-    const int64_t* tile = work + FMHA_WORK_WORDS * blockIdx.x;
-    const int64_t block = tile[0], tile_start = tile[1], tile_end = tile[2];
-    const int tile_lo = int(tile[3]), tile_hi = int(tile[4]), inner_lo = int(tile[5]), inner_hi = int(tile[6]);
+    // tile[2]), the logical keys some row sees [tile_lo, tile_hi) and those every row sees
+    // [tile[5], tile[6]) (key tiles inside skip the per-element mask). The query end and the inner
+    // range are read from this shared copy where they are used: held in registers through the key
+    // loop, they made the 4-warp K = 128 shape spill (ptxas at its 255-register limit).
+    __shared__ int64_t tile[FMHA_WORK_WORDS];
+    if (thread < FMHA_WORK_WORDS) tile[thread] = work[FMHA_WORK_WORDS * blockIdx.x + thread];
+    __syncthreads();
+    const int64_t block = tile[0], tile_start = tile[1];
+    const int tile_lo = int(tile[3]), tile_hi = int(tile[4]);
 
     // This thread's rows of the accumulator tiles: row r is query row_of(r) (tile r / 2, upper or
     // lower 8 rows by r % 2), its values are elements 2·(r % 2) and 2·(r % 2) + 1 of each 16×8 tile.
@@ -203,7 +207,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
     // loop's first barrier); rows past the tile's end see none.
     __shared__ int row_ranges[2 * FMHA_BLOCK_M];
     for (int r = thread; r < FMHA_BLOCK_M; r += FMHA_THREADS) {
-        const fmha::KeyRange keys = tile_start + r < tile_end ? lowering.row_keys(block, tile_start + r) : fmha::KeyRange{0, 0};
+        const fmha::KeyRange keys = tile_start + r < tile[2] ? lowering.row_keys(block, tile_start + r) : fmha::KeyRange{0, 0};
         row_ranges[2 * r] = int(keys.lo);
         row_ranges[2 * r + 1] = int(keys.hi);
     }
@@ -310,7 +314,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
             const int step = vector_loads ? 8 : 1;
             for (int index = thread; index < FMHA_BLOCK_M * FMHA_HEAD_DIM / step; index += FMHA_THREADS) {
                 const int r = index / (FMHA_HEAD_DIM / step), c = (index % (FMHA_HEAD_DIM / step)) * step;
-                const bool valid = tile_start + r < tile_end && c < head_dim;
+                const bool valid = tile_start + r < tile[2] && c < head_dim;
                 const uint16_t* element = valid ? q_head + (tile_start + r) * qs[1] + c : q_head;
                 if (vector_loads) {
                     copy_16_bytes_async(shared_address(query_tile + r * FMHA_ROW + c), element, valid);
@@ -341,7 +345,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                 for (int half = 0; half < 2; ++half) {
                     const int c = chunk * 16 + half * 8 + (lane % 4) * 2;
                     uint32_t pair = 0;
-                    if (i < tile_end && c < head_dim) {
+                    if (i < tile[2] && c < head_dim) {
                         const uint16_t* element = q_head + i * qs[1] + c;
                         pair = vector_loads ? *reinterpret_cast<const uint32_t*>(element)
                                             : uint32_t(element[0]) | (uint32_t(element[1]) << 16);
@@ -423,7 +427,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                     }
                 }
             }
-            bool per_element = key_tile_start < inner_lo || key_tile_start + FMHA_BLOCK_N > inner_hi;
+            bool per_element = key_tile_start < int(tile[5]) || key_tile_start + FMHA_BLOCK_N > int(tile[6]);
 #if FMHA_EXTRAS
             per_element = per_element || bias_head != nullptr;
 #endif
@@ -626,7 +630,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
             sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 1);
             sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 2);
             const int64_t i = row_of(r);
-            if (i >= tile_end) continue;
+            if (i >= tile[2]) continue;
             const float inverse = sum[r] > 0.0f ? 1.0f / sum[r] : 0.0f;
             const int64_t out_row = out_head + i * out_row_step;
             const int lane_column = (lane % 4) * 2;
