@@ -39,3 +39,25 @@ import Testing
         }
     }
 }
+
+/// The tuning table as data: one row for every (major, width, build), each with its measurement.
+@Suite struct FlashForwardTuningTableTests {
+    @Test func everyCaseHasExactlyOneRow() {
+        for major in 0...12 {
+            for width in CUDAFlashForward.widths {
+                for extras in [false, true] {
+                    let rows = CUDAFlashForward.tuningTable.filter { $0.matches(width: width, major: major, extras: extras) }
+                    #expect(rows.count == 1, "sm_\(major)x width \(width) extras \(extras): \(rows.map(\.tileShape.name))")
+                }
+            }
+        }
+    }
+
+    @Test func everyRowIsUsedAndSaysWhatChoseIt() {
+        let widths = CUDAFlashForward.widths
+        for row in CUDAFlashForward.tuningTable {
+            #expect(widths.contains(where: row.widths.contains), "\(row.tileShape.name): no width in \(row.widths)")
+            #expect(!row.measured.isEmpty, "\(row.tileShape.name) for \(row.widths)")
+        }
+    }
+}
