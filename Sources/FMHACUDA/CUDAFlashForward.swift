@@ -86,9 +86,8 @@ public struct CUDAFlashForward: ForwardOperator {
         try CUDAContexts.translatingErrors(device: device) {
             // Shape, mask and work list in one copy.
             let words = try CUDAKernels.upload(shape + mask + work, context)
-            let kernel = FlashForwardKernel(width: width, tileShape: tileShape, dtype: inputs.query.dtype, extras: extras,
-                                            architecture: context.device.kernelArchitecture)
-            let function = try CUDAKernels.shared().function(kernel, entry: FlashForwardKernel.entryPoint, context: context)
+            let function = try Self.kernel(width: width, tileShape: tileShape, dtype: inputs.query.dtype, extras: extras,
+                                           context: context)
             let tensors = [views.query, views.key, views.value, output, lse] + (biasView.map { [$0] } ?? [])
             try CUDAKernels.withAddresses(tensors) { addresses in
                 // 16-byte loads when every row of q, k and v starts on a 16-byte boundary.
@@ -105,7 +104,7 @@ public struct CUDAFlashForward: ForwardOperator {
                 arguments.append(addresses.count > 5 ? addresses[5] : UInt64(0))
                 arguments.appendDropout(dropoutMask)
                 try function.launch(grid: (work.count / 2, min(heads, 65535), 1), block: (tileShape.warps * 32, 1, 1),
-                                    sharedMemory: kernel.dynamicSharedMemoryBytes, arguments: arguments)
+                                    sharedMemory: tileShape.sharedMemoryBytes(width: width), arguments: arguments)
                 try context.synchronize()
             }
         }

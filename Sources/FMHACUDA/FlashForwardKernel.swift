@@ -1,3 +1,4 @@
+import CUDADriver
 import FMHACore
 
 extension CUDAFlashForward {
@@ -43,6 +44,19 @@ extension CUDAFlashForward {
             guard needed > limit else { return nil }
             return "tile shape \(name) at width \(width) needs \(needed) bytes of shared memory per block, this device gives at most \(limit)"
         }
+    }
+}
+
+extension CUDAFlashForward {
+    /// The `FlashForwardKernel` of `width`, `tileShape`, `dtype` and `extras` for `context`'s
+    /// device, compiled and loaded on first use (`CUDAKernels.function`), ready to launch with
+    /// `tileShape.sharedMemoryBytes(width:)` bytes of dynamic shared memory.
+    static func kernel(width: Int, tileShape: TileShape, dtype: DType, extras: Bool,
+                       context: CUDAContext) throws -> CUDAFunction {
+        try CUDAKernels.shared().function(
+            FlashForwardKernel(width: width, tileShape: tileShape, dtype: dtype, extras: extras,
+                               architecture: context.device.kernelArchitecture),
+            entry: FlashForwardKernel.entryPoint, context: context)
     }
 }
 
