@@ -42,9 +42,9 @@ struct InfoCommand: ParsableCommand {
         var rows = [[String]](), failures = 0
         for architecture in architectures {
             for variant in KernelCatalog.allVariants(architecture: architecture) {
-                let name = variant.descriptor.sourceName
+                let name = variant.sourceName
                 do {
-                    let kernel = try compiler.kernel(for: variant.descriptor)
+                    let kernel = try compiler.kernel(for: variant)
                     let origin: String
                     switch kernel.origin {
                     case .compiled(let duration): origin = "compiled in \(Formatting.decimal(duration.seconds * 1000, digits: 0)) ms"

@@ -56,9 +56,9 @@ public struct CUDAReferenceBackward: BackwardOperator {
             let dBias = biasTensor == nil ? nil : try context.allocate(max(rows * d.keyLength, 1) * 4)
             for buffer in [dq, dk, dv] + (dBias.map { [$0] } ?? []) { try buffer.fill(0) }
             let shapeBuffer = try CUDAKernels.upload(shape, context), maskBuffer = try CUDAKernels.upload(mask, context)
-            let kernels = try CUDAKernels.shared()
-            let dqKernel = try kernels.function("reference_backward", entry: "fmha_reference_backward_dq", context: context)
-            let dkdvKernel = try kernels.function("reference_backward", entry: "fmha_reference_backward_dkdv", context: context)
+            let kernels = try CUDAKernels.shared(), kernel = FixedKernel(.referenceBackward, architecture: context.device.kernelArchitecture)
+            let dqKernel = try kernels.function(kernel, entry: "fmha_reference_backward_dq", context: context)
+            let dkdvKernel = try kernels.function(kernel, entry: "fmha_reference_backward_dkdv", context: context)
             let tensors = [views.query, views.key, views.value, gradient, lseOnDevice] + (biasView.map { [$0] } ?? [])
             try CUDAKernels.withAddresses(tensors) { addresses in
                 func common(_ arguments: inout KernelArguments) {

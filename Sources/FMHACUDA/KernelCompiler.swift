@@ -1,11 +1,12 @@
 import FMHACore
 import Synchronization
 
-/// Turns kernel descriptors into cubins, each at most once per process: descriptor → source and
-/// options → the disk cache, or the run-time compiler (NVRTC) on a miss → kept in memory.
+/// Turns kernel variants into cubins, each at most once per process: typed descriptor → source and
+/// options (`KernelDescriptor`) → the disk cache, or the run-time compiler (NVRTC) on a miss → kept
+/// in memory under the typed descriptor.
 ///
-/// Safe to share between threads: several threads asking for the same descriptor at once wait for
-/// one compilation; different descriptors compile in parallel. A failed compilation is not
+/// Safe to share between threads: several threads asking for the same variant at once wait for
+/// one compilation; different variants compile in parallel. A failed compilation is not
 /// remembered, so the next request tries again (and throws the compiler's error, with its log).
 public final class KernelCompiler: Sendable {
     /// The compiler used on a cache miss.
@@ -16,13 +17,14 @@ public final class KernelCompiler: Sendable {
     /// Where compiled kernels persist across processes; nil when the disk cache is off.
     public let diskCache: KernelDiskCache?
 
-    /// One descriptor's kernel, filled by the first thread that asks for it; its lock is held while
+    /// One variant's kernel, filled by the first thread that asks for it; its lock is held while
     /// compiling, so that the others wait for it instead of compiling again.
     private final class Slot: Sendable {
         let kernel = Mutex<CompiledKernel?>(nil)
     }
 
-    private let slots = Mutex<[KernelDescriptor: Slot]>([:])
+    /// Each variant's slot, keyed by its typed descriptor (of any kernel family).
+    private let slots = Mutex<[AnyKernelVariant: Slot]>([:])
 
     /// A compiler that uses `compiler` on a miss of the memory and disk caches. The disk cache
     /// defaults to the one the environment asks for (`KernelDiskCache.fromEnvironment()`).
@@ -33,17 +35,18 @@ public final class KernelCompiler: Sendable {
         self.diskCache = diskCache
     }
 
-    /// The compiled kernel of `descriptor`, from memory, from disk, or compiled now.
-    public func kernel(for descriptor: KernelDescriptor) throws -> CompiledKernel {
+    /// The compiled kernel of `variant`, from memory, from disk, or compiled now.
+    public func kernel(for variant: some KernelVariantDescriptor) throws -> CompiledKernel {
+        let key = AnyKernelVariant(variant)
         let slot = slots.withLock { slots in
-            if let slot = slots[descriptor] { return slot }
+            if let slot = slots[key] { return slot }
             let slot = Slot()
-            slots[descriptor] = slot
+            slots[key] = slot
             return slot
         }
         return try slot.kernel.withLock { kernel in
             if let kernel { return kernel }
-            let loaded = try load(descriptor)
+            let loaded = try load(variant.kernelDescriptor)
             kernel = loaded
             return loaded
         }

@@ -1,8 +1,9 @@
 import FMHACore
 
-/// Everything a compiled kernel depends on: which kernel source, for which GPU architecture, with
-/// which compile-time constants. Equal descriptors give the same cubin, so a descriptor is the key
-/// of the in-memory kernel cache (the disk cache keys on the source and options it expands to).
+/// Everything a compiled kernel depends on, as the compiler sees it: which kernel source, for which
+/// GPU architecture, with which compile-time constants. A `KernelVariantDescriptor` produces it
+/// from its typed fields; it expands to the source text and compiler options that NVRTC compiles
+/// and the disk cache keys on.
 ///
 /// Sequence lengths, strides and pointers are kernel arguments and never belong here.
 public struct KernelDescriptor: Hashable, Sendable, CustomStringConvertible {

@@ -33,8 +33,8 @@ struct DropoutKernelTests {
         let context = try #require(GPUForTests.context)
         let capability = context.device.computeCapability
         let compiler = KernelCompiler(compiler: try .nvrtc(NVRTC()), driverVersion: "\(context.driver.version)", diskCache: nil)
-        let variant = KernelCatalog.dropoutKeep(architecture: "sm_\(capability.major)\(capability.minor)")
-        let kernel = try compiler.kernel(for: variant.descriptor)
+        let variant = FixedKernel(.dropoutMask, architecture: "sm_\(capability.major)\(capability.minor)")
+        let kernel = try compiler.kernel(for: variant)
         let function = try CUDAModule(context: context, cubin: kernel.cubin).function("fmha_dropout_keep")
 
         let mask = DropoutMask(test.state)

@@ -5,7 +5,7 @@ import Testing
 
 /// The memory and disk caches of `KernelCompiler`, with a stand-in compiler (no NVRTC needed).
 @Suite struct KernelCacheTests {
-    let descriptor = KernelDescriptor(sourceName: "dropout_mask", architecture: "sm_90")
+    let descriptor = FixedKernel(.dropoutMask, architecture: "sm_90")
 
     // MARK: Keys
 
@@ -67,8 +67,11 @@ import Testing
         #expect(first.cubin == second.cubin)
         guard case .compiled = first.origin else { Issue.record("expected a compilation, got \(first.origin)"); return }
         #expect(first.resources.map(\.registers) == [8])
-        _ = try compiler.kernel(for: KernelDescriptor(sourceName: "dropout_mask", architecture: "sm_80"))
+        _ = try compiler.kernel(for: FixedKernel(.dropoutMask, architecture: "sm_80"))
         #expect(counting.compilations == 2)
+        // Another family's variant is another key, even where its fields hash alike.
+        _ = try compiler.kernel(for: FixedKernel(.referenceForward, architecture: "sm_90"))
+        #expect(counting.compilations == 3)
     }
 
     @Test func concurrentRequestsForOneDescriptorCompileOnce() async throws {

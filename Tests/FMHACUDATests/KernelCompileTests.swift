@@ -10,15 +10,15 @@ struct KernelCompileTests {
     func compilesEveryVariant(architecture: String) throws {
         let compiler = KernelCompiler(compiler: try NVRTCForTests.compiler(), diskCache: nil)
         for variant in KernelCatalog.allVariants(architecture: architecture) {
-            let kernel = try compiler.kernel(for: variant.descriptor)
-            #expect(kernel.cubin.starts(with: [0x7F, 0x45, 0x4C, 0x46]), "\(variant.descriptor): not an ELF cubin")
+            let kernel = try compiler.kernel(for: variant)
+            #expect(kernel.cubin.starts(with: [0x7F, 0x45, 0x4C, 0x46]), "\(variant): not an ELF cubin")
             let resources = kernel.resources
             #expect(resources.map(\.function).sorted() == variant.entryPoints.sorted(),
-                    "\(variant.descriptor): ptxas reported \(resources.map(\.function)); log:\n\(kernel.log)")
+                    "\(variant): ptxas reported \(resources.map(\.function)); log:\n\(kernel.log)")
             for function in resources {
-                #expect(function.registers > 0, "\(variant.descriptor) \(function.function): no register count in the log")
+                #expect(function.registers > 0, "\(variant) \(function.function): no register count in the log")
                 #expect(!function.spills,
-                        "\(variant.descriptor) \(function.function) spills \(function.spillStoreBytes) bytes (stores), \(function.spillLoadBytes) bytes (loads)")
+                        "\(variant) \(function.function) spills \(function.spillStoreBytes) bytes (stores), \(function.spillLoadBytes) bytes (loads)")
             }
         }
     }
@@ -26,9 +26,9 @@ struct KernelCompileTests {
     @Test func realCubinsRoundTripThroughTheDiskCache() throws {
         try withTemporaryDirectory { folder in
             let cache = KernelDiskCache(directory: folder)
-            let descriptor = KernelCatalog.dropoutKeep(architecture: "sm_90").descriptor
-            let cold = try KernelCompiler(compiler: try NVRTCForTests.compiler(), diskCache: cache).kernel(for: descriptor)
-            let warm = try KernelCompiler(compiler: try NVRTCForTests.compiler(), diskCache: cache).kernel(for: descriptor)
+            let variant = FixedKernel(.dropoutMask, architecture: "sm_90")
+            let cold = try KernelCompiler(compiler: try NVRTCForTests.compiler(), diskCache: cache).kernel(for: variant)
+            let warm = try KernelCompiler(compiler: try NVRTCForTests.compiler(), diskCache: cache).kernel(for: variant)
             guard case .compiled = cold.origin else { Issue.record("cold start origin \(cold.origin)"); return }
             #expect(warm.origin == .diskCache)
             #expect(warm.cubin == cold.cubin && warm.resources == cold.resources)

@@ -47,9 +47,54 @@ import Testing
             let variants = KernelCatalog.allVariants(architecture: architecture)
             // Twelve widths (16 ... 128 by 16, 160 ... 256 by 32) × two dtypes × with and without extras.
             let flash = (0..<48).map { _ in "flash_forward" }
-            #expect(variants.map(\.descriptor.sourceName) == ["dropout_mask", "reference_forward", "reference_backward"] + flash)
-            #expect(Set(variants.map(\.descriptor)).count == variants.count)
-            #expect(variants.allSatisfy { $0.descriptor.architecture == architecture })
+            #expect(variants.map(\.sourceName) == ["dropout_mask", "reference_forward", "reference_backward"] + flash)
+            // Distinct typed descriptors, each producing its own kernel descriptor.
+            #expect(Set(variants.map { AnyKernelVariant($0) }).count == variants.count)
+            #expect(Set(variants.map(\.kernelDescriptor)).count == variants.count)
+            #expect(variants.allSatisfy { $0.architecture == architecture && $0.kernelDescriptor.architecture == architecture })
         }
+    }
+}
+
+/// Typed descriptors → the defines and entry points the kernels are compiled with.
+@Suite struct KernelVariantDescriptorTests {
+    @Test func flashForwardKernelProducesTheKernelsDefines() {
+        let shape = CUDAFlashForward.TileShape(warps: 4, warpTiles: 2, keys: 64, queryInShared: true, minimumBlocks: 2)
+        let kernel = FlashForwardKernel(width: 128, tileShape: shape, dtype: .bfloat16, extras: false, architecture: "sm_90")
+        #expect(kernel.kernelDescriptor == KernelDescriptor(sourceName: "flash_forward", architecture: "sm_90", defines: [
+            "FMHA_HEAD_DIM": "128", "FMHA_DTYPE": "2", "FMHA_WARPS": "4", "FMHA_WARP_TILES": "2", "FMHA_BLOCK_N": "64",
+            "FMHA_Q_SHARED": "1", "FMHA_MIN_BLOCKS": "2", "FMHA_EXTRAS": "0", "FMHA_STAGES": "1",
+        ]))
+        #expect(kernel.entryPoints == ["fmha_flash_forward"])
+        #expect(kernel.dynamicSharedMemoryBytes == (2 * 64 + 128) * 136 * 2)
+        let twoStages = CUDAFlashForward.TileShape(warps: 8, warpTiles: 1, keys: 32, queryInShared: false, minimumBlocks: 1, stages: 2)
+        let other = FlashForwardKernel(width: 256, tileShape: twoStages, dtype: .float16, extras: true, architecture: "sm_80")
+        #expect(other.kernelDescriptor.defines == [
+            "FMHA_HEAD_DIM": "256", "FMHA_DTYPE": "1", "FMHA_WARPS": "8", "FMHA_WARP_TILES": "1", "FMHA_BLOCK_N": "32",
+            "FMHA_Q_SHARED": "0", "FMHA_MIN_BLOCKS": "1", "FMHA_EXTRAS": "1", "FMHA_STAGES": "2",
+        ])
+    }
+
+    @Test func fixedKernelsHaveNoDefines() {
+        let kernels = FixedKernel.Source.allCases.map { FixedKernel($0, architecture: "sm_90a") }
+        #expect(kernels.map(\.kernelDescriptor) == ["dropout_mask", "reference_forward", "reference_backward"].map {
+            KernelDescriptor(sourceName: $0, architecture: "sm_90a")
+        })
+        #expect(kernels.map(\.entryPoints) == [["fmha_dropout_keep"], ["fmha_reference_forward"],
+                                              ["fmha_reference_backward_dq", "fmha_reference_backward_dkdv"]])
+        #expect(kernels.allSatisfy { $0.dynamicSharedMemoryBytes == 0 })
+        #expect(kernels[0].description == "dropout_mask sm_90a")
+    }
+
+    @Test func keysOfDifferentFamiliesOrFieldsDiffer() {
+        let shape = CUDAFlashForward.TileShape(warps: 8, warpTiles: 1, keys: 64, queryInShared: true, minimumBlocks: 1)
+        let flash = FlashForwardKernel(width: 64, tileShape: shape, dtype: .float16, extras: false, architecture: "sm_90")
+        #expect(AnyKernelVariant(flash) == AnyKernelVariant(flash))
+        #expect(AnyKernelVariant(flash).hashValue == AnyKernelVariant(flash).hashValue)
+        #expect(AnyKernelVariant(flash) != AnyKernelVariant(FixedKernel(.referenceForward, architecture: "sm_90")))
+        #expect(AnyKernelVariant(flash) != AnyKernelVariant(
+            FlashForwardKernel(width: 64, tileShape: shape, dtype: .float16, extras: true, architecture: "sm_90")))
+        #expect(AnyKernelVariant(flash) != AnyKernelVariant(
+            FlashForwardKernel(width: 64, tileShape: shape, dtype: .float16, extras: false, architecture: "sm_80")))
     }
 }

@@ -1,0 +1,138 @@
+import CUDADriver
+import FMHACore
+import Synchronization
+
+/// The process's CUDA kernel compiler and loaded kernels, shared by the CUDA operators.
+final class CUDAKernels: Sendable {
+    let compiler: KernelCompiler
+
+    /// What identifies a loaded kernel: its variant (any family) and the device.
+    private struct LoadedKernelKey: Hashable, Sendable {
+        let kernel: AnyKernelVariant, device: Int
+    }
+
+    /// The kernels loaded so far: each variant's entry points on each device, ready to launch.
+    private let loadedKernels = Mutex<[LoadedKernelKey: [String: CUDAFunction]]>([:])
+    private static let instance = Mutex<CUDAKernels?>(nil)
+
+    private init() throws {
+        let driver = try CUDADriver.shared()
+        compiler = KernelCompiler(compiler: try RuntimeCompiler.nvrtc(NVRTC()), driverVersion: "\(driver.version)")
+    }
+
+    /// The shared instance; throws when the driver or NVRTC cannot be loaded.
+    static func shared() throws -> CUDAKernels {
+        try instance.withLock { instance in
+            if let instance { return instance }
+            let created = try CUDAKernels()
+            instance = created
+            return created
+        }
+    }
+
+    /// Kernel `entry` of `kernel`, compiled, loaded into `context` and readied (dynamic shared
+    /// memory above 48 KiB allowed) once per device; `kernel` is for `context.device`'s
+    /// architecture (`CUDADevice.kernelArchitecture`). A call looks the function up here instead
+    /// of building the source, finding the function in its module and setting the attribute again
+    /// (microseconds that short sequences feel).
+    func function(_ kernel: some KernelVariantDescriptor, entry: String, context: CUDAContext) throws -> CUDAFunction {
+        let key = LoadedKernelKey(kernel: AnyKernelVariant(kernel), device: context.device.ordinal)
+        let functions = try loadedKernels.withLock { loaded -> [String: CUDAFunction] in
+            if let functions = loaded[key] { return functions }
+            let functions = try load(kernel, context: context)
+            loaded[key] = functions
+            return functions
+        }
+        guard let function = functions[entry] else {
+            throw FMHAError.invalidArgument("CUDAKernels.function entry", expected: "one of \(kernel.entryPoints) of \(kernel)",
+                                   got: "\"\(entry)\"")
+        }
+        return function
+    }
+
+    /// `kernel`'s module loaded into `context` and its entry points by name, each allowed the
+    /// kernel's dynamic shared memory when that is above the 48 KiB every kernel gets.
+    private func load(_ kernel: some KernelVariantDescriptor, context: CUDAContext) throws -> [String: CUDAFunction] {
+        let module = try CUDAModule(context: context, cubin: try compiler.kernel(for: kernel).cubin)
+        var functions = [String: CUDAFunction]()
+        for entry in kernel.entryPoints {
+            let function = try module.function(entry)
+            if kernel.dynamicSharedMemoryBytes > 48 * 1024 { try function.allowDynamicSharedMemory(kernel.dynamicSharedMemoryBytes) }
+            functions[entry] = function
+        }
+        return functions
+    }
+
+    /// The kernels' code for a dtype: 0 float32, 1 float16, 2 bfloat16.
+    static func dtypeCode(_ dtype: DType) -> Int64 {
+        dtype == .float16 ? 1 : dtype == .bfloat16 ? 2 : 0
+    }
+
+    /// The grid of 128-thread blocks, one thread per item (at most 2^20 blocks; the kernels loop).
+    static func gridOfThreads(_ items: Int) -> (x: Int, y: Int, z: Int) {
+        (min((items + 127) / 128, 1 << 20), 1, 1)
+    }
+
+    /// Device addresses of the tensors' first elements, valid inside `body`.
+    static func withAddresses(_ tensors: [Tensor], _ body: ([UInt64]) throws -> Void) throws {
+        func nest(_ index: Int, _ collected: [UInt64]) throws {
+            guard index < tensors.count else { return try body(collected) }
+            try tensors[index].withDeviceAddress { try nest(index + 1, collected + [$0]) }
+        }
+        try nest(0, [])
+    }
+
+    /// `words` in a new device buffer, copied ahead of the kernels launched next on the default
+    /// stream (the call does not wait for the copy); keep the buffer until they have run.
+    static func upload(_ words: [Int64], _ context: CUDAContext) throws -> DeviceBuffer {
+        let buffer = try context.allocate(max(words.count, 1) * 8)
+        try words.withUnsafeBytes { bytes in
+            if let base = bytes.baseAddress { try buffer.enqueueCopy(from: base, bytes: bytes.count) }
+        }
+        return buffer
+    }
+
+    /// The first `count` float32 values of `buffer`, on the host.
+    static func download(_ buffer: DeviceBuffer, count: Int) throws -> [Float] {
+        var values = [Float](repeating: 0, count: count)
+        try values.withUnsafeMutableBytes { bytes in
+            if let base = bytes.baseAddress, count > 0 { try buffer.copy(to: base, bytes: bytes.count) }
+        }
+        return values
+    }
+
+    /// The `shape` words of the reference kernels: sizes, dtype code (0 float32, 1 float16, 2
+    /// bfloat16), whether there is a tensor bias, then the q, k, v strides over (b, m, g, h) and the
+    /// bias strides over (b, g, h, i, j).
+    static func shapeWords(_ d: AttentionDimensions, dtype: DType, views: (query: Tensor, key: Tensor, value: Tensor),
+                           bias: Tensor?) -> [Int64] {
+        var words = [d.batch, d.queryLength, d.keyLength, d.groups, d.heads, d.headDimension, d.valueHeadDimension]
+            .map(Int64.init)
+        words += [CUDAKernels.dtypeCode(dtype), bias == nil ? 0 : 1]
+        for view in [views.query, views.key, views.value] { words += view.strides.prefix(4).map(Int64.init) }
+        return words + (bias?.strides ?? [0, 0, 0, 0, 0]).map(Int64.init)
+    }
+
+    /// `inputReasons` (why an operator refuses the inputs) when there are any, else why the CUDA
+    /// kernels cannot run on `device`: the `notSupportedReasons` of every CUDA operator.
+    static func notSupportedReasons(_ inputReasons: [String], on device: Device) -> [String] {
+        inputReasons.isEmpty ? availabilityReasons(on: device) : inputReasons
+    }
+
+    /// Why the CUDA kernels cannot run on `device` (empty when they can): no driver or NVRTC, or
+    /// a GPU below compute capability 8.0.
+    static func availabilityReasons(on device: Device) -> [String] {
+        do {
+            _ = try shared()
+            let capability = try device.cudaContext().device.computeCapability
+            return capability < (8, 0) ? ["compute capability \(capability.major).\(capability.minor) is below 8.0"] : []
+        } catch {
+            return ["CUDA is not usable: \(error)"]
+        }
+    }
+}
+
+extension CUDADevice {
+    /// The architecture kernels are compiled for on this device, `sm_<major><minor>` (e.g. `sm_90`).
+    var kernelArchitecture: String { "sm_\(computeCapability.major)\(computeCapability.minor)" }
+}
