@@ -190,15 +190,17 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
 
     const int thread = threadIdx.x, warp = thread / 32, lane = thread % 32;
     // This block's tile (FMHACore's MaskLowering.Tile): its mask block, queries [tile_start,
-    // tile[2]), the logical keys some row sees [tile_lo, tile_hi) and those every row sees
-    // [tile[5], tile[6]) (key tiles inside skip the per-element mask). The query end and the inner
-    // range are read from this shared copy where they are used: held in registers through the key
-    // loop, they made the 4-warp K = 128 shape spill (ptxas at its 255-register limit).
+    // tile[2]), the logical keys some row sees [tile_lo, tile[4]) and those every row sees
+    // [tile[5], tile[6]) (key tiles inside skip the per-element mask). The query end, the key end
+    // and the inner range are read from this shared copy where they are used: held in registers
+    // through the key loop, they made the 4-warp shapes at K = 112 and 128 spill (ptxas is at its
+    // 255-register limit there).
     __shared__ int64_t tile[FMHA_WORK_WORDS];
     if (thread < FMHA_WORK_WORDS) tile[thread] = work[FMHA_WORK_WORDS * blockIdx.x + thread];
     __syncthreads();
     const int64_t block = tile[0], tile_start = tile[1];
-    const int tile_lo = int(tile[3]), tile_hi = int(tile[4]);
+    const int tile_lo = int(tile[3]);
+    auto tile_hi = [&] { return int(tile[4]); };
 
     // This thread's rows of the accumulator tiles: row r is query row_of(r) (tile r / 2, upper or
     // lower 8 rows by r % 2), its values are elements 2·(r % 2) and 2·(r % 2) + 1 of each 16×8 tile.
@@ -242,14 +244,14 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
         const int64_t bias_row_stride = bs[3], bias_column_stride = bs[4];
         const fmha::DropoutMask keep{seed, offset, threshold};
 #endif
-        // The K/V row of logical key p of the block (p < tile_hi): consecutive unless paged.
+        // The K/V row of logical key p of the block (p < tile[4]): consecutive unless paged.
         auto key_row = [&](int p) { return fmha::page_lookup(block_pages, page_size, p); };
 
         // Rows of logical keys start + r of `source` into `tile`, columns < `width` (the rest and
-        // rows at or past tile_hi are zero: NaN in keys no query sees cannot reach the products),
+        // rows at or past tile[4] are zero: NaN in keys no query sees cannot reach the products),
         // as 16-byte cp.async copies when rows are aligned, else element by element; one group.
         auto load_rows = [&](uint16_t* tile, const uint16_t* source, int64_t row_stride, int width, int start) {
-            const int rows = min(FMHA_BLOCK_N, tile_hi - start);
+            const int rows = min(FMHA_BLOCK_N, tile_hi() - start);
             const uint32_t tile_address = shared_address(tile);
             // Row r's first element (r < rows).
             auto row_address = [&](int r) { return source + key_row(start + r) * row_stride; };
@@ -310,7 +312,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
 #if FMHA_Q_SHARED
         // Q tile → shared memory (zero past the tile's rows and past K), in the first K's group.
         uint16_t* const query_tile = value_tile + FMHA_STAGES * FMHA_BLOCK_N * FMHA_ROW;
-        if (tile_lo < tile_hi) {
+        if (tile_lo < tile_hi()) {
             const int step = vector_loads ? 8 : 1;
             for (int index = thread; index < FMHA_BLOCK_M * FMHA_HEAD_DIM / step; index += FMHA_THREADS) {
                 const int r = index / (FMHA_HEAD_DIM / step), c = (index % (FMHA_HEAD_DIM / step)) * step;
@@ -360,7 +362,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
         };
 #endif
 #if FMHA_STAGES == 1
-        if (tile_lo < tile_hi) load_rows(key_tile, k_head, k_row_stride, head_dim, tile_lo);
+        if (tile_lo < tile_hi()) load_rows(key_tile, k_head, k_row_stride, head_dim, tile_lo);
 #endif
 
         float accumulator[FMHA_WARP_TILES][FMHA_HEAD_DIM / 8][4];
@@ -510,8 +512,8 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                         // Keys p and p + 1 of rows 2m and 2m + 1; one Philox call per row when both
                         // K/V rows fall in the same group of four.
                         const int p = key_tile_start + n * 8 + (lane % 4) * 2;
-                        if (p < tile_hi) {
-                            const int64_t j0 = key_row(p), j1 = p + 1 < tile_hi ? key_row(p + 1) : j0;
+                        if (p < tile_hi()) {
+                            const int64_t j0 = key_row(p), j1 = p + 1 < tile_hi() ? key_row(p + 1) : j0;
                             float* pairs[2][2] = {{&p0, &p1}, {&p2, &p3}};
 #pragma unroll
                             for (int half = 0; half < 2; ++half) {
@@ -552,7 +554,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
         // landed (full) and when every thread is done with it (empty), so that the tile after next
         // may be copied in; no block-wide barrier inside the loop.
         {
-            const int tiles = tile_lo < tile_hi ? (tile_hi - tile_lo + FMHA_BLOCK_N - 1) / FMHA_BLOCK_N : 0;
+            const int tiles = tile_lo < tile_hi() ? (tile_hi() - tile_lo + FMHA_BLOCK_N - 1) / FMHA_BLOCK_N : 0;
             constexpr uint32_t stage_bytes = 2 * FMHA_BLOCK_N * FMHA_ROW;
             auto fill_keys = [&](int t) {
                 load_rows(key_tile + (t % 2) * FMHA_BLOCK_N * FMHA_ROW, k_head, k_row_stride, head_dim, tile_lo + t * FMHA_BLOCK_N);
@@ -599,7 +601,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
             }
         }
 #else
-        for (int key_tile_start = tile_lo; key_tile_start < tile_hi; key_tile_start += FMHA_BLOCK_N) {
+        for (int key_tile_start = tile_lo; key_tile_start < tile_hi(); key_tile_start += FMHA_BLOCK_N) {
             // K of this tile has landed and every warp is done with the previous V: V's copies go
             // while the scores are computed.
             asm volatile("cp.async.wait_group 0;" ::: "memory");
@@ -614,7 +616,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
             // V has landed and every warp is done with K: the next K's copies go during P·V.
             asm volatile("cp.async.wait_group 0;" ::: "memory");
             __syncthreads();
-            if (key_tile_start + FMHA_BLOCK_N < tile_hi) {
+            if (key_tile_start + FMHA_BLOCK_N < tile_hi()) {
                 load_rows(key_tile, k_head, k_row_stride, head_dim, key_tile_start + FMHA_BLOCK_N);
             }
             accumulate_values(value_rows, probability);
