@@ -7,31 +7,27 @@ public final class CUDAContext: Sendable {
     public let driver: CUDADriver
     /// The device.
     public let device: CUDADevice
-    let handle: UncheckedPointer
+    let handle: DriverHandle<CUDAContext>
     /// Freed device blocks by size class, reused before asking the driver for more.
     private let freeBlocks = Mutex<[Int: [UInt64]]>([:])
 
     /// Retains the primary context of device `ordinal`.
     public init(ordinal: Int = 0) throws {
         let driver = try CUDADriver.shared(), device = try driver.device(ordinal)
-        var context: OpaquePointer?
-        try driver.call(\.cuDevicePrimaryCtxRetain) { $0(&context, device.handle) }
-        guard let context else {
-            throw CUDAError(call: "cuDevicePrimaryCtxRetain", code: 201, name: "CUDA_ERROR_INVALID_CONTEXT", message: "no context returned")
+        handle = try DriverHandle(driver, creating: \.cuDevicePrimaryCtxRetain, { $0($1, device.handle) }) { _ in
+            try? driver.call(\.cuDevicePrimaryCtxRelease) { $0(device.handle) }
         }
         self.driver = driver
         self.device = device
-        handle = UncheckedPointer(UnsafeMutableRawPointer(context))
     }
 
     deinit {
-        freeAll()
-        try? driver.call(\.cuDevicePrimaryCtxRelease) { $0(device.handle) }
+        freeAll()  // before `handle` releases the context
     }
 
     /// Makes this context current on the calling thread.
     public func makeCurrent() throws {
-        try driver.call(\.cuCtxSetCurrent) { $0(OpaquePointer(handle.pointer)) }
+        try driver.call(\.cuCtxSetCurrent) { $0(handle.pointer) }
     }
 
     /// Makes this context current on the calling thread, then calls driver function `function`

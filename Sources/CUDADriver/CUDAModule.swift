@@ -2,29 +2,19 @@
 public final class CUDAModule: Sendable {
     /// The context it lives in.
     public let context: CUDAContext
-    let handle: UncheckedPointer
+    let handle: DriverHandle<CUDAModule>
 
     /// Loads `cubin` into `context`.
     public init(context: CUDAContext, cubin: [UInt8]) throws {
-        var module: OpaquePointer?
-        try cubin.withUnsafeBytes { bytes in
-            try context.call(\.cuModuleLoadData) { $0(&module, bytes.baseAddress) }
-        }
-        guard let module else {
-            throw CUDAError(call: "cuModuleLoadData", code: 200, name: "CUDA_ERROR_INVALID_IMAGE", message: "no module returned")
-        }
         self.context = context
-        handle = UncheckedPointer(UnsafeMutableRawPointer(module))
-    }
-
-    deinit {
-        try? context.call(\.cuModuleUnload) { $0(OpaquePointer(handle.pointer)) }
+        handle = try context.makeHandle(\.cuModuleLoadData, { load, module in cubin.withUnsafeBytes { load(module, $0.baseAddress) } },
+                                        destroy: \.cuModuleUnload)
     }
 
     /// The kernel called `name` (an `extern "C"` name).
     public func function(_ name: String) throws -> CUDAFunction {
         var function: OpaquePointer?
-        try context.driver.call(\.cuModuleGetFunction) { $0(&function, OpaquePointer(handle.pointer), name) }
+        try context.driver.call(\.cuModuleGetFunction) { $0(&function, handle.pointer, name) }
         guard let function else {
             throw CUDAError(call: "cuModuleGetFunction", code: 500, name: "CUDA_ERROR_NOT_FOUND", message: "\(name) not found")
         }
@@ -48,7 +38,7 @@ public struct CUDAFunction: Sendable {
             try module.context.call(\.cuLaunchKernel) {
                 $0(OpaquePointer(handle.pointer), UInt32(grid.x), UInt32(grid.y), UInt32(grid.z),
                    UInt32(block.x), UInt32(block.y), UInt32(block.z), UInt32(sharedMemory),
-                   stream.map { OpaquePointer($0.handle.pointer) }, pointers, nil)
+                   stream?.handle.pointer, pointers, nil)
             }
         }
     }

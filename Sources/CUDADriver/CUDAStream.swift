@@ -3,26 +3,17 @@
 public final class CUDAStream: Sendable {
     /// The context it belongs to.
     public let context: CUDAContext
-    let handle: UncheckedPointer
+    let handle: DriverHandle<CUDAStream>
 
     /// A new stream.
     public init(context: CUDAContext) throws {
-        var stream: OpaquePointer?
-        try context.call(\.cuStreamCreate) { $0(&stream, 1) }
-        guard let stream else {
-            throw CUDAError(call: "cuStreamCreate", code: 400, name: "CUDA_ERROR_INVALID_HANDLE", message: "no stream returned")
-        }
         self.context = context
-        handle = UncheckedPointer(UnsafeMutableRawPointer(stream))
-    }
-
-    deinit {
-        try? context.call(\.cuStreamDestroy) { $0(OpaquePointer(handle.pointer)) }
+        handle = try context.makeHandle(\.cuStreamCreate, { $0($1, 1) }, destroy: \.cuStreamDestroy)
     }
 
     /// Waits for everything queued on the stream.
     public func synchronize() throws {
-        try context.call(\.cuStreamSynchronize) { $0(OpaquePointer(handle.pointer)) }
+        try context.call(\.cuStreamSynchronize) { $0(handle.pointer) }
     }
 }
 
@@ -31,37 +22,28 @@ public final class CUDAStream: Sendable {
 public final class CUDAEvent: Sendable {
     /// The context it belongs to.
     public let context: CUDAContext
-    let handle: UncheckedPointer
+    let handle: DriverHandle<CUDAEvent>
 
     /// A new event.
     public init(context: CUDAContext) throws {
-        var event: OpaquePointer?
-        try context.call(\.cuEventCreate) { $0(&event, 0) }
-        guard let event else {
-            throw CUDAError(call: "cuEventCreate", code: 400, name: "CUDA_ERROR_INVALID_HANDLE", message: "no event returned")
-        }
         self.context = context
-        handle = UncheckedPointer(UnsafeMutableRawPointer(event))
-    }
-
-    deinit {
-        try? context.call(\.cuEventDestroy) { $0(OpaquePointer(handle.pointer)) }
+        handle = try context.makeHandle(\.cuEventCreate, { $0($1, 0) }, destroy: \.cuEventDestroy)
     }
 
     /// Records the event on `stream` (the default stream when nil).
     public func record(on stream: CUDAStream? = nil) throws {
-        try context.call(\.cuEventRecord) { $0(OpaquePointer(handle.pointer), stream.map { OpaquePointer($0.handle.pointer) }) }
+        try context.call(\.cuEventRecord) { $0(handle.pointer, stream?.handle.pointer) }
     }
 
     /// Waits until the recorded work has finished.
     public func synchronize() throws {
-        try context.call(\.cuEventSynchronize) { $0(OpaquePointer(handle.pointer)) }
+        try context.call(\.cuEventSynchronize) { $0(handle.pointer) }
     }
 
     /// Milliseconds between `start` and this event (both recorded and finished).
     public func milliseconds(since start: CUDAEvent) throws -> Double {
         var milliseconds: Float = 0
-        try context.call(\.cuEventElapsedTime) { $0(&milliseconds, OpaquePointer(start.handle.pointer), OpaquePointer(handle.pointer)) }
+        try context.call(\.cuEventElapsedTime) { $0(&milliseconds, start.handle.pointer, handle.pointer) }
         return Double(milliseconds)
     }
 }
