@@ -23,13 +23,13 @@ let package = Package(
         // CUDA operators: kernel sources (Kernels/*.cu, embedded by scripts/generate_kernel_sources.py),
         // descriptors, the NVRTC compiler with its memory and disk caches.
         .target(name: "FMHACUDA", dependencies: ["FMHACore", "CUDADriver"], exclude: ["Kernels"]),
-        // The one module users import: entry points, dispatch, merge; re-exports FMHACore.
-        .target(name: "FMHA", dependencies: ["FMHACore", "FMHACPU", "FMHACUDA"]),
-        // The `fmha` command's implementation: subcommands, .npy files, bias JSON.
+        // The one module users import: entry points, dispatch, merge, the CUDA environment report;
+        // re-exports FMHACore and the operators.
+        .target(name: "FMHA", dependencies: ["CUDADriver", "FMHACore", "FMHACPU", "FMHACUDA"]),
+        // The `fmha` command's implementation: subcommands, .npy files, bias JSON; reaches the
+        // library only through FMHA.
         .target(name: "FMHACLI", dependencies: [
             "FMHA",
-            "CUDADriver",
-            "FMHACUDA",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "fmha", dependencies: ["FMHACLI"]),

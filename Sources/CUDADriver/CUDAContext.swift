@@ -7,41 +7,39 @@ public final class CUDAContext: Sendable {
     public let driver: CUDADriver
     /// The device.
     public let device: CUDADevice
-    let handle: UncheckedPointer
+    let handle: DriverHandle<CUDAContext>
     /// Freed device blocks by size class, reused before asking the driver for more.
     private let freeBlocks = Mutex<[Int: [UInt64]]>([:])
 
-    private typealias Retain = @convention(c) (UnsafeMutablePointer<OpaquePointer?>?, Int32) -> Int32
-    private typealias Release = @convention(c) (Int32) -> Int32
-    private typealias SetCurrent = @convention(c) (OpaquePointer?) -> Int32
-
     /// Retains the primary context of device `ordinal`.
     public init(ordinal: Int = 0) throws {
-        driver = try CUDADriver.shared()
-        device = try driver.device(ordinal)
-        var context: OpaquePointer?
-        try driver.check("cuDevicePrimaryCtxRetain", try driver.call("cuDevicePrimaryCtxRetain", as: Retain.self)(&context, device.handle))
-        guard let context else {
-            throw CUDAError(call: "cuDevicePrimaryCtxRetain", code: 201, name: "CUDA_ERROR_INVALID_CONTEXT", message: "no context returned")
+        let driver = try CUDADriver.shared(), device = try driver.device(ordinal)
+        handle = try DriverHandle(driver, creating: \.cuDevicePrimaryCtxRetain, { $0($1, device.handle) }) { _ in
+            try? driver.call(\.cuDevicePrimaryCtxRelease) { $0(device.handle) }
         }
-        handle = UncheckedPointer(UnsafeMutableRawPointer(context))
+        self.driver = driver
+        self.device = device
     }
 
     deinit {
-        freeAll()
-        if let release = try? driver.call("cuDevicePrimaryCtxRelease_v2", as: Release.self) { _ = release(device.handle) }
+        freeAll()  // before `handle` releases the context
     }
 
     /// Makes this context current on the calling thread.
     public func makeCurrent() throws {
-        try driver.check("cuCtxSetCurrent", try driver.call("cuCtxSetCurrent", as: SetCurrent.self)(OpaquePointer(handle.pointer)))
+        try driver.call(\.cuCtxSetCurrent) { $0(handle.pointer) }
+    }
+
+    /// Makes this context current on the calling thread, then calls driver function `function`
+    /// as `CUDADriver.call(_:_:)` does.
+    func call<Function>(_ function: DriverFunctions.Entry<Function>, _ invoke: (Function) throws -> Int32) throws {
+        try makeCurrent()
+        try driver.call(function, invoke)
     }
 
     /// Waits for all work of the context.
     public func synchronize() throws {
-        typealias Synchronize = @convention(c) () -> Int32
-        try makeCurrent()
-        try driver.check("cuCtxSynchronize", try driver.call("cuCtxSynchronize", as: Synchronize.self)())
+        try call(\.cuCtxSynchronize) { $0() }
     }
 
     /// The size class a request of `byteCount` bytes is served from: powers of two from 512 B.
@@ -59,15 +57,13 @@ public final class CUDAContext: Sendable {
         if let reused = freeBlocks.withLock({ $0[size]?.popLast() }) {
             return DeviceBuffer(context: self, address: reused, byteCount: byteCount, capacity: size)
         }
-        typealias Allocate = @convention(c) (UnsafeMutablePointer<UInt64>?, Int) -> Int32
-        try makeCurrent()
         var address: UInt64 = 0
-        var result = try driver.call("cuMemAlloc_v2", as: Allocate.self)(&address, size)
-        if result == 2 {  // out of memory: give the pool back and try once more
+        do {
+            try call(\.cuMemAlloc) { $0(&address, size) }
+        } catch let error as CUDAError where error.code == 2 {  // out of memory: give the pool back and try once more
             freeAll()
-            result = try driver.call("cuMemAlloc_v2", as: Allocate.self)(&address, size)
+            try call(\.cuMemAlloc) { $0(&address, size) }
         }
-        try driver.check("cuMemAlloc_v2", result)
         return DeviceBuffer(context: self, address: address, byteCount: byteCount, capacity: size)
     }
 
@@ -78,13 +74,12 @@ public final class CUDAContext: Sendable {
 
     /// Returns every pooled block to the driver.
     public func freeAll() {
-        typealias Free = @convention(c) (UInt64) -> Int32
         let blocks = freeBlocks.withLock { pool -> [UInt64] in
             defer { pool.removeAll() }
             return pool.values.flatMap { $0 }
         }
-        guard !blocks.isEmpty, (try? makeCurrent()) != nil, let free = try? driver.call("cuMemFree_v2", as: Free.self) else { return }
-        for block in blocks { _ = free(block) }
+        guard !blocks.isEmpty, (try? makeCurrent()) != nil else { return }
+        for block in blocks { try? driver.call(\.cuMemFree) { $0(block) } }
     }
 
     /// Blocks the pool holds, for tests and statistics.

@@ -19,21 +19,17 @@ public struct CUDADevice: Sendable, CustomStringConvertible {
     public let totalMemory: Int
 
     init(driver: CUDADriver, ordinal: Int) throws {
-        typealias Get = @convention(c) (UnsafeMutablePointer<Int32>?, Int32) -> Int32
-        typealias Name = @convention(c) (UnsafeMutablePointer<CChar>?, Int32, Int32) -> Int32
-        typealias Attribute = @convention(c) (UnsafeMutablePointer<Int32>?, Int32, Int32) -> Int32
-        typealias TotalMemory = @convention(c) (UnsafeMutablePointer<Int>?, Int32) -> Int32
         var handle: Int32 = 0
-        try driver.check("cuDeviceGet", try driver.call("cuDeviceGet", as: Get.self)(&handle, Int32(ordinal)))
+        try driver.call(\.cuDeviceGet) { $0(&handle, Int32(ordinal)) }
         var nameBytes = [CChar](repeating: 0, count: 256)
-        try driver.check("cuDeviceGetName", try driver.call("cuDeviceGetName", as: Name.self)(&nameBytes, 256, handle))
+        try driver.call(\.cuDeviceGetName) { $0(&nameBytes, 256, handle) }
         func attribute(_ code: Int32) throws -> Int {
             var value: Int32 = 0
-            try driver.check("cuDeviceGetAttribute", try driver.call("cuDeviceGetAttribute", as: Attribute.self)(&value, code, handle))
+            try driver.call(\.cuDeviceGetAttribute) { $0(&value, code, handle) }
             return Int(value)
         }
         var memory = 0
-        try driver.check("cuDeviceTotalMem_v2", try driver.call("cuDeviceTotalMem_v2", as: TotalMemory.self)(&memory, handle))
+        try driver.call(\.cuDeviceTotalMem) { $0(&memory, handle) }
         self.ordinal = ordinal
         self.handle = handle
         name = String(decoding: nameBytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)

@@ -5,8 +5,9 @@ import Musl
 #endif
 import Synchronization
 
-/// The CUDA driver (`libcuda.so.1`) loaded with `dlopen` and initialized; symbols are bound on
-/// first use by the versioned names `cuda.h` maps to (`cuMemAlloc_v2`, …). One per process.
+/// The CUDA driver (`libcuda.so.1`) loaded with `dlopen` and initialized; its functions
+/// (`DriverFunctions`) are bound on first use by the versioned names `cuda.h` maps to
+/// (`cuMemAlloc_v2`, …). One per process.
 public final class CUDADriver: Sendable {
     /// The loaded library.
     public let library: DynamicLibrary
@@ -42,44 +43,39 @@ public final class CUDADriver: Sendable {
 
     private init() throws {
         library = try DynamicLibrary.open(LibrarySearch.driverCandidates, what: "the CUDA driver (libcuda.so.1)")
-        typealias Initialize = @convention(c) (UInt32) -> Int32
-        typealias DriverVersion = @convention(c) (UnsafeMutablePointer<Int32>?) -> Int32
         var version: Int32 = 0
-        let initialize = try library.function("cuInit", as: Initialize.self)
-        let initResult = initialize(0)
-        try Self.check(library, "cuInit", initResult)
-        try Self.check(library, "cuDriverGetVersion", try library.function("cuDriverGetVersion", as: DriverVersion.self)(&version))
+        try Self.call(\.cuInit, in: library) { $0(0) }
+        try Self.call(\.cuDriverGetVersion, in: library) { $0(&version) }
         self.version = Int(version)
     }
 
-    /// Throws `CUDAError` unless `result` is `CUDA_SUCCESS`.
-    public func check(_ call: String, _ result: Int32) throws {
-        try Self.check(library, call, result)
+    /// Calls driver function `function` (a `DriverFunctions` entry, e.g. `\.cuMemAlloc`) through
+    /// `invoke`, which passes the arguments; throws `CUDAError`, naming the function, unless it
+    /// returns `CUDA_SUCCESS`.
+    func call<Function>(_ function: DriverFunctions.Entry<Function>, _ invoke: (Function) throws -> Int32) throws {
+        try Self.call(function, in: library, invoke)
     }
 
-    private static func check(_ library: DynamicLibrary, _ call: String, _ result: Int32) throws {
+    private static func call<Function>(_ function: DriverFunctions.Entry<Function>, in library: DynamicLibrary,
+                                       _ invoke: (Function) throws -> Int32) throws {
+        let function = function(DriverFunctions.table)
+        let result = try invoke(try function.resolve(in: library))
         guard result != 0 else { return }
-        typealias Describe = @convention(c) (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> Int32
-        func ask(_ function: String) -> String? {
+        func ask(_ describe: DriverFunctions.Entry<DriverFunctions.DescribeResult>) -> String? {
             var text: UnsafePointer<CChar>?
-            guard let describe = try? library.function(function, as: Describe.self), describe(result, &text) == 0,
+            guard let describe = try? describe(DriverFunctions.table).resolve(in: library), describe(result, &text) == 0,
                   let text else { return nil }
             return String(cString: text)
         }
-        throw CUDAError(call: call, code: result, name: ask("cuGetErrorName") ?? CUDAError.knownNames[result] ?? "CUresult \(result)",
-                        message: ask("cuGetErrorString") ?? "no description")
-    }
-
-    /// Looks up driver function `name` as `Function` and checks its result.
-    func call<Function>(_ name: String, as type: Function.Type) throws -> Function {
-        try library.function(name, as: type)
+        throw CUDAError(call: function.name, code: result,
+                        name: ask(\.cuGetErrorName) ?? CUDAError.knownNames[result] ?? "CUresult \(result)",
+                        message: ask(\.cuGetErrorString) ?? "no description")
     }
 
     /// Number of CUDA devices.
     public func deviceCount() throws -> Int {
-        typealias GetCount = @convention(c) (UnsafeMutablePointer<Int32>?) -> Int32
         var count: Int32 = 0
-        try check("cuDeviceGetCount", try call("cuDeviceGetCount", as: GetCount.self)(&count))
+        try call(\.cuDeviceGetCount) { $0(&count) }
         return Int(count)
     }
 

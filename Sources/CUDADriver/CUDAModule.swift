@@ -2,37 +2,19 @@
 public final class CUDAModule: Sendable {
     /// The context it lives in.
     public let context: CUDAContext
-    let handle: UncheckedPointer
+    let handle: DriverHandle<CUDAModule>
 
     /// Loads `cubin` into `context`.
     public init(context: CUDAContext, cubin: [UInt8]) throws {
-        typealias Load = @convention(c) (UnsafeMutablePointer<OpaquePointer?>?, UnsafeRawPointer?) -> Int32
-        try context.makeCurrent()
-        var module: OpaquePointer?
-        let driver = context.driver
-        try cubin.withUnsafeBytes { bytes in
-            try driver.check("cuModuleLoadData", try driver.call("cuModuleLoadData", as: Load.self)(&module, bytes.baseAddress))
-        }
-        guard let module else {
-            throw CUDAError(call: "cuModuleLoadData", code: 200, name: "CUDA_ERROR_INVALID_IMAGE", message: "no module returned")
-        }
         self.context = context
-        handle = UncheckedPointer(UnsafeMutableRawPointer(module))
-    }
-
-    deinit {
-        typealias Unload = @convention(c) (OpaquePointer?) -> Int32
-        if (try? context.makeCurrent()) != nil, let unload = try? context.driver.call("cuModuleUnload", as: Unload.self) {
-            _ = unload(OpaquePointer(handle.pointer))
-        }
+        handle = try context.makeHandle(\.cuModuleLoadData, { load, module in cubin.withUnsafeBytes { load(module, $0.baseAddress) } },
+                                        destroy: \.cuModuleUnload)
     }
 
     /// The kernel called `name` (an `extern "C"` name).
     public func function(_ name: String) throws -> CUDAFunction {
-        typealias Get = @convention(c) (UnsafeMutablePointer<OpaquePointer?>?, OpaquePointer?, UnsafePointer<CChar>?) -> Int32
         var function: OpaquePointer?
-        let driver = context.driver
-        try driver.check("cuModuleGetFunction", try driver.call("cuModuleGetFunction", as: Get.self)(&function, OpaquePointer(handle.pointer), name))
+        try context.driver.call(\.cuModuleGetFunction) { $0(&function, handle.pointer, name) }
         guard let function else {
             throw CUDAError(call: "cuModuleGetFunction", code: 500, name: "CUDA_ERROR_NOT_FOUND", message: "\(name) not found")
         }
@@ -52,16 +34,12 @@ public struct CUDAFunction: Sendable {
     /// kernel parameter, in order) and `sharedMemory` bytes of dynamic shared memory.
     public func launch(grid: (x: Int, y: Int, z: Int), block: (x: Int, y: Int, z: Int), sharedMemory: Int = 0,
                        stream: CUDAStream? = nil, arguments: KernelArguments) throws {
-        typealias Launch = @convention(c) (OpaquePointer?, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32,
-                                           OpaquePointer?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
-                                           UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32
-        let context = module.context, driver = context.driver
-        try context.makeCurrent()
         try arguments.withPointers { pointers in
-            try driver.check("cuLaunchKernel", try driver.call("cuLaunchKernel", as: Launch.self)(
-                OpaquePointer(handle.pointer), UInt32(grid.x), UInt32(grid.y), UInt32(grid.z),
-                UInt32(block.x), UInt32(block.y), UInt32(block.z), UInt32(sharedMemory),
-                stream.map { OpaquePointer($0.handle.pointer) }, pointers, nil))
+            try module.context.call(\.cuLaunchKernel) {
+                $0(OpaquePointer(handle.pointer), UInt32(grid.x), UInt32(grid.y), UInt32(grid.z),
+                   UInt32(block.x), UInt32(block.y), UInt32(block.z), UInt32(sharedMemory),
+                   stream?.handle.pointer, pointers, nil)
+            }
         }
     }
 }
@@ -70,11 +48,7 @@ extension CUDAFunction {
     /// Lets the kernel use up to `bytes` of dynamic shared memory
     /// (`CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`), needed above 48 KiB.
     public func allowDynamicSharedMemory(_ bytes: Int) throws {
-        typealias SetAttribute = @convention(c) (OpaquePointer?, Int32, Int32) -> Int32
-        let context = module.context, driver = context.driver
-        try context.makeCurrent()
-        try driver.check("cuFuncSetAttribute", try driver.call("cuFuncSetAttribute", as: SetAttribute.self)(
-            OpaquePointer(handle.pointer), 8, Int32(bytes)))
+        try module.context.call(\.cuFuncSetAttribute) { $0(OpaquePointer(handle.pointer), 8, Int32(bytes)) }
     }
 }
 

@@ -23,10 +23,7 @@ public final class DeviceBuffer: Sendable {
     /// Copies `bytes` host bytes from `source` to `offset` bytes into this buffer.
     public func copy(from source: UnsafeRawPointer, bytes: Int, offset: Int = 0) throws {
         try checkRange(offset, bytes)
-        typealias Copy = @convention(c) (UInt64, UnsafeRawPointer?, Int) -> Int32
-        try context.makeCurrent()
-        let driver = context.driver
-        try driver.check("cuMemcpyHtoD_v2", try driver.call("cuMemcpyHtoD_v2", as: Copy.self)(address + UInt64(offset), source, bytes))
+        try context.call(\.cuMemcpyHtoD) { $0(address + UInt64(offset), source, bytes) }
     }
 
     /// Queues a copy of `bytes` host bytes from `source` to `offset` bytes into this buffer on the
@@ -35,39 +32,25 @@ public final class DeviceBuffer: Sendable {
     /// so `source` may be freed, but the buffer must outlive the kernels that read it.
     public func enqueueCopy(from source: UnsafeRawPointer, bytes: Int, offset: Int = 0) throws {
         try checkRange(offset, bytes)
-        typealias Copy = @convention(c) (UInt64, UnsafeRawPointer?, Int, OpaquePointer?) -> Int32
-        try context.makeCurrent()
-        let driver = context.driver
-        try driver.check("cuMemcpyHtoDAsync_v2", try driver.call("cuMemcpyHtoDAsync_v2", as: Copy.self)(
-            address + UInt64(offset), source, bytes, nil))
+        try context.call(\.cuMemcpyHtoDAsync) { $0(address + UInt64(offset), source, bytes, nil) }
     }
 
     /// Copies `bytes` bytes from `offset` bytes into this buffer to host memory at `destination`.
     public func copy(to destination: UnsafeMutableRawPointer, bytes: Int, offset: Int = 0) throws {
         try checkRange(offset, bytes)
-        typealias Copy = @convention(c) (UnsafeMutableRawPointer?, UInt64, Int) -> Int32
-        try context.makeCurrent()
-        let driver = context.driver
-        try driver.check("cuMemcpyDtoH_v2", try driver.call("cuMemcpyDtoH_v2", as: Copy.self)(destination, address + UInt64(offset), bytes))
+        try context.call(\.cuMemcpyDtoH) { $0(destination, address + UInt64(offset), bytes) }
     }
 
     /// Copies `bytes` bytes from `source` (device) into this buffer.
     public func copy(from source: DeviceBuffer, bytes: Int, sourceOffset: Int = 0, offset: Int = 0) throws {
         try checkRange(offset, bytes)
         try source.checkRange(sourceOffset, bytes)
-        typealias Copy = @convention(c) (UInt64, UInt64, Int) -> Int32
-        try context.makeCurrent()
-        let driver = context.driver
-        try driver.check("cuMemcpyDtoD_v2", try driver.call("cuMemcpyDtoD_v2", as: Copy.self)(
-            address + UInt64(offset), source.address + UInt64(sourceOffset), bytes))
+        try context.call(\.cuMemcpyDtoD) { $0(address + UInt64(offset), source.address + UInt64(sourceOffset), bytes) }
     }
 
     /// Sets every byte to `value`.
     public func fill(_ value: UInt8) throws {
-        typealias Set = @convention(c) (UInt64, UInt8, Int) -> Int32
-        try context.makeCurrent()
-        let driver = context.driver
-        try driver.check("cuMemsetD8_v2", try driver.call("cuMemsetD8_v2", as: Set.self)(address, value, byteCount))
+        try context.call(\.cuMemsetD8) { $0(address, value, byteCount) }
     }
 
     private func checkRange(_ offset: Int, _ bytes: Int) throws {

@@ -5,7 +5,8 @@ import Musl
 #endif
 import Synchronization
 
-/// A shared library opened with `dlopen`, whose symbols are looked up on first use and cached.
+/// A shared library opened with `dlopen`, whose symbols are looked up on first use and cached
+/// (its functions are declared in a table: `DriverFunctions`, `NVRTCFunctions`).
 public final class DynamicLibrary: Sendable {
     /// The path or name it was opened by.
     public let path: String
@@ -42,11 +43,6 @@ public final class DynamicLibrary: Sendable {
         }
         symbols.withLock { $0[name] = UncheckedPointer(found) }
         return found
-    }
-
-    /// `name` as a C function of type `Function` (a `@convention(c)` function type).
-    public func function<Function>(_ name: String, as type: Function.Type) throws -> Function {
-        unsafeBitCast(try address(of: name), to: type)
     }
 }
 

@@ -1,7 +1,5 @@
 import ArgumentParser
-import CUDADriver
 import FMHA
-import FMHACUDA
 
 /// `fmha info`: the platform, the GPU libraries, and every operator with its capabilities.
 struct InfoCommand: ParsableCommand {
@@ -38,7 +36,7 @@ struct InfoCommand: ParsableCommand {
     /// Compiles every kernel variant for `architectures` and prints one row per kernel function;
     /// exits non-zero when a variant fails to compile or spills where it must not.
     static func compileEveryKernel(architectures: [String]) throws {
-        let compiler = KernelCompiler(compiler: try RuntimeCompiler.nvrtc(NVRTC()))
+        let compiler = try CUDAEnvironment.kernelCompiler()
         var rows = [[String]](), failures = 0
         for architecture in architectures {
             for variant in KernelCatalog.allVariants(architecture: architecture) {
@@ -70,20 +68,20 @@ struct InfoCommand: ParsableCommand {
 
     /// The CUDA driver, its devices and NVRTC: found and what they are, or why not.
     static func cudaDescription() -> [String] {
+        let environment = CUDAEnvironment()
         var lines = [String]()
-        do {
-            let driver = try CUDADriver.shared()
-            let count = try driver.deviceCount()
-            lines.append("cuda driver: \(driver.library.path), CUDA \(driver.version / 1000).\(driver.version % 1000 / 10), \(count) device\(count == 1 ? "" : "s")")
-            for ordinal in 0..<count { lines.append("  \(try driver.device(ordinal))") }
-        } catch {
+        switch environment.driver {
+        case .success(let driver):
+            let count = driver.devices.count
+            lines.append("cuda driver: \(driver.path), CUDA \(driver.version / 1000).\(driver.version % 1000 / 10), \(count) device\(count == 1 ? "" : "s")")
+            lines += driver.devices.map { "  \($0)" }
+        case .failure(let error):
             lines.append("cuda driver: not available (\(error))")
         }
-        do {
-            let nvrtc = try NVRTC()
-            let version = try nvrtc.version()
-            lines.append("nvrtc: \(nvrtc.library.path), version \(version.major).\(version.minor)")
-        } catch {
+        switch environment.compiler {
+        case .success(let nvrtc):
+            lines.append("nvrtc: \(nvrtc.path), version \(nvrtc.version.major).\(nvrtc.version.minor)")
+        case .failure(let error):
             lines.append("nvrtc: not available (\(error))")
         }
         return lines

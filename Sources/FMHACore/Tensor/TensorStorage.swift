@@ -1,4 +1,5 @@
-import CUDADriver
+// `package`: FMHACUDA reaches the contexts and buffers; nothing public names a CUDADriver type.
+package import CUDADriver
 import Synchronization
 
 /// Reference-counted memory that one or more `Tensor` views share: 64-byte-aligned host memory,
@@ -95,8 +96,9 @@ extension Tensor {
 }
 
 extension Device {
-    /// The CUDA context of this device (`.cuda` only), shared by every tensor on it.
-    public func cudaContext() throws -> CUDAContext {
+    /// The CUDA context of this device (`.cuda` only), shared by every tensor on it; for the
+    /// CUDA operators (package API: FMHACore's public interface names no CUDADriver type).
+    package func cudaContext() throws -> CUDAContext {
         guard case .cuda(let ordinal) = self else {
             throw FMHAError(.unsupported, "a CUDA context needs a CUDA device, got \(self)")
         }

@@ -6,18 +6,18 @@ import Musl
 
 import CUDADriver
 
-/// Writing to standard error (file descriptor 2) without Foundation.
-enum StandardError {
+/// Writing to standard error (file descriptor 2) without Foundation, for the `fmha` command.
+package enum StandardError {
     /// Writes `text` as it is.
-    static func write(_ text: String) {
+    package static func write(_ text: String) {
         DescriptorWriter.writeAll(Array(text.utf8), to: 2)
     }
 
     /// Writes `text` and a newline.
-    static func writeLine(_ text: String) {
+    package static func writeLine(_ text: String) {
         write(text + "\n")
     }
 
     /// Whether standard error is a terminal (for progress lines).
-    static var isTerminal: Bool { isatty(2) == 1 }
+    package static var isTerminal: Bool { isatty(2) == 1 }
 }
