@@ -50,7 +50,7 @@ import FMHATestSupport
 
     @Test func noMaskIsOneFullBlock() {
         let lowering = MaskLowering(nil, queryLength: 33, keyLength: 7)
-        #expect(lowering.isFull && lowering.blocks == [MaskLowering.Block(firstQuery: 0, queryCount: 33, keyStart: 0, keyCount: 7)])
+        #expect(lowering.band == .full && lowering.blocks == [MaskLowering.Block(firstQuery: 0, queryCount: 33, keyStart: 0, keyCount: 7)])
         #expect(lowering.tiles(rows: 16).map(\.keys) == [0..<7, 0..<7, 0..<7])
         #expect(lowering.tiles(rows: 16).map(\.inner) == [0..<7, 0..<7, 0..<0])
         #expect(MaskLowering(nil, queryLength: 0, keyLength: 7).tiles(rows: 16).isEmpty)

@@ -417,6 +417,8 @@ import Testing
         }
         #expect(error?.kind == .unsupported)
         #expect(error?.message.contains("test-restricted") == true && error?.message.contains("dtype float32") == true)
+        // The summary shows the tensors as the caller passed them (BMHK), not the problem's BMGHK views.
+        #expect(error?.message.contains("query       : shape=[1, 3, 2, 8]") == true, "\(error?.message ?? "")")
     }
 
     @Test func explicitBackwardOperatorIsRefused() throws {

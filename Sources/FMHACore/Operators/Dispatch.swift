@@ -58,9 +58,9 @@ extension AttentionProblem {
     public var summary: String {
         let inputs = self.inputs
         func describe(_ tensor: Tensor) -> String { "shape=\(tensor.shape) (\(tensor.dtype), \(tensor.device))" }
-        var lines = ["  query       : \(describe(query))", "  key         : \(describe(key))",
-                     "  value       : \(describe(value))"]
-        lines.append("  bias        : \(bias.map { type(of: $0).name } ?? "none")")
+        var lines = ["  query       : \(describe(inputs.query))", "  key         : \(describe(inputs.key))",
+                     "  value       : \(describe(inputs.value))"]
+        lines.append("  bias        : \(inputs.bias.map { type(of: $0).name } ?? "none")")
         lines.append("  p           : \(inputs.p)")
         if let scale = inputs.scale { lines.append("  scale       : \(scale)") }
         return lines.joined(separator: "\n")

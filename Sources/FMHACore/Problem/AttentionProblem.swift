@@ -47,10 +47,6 @@ public struct AttentionProblem: Sendable {
     public var dtype: DType { query.dtype }
     /// The device query, key and value are on.
     public var device: Device { query.device }
-    /// The bias, as the caller passed it.
-    public var bias: (any AttentionBias)? { inputs.bias }
-    /// The mask part of the bias, `nil` when it has none.
-    public var mask: MaskLayout? { lowering.mask }
     /// Partial attention over one chunk of keys (for `mergeAttentions`).
     public var isPartial: Bool { inputs.isPartial }
     /// Only operators that give the same bits every run qualify.

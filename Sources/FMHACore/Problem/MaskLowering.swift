@@ -49,8 +49,6 @@ public struct MaskLowering: Sendable {
         public let queryTiles: Range<Int>
     }
 
-    /// The mask it lowers; `nil` when every key is visible.
-    public let mask: MaskLayout?
     /// The visible keys of each query, relative to its block.
     public let band: KeyBand
     /// The blocks: one of all `Mq` queries and `Mkv` keys unless the mask is variable-length.
@@ -61,7 +59,6 @@ public struct MaskLowering: Sendable {
     /// The lowering of `mask` (checked against the sizes by validation) for `queryLength`
     /// queries and `keyLength` keys per batch element.
     public init(_ mask: MaskLayout?, queryLength: Int, keyLength: Int) {
-        self.mask = mask
         band = mask?.band ?? .full
         pages = mask?.blocks?.pages
         if let layout = mask?.blocks {
@@ -73,9 +70,6 @@ public struct MaskLowering: Sendable {
             blocks = [Block(firstQuery: 0, queryCount: queryLength, keyStart: 0, keyCount: keyLength)]
         }
     }
-
-    /// Whether the mask hides nothing: one block, every key of it visible to every query.
-    public var isFull: Bool { mask == nil || (mask?.blocks == nil && band == .full) }
 
     /// The block that holds packed query `query` (`0 ≤ query < Mq`); empty blocks hold none.
     public func block(containing query: Int) -> Int {
