@@ -190,12 +190,14 @@ FMHA_INLINE void probabilities_and_gradients(const fmha_backward_common *c, cons
     }
 }
 
-/// Writes dS of keys [0, n) of the tile as the bias gradient (each element is written once).
+/// Writes dS of keys [0, n) of the tile as the bias gradient (each element is written once). A
+/// masked entry is P·(…) with P = 0, whose sign would depend on which key tiles a scheme visits:
+/// adding +0 makes every zero +0, so the bits do not depend on the thread count.
 FMHA_INLINE void store_bias_gradient(const fmha_backward_query_tile *tile, const backward_buffers *b,
                                      const int64_t *physical, int32_t n) {
     for (int32_t j = 0; j < n; j++) {
         for (int32_t r = 0; r < tile->rows; r++) {
-            tile->grad_bias[r * tile->grad_bias_row_stride + physical[j]] = b->dpt[(int64_t)j * R + r];
+            tile->grad_bias[r * tile->grad_bias_row_stride + physical[j]] = b->dpt[(int64_t)j * R + r] + 0.0f;
         }
     }
 }

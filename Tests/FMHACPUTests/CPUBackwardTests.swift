@@ -143,20 +143,33 @@ import Testing
         try Self.expectClose(pagedTested, pagedReference, "shared pages")
     }
 
-    @Test func sameBitsForAnyThreadCount() throws {
-        let inputs = Inputs(query: try Tensor.randn([2, 100, 3, 24], seed: 17), key: try Tensor.randn([2, 130, 3, 24], seed: 18),
-                            value: try Tensor.randn([2, 130, 3, 24], seed: 19), bias: LowerTriangularFromBottomRightMask())
+    /// Every gradient's bits (signs of zeros included) with `FMHA_NUM_THREADS` 1 to 4: the thread
+    /// count also switches between the one- and two-pass schemes, which must agree bit for bit.
+    @Test(arguments: [DType.float32, .bfloat16])
+    func sameBitsForAnyThreadCount(dtype: DType) throws {
+        let plain = Inputs(query: try Tensor.randn([2, 100, 3, 24], dtype: dtype, seed: 17),
+                           key: try Tensor.randn([2, 130, 3, 24], dtype: dtype, seed: 18),
+                           value: try Tensor.randn([2, 130, 3, 24], dtype: dtype, seed: 19), bias: LowerTriangularFromBottomRightMask())
+        // Causal with a tensor bias, B = 1, H = 3: masked bias-gradient entries must be +0 however the work is split.
+        let biased = Inputs(query: try Tensor.randn([1, 64, 3, 32], dtype: dtype, seed: 20),
+                            key: try Tensor.randn([1, 64, 3, 32], dtype: dtype, seed: 21),
+                            value: try Tensor.randn([1, 64, 3, 32], dtype: dtype, seed: 22),
+                            bias: LowerTriangularMaskWithTensorBias(try Tensor.randn([1, 3, 64, 64], dtype: dtype, seed: 23)))
         let previous = getenv("FMHA_NUM_THREADS").map { String(cString: $0) }
         defer {
             if let previous { setenv("FMHA_NUM_THREADS", previous, 1) } else { unsetenv("FMHA_NUM_THREADS") }
         }
-        var results = [[Double]]()
-        for threads in ["1", "2", "3"] {
-            setenv("FMHA_NUM_THREADS", threads, 1)
-            let (tested, _) = try Self.gradients(inputs, CPUBackward())
-            results.append(try tested.dq.toDoubleArray() + tested.dk.toDoubleArray() + tested.dv.toDoubleArray())
+        for (name, inputs) in [("bottom-right causal", plain), ("causal + tensor bias", biased)] {
+            var results = [[UInt64]]()
+            for threads in ["1", "2", "3", "4"] {
+                setenv("FMHA_NUM_THREADS", threads, 1)
+                let (tested, _) = try Self.gradients(inputs, CPUBackward())
+                let values = try [tested.dq, tested.dk, tested.dv].flatMap { try $0.toDoubleArray() }
+                    + (try tested.dBias?.toDoubleArray() ?? [])
+                results.append(values.map(\.bitPattern))
+            }
+            #expect(results.allSatisfy { $0 == results[0] }, "\(name), \(dtype)")
         }
-        #expect(results[0] == results[1] && results[1] == results[2])
     }
 
     @Test func refusesFloat64() throws {
