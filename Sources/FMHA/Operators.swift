@@ -27,6 +27,17 @@ public enum Operators {
         namedForward.first { $0.name == name }
     }
 
+    /// The forward operator called `name`, or an error that lists the dispatched operators (the
+    /// tuning variants, which `op:` can name too, are listed by `fmha info`).
+    public static func forward(required name: String, argument: String = "op") throws -> any ForwardOperator {
+        guard let found = forward(named: name) else {
+            throw FMHAError.invalidArgument(
+                argument, expected: "one of \(forward.map(\.name).joined(separator: ", ")) (or a kernel variant that `fmha info` lists)",
+                got: "\"\(name)\"")
+        }
+        return found
+    }
+
     /// The backward operator called `name`, if this build has one.
     public static func backward(named name: String) -> (any BackwardOperator)? {
         (backward + backwardVariants).first { $0.name == name }

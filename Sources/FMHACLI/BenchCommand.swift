@@ -14,7 +14,7 @@ struct BenchCommand: ParsableCommand {
     var cases: [BenchCase] = [BenchCase(batch: 1, queries: 256, keys: 256, heads: 4, headDimension: 64, causal: false),
                               BenchCase(batch: 1, queries: 256, keys: 256, heads: 4, headDimension: 64, causal: true)]
     @Flag(help: "Time forward + backward instead of forward alone.") var backward = false
-    @Option(help: "Dropout probability (0 ≤ p < 1); the backward replays the forward's mask.") var dropout = 0.0
+    @Option(parsing: .unconditional, help: "Dropout probability (0 ≤ p < 1); the backward replays the forward's mask.") var dropout = 0.0
     @Flag(name: .customLong("tensor-bias"),
           help: "Add a random bias tensor [B, H, Mq, Mkv] (LowerTriangularMaskWithTensorBias when causal); dense cases without kv= only.")
     var tensorBias = false
@@ -41,12 +41,7 @@ struct BenchCommand: ParsableCommand {
     /// Runs the cases, handing `emit` each output line as soon as it exists: with `--json` one
     /// object per case (then the FMA peak's), else the table once every case has run.
     func run(emit: (String) -> Void) throws {
-        let chosen: (any ForwardOperator)? = try op.map { name in
-            guard let found = Operators.forward(named: name) else {
-                throw ValidationError("--op \(name): expected one of \(Operators.namedForward.map(\.name))")
-            }
-            return found
-        }
+        let chosen = try op.map { try Operators.forward(required: $0, argument: "--op") }
         var rows = [[String]]()
         let total = dtype.count * cases.count
         for (index, (dtype, benchCase)) in dtype.flatMap({ d in cases.map { (d, $0) } }).enumerated() {

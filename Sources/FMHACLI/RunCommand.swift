@@ -11,9 +11,10 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Key .npy.") var key: String
     @Option(help: "Value .npy.") var value: String
     @Option(help: "Bias JSON: an xFormers bias class name with its factory's arguments.") var bias: String?
-    @Option(help: "Scale on Q·Kᵀ (default 1/sqrt(K)).") var scale: Double?
-    @Option(help: "Dropout probability.") var p: Double = 0
-    @Option(help: "Dropout seed.") var seed: UInt64?
+    // (Numbers are taken unconditionally, so that `--scale -0.5` needs no `=`.)
+    @Option(parsing: .unconditional, help: "Scale on Q·Kᵀ (default 1/sqrt(K)).") var scale: Double?
+    @Option(parsing: .unconditional, help: "Dropout probability.") var p: Double = 0
+    @Option(parsing: .unconditional, help: "Dropout seed.") var seed: UInt64?
     @Option(help: "Compute in this dtype: float32, float16, bfloat16 or float64 (default: the query file's).") var dtype: DType?
     @Option(help: "Device: cpu or cuda[:N].") var device: DeviceArgument = .cpu
     @Option(help: "Forward operator name (default: dispatch chooses).") var op: String?
@@ -24,7 +25,7 @@ struct RunCommand: ParsableCommand {
         do {
             try compute()
         } catch let error as FMHAError {
-            StandardError.writeLine("fmha run: " + error.message.split(separator: "\n").joined(separator: " | "))
+            StandardError.writeLine("fmha run: " + FMHACommand.oneLine(error.message))
             throw ExitCode(2)
         }
     }
@@ -35,13 +36,9 @@ struct RunCommand: ParsableCommand {
             let tensor = try NumpyFile.read(path: path)
             return try tensor.converted(to: dtype ?? tensor.dtype).to(device.device)
         }
-        let attentionBias = try bias.map { try BiasSpec.load(path: $0) }
-        let chosen: (any ForwardOperator)? = try op.map { name in
-            guard let found = Operators.forward(named: name) else {
-                throw FMHAError.invalidArgument("--op", expected: "one of \(Operators.namedForward.map(\.name))", got: name)
-            }
-            return found
-        }
+        // A tensor bias goes where the inputs go, in their dtype.
+        let attentionBias = try bias.map { try BiasSpec.load(path: $0).converted(to: tensors[0].dtype, device: device.device) }
+        let chosen = try op.map { try Operators.forward(required: $0, argument: "--op") }
         let result = try memoryEfficientAttentionForwardRequiresGrad(
             tensors[0], tensors[1], tensors[2], bias: attentionBias, p: p, scale: scale, op: chosen, seed: seed)
         try NumpyFile.write(result.output, path: out)

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import FMHACLI
 
-FMHACommand.main()
+exit(FMHACommand.run(arguments: Array(CommandLine.arguments.dropFirst())))

@@ -11,6 +11,9 @@ public protocol AttentionBias: Sendable {
     /// The additive tensor part, `nil` for pure masks. Its shape is the scores' shape
     /// (`[B, Mq, Mkv]`, `[B, H, Mq, Mkv]` or `[B, G, H, Mq, Mkv]`), stride 0 allowed.
     var tensorBias: Tensor? { get }
+    /// The same bias with its tensor part (if any) in `dtype` on `device`, as attention with
+    /// inputs of that dtype and device needs it; a pure mask is returned as it is.
+    func converted(to dtype: DType, device: Device) throws -> Self
 }
 
 extension AttentionBias {
@@ -97,6 +100,7 @@ extension AttentionMask {
     public var maskLayout: MaskLayout? { MaskLayout(band: band, blocks: blockLayout) }
     public var tensorBias: Tensor? { nil }
     public var blockLayout: BlockLayout? { nil }
+    public func converted(to dtype: DType, device: Device) throws -> Self { self }
 }
 
 extension Tensor: AttentionBias {
@@ -104,4 +108,9 @@ extension Tensor: AttentionBias {
     public var maskLayout: MaskLayout? { nil }
     /// The tensor itself.
     public var tensorBias: Tensor? { self }
+
+    /// The tensor in `dtype` on `device` (itself when it is already there).
+    public func converted(to dtype: DType, device: Device) throws -> Tensor {
+        try converted(to: dtype).to(device)
+    }
 }

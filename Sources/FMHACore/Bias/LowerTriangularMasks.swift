@@ -25,6 +25,11 @@ public struct LowerTriangularMaskWithTensorBias: AttentionMask {
 
     public var band: KeyBand { .causal(.topLeft) }
     public var tensorBias: Tensor? { bias }
+
+    /// The causal mask with its tensor in `dtype` on `device`.
+    public func converted(to dtype: DType, device: Device) throws -> LowerTriangularMaskWithTensorBias {
+        LowerTriangularMaskWithTensorBias(try bias.converted(to: dtype, device: device))
+    }
 }
 
 /// Causal mask anchored bottom-right: query `i` sees keys `j ≤ i + Mkv − Mq`, so the last query
