@@ -15,6 +15,10 @@ import Testing
         #expect(FMHACommand.run(arguments: arguments) == 2, "\(arguments)")
     }
 
+    @Test func checkPassesOnThisMachine() {
+        #expect(FMHACommand.run(arguments: ["check", "--dtype", "float32"]) == 0)
+    }
+
     @Test func helpExitsWithZero() {
         #expect(FMHACommand.run(arguments: ["--help"]) == 0)
         #expect(FMHACommand.run(arguments: ["run", "--help"]) == 0)
