@@ -25,10 +25,6 @@ import Testing
     /// One attention call (the reference tests' problem).
     typealias Case = ReferenceForwardTests.Problem
 
-    static func randn(_ shape: [Int], _ seed: UInt64, _ dtype: DType = .float32) throws -> Tensor {
-        try Tensor.randn(shape, dtype: dtype, seed: seed)
-    }
-
     /// A BMHK case with `batch` × `queries` queries and `keys` keys.
     static func bmhk(batch: Int = 1, queries: Int, keys: Int, heads: Int = 2, headDimension: Int = 8,
                      valueDimension: Int = 7, bias: (any AttentionBias)?, dtype: DType = .float32,
@@ -286,9 +282,9 @@ import Testing
     @Test(.enabled(if: CPUKernels.cpuHasAVX512BF16, "no AVX-512 BF16 on this CPU"), arguments: [2, 3])
     func bfloat16DotProductsStayCloseToTheReference(heads: Int) throws {
         let bias = try BlockDiagonalCausalMask.fromSeqlens(qSeqlen: [33, 140], kvSeqlen: [70, 140])
-        let inputs = Inputs(query: try Self.randn([1, 173, heads, 64], 63, .bfloat16),
-                            key: try Self.randn([1, 210, heads, 64], 64, .bfloat16),
-                            value: try Self.randn([1, 210, heads, 32], 65, .bfloat16), bias: bias)
+        let inputs = Inputs(query: try randn([1, 173, heads, 64], 63, .bfloat16),
+                            key: try randn([1, 210, heads, 64], 64, .bfloat16),
+                            value: try randn([1, 210, heads, 32], 65, .bfloat16), bias: bias)
         let expected = try ReferenceForward().forward(inputs, dropout: nil).output.toDoubleArray()
         let output = try CPUForward(kernels: .avx512).forward(inputs, dropout: nil).output.toDoubleArray()
         let tight = Tolerance(absolute: 3e-3, relative: 1.5e-2)
@@ -321,7 +317,7 @@ import Testing
                                         bias: try LowerTriangularFromBottomRightLocalAttentionMask(windowSize: 70),
                                         dtype: dtype, seed: 73)),
                 ("tensor", try Self.bmhk(batch: 2, queries: queries, keys: keys, headDimension: 64, valueDimension: 64,
-                                         bias: try Self.randn([2, 2, queries, keys], 76, dtype), dtype: dtype, seed: 77)),
+                                         bias: try randn([2, 2, queries, keys], 76, dtype), dtype: dtype, seed: 77)),
                 ("paged", try Self.bmhk(queries: 2 * queries, keys: 8 * 32, headDimension: 16, valueDimension: 16,
                                         bias: try PagedBlockDiagonalCausalWithOffsetPaddedKeysMask.fromSeqlens(
                                             qSeqlen: [queries, queries], kvSeqlen: [100, 80],
@@ -357,7 +353,7 @@ import Testing
     @Test(arguments: [(64, 24), (24, 7), (8, 256), (1, 33), (160, 1)])
     func differentValueHeadDimension(k: Int, kv: Int) throws {
         func randnBias(_ dtype: DType) throws -> any AttentionBias {
-            LowerTriangularMaskWithTensorBias(try Self.randn([2, 2, 33, 70], 77, dtype))
+            LowerTriangularMaskWithTensorBias(try randn([2, 2, 33, 70], 77, dtype))
         }
         for dtype in Self.dtypes {
             let testCase = try Self.bmhk(batch: 2, queries: 33, keys: 70, heads: 2, headDimension: k, valueDimension: kv,
@@ -391,12 +387,12 @@ import Testing
     func bmkLayout(biasKind: String) throws {
         for dtype in Self.dtypes {
             let bias: (any AttentionBias)? = switch biasKind {
-            case "tensor": try Self.randn([3, 33, 65], 14, dtype)
+            case "tensor": try randn([3, 33, 65], 14, dtype)
             case "causal": LowerTriangularMask()
             default: nil
             }
-            let testCase = Case(query: try Self.randn([3, 33, 16], 11, dtype), key: try Self.randn([3, 65, 16], 12, dtype),
-                                value: try Self.randn([3, 65, 9], 13, dtype), bias: bias)
+            let testCase = Case(query: try randn([3, 33, 16], 11, dtype), key: try randn([3, 65, 16], 12, dtype),
+                                value: try randn([3, 65, 9], 13, dtype), bias: bias)
             let (reference, _) = try Self.compare(testCase, "BMK \(biasKind)")
             #expect(reference.lse.shape == [3, 1, 33])
         }
@@ -407,19 +403,19 @@ import Testing
     func groupedQueryAttention(ratio: Int) throws {
         for dtype in Self.dtypes {
             // BMHK: one K/V head shared by `ratio` query heads.
-            let bmhk = Case(query: try Self.randn([2, 33, ratio, 16], 20, dtype),
-                            key: try Self.randn([2, 65, 1, 16], 21, dtype).expanded(to: [2, 65, ratio, 16]),
-                            value: try Self.randn([2, 65, 1, 24], 22, dtype).expanded(to: [2, 65, ratio, 24]),
+            let bmhk = Case(query: try randn([2, 33, ratio, 16], 20, dtype),
+                            key: try randn([2, 65, 1, 16], 21, dtype).expanded(to: [2, 65, ratio, 16]),
+                            value: try randn([2, 65, 1, 24], 22, dtype).expanded(to: [2, 65, ratio, 24]),
                             bias: LowerTriangularFromBottomRightMask())
             #expect(ratio == 1 || (bmhk.key.strides[2] == 0 && bmhk.value.strides[2] == 0))
             try Self.compare(bmhk, "BMHK GQA ×\(ratio) \(dtype)")
             // BMGHK: two groups, each of `ratio` query heads over one K/V head.
-            let key = try Self.randn([2, 65, 2, 1, 16], 24, dtype).expanded(to: [2, 65, 2, ratio, 16])
-            let value = try Self.randn([2, 65, 2, 1, 8], 25, dtype).expanded(to: [2, 65, 2, ratio, 8])
+            let key = try randn([2, 65, 2, 1, 16], 24, dtype).expanded(to: [2, 65, 2, ratio, 16])
+            let value = try randn([2, 65, 2, 1, 8], 25, dtype).expanded(to: [2, 65, 2, ratio, 8])
             let biases: [(any AttentionBias)?] = [nil, LowerTriangularFromBottomRightMask(),
-                                                  try Self.randn([2, 2, ratio, 33, 65], 26, dtype)]
+                                                  try randn([2, 2, ratio, 33, 65], 26, dtype)]
             for bias in biases {
-                let bmghk = Case(query: try Self.randn([2, 33, 2, ratio, 16], 23, dtype), key: key, value: value, bias: bias,
+                let bmghk = Case(query: try randn([2, 33, 2, ratio, 16], 23, dtype), key: key, value: value, bias: bias,
                                  scale: 0.3)
                 let (reference, _) = try Self.compare(bmghk, "BMGHK GQA ×\(ratio) \(bias.map { type(of: $0).name } ?? "none") \(dtype)")
                 #expect(reference.lse.shape == [2, 2, ratio, 33])
@@ -431,9 +427,9 @@ import Testing
         let bias = try BlockDiagonalCausalWithOffsetPaddedKeysMask.fromSeqlens(qSeqlen: [0, 33, 7, 0], kvPadding: 65,
                                                                                kvSeqlen: [3, 65, 2, 0])
         for dtype in Self.dtypes {
-            let testCase = Case(query: try Self.randn([1, 40, 2, 4, 8], 27, dtype),
-                                key: try Self.randn([1, 260, 2, 1, 8], 28, dtype).expanded(to: [1, 260, 2, 4, 8]),
-                                value: try Self.randn([1, 260, 2, 1, 8], 29, dtype).expanded(to: [1, 260, 2, 4, 8]),
+            let testCase = Case(query: try randn([1, 40, 2, 4, 8], 27, dtype),
+                                key: try randn([1, 260, 2, 1, 8], 28, dtype).expanded(to: [1, 260, 2, 4, 8]),
+                                value: try randn([1, 260, 2, 1, 8], 29, dtype).expanded(to: [1, 260, 2, 4, 8]),
                                 bias: bias)
             let (reference, _) = try Self.compare(testCase, "BMGHK varlen \(dtype)")
             #expect(reference.lse.shape == [1, 2, 4, 40])
@@ -443,21 +439,21 @@ import Testing
                 qSeqlen: [0, 33, 7, 0], kvSeqstarts: [0, 3, 30, 79], kvSeqlen: [3, 65, 2, 1], blockTables: pages.tables,
                 pageSize: 16)
             let keys = pages.pages * 16
-            let pagedCase = Case(query: try Self.randn([1, 40, 2, 3, 8], 27, dtype),
-                                 key: try Self.randn([1, keys, 2, 1, 8], 28, dtype).expanded(to: [1, keys, 2, 3, 8]),
-                                 value: try Self.randn([1, keys, 2, 1, 8], 29, dtype).expanded(to: [1, keys, 2, 3, 8]),
+            let pagedCase = Case(query: try randn([1, 40, 2, 3, 8], 27, dtype),
+                                 key: try randn([1, keys, 2, 1, 8], 28, dtype).expanded(to: [1, keys, 2, 3, 8]),
+                                 value: try randn([1, keys, 2, 1, 8], 29, dtype).expanded(to: [1, keys, 2, 3, 8]),
                                  bias: paged)
             try Self.compare(pagedCase, "BMGHK paged \(dtype)")
         }
     }
 
     @Test func strideZeroOverBatchAndHeads() throws {
-        let query = try Self.randn([1, 33, 1, 16], 30).expanded(to: [3, 33, 4, 16])
-        let key = try Self.randn([1, 65, 1, 16], 31).expanded(to: [3, 65, 4, 16])
-        let value = try Self.randn([1, 65, 1, 16], 32).expanded(to: [3, 65, 4, 16])
+        let query = try randn([1, 33, 1, 16], 30).expanded(to: [3, 33, 4, 16])
+        let key = try randn([1, 65, 1, 16], 31).expanded(to: [3, 65, 4, 16])
+        let value = try randn([1, 65, 1, 16], 32).expanded(to: [3, 65, 4, 16])
         try Self.compare(Case(query: query, key: key, value: value, bias: LowerTriangularMask()), "stride 0 over B and H")
         // Every key row the same (stride 0 along Mkv): uniform weights over the visible keys.
-        let sameKey = try Self.randn([1, 1, 1, 16], 33).expanded(to: [3, 65, 4, 16])
+        let sameKey = try randn([1, 1, 1, 16], 33).expanded(to: [3, 65, 4, 16])
         #expect(sameKey.strides[1] == 0)
         try Self.compare(Case(query: query, key: sameKey, value: value, bias: LowerTriangularFromBottomRightMask()),
                          "stride 0 along Mkv")
@@ -466,14 +462,14 @@ import Testing
     @Test func slicesOfAPackedQKVTensor() throws {
         for dtype in Self.dtypes {
             // [B, M, H, 3·K]: q, k and v interleaved per head, each a non-contiguous view.
-            let packed = try Self.randn([2, 70, 3, 3 * 24], 33, dtype)
+            let packed = try randn([2, 70, 3, 3 * 24], 33, dtype)
             let query = try packed.slice(dimension: 3, range: 0..<24)
             let key = try packed.slice(dimension: 3, range: 24..<48)
             let value = try packed.slice(dimension: 3, range: 48..<72)
             #expect(!query.isContiguous && key.offset == 24 && value.strides == [70 * 216, 216, 72, 1])
             try Self.compare(Case(query: query, key: key, value: value, bias: LowerTriangularMask()), "packed QKV \(dtype)")
             // [B, M, 3, H, K] selected along the "3" dimension.
-            let stacked = try Self.randn([2, 70, 3, 3, 16], 34, dtype)
+            let stacked = try randn([2, 70, 3, 3, 16], 34, dtype)
             func pick(_ index: Int) throws -> Tensor {
                 let view = try stacked.slice(dimension: 2, range: index..<index + 1)
                 return try Tensor(storage: view.storage, shape: [2, 70, 3, 16], strides: [view.strides[0], view.strides[1], 16, 1],
@@ -488,10 +484,10 @@ import Testing
         for dtype in Self.dtypes {
             // Query [B, H, M, K] transposed to [B, M, H, K]; keys a slice along M of a longer tensor;
             // values transposed; a transposed tensor bias (column stride ≠ 1).
-            let query = try Self.randn([2, 3, 33, 24], 35, dtype).transposed(1, 2)
-            let key = try Self.randn([2, 140, 3, 24], 36, dtype).slice(dimension: 1, range: 5..<134)
-            let value = try Self.randn([2, 3, 129, 7], 37, dtype).transposed(1, 2)
-            let bias = try Self.randn([2, 3, 129, 33], 38, dtype).transposed(2, 3)
+            let query = try randn([2, 3, 33, 24], 35, dtype).transposed(1, 2)
+            let key = try randn([2, 140, 3, 24], 36, dtype).slice(dimension: 1, range: 5..<134)
+            let value = try randn([2, 3, 129, 7], 37, dtype).transposed(1, 2)
+            let bias = try randn([2, 3, 129, 33], 38, dtype).transposed(2, 3)
             #expect(!query.isContiguous && !value.isContiguous && !bias.isContiguous && key.offset > 0)
             try Self.compare(Case(query: query, key: key, value: value, bias: bias), "transposed views \(dtype)")
         }
@@ -500,7 +496,7 @@ import Testing
     @Test func expandedTensorBias() throws {
         for dtype in Self.dtypes {
             // One [1, 1, Mq, Mkv] plane expanded over B and H with stride 0, alone and with a causal mask.
-            let plane = try Self.randn([1, 1, 33, 129], 39, dtype)
+            let plane = try randn([1, 1, 33, 129], 39, dtype)
             let bias = try plane.expanded(to: [2, 3, 33, 129])
             #expect(bias.strides[0] == 0 && bias.strides[1] == 0)
             try Self.compare(try Self.bmhk(batch: 2, queries: 33, keys: 129, heads: 3, bias: bias, dtype: dtype, seed: 40),
@@ -509,8 +505,8 @@ import Testing
                                            dtype: dtype, seed: 41),
                              "causal + expanded tensor bias \(dtype)")
             // Stride 0 along Mq (one row for every query) and along Mkv (one value per query).
-            let row = try Self.randn([2, 3, 1, 129], 42, dtype).expanded(to: [2, 3, 33, 129])
-            let column = try Self.randn([2, 3, 33, 1], 43, dtype).expanded(to: [2, 3, 33, 129])
+            let row = try randn([2, 3, 1, 129], 42, dtype).expanded(to: [2, 3, 33, 129])
+            let column = try randn([2, 3, 33, 1], 43, dtype).expanded(to: [2, 3, 33, 129])
             #expect(row.strides[2] == 0 && column.strides[3] == 0)
             for (name, bias) in [("row", row), ("column", column)] {
                 try Self.compare(try Self.bmhk(batch: 2, queries: 33, keys: 129, heads: 3, bias: bias, dtype: dtype, seed: 44),
@@ -521,10 +517,10 @@ import Testing
 
     @Test func headDimensionOneWithANonUnitLastStride() throws {
         // Validation allows any stride on a last dimension of size 1.
-        let query = try Self.randn([2, 33, 1, 3], 42).transposed(2, 3)
-        let key = try Self.randn([2, 65, 1, 3], 43).transposed(2, 3)
+        let query = try randn([2, 33, 1, 3], 42).transposed(2, 3)
+        let key = try randn([2, 65, 1, 3], 43).transposed(2, 3)
         #expect(query.shape == [2, 33, 3, 1] && query.strides[3] == 3)
-        let value = try Self.randn([2, 65, 3, 5], 44)
+        let value = try randn([2, 65, 3, 5], 44)
         try Self.compare(Case(query: query, key: key, value: value, bias: LowerTriangularMask()), "K = 1, last stride 3")
     }
 
@@ -532,7 +528,7 @@ import Testing
 
     @Test func tensorBiasRowsOfMinusInfinity() throws {
         for dtype in Self.dtypes {
-            var values = try Self.randn([2, 2, 40, 70], 45).toDoubleArray()
+            var values = try randn([2, 2, 40, 70], 45).toDoubleArray()
             // Batch 1, head 0, query 2: every key −inf; batch 0, head 1, query 33: all but key 69;
             // batch 0, head 0, query 5: every key of the first key tile.
             for j in 0..<70 { values[((1 * 2 + 0) * 40 + 2) * 70 + j] = -.infinity }
@@ -570,9 +566,9 @@ import Testing
         for layout in [3, 4, 5] {
             let heads = layout == 3 ? [] : layout == 4 ? [2] : [2, 3]
             for dtype in Self.dtypes {
-                let testCase = Case(query: try Self.randn([batch, queries] + heads + [8], 70, dtype),
-                                    key: try Self.randn([batch, keys] + heads + [8], 71, dtype),
-                                    value: try Self.randn([batch, keys] + heads + [5], 72, dtype),
+                let testCase = Case(query: try randn([batch, queries] + heads + [8], 70, dtype),
+                                    key: try randn([batch, keys] + heads + [8], 71, dtype),
+                                    value: try randn([batch, keys] + heads + [5], 72, dtype),
                                     bias: layout == 3 ? nil : LowerTriangularFromBottomRightMask())
                 let (_, results) = try Self.compare(testCase, "empty B\(batch) Mq\(queries) Mkv\(keys) rank \(layout)")
                 for result in results {
@@ -594,14 +590,14 @@ import Testing
             for result in results { #expect(result.output.shape == [2, 33, 2, 0]) }
             // H = 0 and G = 0.
             try Self.compare(try Self.bmhk(batch: 2, queries: 33, keys: 65, heads: 0, bias: nil, dtype: dtype), "H = 0 \(dtype)")
-            try Self.compare(Case(query: try Self.randn([1, 33, 0, 2, 8], 75, dtype), key: try Self.randn([1, 65, 0, 2, 8], 76, dtype),
-                                  value: try Self.randn([1, 65, 0, 2, 8], 77, dtype), bias: LowerTriangularMask()),
+            try Self.compare(Case(query: try randn([1, 33, 0, 2, 8], 75, dtype), key: try randn([1, 65, 0, 2, 8], 76, dtype),
+                                  value: try randn([1, 65, 0, 2, 8], 77, dtype), bias: LowerTriangularMask()),
                              "G = 0 \(dtype)")
         }
     }
 
     @Test func emptyKeysWithATensorBias() throws {
-        let testCase = try Self.bmhk(batch: 2, queries: 3, keys: 0, bias: try Self.randn([2, 2, 3, 0], 73))
+        let testCase = try Self.bmhk(batch: 2, queries: 3, keys: 0, bias: try randn([2, 2, 3, 0], 73))
         let (_, results) = try Self.compare(testCase, "Mkv 0 with tensor bias")
         for result in results { #expect(try result.lse.toDoubleArray().allSatisfy { $0 == -.infinity }) }
     }
@@ -640,7 +636,7 @@ import Testing
     /// promises this for rows "the mask hides" (and xFormers' kernels behave like the tiled one),
     /// so this is recorded as a known divergence from the oracle rather than a failure.
     @Test func nanInValueRowsHiddenByMinusInfinityBias() throws {
-        var values = try Self.randn([1, 2, 33, 70], 47).toDoubleArray()
+        var values = try randn([1, 2, 33, 70], 47).toDoubleArray()
         for index in values.indices where [3, 64, 69].contains(index % 70) { values[index] = -.infinity }
         let bias = try Tensor(shape: [1, 2, 33, 70], scalars: values, dtype: .float32)
         let testCase = try Self.bmhk(queries: 33, keys: 70, bias: bias, seed: 48)
