@@ -50,26 +50,36 @@ import Testing
         ]
     }
 
-    @Test(arguments: caseNames)
-    func entryPointEqualsTheOperatorItDispatchesTo(_ name: String) throws {
+    /// The operator dispatch must choose on `device`: on the CPU the first of `Operators.forward`
+    /// (the fast CPU operator takes every case); on a GPU the first CUDA operator that takes them.
+    static func expectedOperator(_ problem: AttentionProblem, on device: Device) -> String? {
+        guard device != .cpu else { return Operators.forward[0].name }
+        return Operators.forward.first {
+            $0.capabilities.devices == [device.kind] && $0.notSupportedReasons(problem).isEmpty
+        }?.name
+    }
+
+    /// On every device here, with the case's tensors moved there.
+    @Test(arguments: testDevices, caseNames)
+    func entryPointEqualsTheOperatorItDispatchesTo(_ device: Device, _ name: String) throws {
         let testCase = try #require(try Self.makeCases().first { $0.name == name })
-        let inputs = Inputs(query: testCase.query, key: testCase.key, value: testCase.value, bias: testCase.bias)
+        let inputs = try Inputs(query: testCase.query, key: testCase.key, value: testCase.value, bias: testCase.bias).to(device)
+        let (query, key, value, bias) = (inputs.query, inputs.key, inputs.value, inputs.bias)
         let chosen = try Operators.forwardOperator(for: inputs.validate())
-        #expect(chosen.name == Operators.forward[0].name)
+        #expect(chosen.name == Self.expectedOperator(try inputs.validate(), on: device))
         let direct = try chosen.forward(inputs, dropout: nil)
-        let output = try memoryEfficientAttention(testCase.query, testCase.key, testCase.value, bias: testCase.bias)
+        let output = try memoryEfficientAttention(query, key, value, bias: bias)
+        #expect(output.device == device)
         #expect(output.shape == direct.output.shape && output.dtype == direct.output.dtype)
         #expect(try output.toDoubleArray() == direct.output.toDoubleArray())
-        let forwardOnly = try memoryEfficientAttentionForward(testCase.query, testCase.key, testCase.value, bias: testCase.bias)
+        let forwardOnly = try memoryEfficientAttentionForward(query, key, value, bias: bias)
         #expect(try forwardOnly.toDoubleArray() == direct.output.toDoubleArray())
-        let withLSE = try memoryEfficientAttentionForwardRequiresGrad(testCase.query, testCase.key, testCase.value,
-                                                                      bias: testCase.bias)
+        let withLSE = try memoryEfficientAttentionForwardRequiresGrad(query, key, value, bias: bias)
         #expect(withLSE.operatorName == chosen.name && withLSE.dropout == nil)
         #expect(try withLSE.lse.toDoubleArray() == direct.lse.toDoubleArray())
         #expect(withLSE.lse.dtype == .float32)
         // The same operator passed explicitly gives the same bits.
-        let explicit = try memoryEfficientAttention(testCase.query, testCase.key, testCase.value, bias: testCase.bias,
-                                                    op: Operators.forward[0])
+        let explicit = try memoryEfficientAttention(query, key, value, bias: bias, op: chosen)
         #expect(try explicit.toDoubleArray() == output.toDoubleArray())
     }
 
