@@ -38,7 +38,7 @@ let package = Package(
         .testTarget(name: "FMHACoreTests", dependencies: ["FMHACore", "CUDADriver", "FMHATestSupport"]),
         .testTarget(name: "FMHACPUTests", dependencies: ["FMHACPU", "FMHATestSupport"]),
         .testTarget(name: "FMHATests", dependencies: ["FMHA", "FMHATestSupport"]),
-        .testTarget(name: "FMHACLITests", dependencies: ["FMHACLI", "CUDADriver"]),
+        .testTarget(name: "FMHACLITests", dependencies: ["FMHACLI", "CUDADriver", "FMHATestSupport"]),
         .testTarget(name: "CUDADriverTests", dependencies: ["CUDADriver"]),
         .testTarget(name: "FMHACUDATests", dependencies: ["FMHACUDA", "FMHATestSupport"]),
     ]

@@ -1,10 +1,8 @@
 import ArgumentParser
 import FMHA
+import FMHATestSupport
 import Testing
 @testable import FMHACLI
-
-/// Whether a CUDA device can hold tensors here (then `--device cuda` works instead of failing).
-let cudaAvailable = (try? Tensor.zeros([1], device: .cuda(0))) != nil
 
 /// `fmha run`: .npy files in, attention out, and exit code 2 with one line for bad input.
 @Suite struct RunCommandTests {
@@ -42,7 +40,7 @@ let cudaAvailable = (try? Tensor.zeros([1], device: .cuda(0))) != nil
         #expect(try NumpyFile.read(path: lse).toArray() == expected.lse.toArray())
     }
 
-    @Test(.enabled(if: cudaAvailable, "no CUDA device"))
+    @Test(.enabled(if: cudaDeviceAvailable, "no CUDA device"))
     func runsOnTheGPU() throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
@@ -86,7 +84,7 @@ let cudaAvailable = (try? Tensor.zeros([1], device: .cuda(0))) != nil
             (arguments(paths, out: out, extra: ["--bias", badSpec]), ["BlockDiagonalMask", "2 queries", "got 3"]),
             (arguments(paths, out: out, extra: ["--op", "nope"]), ["--op", "nope"]),
             (arguments(paths, out: out, extra: ["--p", "1.5"]), ["p:", "1.5"]),
-        ] + (cudaAvailable ? [] : [(arguments(paths, out: out, extra: ["--device", "cuda"]), ["cuda"])])
+        ] + (cudaDeviceAvailable ? [] : [(arguments(paths, out: out, extra: ["--device", "cuda"]), ["cuda"])])
         for (arguments, fragments) in cases {
             let command = try RunCommand.parse(arguments)
             expectFMHAError(fragments) { try command.compute() }

@@ -87,17 +87,13 @@ import Testing
         return (result, naive)
     }
 
-    static func randn(_ shape: [Int], _ seed: UInt64, dtype: DType = .float32) throws -> Tensor {
-        try Tensor.randn(shape, dtype: dtype, seed: seed)
-    }
-
     /// A BMHK problem with `batch` × `queries` queries and `keys` keys.
     static func bmhk(batch: Int, queries: Int, keys: Int, heads: Int = 2, headDimension: Int = 6,
                      valueDimension: Int = 5, bias: (any AttentionBias)?, dtype: DType = .float32,
                      seed: UInt64 = 1) throws -> Problem {
-        Problem(query: try randn([batch, queries, heads, headDimension], seed, dtype: dtype),
-                key: try randn([batch, keys, heads, headDimension], seed + 1, dtype: dtype),
-                value: try randn([batch, keys, heads, valueDimension], seed + 2, dtype: dtype),
+        Problem(query: try randn([batch, queries, heads, headDimension], seed, dtype),
+                key: try randn([batch, keys, heads, headDimension], seed + 1, dtype),
+                value: try randn([batch, keys, heads, valueDimension], seed + 2, dtype),
                 bias: bias)
     }
 
@@ -288,7 +284,7 @@ import Testing
 
     @Test(arguments: [DType.float32, .float16, .bfloat16, .float64])
     func tensorBiasRowOfMinusInfinity(dtype: DType) throws {
-        var values = try Self.randn([2, 2, 4, 6], 40).toDoubleArray()
+        var values = try randn([2, 2, 4, 6], 40).toDoubleArray()
         // Batch 1, head 0, query 2: every key −inf; batch 0, head 1, query 0: all but key 5.
         for j in 0..<6 { values[((1 * 2 + 0) * 4 + 2) * 6 + j] = -.infinity }
         for j in 0..<5 { values[((0 * 2 + 1) * 4 + 0) * 6 + j] = -.infinity }
@@ -319,9 +315,9 @@ import Testing
 
     @Test(arguments: ["none", "tensor", "causal"])
     func bmkLayout(biasKind: String) throws {
-        let query = try Self.randn([3, 7, 5], 11), key = try Self.randn([3, 33, 5], 12), value = try Self.randn([3, 33, 3], 13)
+        let query = try randn([3, 7, 5], 11), key = try randn([3, 33, 5], 12), value = try randn([3, 33, 3], 13)
         let bias: (any AttentionBias)? = switch biasKind {
-        case "tensor": try Self.randn([3, 7, 33], 14)
+        case "tensor": try randn([3, 7, 33], 14)
         case "causal": LowerTriangularMask()
         default: nil
         }
@@ -332,13 +328,13 @@ import Testing
 
     @Test func bmghkWithStrideZeroKeysAndValues() throws {
         // Two groups of three query heads sharing one K/V head each.
-        let query = try Self.randn([2, 7, 2, 3, 4], 20)
-        let key = try Self.randn([2, 12, 2, 1, 4], 21).expanded(to: [2, 12, 2, 3, 4])
-        let value = try Self.randn([2, 12, 2, 1, 6], 22).expanded(to: [2, 12, 2, 3, 6])
+        let query = try randn([2, 7, 2, 3, 4], 20)
+        let key = try randn([2, 12, 2, 1, 4], 21).expanded(to: [2, 12, 2, 3, 4])
+        let value = try randn([2, 12, 2, 1, 6], 22).expanded(to: [2, 12, 2, 3, 6])
         #expect(key.strides[3] == 0 && value.strides[3] == 0)
         let biases: [(any AttentionBias)?] = [nil, LowerTriangularFromBottomRightMask(),
-                                              LowerTriangularMaskWithTensorBias(try Self.randn([2, 2, 3, 7, 12], 23)),
-                                              try Self.randn([2, 2, 3, 7, 12], 24)]
+                                              LowerTriangularMaskWithTensorBias(try randn([2, 2, 3, 7, 12], 23)),
+                                              try randn([2, 2, 3, 7, 12], 24)]
         for bias in biases {
             let (result, _) = try Self.check(Problem(query: query, key: key, value: value, bias: bias, scale: 0.4),
                                              "BMGHK \(bias.map { type(of: $0).name } ?? "none")")
@@ -349,29 +345,29 @@ import Testing
 
     @Test func bmghkVarlen() throws {
         let bias = try BlockDiagonalCausalWithOffsetPaddedKeysMask.fromSeqlens(qSeqlen: [1, 4], kvPadding: 6, kvSeqlen: [5, 2])
-        let query = try Self.randn([1, 5, 2, 2, 3], 25)
-        let key = try Self.randn([1, 12, 2, 1, 3], 26).expanded(to: [1, 12, 2, 2, 3])
-        let value = try Self.randn([1, 12, 2, 1, 3], 27).expanded(to: [1, 12, 2, 2, 3])
+        let query = try randn([1, 5, 2, 2, 3], 25)
+        let key = try randn([1, 12, 2, 1, 3], 26).expanded(to: [1, 12, 2, 2, 3])
+        let value = try randn([1, 12, 2, 1, 3], 27).expanded(to: [1, 12, 2, 2, 3])
         try Self.check(Problem(query: query, key: key, value: value, bias: bias), poisonHiddenRows: true, "BMGHK varlen")
     }
 
     @Test func bmhkStrideZeroOverHeadsAndBatch() throws {
-        let query = try Self.randn([3, 5, 4, 8], 30)
-        let key = try Self.randn([1, 9, 1, 8], 31).expanded(to: [3, 9, 4, 8])
-        let value = try Self.randn([1, 9, 1, 8], 32).expanded(to: [3, 9, 4, 8])
+        let query = try randn([3, 5, 4, 8], 30)
+        let key = try randn([1, 9, 1, 8], 31).expanded(to: [3, 9, 4, 8])
+        let value = try randn([1, 9, 1, 8], 32).expanded(to: [3, 9, 4, 8])
         try Self.check(Problem(query: query, key: key, value: value, bias: LowerTriangularMask()), "stride-0 K/V over B and H")
     }
 
     @Test func slicesOfAPackedQKVTensor() throws {
         // [B, M, H, 3·K] with q, k, v interleaved per head: each is a non-contiguous view.
-        let packed = try Self.randn([2, 9, 3, 3 * 8], 33)
+        let packed = try randn([2, 9, 3, 3 * 8], 33)
         let query = try packed.slice(dimension: 3, range: 0..<8)
         let key = try packed.slice(dimension: 3, range: 8..<16)
         let value = try packed.slice(dimension: 3, range: 16..<24)
         #expect(!query.isContiguous && key.offset == 8 && value.strides == [9 * 72, 72, 24, 1])
         try Self.check(Problem(query: query, key: key, value: value, bias: LowerTriangularMask()), "packed QKV")
         // The same through [B, M, 3, H, K] views, selecting along the "3" dimension.
-        let stacked = try Self.randn([2, 9, 3, 3, 8], 34)
+        let stacked = try randn([2, 9, 3, 3, 8], 34)
         func pick(_ index: Int) throws -> Tensor {
             let view = try stacked.slice(dimension: 2, range: index..<index + 1)
             return try Tensor(storage: view.storage, shape: [2, 9, 3, 8], strides: [view.strides[0], view.strides[1], 8, 1],
@@ -383,10 +379,10 @@ import Testing
     @Test func transposedAndSlicedViews() throws {
         // Query [B, H, M, K] transposed to [B, M, H, K]; keys a slice along M of a longer tensor;
         // a transposed tensor bias.
-        let query = try Self.randn([2, 3, 7, 5], 35).transposed(1, 2)
-        let key = try Self.randn([2, 40, 3, 5], 36).slice(dimension: 1, range: 3..<36)
-        let value = try Self.randn([2, 3, 33, 4], 37).transposed(1, 2)
-        let bias = try Self.randn([2, 3, 33, 7], 38).transposed(2, 3)
+        let query = try randn([2, 3, 7, 5], 35).transposed(1, 2)
+        let key = try randn([2, 40, 3, 5], 36).slice(dimension: 1, range: 3..<36)
+        let value = try randn([2, 3, 33, 4], 37).transposed(1, 2)
+        let bias = try randn([2, 3, 33, 7], 38).transposed(2, 3)
         #expect(!query.isContiguous && !value.isContiguous && !bias.isContiguous && key.offset > 0)
         try Self.check(Problem(query: query, key: key, value: value, bias: bias), "transposed views")
     }
@@ -413,7 +409,7 @@ import Testing
 
     @Test(arguments: DType.allCases)
     func dtypesMatchNaiveOnRoundedInputs(dtype: DType) throws {
-        let bias = LowerTriangularMaskWithTensorBias(try Self.randn([2, 2, 7, 33], 50, dtype: dtype))
+        let bias = LowerTriangularMaskWithTensorBias(try randn([2, 2, 7, 33], 50, dtype))
         var problem = try Self.bmhk(batch: 2, queries: 7, keys: 33, headDimension: 8, valueDimension: 8, bias: bias,
                                     dtype: dtype, seed: 51)
         problem.scale = 0.3
@@ -441,7 +437,7 @@ import Testing
     // MARK: - Long sequences
 
     @Test func longCausal() throws {
-        let query = try Self.randn([1, 1000, 8], 60), key = try Self.randn([1, 1031, 8], 61), value = try Self.randn([1, 1031, 8], 62)
+        let query = try randn([1, 1000, 8], 60), key = try randn([1, 1031, 8], 61), value = try randn([1, 1031, 8], 62)
         try Self.check(Problem(query: query, key: key, value: value, bias: LowerTriangularMask()), "long causal BMK")
         // The bottom-right version needs BMHK with one head.
         let reshaped = Problem(query: try query.reshaped([1, 1000, 1, 8]), key: try key.reshaped([1, 1031, 1, 8]),
@@ -463,9 +459,9 @@ import Testing
     func emptyTensors(batch: Int, queries: Int, keys: Int) throws {
         for layout in [3, 4, 5] {
             let headShape = layout == 3 ? [] : layout == 4 ? [2] : [2, 3]
-            let problem = Problem(query: try Self.randn([batch, queries] + headShape + [4], 70),
-                                  key: try Self.randn([batch, keys] + headShape + [4], 71),
-                                  value: try Self.randn([batch, keys] + headShape + [3], 72),
+            let problem = Problem(query: try randn([batch, queries] + headShape + [4], 70),
+                                  key: try randn([batch, keys] + headShape + [4], 71),
+                                  value: try randn([batch, keys] + headShape + [3], 72),
                                   bias: layout == 3 ? nil : LowerTriangularFromBottomRightMask())
             let (result, _) = try Self.check(problem, "empty B\(batch) Mq\(queries) Mkv\(keys) rank \(layout)")
             #expect(result.output.shape == [batch, queries] + headShape + [3])
@@ -475,7 +471,7 @@ import Testing
     }
 
     @Test func emptyKeysWithATensorBias() throws {
-        let problem = try Self.bmhk(batch: 2, queries: 3, keys: 0, bias: try Self.randn([2, 2, 3, 0], 73))
+        let problem = try Self.bmhk(batch: 2, queries: 3, keys: 0, bias: try randn([2, 2, 3, 0], 73))
         let (result, _) = try Self.check(problem, "Mkv 0 with tensor bias")
         #expect(result.lse.shape == [2, 2, 3])
         #expect(try result.lse.toDoubleArray().allSatisfy { $0 == -.infinity })

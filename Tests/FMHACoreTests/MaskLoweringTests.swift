@@ -3,13 +3,13 @@ import FMHATestSupport
 @testable import FMHACore
 
 /// `MaskLowering`, the one place the mask rules are applied, against the independent rules of
-/// `BiasPropertyTests` (`ReferenceMask`, `KeyGeometry`): per-row ranges and page lookups give
-/// exactly the columns the formula allows, and every tile height's tiles visit the union of their
-/// rows' ranges and skip per-element masking only where every row sees every key.
+/// the test-support mask oracle (`ReferenceMask`, `KeyGeometry`): per-row ranges and page lookups
+/// give exactly the columns the formula allows, and every tile height's tiles visit the union of
+/// their rows' ranges and skip per-element masking only where every row sees every key.
 @Suite struct MaskLoweringTests {
     @Test(arguments: BiasKind.allCases)
     func rowsAndTilesMatchTheFormula(_ kind: BiasKind) throws {
-        for testCase in try BiasPropertyTests.cases(kind) where testCase.bias.maskLayout != nil {
+        for testCase in try PropertyCase.cases(kind) where testCase.bias.maskLayout != nil {
             let lowering = MaskLowering(testCase.bias.maskLayout, queryLength: testCase.rows, keyLength: testCase.columns)
             let reference = testCase.reference
             let expected = ReferenceMask(queryLengths: reference.queryLengths, keys: reference.keys, rule: reference.rule,

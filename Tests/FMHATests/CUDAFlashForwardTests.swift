@@ -30,8 +30,9 @@ struct CUDAFlashForwardTests {
         #expect(outputRatio <= 1 && lseRatio <= 1, "\(what): output \(outputRatio), LSE \(lseRatio)")
     }
 
+    /// The shared `randn` test data, on the GPU.
     static func randn(_ shape: [Int], _ seed: UInt64, _ dtype: DType) throws -> Tensor {
-        try Tensor.randn(shape, dtype: dtype, device: .cuda(0), seed: seed)
+        try FMHATestSupport.randn(shape, seed, dtype, device: .cuda(0))
     }
 
     @Test(arguments: [DType.float16, .bfloat16], [16, 40, 64, 96, 128, 192, 256])

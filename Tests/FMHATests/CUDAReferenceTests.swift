@@ -2,9 +2,6 @@ import FMHATestSupport
 import FMHA
 import Testing
 
-/// Whether this machine has a CUDA device the tests can use.
-let cudaDeviceAvailable = (try? Tensor.zeros([1], device: .cuda(0))) != nil
-
 /// The CUDA reference forward against the CPU reference on the same inputs (moved to the GPU):
 /// masks of every family, GQA, a tensor bias, dropout with the same Philox mask, partial output.
 /// Enabled only where a CUDA device is present.
@@ -12,11 +9,7 @@ let cudaDeviceAvailable = (try? Tensor.zeros([1], device: .cuda(0))) != nil
 struct CUDAReferenceTests {
     /// Output and LSE of the CUDA reference within the forward tolerance of the CPU reference.
     func check(_ inputs: Inputs, dropout: DropoutState? = nil, _ what: String) throws {
-        var device = inputs
-        device.query = try inputs.query.to(.cuda(0))
-        device.key = try inputs.key.to(.cuda(0))
-        device.value = try inputs.value.to(.cuda(0))
-        if let tensor = inputs.bias as? Tensor { device.bias = try tensor.to(.cuda(0)) }
+        let device = try inputs.to(.cuda(0))
         let cuda = try CUDAReferenceForward().forward(device, dropout: dropout)
         let cpu = try ReferenceForward().forward(inputs, dropout: dropout)
         #expect(cuda.output.device == .cuda(0) && cuda.output.shape == cpu.output.shape && cuda.output.dtype == cpu.output.dtype)
@@ -25,14 +18,10 @@ struct CUDAReferenceTests {
         #expect(outputRatio <= 1 && lseRatio <= 1, "\(what): output \(outputRatio), LSE \(lseRatio)")
     }
 
-    static func randn(_ shape: [Int], _ seed: UInt64, _ dtype: DType = .float32) throws -> Tensor {
-        try Tensor.randn(shape, dtype: dtype, seed: seed)
-    }
-
     @Test(arguments: [DType.float32, .float16, .bfloat16])
     func masksOfEveryFamily(dtype: DType) throws {
-        let q = try Self.randn([1, 9, 2, 24], 1, dtype), k = try Self.randn([1, 24, 2, 24], 2, dtype)
-        let v = try Self.randn([1, 24, 2, 16], 3, dtype)
+        let q = try randn([1, 9, 2, 24], 1, dtype), k = try randn([1, 24, 2, 24], 2, dtype)
+        let v = try randn([1, 24, 2, 16], 3, dtype)
         let biases: [any AttentionBias] = [
             LowerTriangularFromBottomRightMask(),
             try LocalAttentionFromBottomRightMask(windowLeft: 3, windowRight: 1),
@@ -43,15 +32,15 @@ struct CUDAReferenceTests {
                                                                         windowSize: 5),
             try BlockDiagonalCausalWithOffsetGappyKeysMask.fromSeqlens(qSeqlen: [5, 4], kvSeqstarts: [3, 0, 24],
                                                                        kvSeqlen: [20, 7]),
-            try Self.randn([1, 2, 9, 24], 4, dtype),
+            try randn([1, 2, 9, 24], 4, dtype),
         ]
         for bias in biases { try check(Inputs(query: q, key: k, value: v, bias: bias, scale: 0.3), "\(type(of: bias).name) \(dtype)") }
     }
 
     @Test func groupedQueriesDropoutAndPartialOutput() throws {
-        let key = try Self.randn([2, 70, 2, 1, 32], 5).expanded(to: [2, 70, 2, 4, 32])
-        let value = try Self.randn([2, 70, 2, 1, 8], 6).expanded(to: [2, 70, 2, 4, 8])
-        let query = try Self.randn([2, 33, 2, 4, 32], 7)
+        let key = try randn([2, 70, 2, 1, 32], 5).expanded(to: [2, 70, 2, 4, 32])
+        let value = try randn([2, 70, 2, 1, 8], 6).expanded(to: [2, 70, 2, 4, 8])
+        let query = try randn([2, 33, 2, 4, 32], 7)
         try check(Inputs(query: query, key: key, value: value, bias: LowerTriangularMask()), "GQA")
         try check(Inputs(query: query, key: key, value: value, p: 0.3), dropout: DropoutState(p: 0.3, seed: 9, offset: 1), "dropout")
         try check(Inputs(query: try query.converted(to: .bfloat16), key: try key.converted(to: .bfloat16),
@@ -60,14 +49,14 @@ struct CUDAReferenceTests {
 
     @Test func adversarialShapes() throws {
         // B·H > 65535 rows of one query each, against a single key and value (Mkv = 1).
-        let q = try Self.randn([3, 1, 30_000, 8], 8), k = try Self.randn([3, 1, 30_000, 8], 9)
-        let v = try Self.randn([3, 1, 30_000, 4], 10)
+        let q = try randn([3, 1, 30_000, 8], 8), k = try randn([3, 1, 30_000, 8], 9)
+        let v = try randn([3, 1, 30_000, 4], 10)
         try check(Inputs(query: q, key: k, value: v), "B·H = 90000, Mkv = 1")
         // Zero-length sequences first, in the middle and last of a varlen batch.
         let bias = try BlockDiagonalCausalWithOffsetPaddedKeysMask.fromSeqlens(qSeqlen: [0, 3, 0, 4, 0], kvPadding: 6,
                                                                                kvSeqlen: [0, 5, 2, 6, 0])
-        try check(Inputs(query: try Self.randn([1, 7, 2, 16], 11), key: try Self.randn([1, 30, 2, 16], 12),
-                         value: try Self.randn([1, 30, 2, 16], 13), bias: bias), "empty sequences")
+        try check(Inputs(query: try randn([1, 7, 2, 16], 11), key: try randn([1, 30, 2, 16], 12),
+                         value: try randn([1, 30, 2, 16], 13), bias: bias), "empty sequences")
     }
 
     /// Gradients of the CUDA reference backward within the backward tolerance of the CPU
@@ -77,11 +66,7 @@ struct CUDAReferenceTests {
         let output = try forward.output.converted(to: inputs.query.dtype)
         let gradOutput = try Tensor.randn(output.shape, dtype: inputs.query.dtype, seed: 77)
         let cpu = try ReferenceBackward().backward(inputs, output: output, lse: forward.lse, gradOutput: gradOutput, dropout: dropout)
-        var device = inputs
-        device.query = try inputs.query.to(.cuda(0))
-        device.key = try inputs.key.to(.cuda(0))
-        device.value = try inputs.value.to(.cuda(0))
-        if let tensor = inputs.bias as? Tensor { device.bias = try tensor.to(.cuda(0)) }
+        let device = try inputs.to(.cuda(0))
         let cuda = try CUDAReferenceBackward().backward(device, output: try output.to(.cuda(0)), lse: try forward.lse.to(.cuda(0)),
                                                         gradOutput: try gradOutput.to(.cuda(0)), dropout: dropout)
         #expect((cuda.dBias == nil) == (cpu.dBias == nil), "\(what): dBias presence")
@@ -95,7 +80,7 @@ struct CUDAReferenceTests {
     }
 
     @Test func backwardMatchesTheCPUReference() throws {
-        let q = try Self.randn([1, 9, 2, 24], 31), k = try Self.randn([1, 24, 2, 24], 32), v = try Self.randn([1, 24, 2, 16], 33)
+        let q = try randn([1, 9, 2, 24], 31), k = try randn([1, 24, 2, 24], 32), v = try randn([1, 24, 2, 16], 33)
         let biases: [any AttentionBias] = [
             LowerTriangularFromBottomRightMask(),
             try BlockDiagonalCausalFromBottomRightMask.fromSeqlens(qSeqlen: [4, 0, 5], kvSeqlen: [10, 3, 11]),
@@ -105,12 +90,12 @@ struct CUDAReferenceTests {
             // Overlapping key blocks: their dK/dV add up in the shared rows.
             try BlockDiagonalCausalWithOffsetGappyKeysMask.fromSeqlens(qSeqlen: [5, 4], kvSeqstarts: [3, 0, 24],
                                                                        kvSeqlen: [20, 7]),
-            try Self.randn([1, 1, 9, 24], 34).expanded(to: [1, 2, 9, 24]),
+            try randn([1, 1, 9, 24], 34).expanded(to: [1, 2, 9, 24]),
         ]
         for bias in biases { try checkBackward(Inputs(query: q, key: k, value: v, bias: bias, scale: 0.3), "\(type(of: bias).name)") }
-        let key = try Self.randn([1, 40, 2, 1, 32], 35).expanded(to: [1, 40, 2, 4, 32])
-        let value = try Self.randn([1, 40, 2, 1, 8], 36).expanded(to: [1, 40, 2, 4, 8])
-        let query = try Self.randn([1, 33, 2, 4, 32], 37)
+        let key = try randn([1, 40, 2, 1, 32], 35).expanded(to: [1, 40, 2, 4, 32])
+        let value = try randn([1, 40, 2, 1, 8], 36).expanded(to: [1, 40, 2, 4, 8])
+        let query = try randn([1, 33, 2, 4, 32], 37)
         try checkBackward(Inputs(query: query, key: key, value: value, bias: LowerTriangularMask()), "GQA")
         try checkBackward(Inputs(query: query, key: key, value: value, p: 0.3), dropout: DropoutState(p: 0.3, seed: 5), "dropout")
         try checkBackward(Inputs(query: try query.converted(to: .bfloat16), key: try key.converted(to: .bfloat16),

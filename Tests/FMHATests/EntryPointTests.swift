@@ -6,10 +6,6 @@ import Testing
 /// replayable, partial attention merges back into full attention, and dispatch explains, uses or
 /// refuses operators as the design says.
 @Suite struct EntryPointTests {
-    static func randn(_ shape: [Int], _ seed: UInt64, _ dtype: DType = .float32) throws -> Tensor {
-        try Tensor.randn(shape, dtype: dtype, seed: seed)
-    }
-
     /// `|a − e| ≤ atol + rtol·|e|` elementwise, infinities equal, no NaN.
     static func expectClose(_ actual: Tensor, _ expected: Tensor, atol: Double, rtol: Double, _ what: String,
                             sourceLocation: SourceLocation = #_sourceLocation) throws {
@@ -54,35 +50,45 @@ import Testing
         ]
     }
 
-    @Test(arguments: caseNames)
-    func entryPointEqualsTheOperatorItDispatchesTo(_ name: String) throws {
+    /// The operator dispatch must choose on `device`: on the CPU the first of `Operators.forward`
+    /// (the fast CPU operator takes every case); on a GPU the first CUDA operator that takes them.
+    static func expectedOperator(_ problem: AttentionProblem, on device: Device) -> String? {
+        guard device != .cpu else { return Operators.forward[0].name }
+        return Operators.forward.first {
+            $0.capabilities.devices == [device.kind] && $0.notSupportedReasons(problem).isEmpty
+        }?.name
+    }
+
+    /// On every device here, with the case's tensors moved there.
+    @Test(arguments: testDevices, caseNames)
+    func entryPointEqualsTheOperatorItDispatchesTo(_ device: Device, _ name: String) throws {
         let testCase = try #require(try Self.makeCases().first { $0.name == name })
-        let inputs = Inputs(query: testCase.query, key: testCase.key, value: testCase.value, bias: testCase.bias)
+        let inputs = try Inputs(query: testCase.query, key: testCase.key, value: testCase.value, bias: testCase.bias).to(device)
+        let (query, key, value, bias) = (inputs.query, inputs.key, inputs.value, inputs.bias)
         let chosen = try Operators.forwardOperator(for: inputs.validate())
-        #expect(chosen.name == Operators.forward[0].name)
+        #expect(chosen.name == Self.expectedOperator(try inputs.validate(), on: device))
         let direct = try chosen.forward(inputs, dropout: nil)
-        let output = try memoryEfficientAttention(testCase.query, testCase.key, testCase.value, bias: testCase.bias)
+        let output = try memoryEfficientAttention(query, key, value, bias: bias)
+        #expect(output.device == device)
         #expect(output.shape == direct.output.shape && output.dtype == direct.output.dtype)
         #expect(try output.toDoubleArray() == direct.output.toDoubleArray())
-        let forwardOnly = try memoryEfficientAttentionForward(testCase.query, testCase.key, testCase.value, bias: testCase.bias)
+        let forwardOnly = try memoryEfficientAttentionForward(query, key, value, bias: bias)
         #expect(try forwardOnly.toDoubleArray() == direct.output.toDoubleArray())
-        let withLSE = try memoryEfficientAttentionForwardRequiresGrad(testCase.query, testCase.key, testCase.value,
-                                                                      bias: testCase.bias)
+        let withLSE = try memoryEfficientAttentionForwardRequiresGrad(query, key, value, bias: bias)
         #expect(withLSE.operatorName == chosen.name && withLSE.dropout == nil)
         #expect(try withLSE.lse.toDoubleArray() == direct.lse.toDoubleArray())
         #expect(withLSE.lse.dtype == .float32)
         // The same operator passed explicitly gives the same bits.
-        let explicit = try memoryEfficientAttention(testCase.query, testCase.key, testCase.value, bias: testCase.bias,
-                                                    op: Operators.forward[0])
+        let explicit = try memoryEfficientAttention(query, key, value, bias: bias, op: chosen)
         #expect(try explicit.toDoubleArray() == output.toDoubleArray())
     }
 
     @Test func backwardEntryPointReturnsExpandedSummedGradients() throws {
-        let query = try Self.randn([1, 4, 2, 3, 4], 20, .float64)
-        let key = try Self.randn([1, 5, 2, 1, 4], 21, .float64).expanded(to: [1, 5, 2, 3, 4])
-        let value = try Self.randn([1, 5, 2, 1, 4], 22, .float64).expanded(to: [1, 5, 2, 3, 4])
+        let query = try randn([1, 4, 2, 3, 4], 20, .float64)
+        let key = try randn([1, 5, 2, 1, 4], 21, .float64).expanded(to: [1, 5, 2, 3, 4])
+        let value = try randn([1, 5, 2, 1, 4], 22, .float64).expanded(to: [1, 5, 2, 3, 4])
         let forward = try memoryEfficientAttentionForwardRequiresGrad(query, key, value, bias: LowerTriangularMask())
-        let gradOutput = try Self.randn(forward.output.shape, 23, .float64)
+        let gradOutput = try randn(forward.output.shape, 23, .float64)
         let gradients = try memoryEfficientAttentionBackward(gradOutput, output: forward.output, lse: forward.lse,
                                                              query: query, key: key, value: value, bias: LowerTriangularMask())
         #expect(gradients.dk.shape == key.shape && gradients.dv.shape == value.shape && gradients.dq.shape == query.shape)
@@ -102,7 +108,7 @@ import Testing
     // MARK: - Dropout seeds
 
     @Test func seedMakesDropoutReproducible() throws {
-        let query = try Self.randn([2, 6, 2, 8], 30), key = try Self.randn([2, 9, 2, 8], 31), value = try Self.randn([2, 9, 2, 8], 32)
+        let query = try randn([2, 6, 2, 8], 30), key = try randn([2, 9, 2, 8], 31), value = try randn([2, 9, 2, 8], 32)
         let first = try memoryEfficientAttention(query, key, value, p: 0.3, seed: 42).toDoubleArray()
         let again = try memoryEfficientAttention(query, key, value, p: 0.3, seed: 42).toDoubleArray()
         let other = try memoryEfficientAttention(query, key, value, p: 0.3, seed: 43).toDoubleArray()
@@ -132,10 +138,10 @@ import Testing
     }
 
     @Test func backwardReplaysTheForwardsDropout() throws {
-        let query = try Self.randn([1, 5, 2, 4], 33, .float64), key = try Self.randn([1, 7, 2, 4], 34, .float64)
-        let value = try Self.randn([1, 7, 2, 4], 35, .float64)
+        let query = try randn([1, 5, 2, 4], 33, .float64), key = try randn([1, 7, 2, 4], 34, .float64)
+        let value = try randn([1, 7, 2, 4], 35, .float64)
         let forward = try memoryEfficientAttentionForwardRequiresGrad(query, key, value, p: 0.4, seed: 7)
-        let gradOutput = try Self.randn([1, 5, 2, 4], 36, .float64)
+        let gradOutput = try randn([1, 5, 2, 4], 36, .float64)
         let replayed = try memoryEfficientAttentionBackward(gradOutput, output: forward.output, lse: forward.lse, query: query,
                                                             key: key, value: value, dropout: forward.dropout)
         let direct = try Operators.backwardOperator(for: Inputs(query: query, key: key, value: value, p: 0.4).validate()).backward(
@@ -256,8 +262,8 @@ import Testing
     }
 
     @Test func partialOutputDTypes() throws {
-        let query = try Self.randn([1, 3, 2, 8], 60, .float16), key = try Self.randn([1, 4, 2, 8], 61, .float16)
-        let value = try Self.randn([1, 4, 2, 8], 62, .float16)
+        let query = try randn([1, 3, 2, 8], 60, .float16), key = try randn([1, 4, 2, 8], 61, .float16)
+        let value = try randn([1, 4, 2, 8], 62, .float16)
         #expect(try memoryEfficientAttentionPartial(query, key, value).output.dtype == .float32)
         #expect(try memoryEfficientAttentionPartial(query, key, value, outputDType: .float16).output.dtype == .float16)
         let wide = try memoryEfficientAttentionPartial(try query.converted(to: .float64), try key.converted(to: .float64),
@@ -270,7 +276,7 @@ import Testing
     }
 
     @Test func mergeErrors() throws {
-        let output = try Self.randn([1, 3, 2, 4], 70), lse = try Self.randn([1, 2, 3], 71)
+        let output = try randn([1, 3, 2, 4], 70), lse = try randn([1, 2, 3], 71)
         func expectInvalid(_ fragment: String, _ body: () throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) {
             let error = #expect(throws: FMHAError.self, sourceLocation: sourceLocation) { try body() }
             #expect(error?.kind == .invalidArgument, sourceLocation: sourceLocation)
@@ -279,11 +285,11 @@ import Testing
         }
         expectInvalid("outputs") { _ = try mergeAttentions([], lses: []) }
         expectInvalid("lses") { _ = try mergeAttentions([output, output], lses: [lse]) }
-        expectInvalid("outputs[1]") { _ = try mergeAttentions([output, try Self.randn([1, 3, 2, 5], 72)], lses: [lse, lse]) }
-        expectInvalid("outputs[1]") { _ = try mergeAttentions([output, try Self.randn([1, 4, 2, 4], 73)], lses: [lse, lse]) }
-        expectInvalid("lses[1]") { _ = try mergeAttentions([output, output], lses: [lse, try Self.randn([1, 2, 4], 74)]) }
-        expectInvalid("lses[0]") { _ = try mergeAttentions([output], lses: [try Self.randn([1, 3, 2], 75)]) }
-        expectInvalid("outputs[0]") { _ = try mergeAttentions([try Self.randn([3, 4], 76)], lses: [try Self.randn([3], 77)]) }
+        expectInvalid("outputs[1]") { _ = try mergeAttentions([output, try randn([1, 3, 2, 5], 72)], lses: [lse, lse]) }
+        expectInvalid("outputs[1]") { _ = try mergeAttentions([output, try randn([1, 4, 2, 4], 73)], lses: [lse, lse]) }
+        expectInvalid("lses[1]") { _ = try mergeAttentions([output, output], lses: [lse, try randn([1, 2, 4], 74)]) }
+        expectInvalid("lses[0]") { _ = try mergeAttentions([output], lses: [try randn([1, 3, 2], 75)]) }
+        expectInvalid("outputs[0]") { _ = try mergeAttentions([try randn([3, 4], 76)], lses: [try randn([3], 77)]) }
     }
 
     // MARK: - Dispatch
@@ -339,8 +345,8 @@ import Testing
             #expect(expected.allSatisfy { reason.contains($0) }, "\"\(reason)\" lacks \(expected)")
         }
         // One reason at a time.
-        let simple = Inputs(query: try Self.randn([1, 4, 2, 8], 83, .float16), key: try Self.randn([1, 6, 2, 8], 84, .float16),
-                            value: try Self.randn([1, 6, 2, 8], 85, .float16))
+        let simple = Inputs(query: try randn([1, 4, 2, 8], 83, .float16), key: try randn([1, 6, 2, 8], 84, .float16),
+                            value: try randn([1, 6, 2, 8], 85, .float16))
         #expect(try RestrictedForward().notSupportedReasons(simple).isEmpty)
         var withBias = simple
         withBias.bias = LowerTriangularMask()
@@ -388,13 +394,13 @@ import Testing
             #expect(expected.allSatisfy { error?.message.contains($0) == true }, "\(error?.message ?? "") lacks \(expected)")
         }
         let partialError = #expect(throws: FMHAError.self) {
-            _ = try memoryEfficientAttentionPartial(try Self.randn([1, 3, 2, 8], 86, .float16),
-                                                    try Self.randn([1, 4, 2, 8], 87, .float16),
-                                                    try Self.randn([1, 4, 2, 8], 88, .float16), op: RestrictedForward())
+            _ = try memoryEfficientAttentionPartial(try randn([1, 3, 2, 8], 86, .float16),
+                                                    try randn([1, 4, 2, 8], 87, .float16),
+                                                    try randn([1, 4, 2, 8], 88, .float16), op: RestrictedForward())
         }
         #expect(partialError?.kind == .unsupported && partialError?.message.contains("partial") == true)
         // Where it can run, the explicit operator is what runs (its output is all 7s).
-        let query = try Self.randn([1, 3, 2, 8], 89, .float16)
+        let query = try randn([1, 3, 2, 8], 89, .float16)
         let output = try memoryEfficientAttention(query, query, query, op: RestrictedForward())
         #expect(try output.toDoubleArray().allSatisfy { $0 == 7 })
         let result = try memoryEfficientAttentionForwardRequiresGrad(query, query, query, op: RestrictedForward())
@@ -402,14 +408,14 @@ import Testing
     }
 
     @Test func dispatchTakesTheFirstAbleOperator() throws {
-        let half = Inputs(query: try Self.randn([1, 3, 2, 8], 90, .float16), key: try Self.randn([1, 4, 2, 8], 91, .float16),
-                          value: try Self.randn([1, 4, 2, 8], 92, .float16))
+        let half = Inputs(query: try randn([1, 3, 2, 8], 90, .float16), key: try randn([1, 4, 2, 8], 91, .float16),
+                          value: try randn([1, 4, 2, 8], 92, .float16))
         let candidates: [any ForwardOperator] = [RestrictedForward()] + Operators.forward
         #expect(try Dispatch.selectForward(candidates, explicit: nil, for: half.validate(), entryPoint: "test").name == "test-restricted")
         var single = half
-        single.query = try Self.randn([1, 3, 2, 8], 93)
-        single.key = try Self.randn([1, 4, 2, 8], 94)
-        single.value = try Self.randn([1, 4, 2, 8], 95)
+        single.query = try randn([1, 3, 2, 8], 93)
+        single.key = try randn([1, 4, 2, 8], 94)
+        single.value = try randn([1, 4, 2, 8], 95)
         #expect(try Dispatch.selectForward(candidates, explicit: nil, for: single.validate(), entryPoint: "test").name == Operators.forward[0].name)
         // No operator fits: the error lists every operator with its reasons.
         let error = #expect(throws: FMHAError.self) {
@@ -422,7 +428,7 @@ import Testing
     }
 
     @Test func explicitBackwardOperatorIsRefused() throws {
-        let query = try Self.randn([1, 3, 2, 8], 96), key = try Self.randn([1, 4, 2, 8], 97), value = try Self.randn([1, 4, 2, 8], 98)
+        let query = try randn([1, 3, 2, 8], 96), key = try randn([1, 4, 2, 8], 97), value = try randn([1, 4, 2, 8], 98)
         let forward = try memoryEfficientAttentionForwardRequiresGrad(query, key, value, bias: LowerTriangularMask())
         let error = #expect(throws: FMHAError.self) {
             _ = try memoryEfficientAttentionBackward(forward.output, output: forward.output, lse: forward.lse, query: query,
@@ -438,7 +444,7 @@ import Testing
 
     @Test(arguments: [1.0, 1.5, -0.1, Double.nan])
     func invalidDropoutProbability(p: Double) throws {
-        let query = try Self.randn([1, 3, 2, 8], 100)
+        let query = try randn([1, 3, 2, 8], 100)
         for body in [
             { _ = try memoryEfficientAttention(query, query, query, p: p, seed: 1) },
             { _ = try memoryEfficientAttention(query, query, query, p: p, op: RestrictedForward()) },
@@ -453,7 +459,7 @@ import Testing
     }
 
     @Test func otherValidationErrorsSurface() throws {
-        let query = try Self.randn([1, 3, 2, 8], 101), key = try Self.randn([1, 4, 2, 8], 102)
+        let query = try randn([1, 3, 2, 8], 101), key = try randn([1, 4, 2, 8], 102)
         func expectInvalid(_ fragment: String, _ body: () throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) {
             let error = #expect(throws: FMHAError.self, sourceLocation: sourceLocation) { try body() }
             #expect(error?.kind == .invalidArgument, "\(error?.message ?? "")", sourceLocation: sourceLocation)
@@ -461,13 +467,13 @@ import Testing
                     sourceLocation: sourceLocation)
         }
         expectInvalid("scale") { _ = try memoryEfficientAttention(query, key, key, scale: .infinity) }
-        expectInvalid("query/key/value") { _ = try memoryEfficientAttention(query, try Self.randn([1, 4, 2, 6], 103), key) }
+        expectInvalid("query/key/value") { _ = try memoryEfficientAttention(query, try randn([1, 4, 2, 6], 103), key) }
         expectInvalid("bias") {
-            _ = try memoryEfficientAttentionPartial(query, key, key, bias: try Self.randn([1, 2, 3, 5], 104))
+            _ = try memoryEfficientAttentionPartial(query, key, key, bias: try randn([1, 2, 3, 5], 104))
         }
         expectInvalid("query") {
-            _ = try memoryEfficientAttention(try Self.randn([2, 3, 2, 8], 105), try Self.randn([2, 4, 2, 8], 106),
-                                             try Self.randn([2, 4, 2, 8], 107),
+            _ = try memoryEfficientAttention(try randn([2, 3, 2, 8], 105), try randn([2, 4, 2, 8], 106),
+                                             try randn([2, 4, 2, 8], 107),
                                              bias: try BlockDiagonalMask.fromSeqlens(qSeqlen: [3], kvSeqlen: [4]))
         }
         expectInvalid("query") {
@@ -480,7 +486,7 @@ import Testing
                                                      query: query, key: key, value: key)
         }
         expectInvalid("gradOutput") {
-            _ = try memoryEfficientAttentionBackward(try Self.randn([1, 3, 2, 7], 108), output: forward.output, lse: forward.lse,
+            _ = try memoryEfficientAttentionBackward(try randn([1, 3, 2, 7], 108), output: forward.output, lse: forward.lse,
                                                      query: query, key: key, value: key)
         }
     }
