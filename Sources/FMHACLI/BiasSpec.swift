@@ -49,7 +49,40 @@ public enum BiasSpec {
             throw FMHAError(.invalidArgument, "\(missing): no \"\(missing)\" key; \(typeName) needs "
                                               + "\(recipe.requiredKeys.joined(separator: ", ")).")
         }
-        return try recipe.build(BiasArguments(members: arguments, baseDirectory: baseDirectory))
+        do {
+            return try recipe.build(BiasArguments(members: arguments, baseDirectory: baseDirectory))
+        } catch let error as FMHAError {
+            throw FMHAError(error.kind, jsonSpelling(error.message, keys: allowed))
+        }
+    }
+
+    /// `message` (a factory's error) with the Swift names of `keys` (`qSeqlen`, `blockTables`)
+    /// written as the JSON keys the user wrote (`q_seqlen`, `block_tables`).
+    static func jsonSpelling(_ message: String, keys: [String]) -> String {
+        var text = message
+        for key in keys where key.contains("_") {
+            let parts = key.split(separator: "_")
+            let swiftName = String(parts[0]) + parts.dropFirst().map { $0.prefix(1).uppercased() + $0.dropFirst() }.joined()
+            text = replacingIdentifier(swiftName, with: key, in: text)
+        }
+        return text
+    }
+
+    /// `text` with every occurrence of the identifier `name` (not part of a longer identifier)
+    /// replaced by `replacement`.
+    private static func replacingIdentifier(_ name: String, with replacement: String, in text: String) -> String {
+        func isIdentifierCharacter(_ character: Character?) -> Bool {
+            character.map { $0.isLetter || $0.isNumber || $0 == "_" } ?? false
+        }
+        var result = "", rest = Substring(text)
+        while let range = rest.firstRange(of: name) {
+            let before = range.lowerBound == rest.startIndex ? result.last : rest[rest.index(before: range.lowerBound)]
+            let after = range.upperBound == rest.endIndex ? nil : rest[range.upperBound]
+            result += rest[..<range.lowerBound]
+            result += isIdentifierCharacter(before) || isIdentifierCharacter(after) ? name : replacement
+            rest = rest[range.upperBound...]
+        }
+        return result + rest
     }
 
     /// The bias described by the JSON file at `path`; relative tensor paths are resolved against
@@ -65,7 +98,11 @@ public enum BiasSpec {
         } catch let error as FMHAError {
             throw FMHAError(error.kind, "\(path): \(error.message)")
         }
-        return try parse(json, baseDirectory: directory(of: path))
+        do {
+            return try parse(json, baseDirectory: directory(of: path))
+        } catch let error as FMHAError where !error.message.hasPrefix(path) {
+            throw FMHAError(error.kind, "\(path): \(error.message)")
+        }
     }
 
     /// The folder part of `path` (`""` when it has none, `/` for files at the root).

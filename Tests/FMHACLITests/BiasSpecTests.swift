@@ -108,10 +108,10 @@ import Testing
         let direct = try BlockDiagonalGappyKeysMask.fromSeqlens(qSeqlen: [2, 1], kvSeqstarts: [0, 5, 12], kvSeqlen: [3, 4])
         #expect(try dense(unpaged, [3, 12]) == dense(direct, [3, 12]))
         // Unpaged masks need the key total as a final start; paged ones have one start per sequence.
-        expectFMHAError(["kvSeqstarts", "3 entries"]) {
+        expectFMHAError(["kv_seqstarts", "3 entries"]) {
             _ = try bias(#"{"type": "BlockDiagonalGappyKeysMask", "q_seqlen": [2, 1], "kv_seqstarts": [0, 5], "kv_seqlen": [3, 4]}"#)
         }
-        expectFMHAError(["kvSeqstarts"]) {
+        expectFMHAError(["kv_seqstarts"]) {
             _ = try bias(#"{"type": "PagedBlockDiagonalGappyKeysMask", "q_seqlen": [2, 1], "kv_seqstarts": [1, 0, 8], "kv_seqlen": [3, 6], "block_tables": [[0, 1], [3, 2]], "page_size": 4}"#)
         }
     }
@@ -194,31 +194,53 @@ import Testing
         expectFMHAError(["path", "a non-empty string"]) { _ = try bias(#"{"type": "Tensor", "path": ""}"#) }
     }
 
+    /// Factory errors name the JSON keys (not the Swift parameters) and nothing in Swift spelling.
     @Test func passesFactoryErrorsThrough() {
-        expectFMHAError(["windowSize", "a window size > 0", "0"]) {
+        expectFMHAError(["window_size", "a window size > 0", "0"]) {
             _ = try bias(#"{"type": "LowerTriangularFromBottomRightLocalAttentionMask", "window_size": 0}"#)
         }
-        expectFMHAError(["windowLeft", "≥ 0", "-1"]) {
+        expectFMHAError(["window_left", "≥ 0", "-1"]) {
             _ = try bias(#"{"type": "LocalAttentionFromBottomRightMask", "window_left": -1, "window_right": 2}"#)
         }
-        expectFMHAError(["kvSeqlen[1]", "kvPadding"]) {
+        expectFMHAError(["kv_seqlen[1]", "kv_padding"]) {
             _ = try bias(#"{"type": "BlockDiagonalPaddedKeysMask", "q_seqlen": [2, 1], "kv_padding": 4, "kv_seqlen": [3, 7]}"#)
         }
-        expectFMHAError(["kvSeqlen", "one entry per qSeqlen entry"]) {
+        expectFMHAError(["kv_seqlen", "one entry per q_seqlen entry"]) {
             _ = try bias(#"{"type": "BlockDiagonalMask", "q_seqlen": [2, 1], "kv_seqlen": [3]}"#)
         }
-        expectFMHAError(["qSeqlen", "at least one sequence length"]) {
+        expectFMHAError(["q_seqlen", "at least one sequence length"]) {
             _ = try bias(#"{"type": "BlockDiagonalCausalMask", "q_seqlen": []}"#)
         }
-        expectFMHAError(["kvSeqlen[0]", "num_keys ≥ num_queries"]) {
+        expectFMHAError(["kv_seqlen[0]", "num_keys ≥ num_queries"]) {
             _ = try bias(#"{"type": "BlockDiagonalCausalFromBottomRightMask", "q_seqlen": [3], "kv_seqlen": [2]}"#)
         }
-        expectFMHAError(["blockTables[0][1]", "a page index ≥ 0"]) {
+        expectFMHAError(["block_tables[0][1]", "a page index ≥ 0"]) {
             _ = try bias(#"{"type": "PagedBlockDiagonalPaddedKeysMask", "q_seqlen": [1, 1], "kv_seqlen": [3, 5], "block_tables": [[0, -1], [2, 3]], "page_size": 4}"#)
         }
-        expectFMHAError(["pageSize", "> 0"]) {
+        expectFMHAError(["page_size", "> 0"]) {
             _ = try bias(#"{"type": "PagedBlockDiagonalPaddedKeysMask", "q_seqlen": [1], "kv_seqlen": [0], "block_tables": [[0]], "page_size": 0}"#)
         }
+        let mismatched = #"{"type": "BlockDiagonalMask", "q_seqlen": [2, 1], "kv_seqlen": [3]}"#
+        let error = catchError { _ = try bias(mismatched) }
+        #expect(error != nil && error?.message.contains("Seqlen") == false, "\(error?.message ?? "no error")")
+    }
+
+    /// The error `body` throws, if it throws an `FMHAError`.
+    func catchError(_ body: () throws -> Void) -> FMHAError? {
+        do {
+            try body()
+            return nil
+        } catch {
+            return error as? FMHAError
+        }
+    }
+
+    @Test func loadNamesTheFileInFactoryErrors() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("bias.json")
+        try FileBytes.write(Array(#"{"type": "BlockDiagonalCausalMask", "q_seqlen": []}"#.utf8), path: path)
+        expectFMHAError([path + ": q_seqlen", "at least one sequence length"]) { _ = try BiasSpec.load(path: path) }
     }
 
     @Test func loadReportsFileAndJSONErrors() throws {
