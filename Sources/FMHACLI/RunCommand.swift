@@ -21,12 +21,7 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Also write the log-sum-exp .npy.") var lse: String?
 
     func run() throws {
-        do {
-            try compute()
-        } catch let error as FMHAError {
-            StandardError.writeLine("fmha run: " + error.message.split(separator: "\n").joined(separator: " | "))
-            throw ExitCode(2)
-        }
+        try exitingWithCodeTwoOnFMHAError(compute)
     }
 
     /// The work of `run()`, throwing `FMHAError` for anything wrong with the files or arguments.
