@@ -84,6 +84,9 @@ import FMHATestSupport
         let broadcast = try Tensor.zeros([1]).expanded(to: [1 << 61])
         let error = #expect(throws: FMHAError.self) { try broadcast.toDoubleArray() }
         #expect(error?.kind == .outOfMemory && error?.message.contains("tensor: expected at most") == true)
+        // A mask plane sized from a shape alone.
+        let plane = #expect(throws: FMHAError.self) { try LowerTriangularMask().materialize(shape: [1 << 20, 1 << 20]) }
+        #expect(plane?.kind == .outOfMemory && plane?.message.contains("mask plane of shape [1048576, 1048576]") == true)
         // Freed storage is no longer counted: the same large-ish tensor can be made again and again.
         for _ in 0..<3 { #expect(try Tensor.zeros([1 << 20]).count == 1 << 20) }
     }

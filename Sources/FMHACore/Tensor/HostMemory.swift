@@ -28,14 +28,20 @@ package enum HostMemory {
     /// Bytes held by live host `TensorStorage`s.
     private static let held = Atomic<Int>(0)
 
-    /// Throws unless `count` elements of `elementSize` bytes fit beside what live host tensors
-    /// hold; for work arrays sized from a caller's shapes. `argument` and `given` name the request
-    /// in the error ("shape", "[1, 100000000, 64] of float32").
-    package static func checkFits(count: Int, elementSize: Int, argument: String, given: String) throws {
-        let (bytes, overflow) = count.multipliedReportingOverflow(by: elementSize)
+    /// Throws unless an array of `shape` with elements of `elementSize` bytes fits beside what
+    /// live host tensors hold: the check before a Swift array sized from a caller's shapes, which
+    /// would trap where it cannot be allocated. `argument` and `what` name the array in the error
+    /// ("query/value", "a float64 output of shape").
+    package static func checkFits(shape: [Int], elementSize: Int, argument: String, what: String) throws {
+        var bytes: Int? = elementSize
+        for size in shape {
+            guard let product = bytes else { break }
+            let (next, overflow) = product.multipliedReportingOverflow(by: size)
+            bytes = overflow ? nil : next
+        }
         let free = capacity - held.load(ordering: .relaxed)
-        guard !overflow, bytes <= free else {
-            throw error(argument: argument, given: given, bytes: overflow ? nil : bytes, free: free)
+        guard let bytes, bytes <= free else {
+            throw error(argument: argument, given: "\(what) \(shape)", bytes: bytes, free: free)
         }
     }
 

@@ -59,8 +59,8 @@ extension Tensor {
         guard device == .cpu else { return try to(.cpu).toDoubleArray() }
         let base = UnsafeRawPointer(try storage.hostAddress("toDoubleArray")), dtype = self.dtype
         // A broadcast view can have far more elements than its storage holds bytes.
-        try HostMemory.checkFits(count: count, elementSize: MemoryLayout<Double>.size, argument: "tensor",
-                                 given: "\(shape) elements as Double")
+        try HostMemory.checkFits(shape: shape, elementSize: MemoryLayout<Double>.size, argument: "tensor",
+                                 what: "a Double array of shape")
         var result = [Double]()
         result.reserveCapacity(count)
         forEachStorageIndex { result.append(dtype.load(base, $0)) }
