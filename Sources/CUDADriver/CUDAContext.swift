@@ -42,8 +42,11 @@ public final class CUDAContext: Sendable {
         try call(\.cuCtxSynchronize) { $0() }
     }
 
-    /// The size class a request of `byteCount` bytes is served from: powers of two from 512 B.
+    /// The size class a request of `byteCount` bytes is served from: powers of two from 512 B;
+    /// above 2⁶² B (where the next power of two does not fit in `Int`) the request's own size,
+    /// which the driver then refuses as out of memory.
     static func sizeClass(_ byteCount: Int) -> Int {
+        guard byteCount <= 1 << 62 else { return byteCount }
         var size = 512
         while size < byteCount { size <<= 1 }
         return size
@@ -60,7 +63,7 @@ public final class CUDAContext: Sendable {
         var address: UInt64 = 0
         do {
             try call(\.cuMemAlloc) { $0(&address, size) }
-        } catch let error as CUDAError where error.code == 2 {  // out of memory: give the pool back and try once more
+        } catch let error as CUDAError where error.code == CUDAError.outOfMemory {  // out of memory: give the pool back and try once more
             freeAll()
             try call(\.cuMemAlloc) { $0(&address, size) }
         }

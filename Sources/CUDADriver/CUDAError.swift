@@ -12,6 +12,9 @@ public struct CUDAError: Error, Sendable, CustomStringConvertible {
 
     public var description: String { "\(call) failed: \(name) (\(code)): \(message)" }
 
+    /// `CUDA_ERROR_OUT_OF_MEMORY`.
+    public static let outOfMemory: Int32 = 2
+
     /// Names of the results a caller is most likely to meet, for when the driver cannot be asked
     /// (the library failed to load, or `cuGetErrorName` itself failed).
     static let knownNames: [Int32: String] = [

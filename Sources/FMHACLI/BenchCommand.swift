@@ -31,10 +31,14 @@ struct BenchCommand: ParsableCommand {
         }
     }
 
+    /// Prints the results; bad input (a shape too large for memory, say) gives one line on
+    /// standard error and exit code 2.
     func run() throws {
-        try run { line in
-            print(line)
-            Platform.flushStandardOutput()
+        try exitingWithCodeTwoOnFMHAError {
+            try run { line in
+                print(line)
+                Platform.flushStandardOutput()
+            }
         }
     }
 

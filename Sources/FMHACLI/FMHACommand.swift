@@ -38,3 +38,17 @@ public struct FMHACommand: ParsableCommand {
         text.split(separator: "\n", omittingEmptySubsequences: true).joined(separator: " | ")
     }
 }
+
+extension ParsableCommand {
+    /// Runs `body`; an `FMHAError` (bad input, or a request too large for memory) becomes one
+    /// line on standard error, `fmha <command>: <message>`, and exit code 2.
+    func exitingWithCodeTwoOnFMHAError(_ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch let error as FMHAError {
+            let name = Self.configuration.commandName ?? "fmha"
+            StandardError.writeLine("fmha \(name): " + FMHACommand.oneLine(error.message))
+            throw ExitCode(2)
+        }
+    }
+}

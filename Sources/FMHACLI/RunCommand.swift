@@ -28,12 +28,7 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Write ∂L/∂bias .npy for a tensor bias (needs --grad-output).") var dbias: String?
 
     func run() throws {
-        do {
-            try compute()
-        } catch let error as FMHAError {
-            StandardError.writeLine("fmha run: " + FMHACommand.oneLine(error.message))
-            throw ExitCode(2)
-        }
+        try exitingWithCodeTwoOnFMHAError(compute)
     }
 
     /// The work of `run()`, throwing `FMHAError` for anything wrong with the files or arguments.

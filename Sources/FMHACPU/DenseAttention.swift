@@ -19,6 +19,8 @@ public enum DenseAttention {
         let value = try inputs.value.reshaped(d.valueShape5D).toDoubleArray()
         let bias = try inputs.bias?.materialize(shape: d.biasShape, dtype: .float64).toDoubleArray()
         let scale = problem.scale
+        try HostMemory.checkFits(shape: d.outputShape5D, elementSize: MemoryLayout<Double>.size, argument: "query/value",
+                                 what: "a float64 output of shape")
         var output = [Double](repeating: 0, count: d.outputShape5D.reduce(1, *)), lse = [Double]()
         for b in 0..<d.batch {
             for g in 0..<d.groups {

@@ -11,6 +11,9 @@ public struct FMHAError: Error, Sendable, Equatable, CustomStringConvertible {
         case unsupported
         /// The device named is not usable in this process (no CUDA driver, no such device…).
         case deviceUnavailable
+        /// The request is valid but needs more memory than the host or the device can give; the
+        /// message says how many bytes.
+        case outOfMemory
         /// A CUDA driver call failed; the message has the call, the error's name and its text.
         case cuda
     }

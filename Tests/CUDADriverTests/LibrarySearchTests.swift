@@ -51,6 +51,10 @@ import Testing
         #expect(CUDAContext.sizeClass(512) == 512)
         #expect(CUDAContext.sizeClass(513) == 1024)
         #expect(CUDAContext.sizeClass(3 << 20) == 4 << 20)
+        // Past the largest power of two in Int the size is its own class (no endless doubling).
+        #expect(CUDAContext.sizeClass(1 << 62) == 1 << 62)
+        #expect(CUDAContext.sizeClass((1 << 62) + 4) == (1 << 62) + 4)
+        #expect(CUDAContext.sizeClass(Int.max) == Int.max)
     }
 }
 

@@ -1,5 +1,7 @@
+import ArgumentParser
 @testable import FMHACLI
 import FMHA
+import FMHACore
 import Testing
 
 /// `fmha bench`: dense, GQA and varlen case shapes, their FLOPs, refused spellings, and the
@@ -55,6 +57,21 @@ struct BenchCaseTests {
         for bad in [["--dropout", "1"], ["--dropout", "-0.1"], ["--tensor-bias", "--case", "varlen=3/4,2,8"],
                     ["--tensor-bias", "--case", "1,8,8,4,8,kv=2"]] {
             #expect(throws: (any Error).self, "\(bad)") { try BenchCommand.parse(bad) }
+        }
+    }
+
+    /// A valid shape too large for host memory gives one line naming the shape and the bytes and
+    /// exit code 2 (it used to trap in the allocator): the issue's 25.6 GB query where the machine
+    /// has less, and a 25.6 TB one everywhere.
+    @Test func shapeTooLargeForMemoryExitsWithCodeTwo() throws {
+        let issueCase = (argument: "1,100000000,100000000,1,64", bytes: 25_600_000_000)
+        let cases = [issueCase, (argument: "1,100000000000,1,1,64", bytes: 25_600_000_000_000)]
+        for (argument, bytes) in cases where bytes > HostMemory.capacity {
+            let command = try BenchCommand.parse(["--case", argument, "--repeats", "1"])
+            expectFMHAError(["shape", "expected at most", "of host memory", "needing \(bytes) bytes"]) {
+                try command.run { _ in }
+            }
+            #expect(throws: ExitCode(2)) { try command.run() }
         }
     }
 }

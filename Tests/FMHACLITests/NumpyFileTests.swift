@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 import FMHA
 import Testing
 @testable import FMHACLI
@@ -19,6 +25,32 @@ func npyBytes(_ header: String, version: (UInt8, UInt8) = (1, 0), pad: Bool = tr
 /// The little-endian bytes of each value's bit pattern.
 func littleEndianBytes<Bits: FixedWidthInteger>(_ patterns: [Bits]) -> [UInt8] {
     patterns.flatMap { pattern in (0..<(Bits.bitWidth / 8)).map { UInt8(truncatingIfNeeded: pattern >> ($0 * 8)) } }
+}
+
+/// A stream without a known size: `prefix`, then zeros up to `length` bytes in all (forever when
+/// nil), like a pipe or a character device.
+struct StreamSource: ByteSource {
+    let name = "stream.npy"
+    let size: Int? = nil
+    let prefix: [UInt8]
+    let length: Int?
+    /// Bytes handed out so far.
+    private(set) var position = 0
+
+    init(_ prefix: [UInt8], length: Int? = nil) {
+        self.prefix = prefix
+        self.length = length
+    }
+
+    mutating func read(into buffer: UnsafeMutableRawPointer, count: Int) throws -> Int {
+        let copied = min(count, (length ?? Int.max) - position)
+        for index in 0..<max(copied, 0) {
+            let byte = position + index < prefix.count ? prefix[position + index] : 0
+            buffer.storeBytes(of: byte, toByteOffset: index, as: UInt8.self)
+        }
+        position += max(copied, 0)
+        return max(copied, 0)
+    }
 }
 
 /// The header dictionary numpy writes for a C-order array of `descr` and `shape`.
@@ -345,5 +377,98 @@ func numpyHeader(_ descr: String, _ shape: String) -> String {
         }
         #expect(decoded > 0)
         #expect(rejected > 0)
+    }
+
+    // MARK: Large, endless and mis-sized files
+
+    /// Milliseconds `body` takes.
+    func milliseconds(_ body: () -> Void) -> Double {
+        let elapsed = ContinuousClock().measure(body)
+        return Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) * 1e-15
+    }
+
+    /// Writes `bytes` to `path`, then extends the file with a hole to `size` bytes (no disk used).
+    func writeSparseFile(_ path: String, bytes: [UInt8], size: Int) throws {
+        try FileBytes.write(bytes, path: path)
+        try #require(truncate(path, off_t(size)) == 0, "truncate: \(FileBytes.systemMessage(errno))")
+    }
+
+    /// `/dev/zero` has no size and no end: its first six bytes are not the magic, so nothing more
+    /// is read (it used to be read until memory ran out).
+    @Test func refusesDevZeroAtOnce() {
+        let time = milliseconds {
+            expectFMHAError(["/dev/zero", "not a .npy file"]) { _ = try NumpyFile.read(path: "/dev/zero") }
+        }
+        #expect(time < 1000)
+    }
+
+    /// A 2 GiB sparse file is refused from its header alone: a bad magic, or a header declaring
+    /// fewer or more data bytes than the file holds (both sizes named).
+    @Test func refusesLargeFilesFromTheirHeader() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let size = 1 << 31
+        let noMagic = directory.file("zeros.npy")
+        try writeSparseFile(noMagic, bytes: [], size: size)
+        let fewer = directory.file("fewer.npy"), more = directory.file("more.npy")
+        let fewerHeader = npyBytes(numpyHeader("<f4", "(4,)")), moreHeader = npyBytes(numpyHeader("<f4", "(1073741824,)"))
+        try writeSparseFile(fewer, bytes: fewerHeader, size: size)
+        try writeSparseFile(more, bytes: moreHeader, size: size)
+        let cases = [
+            (noMagic, ["not a .npy file"]),
+            (fewer, ["unexpected bytes after the data", "(4,)", "needs 16 data bytes", "has \(size - fewerHeader.count)"]),
+            (more, ["truncated data", "needs 4294967296 data bytes", "has \(size - moreHeader.count)"]),
+        ]
+        for (path, fragments) in cases {
+            let time = milliseconds { expectFMHAError([path] + fragments) { _ = try NumpyFile.read(path: path) } }
+            #expect(time < 1000, "\(path)")
+        }
+        // A header length past the end of the file is refused without reading it.
+        let longHeader = directory.file("long-header.npy")
+        try writeSparseFile(longHeader, bytes: NumpyFile.magic + [2, 0, 0xFF, 0xFF, 0xFF, 0xFF], size: 1 << 20)
+        expectFMHAError([longHeader, "truncated header", "declares 4294967295 header bytes", "has 1048564"]) {
+            _ = try NumpyFile.read(path: longHeader)
+        }
+    }
+
+    /// Inputs without a size (pipes, devices) are read up to what the header declares: one that
+    /// goes on past the data, ends early, or declares an absurd header is refused.
+    @Test func streamsAreReadOnlyAsFarAsTheHeaderDeclares() throws {
+        let header = npyBytes(numpyHeader("<f4", "(2, 3)"))
+        var exact = StreamSource(header + [UInt8](repeating: 0, count: 24), length: header.count + 24)
+        #expect(try NumpyFile.read(from: &exact).toArray() == [Float](repeating: 0, count: 6))
+        var endless = StreamSource(header)
+        expectFMHAError(["stream.npy", "unexpected bytes after the data", "needs 24 data bytes", "has more"]) {
+            _ = try NumpyFile.read(from: &endless)
+        }
+        #expect(endless.position == header.count + 25)
+        var short = StreamSource(header, length: header.count + 10)
+        expectFMHAError(["stream.npy", "truncated data", "needs 24 data bytes", "has 10"]) {
+            _ = try NumpyFile.read(from: &short)
+        }
+        var longHeader = StreamSource(NumpyFile.magic + [2, 0, 0xFF, 0xFF, 0xFF, 0xFF])
+        expectFMHAError(["stream.npy", "declares 4294967295 header bytes", "more than the 1048576"]) {
+            _ = try NumpyFile.read(from: &longHeader)
+        }
+        #expect(longHeader.position == 12)
+        var endedHeader = StreamSource(NumpyFile.magic + [1, 0, 100, 0], length: 30)
+        expectFMHAError(["stream.npy", "truncated header", "declares 100 header bytes", "has 20"]) {
+            _ = try NumpyFile.read(from: &endedHeader)
+        }
+    }
+
+    /// Whole-file reads (bias specifications) stop at their limit instead of reading on.
+    @Test func wholeFileReadsHaveALimit() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        expectFMHAError(["'/dev/zero'", "expected a file of at most 1000 bytes", "got more"]) {
+            _ = try FileBytes.read(path: "/dev/zero", limit: 1000)
+        }
+        let large = directory.file("large.json")
+        try writeSparseFile(large, bytes: [], size: 1 << 31)
+        expectFMHAError([large, "at most 67108864 bytes", "got 2147483648 bytes"]) { _ = try FileBytes.read(path: large) }
+        let small = directory.file("small.json")
+        try FileBytes.write(Array("{}".utf8), path: small)
+        #expect(try FileBytes.read(path: small, limit: 2) == Array("{}".utf8))
     }
 }

@@ -56,6 +56,41 @@ import FMHATestSupport
         #expect(throws: FMHAError.self) { try Tensor.zeros([Int.max, 4]) }
     }
 
+    /// Sizes the host cannot hold throw `.outOfMemory` errors naming the shape and the bytes
+    /// instead of trapping (each is far beyond physical memory, so `calloc` is never asked).
+    @Test func refusesTensorsLargerThanHostMemory() throws {
+        let terabytes = 1 << 40
+        let requests: [(String, () throws -> Tensor)] = [
+            ("4398046511104 bytes", { try Tensor.zeros([terabytes]) }),
+            ("4398046511104 bytes", { try Tensor.uninitialized([terabytes]) }),
+            ("2199023255552 bytes", { try Tensor.full([terabytes], value: 1, dtype: .float16) }),
+            ("8796093022208 bytes", { try Tensor.randn([1 << 10, 1 << 30], dtype: .float64) }),
+            ("8796093022208 bytes", { try Tensor.zeros([1]).expanded(to: [terabytes]).converted(to: .float64) }),
+            ("4398046511104 bytes", { try Tensor(shape: [1], scalars: [2]).expanded(to: [terabytes]).contiguous() }),
+        ]
+        for (bytes, request) in requests where HostMemory.capacity < 1 << 40 {
+            let error = #expect(throws: FMHAError.self) { try request() }
+            #expect(error?.kind == .outOfMemory, "\(error?.message ?? "")")
+            #expect(error?.message.hasPrefix("shape: expected at most ") == true, "\(error?.message ?? "")")
+            #expect(error?.message.contains(bytes) == true, "\(error?.message ?? "")")
+        }
+        // The issue's two: 4 TiB of zeros, 64 GiB of samples (past physical memory here).
+        if HostMemory.capacity < 1 << 36 {
+            let error = #expect(throws: FMHAError.self) { try Tensor.randn([1 << 34]) }
+            #expect(error?.kind == .outOfMemory && error?.message.contains("[17179869184] of float32") == true)
+        }
+        #expect(throws: FMHAError.self) { try Tensor.zeros([1 << 40]) }
+        // Reading out a broadcast view with more elements than memory holds.
+        let broadcast = try Tensor.zeros([1]).expanded(to: [1 << 61])
+        let error = #expect(throws: FMHAError.self) { try broadcast.toDoubleArray() }
+        #expect(error?.kind == .outOfMemory && error?.message.contains("tensor: expected at most") == true)
+        // A mask plane sized from a shape alone.
+        let plane = #expect(throws: FMHAError.self) { try LowerTriangularMask().materialize(shape: [1 << 20, 1 << 20]) }
+        #expect(plane?.kind == .outOfMemory && plane?.message.contains("mask plane of shape [1048576, 1048576]") == true)
+        // Freed storage is no longer counted: the same large-ish tensor can be made again and again.
+        for _ in 0..<3 { #expect(try Tensor.zeros([1 << 20]).count == 1 << 20) }
+    }
+
     @Test func transposeIsAViewAndReadsInLogicalOrder() throws {
         let tensor = try iota([2, 3])
         let transposed = try tensor.transposed(0, 1)

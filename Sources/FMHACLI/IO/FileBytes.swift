@@ -10,36 +10,14 @@ import FMHA
 ///
 /// Every failure is an `FMHAError` naming the path and the system's reason (`strerror`).
 enum FileBytes {
-    /// Size of each `fread` when the file size is not known up front.
-    private static let chunkSize = 1 << 16
-    /// The most `read` reserves up front; larger files grow the buffer as they are read.
-    private static let maximumReservation = 1 << 30
-
-    /// Every byte of the file at `path`.
-    static func read(path: String) throws -> [UInt8] {
-        guard let file = fopen(path, "rb") else {
-            throw failure("cannot open", path: path, code: errno)
-        }
-        defer { fclose(file) }
-        var result = [UInt8]()
-        // Reserve the size of a regular file (capped: the size is a hint, not a promise). Other
-        // files get no hint: a directory's "size" from lseek can be Int.max.
-        var status = stat()
-        if fstat(fileno(file), &status) == 0, status.st_mode & mode_t(S_IFMT) == mode_t(S_IFREG), status.st_size > 0 {
-            result.reserveCapacity(Int(min(status.st_size, off_t(maximumReservation))))
-        }
-        var chunk = [UInt8](repeating: 0, count: chunkSize)
-        while true {
-            let received = chunk.withUnsafeMutableBytes { buffer in
-                fread(buffer.baseAddress, 1, buffer.count, file)
-            }
-            let code = errno
-            result.append(contentsOf: chunk[0..<received])
-            if received < chunk.count {
-                if ferror(file) != 0 { throw failure("cannot read", path: path, code: code) }
-                return result
-            }
-        }
+    /// Every byte of the file at `path`, which may hold at most `limit` bytes (64 MiB unless
+    /// given): a larger or endless file (`/dev/zero`) is refused once `limit` bytes are read.
+    static func read(path: String, limit: Int = 1 << 26) throws -> [UInt8] {
+        var file = try InputFile(path: path)
+        if let size = file.size, size > limit { throw tooLarge(path: path, size: "\(size) bytes", limit: limit) }
+        let bytes = try file.read(limit)
+        guard try file.isAtEnd() else { throw tooLarge(path: path, size: "more", limit: limit) }
+        return bytes
     }
 
     /// Replaces the file at `path` (creating it when needed) with `bytes`.
@@ -61,8 +39,13 @@ enum FileBytes {
         }
     }
 
+    /// "'path': expected a file of at most N bytes, got M bytes".
+    private static func tooLarge(path: String, size: String, limit: Int) -> FMHAError {
+        FMHAError.invalidArgument("'\(path)'", expected: "a file of at most \(limit) bytes", got: size)
+    }
+
     /// "cannot open 'path': No such file or directory".
-    private static func failure(_ action: String, path: String, code: Int32) -> FMHAError {
+    static func failure(_ action: String, path: String, code: Int32) -> FMHAError {
         FMHAError(.invalidArgument, "\(action) '\(path)': \(systemMessage(code))")
     }
 

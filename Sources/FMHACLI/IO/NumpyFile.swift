@@ -16,9 +16,17 @@ public enum NumpyFile {
     /// The data of files we write starts at a multiple of this many bytes.
     static let alignment = 64
 
-    /// Reads the `.npy` file at `path`.
+    /// The longest header dictionary read: numpy's own reader refuses more than 10 000 bytes
+    /// by default; this bounds what a pipe or device can make the reader hold.
+    static let maximumHeaderLength = 1 << 20
+
+    /// Reads the `.npy` file at `path`: the header first, then exactly the data bytes it
+    /// declares. A regular file whose size does not match the header is refused before its data
+    /// is read; any other file (a pipe, a device) is read up to the declared size and refused
+    /// when it ends early or goes on after it.
     public static func read(path: String) throws -> Tensor {
-        try decode(FileBytes.read(path: path), name: path)
+        var file = try InputFile(path: path)
+        return try read(from: &file)
     }
 
     /// Writes `tensor` to `path` as a float32 `.npy` file (float64 values are rounded to float32).
@@ -28,33 +36,44 @@ public enum NumpyFile {
 
     /// The tensor stored in the `.npy` bytes `bytes`; `name` (usually the path) appears in errors.
     static func decode(_ bytes: [UInt8], name: String) throws -> Tensor {
-        let header = try NumpyHeader(bytes, name: name)
-        let itemSize = header.dtype.byteSize
+        var source = ByteArraySource(bytes, name: name)
+        return try read(from: &source)
+    }
+
+    /// The tensor of the `.npy` input `source`, read to its end.
+    static func read(from source: inout some ByteSource) throws -> Tensor {
+        let name = source.name
+        let header = try NumpyHeader(reading: &source)
         let (elementCount, countOverflow) = elementCount(header.shape)
-        let (byteCount, byteOverflow) = elementCount.multipliedReportingOverflow(by: itemSize)
+        let (byteCount, byteOverflow) = elementCount.multipliedReportingOverflow(by: header.dtype.byteSize)
         guard !countOverflow, !byteOverflow else {
             throw failure(name, "the shape \(header.shapeText) is too large to fit in memory")
         }
-        let available = bytes.count - header.dataOffset
-        guard available == byteCount else {
-            let relation = available < byteCount ? "truncated data" : "unexpected bytes after the data"
-            throw failure(name, "\(relation): shape \(header.shapeText) of \(header.dtype) needs \(byteCount) data bytes, "
-                                + "but the file has \(available)")
+        /// "truncated data: shape (2, 3) of float32 needs 24 data bytes, but the file has 20"; nil
+        /// for "more" (an input that goes on past the data).
+        func wrongSize(_ available: Int?) -> FMHAError {
+            let relation = available.map { $0 < byteCount } ?? false ? "truncated data" : "unexpected bytes after the data"
+            return failure(name, "\(relation): shape \(header.shapeText) of \(header.dtype) needs \(byteCount) data bytes, "
+                                 + "but the file has \(available.map(String.init) ?? "more")")
         }
-        let start = header.dataOffset
-        switch header.dtype {
-        case .float32:
-            let values = (0..<elementCount).map { Float(bitPattern: UInt32(littleEndianAt: start &+ $0 &* 4, in: bytes)) }
-            return try Tensor(shape: header.shape, scalars: values, dtype: .float32)
-        case .float64:
-            let values = (0..<elementCount).map { Double(bitPattern: UInt64(littleEndianAt: start &+ $0 &* 8, in: bytes)) }
-            return try Tensor(shape: header.shape, scalars: values, dtype: .float64)
-        case .float16:
-            let values = (0..<elementCount).map { Float16(bitPattern: UInt16(littleEndianAt: start &+ $0 &* 2, in: bytes)) }
-            return try Tensor(shape: header.shape, scalars: values, dtype: .float16)
-        case .bfloat16:
-            throw failure(name, "bfloat16 data is not supported")
+        if let size = source.size, size - header.dataOffset != byteCount { throw wrongSize(size - header.dataOffset) }
+        let tensor: Tensor
+        do {
+            tensor = try Tensor.zeros(header.shape, dtype: header.dtype)
+        } catch let error as FMHAError {
+            throw failure(name, error.message, kind: error.kind)
         }
+        let received = try tensor.withUnsafeHostAddress { try source.read(into: $0, count: byteCount) }
+        guard received == byteCount else { throw wrongSize(received) }
+        guard try source.isAtEnd() else { throw wrongSize(nil) }
+        #if _endian(big)
+        try tensor.withUnsafeHostAddress { base in
+            for element in 0..<elementCount {
+                UnsafeMutableRawBufferPointer(start: base + element * header.dtype.byteSize, count: header.dtype.byteSize).reverse()
+            }
+        }
+        #endif
+        return tensor
     }
 
     /// The `.npy` bytes of `tensor` as float32, C order, format version 1.0.
@@ -110,16 +129,18 @@ struct NumpyHeader {
     /// Index of the first data byte in the file.
     let dataOffset: Int
 
-    /// Parses magic, version, header length and the header dictionary of `bytes`.
-    init(_ bytes: [UInt8], name: String) throws {
-        let magic = NumpyFile.magic
-        guard bytes.count >= magic.count, Array(bytes[0..<magic.count]) == magic else {
+    /// Reads and parses magic, version, header length and the header dictionary from the start
+    /// of `source`, reading no byte past the header.
+    init(reading source: inout some ByteSource) throws {
+        let name = source.name, magic = NumpyFile.magic
+        let preamble = try source.read(magic.count + 2)
+        guard preamble.count >= magic.count, Array(preamble[0..<magic.count]) == magic else {
             throw NumpyFile.failure(name, "not a .npy file (it does not start with the magic string \\x93NUMPY)")
         }
-        guard bytes.count >= magic.count + 2 else {
+        guard preamble.count == magic.count + 2 else {
             throw NumpyFile.failure(name, "truncated header: the file ends before the format version")
         }
-        let major = bytes[magic.count], minor = bytes[magic.count + 1]
+        let major = preamble[magic.count], minor = preamble[magic.count + 1]
         let lengthSize: Int
         switch (major, minor) {
         case (1, 0): lengthSize = 2
@@ -128,19 +149,27 @@ struct NumpyHeader {
             throw NumpyFile.failure(name, "unsupported .npy format version \(major).\(minor) (expected 1.0, 2.0 or 3.0)",
                                     kind: .unsupported)
         }
-        let lengthStart = magic.count + 2, headerStart = lengthStart + lengthSize
-        guard bytes.count >= headerStart else {
+        let lengthBytes = try source.read(lengthSize)
+        guard lengthBytes.count == lengthSize else {
             throw NumpyFile.failure(name, "truncated header: the file ends inside the header length")
         }
+        let headerStart = preamble.count + lengthSize
         let headerLength = lengthSize == 2
-            ? Int(UInt16(littleEndianAt: lengthStart, in: bytes))
-            : Int(UInt32(littleEndianAt: lengthStart, in: bytes))
-        guard headerLength <= bytes.count - headerStart else {
-            throw NumpyFile.failure(name, "truncated header: it declares \(headerLength) header bytes, "
-                                          + "but the file has \(bytes.count - headerStart) after the length")
+            ? Int(UInt16(littleEndianAt: 0, in: lengthBytes))
+            : Int(UInt32(littleEndianAt: 0, in: lengthBytes))
+        func truncated(_ available: Int) -> FMHAError {
+            NumpyFile.failure(name, "truncated header: it declares \(headerLength) header bytes, "
+                                    + "but the file has \(available) after the length")
         }
+        if let size = source.size, headerLength > size - headerStart { throw truncated(size - headerStart) }
+        guard headerLength <= NumpyFile.maximumHeaderLength else {
+            throw NumpyFile.failure(name, "the header declares \(headerLength) header bytes, more than the "
+                                          + "\(NumpyFile.maximumHeaderLength) this reader accepts")
+        }
+        let header = try source.read(headerLength)
+        guard header.count == headerLength else { throw truncated(header.count) }
         dataOffset = headerStart + headerLength
-        var parser = NumpyHeaderParser(bytes: bytes, start: headerStart, end: dataOffset, name: name)
+        var parser = NumpyHeaderParser(bytes: header, name: name)
         let entries = try parser.parseDictionary()
 
         let expectedKeys: Set<String> = ["descr", "fortran_order", "shape"]
@@ -213,23 +242,20 @@ enum NumpyHeaderValue: Equatable {
 /// Parses the Python dictionary literal of a `.npy` header, the subset numpy writes:
 /// `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }` followed by spaces and `\n`.
 struct NumpyHeaderParser {
+    /// The header's bytes, and nothing else.
     let bytes: [UInt8]
-    /// Index of the header's first byte in `bytes`.
-    let start: Int
     /// Index of the next byte to read.
-    var position: Int
-    /// Index just past the header's last byte.
-    let end: Int
+    var position = 0
     /// The file's name, for errors.
     let name: String
 
-    init(bytes: [UInt8], start: Int, end: Int, name: String) {
+    init(bytes: [UInt8], name: String) {
         self.bytes = bytes
-        self.start = start
-        self.position = start
-        self.end = end
         self.name = name
     }
+
+    /// Index just past the header's last byte.
+    private var end: Int { bytes.count }
 
     /// The dictionary, checked to be followed by nothing but whitespace.
     mutating func parseDictionary() throws -> [String: NumpyHeaderValue] {
@@ -362,7 +388,7 @@ struct NumpyHeaderParser {
             found = "the end of the header"
         }
         return NumpyFile.failure(name, "cannot parse the .npy header dictionary: expected \(expected) at header byte "
-                                       + "\(position - start), found \(found)")
+                                       + "\(position), found \(found)")
     }
 }
 

@@ -14,6 +14,8 @@ public struct ReferenceForward: ForwardOperator {
         let dimensions = attention.dimensions
         let problem = try ReferenceProblem(attention)
         let valueDimension = dimensions.valueHeadDimension
+        try HostMemory.checkFits(shape: dimensions.outputShape5D, elementSize: MemoryLayout<Double>.size,
+                                 argument: "query/value", what: "a float64 output of shape")
         var output = [Double](repeating: 0, count: dimensions.outputShape5D.reduce(1, *))
         var lse = [Double]()
         lse.reserveCapacity(dimensions.lseShape.reduce(1, *))

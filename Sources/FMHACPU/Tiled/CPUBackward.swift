@@ -45,9 +45,15 @@ public struct CPUBackward: BackwardOperator {
         // (dimensions where both K and V have stride 0 collapse to 1).
         let shared = [0, 2, 3].map { views.key.strides[$0] == 0 && views.value.strides[$0] == 0 && views.key.shape[$0] > 1 }
         let grid = (batch: shared[0] ? 1 : d.batch, groups: shared[1] ? 1 : d.groups, heads: shared[2] ? 1 : d.heads)
+        let keyGrid = [grid.batch, d.keyLength, grid.groups, grid.heads]
+        for (argument, shape) in [("query", d.queryShape5D), ("key", keyGrid + [d.headDimension]),
+                                  ("value", keyGrid + [d.valueHeadDimension])] {
+            try HostMemory.checkFits(shape: shape, elementSize: MemoryLayout<Float>.size, argument: argument,
+                                     what: "a float32 gradient of shape")
+        }
         var dq = [Float](repeating: 0, count: d.queryShape5D.reduce(1, *))
-        var dk = [Float](repeating: 0, count: grid.batch * d.keyLength * grid.groups * grid.heads * d.headDimension)
-        var dv = [Float](repeating: 0, count: grid.batch * d.keyLength * grid.groups * grid.heads * d.valueHeadDimension)
+        var dk = [Float](repeating: 0, count: keyGrid.reduce(1, *) * d.headDimension)
+        var dv = [Float](repeating: 0, count: keyGrid.reduce(1, *) * d.valueHeadDimension)
         var dBias = [Float](repeating: 0, count: biasTensor == nil ? 0 : d.biasShape5D.reduce(1, *))
         let mask = problem.dropoutMask
         let workspaceFloats = fmha_backward_workspace_floats(Int32(d.headDimension), Int32(d.valueHeadDimension))

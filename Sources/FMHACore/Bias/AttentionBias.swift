@@ -58,6 +58,8 @@ extension MaskLayout {
     /// The row-major `[queryCount, keyCount]` plane of 0 and −inf this layout describes.
     func materialize(queryCount: Int, keyCount: Int) throws -> [Float] {
         try blocks?.checkShape(queryCount: queryCount, keyCount: keyCount, argument: "shape")
+        try HostMemory.checkFits(shape: [queryCount, keyCount], elementSize: MemoryLayout<Float>.size, argument: "shape",
+                                 what: "a float32 mask plane of shape")
         var plane = [Float](repeating: -.infinity, count: queryCount * keyCount)
         let lowering = MaskLowering(self, queryLength: queryCount, keyLength: keyCount)
         for query in 0..<queryCount {

@@ -58,6 +58,9 @@ extension Tensor {
     public func toDoubleArray() throws -> [Double] {
         guard device == .cpu else { return try to(.cpu).toDoubleArray() }
         let base = UnsafeRawPointer(try storage.hostAddress("toDoubleArray")), dtype = self.dtype
+        // A broadcast view can have far more elements than its storage holds bytes.
+        try HostMemory.checkFits(shape: shape, elementSize: MemoryLayout<Double>.size, argument: "tensor",
+                                 what: "a Double array of shape")
         var result = [Double]()
         result.reserveCapacity(count)
         forEachStorageIndex { result.append(dtype.load(base, $0)) }

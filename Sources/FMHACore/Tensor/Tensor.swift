@@ -77,7 +77,8 @@ public struct Tensor: Sendable {
         guard !overflow else {
             throw FMHAError.invalidArgument("shape", expected: "a size that fits in memory", got: "\(shape)")
         }
-        let storage = try TensorStorage(byteCount: bytes, device: device, zeroed: zeroed)
+        let storage = try TensorStorage(byteCount: bytes, device: device, zeroed: zeroed, argument: "shape",
+                                        given: "\(shape) of \(dtype)")
         self.init(unchecked: storage, shape: shape, strides: Tensor.contiguousStrides(for: shape), offset: 0,
                   dtype: dtype)
     }

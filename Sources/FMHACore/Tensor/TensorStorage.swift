@@ -10,14 +10,21 @@ public final class TensorStorage: @unchecked Sendable {
     /// Size in bytes.
     public let byteCount: Int
     /// Host memory (`device == .cpu`).
-    private let hostMemory: UnsafeMutableRawPointer?
+    private let hostBlock: HostMemory.Block?
     /// Device memory (`device == .cuda`).
     let deviceBuffer: DeviceBuffer?
 
     /// Allocates `byteCount` bytes on `device`, zeroed (on the host always; on a device when
-    /// `zeroed`, else left as the allocator hands them out); on a CUDA device the error says why
-    /// one cannot be used (no driver, no such device, out of memory, …).
-    public init(byteCount: Int, device: Device, zeroed: Bool = true) throws {
+    /// `zeroed`, else left as the allocator hands them out). A size the host cannot hold throws
+    /// an `.outOfMemory` error (see `HostMemory`); on a CUDA device the error says why one cannot
+    /// be used (no driver, no such device, out of memory, …).
+    public convenience init(byteCount: Int, device: Device, zeroed: Bool = true) throws {
+        try self.init(byteCount: byteCount, device: device, zeroed: zeroed, argument: "byteCount", given: "\(byteCount)")
+    }
+
+    /// As the public initializer, with `argument` and `given` naming the request in errors (a
+    /// tensor's "shape" and "[2, 3] of float32" rather than its byte count).
+    init(byteCount: Int, device: Device, zeroed: Bool = true, argument: String, given: String) throws {
         guard byteCount >= 0 else {
             throw FMHAError.invalidArgument("byteCount", expected: "a size ≥ 0", got: "\(byteCount)")
         }
@@ -25,9 +32,7 @@ public final class TensorStorage: @unchecked Sendable {
         self.byteCount = byteCount
         switch device {
         case .cpu:
-            let memory = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
-            memory.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
-            hostMemory = memory
+            hostBlock = try HostMemory.allocate(byteCount: byteCount, argument: argument, given: given)
             deviceBuffer = nil
         case .cuda(let ordinal):
             let buffer = try CUDAContexts.translatingErrors(device: device) {
@@ -35,19 +40,19 @@ public final class TensorStorage: @unchecked Sendable {
                 if zeroed { try buffer.fill(0) }
                 return buffer
             }
-            hostMemory = nil
+            hostBlock = nil
             deviceBuffer = buffer
         }
     }
 
     deinit {
-        hostMemory?.deallocate()
+        if let hostBlock { HostMemory.release(hostBlock) }
     }
 
     /// The host address of the first byte, or an error for device storage.
     func hostAddress(_ operation: String) throws -> UnsafeMutableRawPointer {
-        guard let hostMemory else { throw device.hostOnlyError(operation) }
-        return hostMemory
+        guard let hostBlock else { throw device.hostOnlyError(operation) }
+        return hostBlock.address
     }
 }
 
@@ -78,6 +83,8 @@ package enum CUDAContexts {
             throw error
         } catch let error as LibraryError {
             throw FMHAError(.deviceUnavailable, "\(device) is not usable: \(error)")
+        } catch let error as CUDAError where error.code == CUDAError.outOfMemory {
+            throw FMHAError(.outOfMemory, "\(device): \(error)")
         } catch {
             throw FMHAError(.cuda, "\(device): \(error)")
         }

@@ -1,0 +1,89 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+import Synchronization
+
+/// Host memory for tensors, taken so that a request the machine cannot hold throws an
+/// `FMHAError` of kind `.outOfMemory` instead of trapping.
+///
+/// `calloc` returns nil instead of trapping and maps large blocks as untouched zero pages. Linux
+/// may still overcommit (promise memory that faults, or gets the process killed, only when
+/// touched), so a request is also refused when it and the bytes that live host tensors hold
+/// together exceed the machine's physical memory.
+package enum HostMemory {
+    /// Alignment of every block `allocate` hands out, in bytes.
+    static let alignment = 64
+
+    /// Physical memory in bytes (`sysconf`); `Int.max` when the system does not say.
+    package static let capacity: Int = {
+        let pages = sysconf(Int32(_SC_PHYS_PAGES)), pageSize = sysconf(Int32(_SC_PAGESIZE))
+        guard pages > 0, pageSize > 0 else { return Int.max }
+        let (bytes, overflow) = pages.multipliedReportingOverflow(by: pageSize)
+        return overflow ? Int.max : bytes
+    }()
+
+    /// Bytes held by live host `TensorStorage`s.
+    private static let held = Atomic<Int>(0)
+
+    /// Throws unless an array of `shape` with elements of `elementSize` bytes fits beside what
+    /// live host tensors hold: the check before a Swift array sized from a caller's shapes, which
+    /// would trap where it cannot be allocated. `argument` and `what` name the array in the error
+    /// ("query/value", "a float64 output of shape").
+    package static func checkFits(shape: [Int], elementSize: Int, argument: String, what: String) throws {
+        var bytes: Int? = elementSize
+        for size in shape {
+            guard let product = bytes else { break }
+            let (next, overflow) = product.multipliedReportingOverflow(by: size)
+            bytes = overflow ? nil : next
+        }
+        let free = capacity - held.load(ordering: .relaxed)
+        guard let bytes, bytes <= free else {
+            throw error(argument: argument, given: "\(what) \(shape)", bytes: bytes, free: free)
+        }
+    }
+
+    /// A zero-filled block of `byteCount` bytes (at least 1), aligned to `alignment`, counted as
+    /// held until `release`d; `argument` and `given` name the request in the error.
+    static func allocate(byteCount: Int, argument: String, given: String) throws -> Block {
+        let free = capacity - held.load(ordering: .relaxed)
+        guard byteCount <= free - alignment else {
+            throw error(argument: argument, given: given, bytes: byteCount, free: free)
+        }
+        let total = held.add(byteCount, ordering: .relaxed).newValue
+        guard total <= capacity, let start = calloc(1, max(byteCount, 1) + alignment - 1) else {
+            held.subtract(byteCount, ordering: .relaxed)
+            throw error(argument: argument, given: given, bytes: byteCount, free: capacity - total + byteCount)
+        }
+        let misalignment = Int(bitPattern: start) % alignment
+        let address = misalignment == 0 ? start : start + (alignment - misalignment)
+        return Block(start: start, address: address, byteCount: byteCount)
+    }
+
+    /// Frees `block` and stops counting its bytes as held.
+    static func release(_ block: Block) {
+        free(block.start)
+        held.subtract(block.byteCount, ordering: .relaxed)
+    }
+
+    /// A block from `allocate`.
+    struct Block {
+        /// What `calloc` returned (for `free`).
+        let start: UnsafeMutableRawPointer
+        /// The first aligned byte: where the data lives.
+        let address: UnsafeMutableRawPointer
+        /// Bytes requested.
+        let byteCount: Int
+    }
+
+    /// "shape: expected at most N bytes of host memory (…), got … (M bytes)".
+    private static func error(argument: String, given: String, bytes: Int?, free: Int) -> FMHAError {
+        let size = bytes.map { "\($0) bytes" } ?? "more bytes than fit in Int"
+        let limit = capacity == Int.max ? "what the system can allocate"
+            : "at most \(max(free, 0)) bytes of host memory (\(capacity) of physical memory, less \(capacity - free) "
+              + "held by live tensors)"
+        return FMHAError(.outOfMemory, "\(argument): expected \(limit), got \(given) needing \(size)")
+    }
+}
