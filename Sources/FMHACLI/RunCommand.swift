@@ -60,7 +60,8 @@ struct RunCommand: ParsableCommand {
                 if let tensor, let path { outputs.append((tensor, path)) }
             }
         }
-        for (tensor, path) in outputs { try NumpyFile.write(tensor, path: path) }
+        // All the outputs or none (a bad --lse path must not leave --out written).
+        try FileBytes.writeAll(try outputs.map { (try NumpyFile.encode($0.0), $0.1) })
     }
 }
 

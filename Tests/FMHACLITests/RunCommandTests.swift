@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import ArgumentParser
 import FMHA
 import FMHATestSupport
@@ -65,6 +68,21 @@ import Testing
         #expect(try output.toArray() == NumpyFile.read(path: second).toArray())
         // bfloat16 results are exactly representable in bfloat16.
         #expect(try output.toArray().allSatisfy { Float(BFloat16($0)) == $0 })
+    }
+
+    /// A failed write of one output (here --lse into a missing folder) leaves the others unwritten.
+    @Test func outputsAreWrittenTogetherOrNotAtAll() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let paths = try writeInputs(directory, query: [1, 3, 2, 8], key: [1, 5, 2, 8], value: [1, 5, 2, 4])
+        let out = directory.file("out.npy")
+        expectFMHAError(["missing-folder"]) {
+            try RunCommand.parse(arguments(paths, out: out, extra: ["--lse", directory.path + "/missing-folder/lse.npy"])).compute()
+        }
+        #expect(access(out, F_OK) != 0, "--out was written although --lse failed")
+        #expect(access(out + ".fmha-partial-\(getpid())", F_OK) != 0, "a temporary file was left behind")
+        try RunCommand.parse(arguments(paths, out: out)).compute()
+        #expect(try NumpyFile.read(path: out).shape == [1, 3, 2, 4])
     }
 
     /// Each bad input gives exit code 2 from `run()` and one clear line from `compute()`.

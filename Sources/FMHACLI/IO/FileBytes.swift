@@ -39,6 +39,22 @@ enum FileBytes {
         }
     }
 
+    /// Writes every `(bytes, path)` or none: each goes to a temporary file beside its path, and
+    /// only when all are written are they renamed into place (a failed write removes the
+    /// temporary files and leaves every path as it was).
+    static func writeAll(_ files: [(bytes: [UInt8], path: String)]) throws {
+        let temporary = files.map { $0.path + ".fmha-partial-\(getpid())" }
+        do {
+            for (file, staging) in zip(files, temporary) { try write(file.bytes, path: staging) }
+            for (file, staging) in zip(files, temporary) where rename(staging, file.path) != 0 {
+                throw failure("cannot move the new file into place at", path: file.path, code: errno)
+            }
+        } catch {
+            for staging in temporary { unlink(staging) }
+            throw error
+        }
+    }
+
     /// "'path': expected a file of at most N bytes, got M bytes".
     private static func tooLarge(path: String, size: String, limit: Int) -> FMHAError {
         FMHAError.invalidArgument("'\(path)'", expected: "a file of at most \(limit) bytes", got: size)
