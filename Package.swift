@@ -33,6 +33,9 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "fmha", dependencies: ["FMHACLI"]),
+        // Fuzz targets for the parsers of user input (scripts/fuzz.sh builds them with libFuzzer;
+        // an ordinary build replays files through them).
+        .executableTarget(name: "fmha-fuzz", dependencies: ["FMHACLI"], path: "Sources/FMHAFuzz"),
         // What several test targets share: calls that validate inputs for them, generators, the mask oracle.
         .target(name: "FMHATestSupport", dependencies: ["FMHACore"], path: "Tests/FMHATestSupport"),
         .testTarget(name: "FMHACoreTests", dependencies: ["FMHACore", "CUDADriver", "FMHATestSupport"]),

@@ -35,7 +35,7 @@ public enum NumpyFile {
     }
 
     /// The tensor stored in the `.npy` bytes `bytes`; `name` (usually the path) appears in errors.
-    static func decode(_ bytes: [UInt8], name: String) throws -> Tensor {
+    public static func decode(_ bytes: [UInt8], name: String) throws -> Tensor {
         var source = ByteArraySource(bytes, name: name)
         return try read(from: &source)
     }

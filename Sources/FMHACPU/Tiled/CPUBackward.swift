@@ -65,7 +65,7 @@ public struct CPUBackward: BackwardOperator {
         let tensors = [views.query, views.key, views.value, gradView] + (biasView.map { [$0] } ?? [])
         try HostAddresses.with(tensors) { addresses -> Void in
             let query = views.query, key = views.key, value = views.value
-            try plan.withRowRanges { rowLo, rowHi in
+            plan.withRowRanges { rowLo, rowHi in
             BackwardBuffers.with(dq: &dq, dk: &dk, dv: &dv, dBias: &dBias, lse: lseValues, delta: delta) { out in
                 /// The kernel's view of query tile `tileIndex` of head (b, g, h).
                 func queryTile(_ b: Int, _ g: Int, _ h: Int, _ tileIndex: Int) -> fmha_backward_query_tile {
