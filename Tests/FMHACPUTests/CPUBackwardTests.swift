@@ -172,6 +172,13 @@ import Testing
         }
     }
 
+    @Test func smallCallsStayOnOneThreadUnlessThreadsAreRequested() {
+        let small = CPUThreads.minimumParallelFLOPs / 2, large = CPUThreads.minimumParallelFLOPs * 2
+        #expect(CPUThreads.threads(forFLOPs: small, requested: nil, available: 8) == 1)
+        #expect(CPUThreads.threads(forFLOPs: large, requested: nil, available: 8) == 8)
+        #expect(CPUThreads.threads(forFLOPs: small, requested: 3, available: 8) == 3)
+    }
+
     @Test func refusesFloat64() throws {
         let inputs = Inputs(query: try Tensor.randn([1, 2, 1, 8], dtype: .float64, seed: 1),
                             key: try Tensor.randn([1, 2, 1, 8], dtype: .float64, seed: 2),

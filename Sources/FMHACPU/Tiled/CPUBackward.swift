@@ -39,7 +39,9 @@ public struct CPUBackward: BackwardOperator {
 
         // D = rowsum(dO∘O) and the LSE, both [B, G, H, Mq].
         let lseValues = try backward.lse.converted(to: .float32).toArray()
-        let delta = try Self.rowDots(gradView, backward.output, d, plan, kernels.rowDots)
+        // (Products per visited pair: Q·K and dO·V again, then dV, dS·K for dQ and dS·Q for dK.)
+        let threads = plan.threads(heads: heads, products: 3 * d.headDimension + 2 * d.valueHeadDimension)
+        let delta = try Self.rowDots(gradView, backward.output, d, plan, threads: threads, kernels.rowDots)
 
         // Float32 gradients: dQ as the query ([B, Mq, G, H, K]); dK, dV over the K/V heads
         // (dimensions where both K and V have stride 0 collapse to 1).
@@ -120,7 +122,6 @@ public struct CPUBackward: BackwardOperator {
                 let gridHeads = grid.batch * grid.groups * grid.heads
                 let sharing = [shared[0] ? d.batch : 1, shared[1] ? d.groups : 1, shared[2] ? d.heads : 1]
                 let sharingHeadCount = sharing.reduce(1, *)
-                let threads = CPUThreads.count
                 /// The query heads (b, g, h) that share K/V head `gridHead`.
                 func sharingHeads(of gridHead: Int) -> [(Int, Int, Int)] {
                     let gh = gridHead % grid.heads, gg = (gridHead / grid.heads) % grid.groups
@@ -166,7 +167,7 @@ public struct CPUBackward: BackwardOperator {
                     // heads, so dQ accumulates across key tiles without races (FlashAttention-2's
                     // backward: five products per tile pair).
                     let accumulatorFloats = sharingHeadCount * plan.tiles.count * d.headDimension * tileRows
-                    CPUThreads.run(items: gridHeads) { assigned in
+                    CPUThreads.run(items: gridHeads, threads: threads) { assigned in
                         Workspace.with(floats: workspaceFloats) { workspace in
                             Workspace.with(floats: accumulatorFloats) { accumulators in
                                 var tiles = [fmha_backward_query_tile]()
@@ -192,7 +193,7 @@ public struct CPUBackward: BackwardOperator {
                 } else {
                     // Two passes, for more parallelism than there are K/V heads. First dQ and the
                     // bias gradient, one item per (query head, query tile)...
-                    CPUThreads.run(items: heads * plan.tiles.count) { assigned in
+                    CPUThreads.run(items: heads * plan.tiles.count, threads: threads) { assigned in
                         Workspace.with(floats: workspaceFloats) { workspace in
                             for item in assigned {
                                 let headIndex = item / plan.tiles.count, tileIndex = item % plan.tiles.count
@@ -269,7 +270,7 @@ public struct CPUBackward: BackwardOperator {
 
     /// rowsum(dO∘O) per query, in float32, as `[B, G, H, Mq]`, one thread per (head, tile).
     private static func rowDots(_ gradOutput: Tensor, _ output: Tensor, _ d: AttentionDimensions,
-                                _ plan: HostLowering, _ rowDots: CPUKernels.RowDots) throws -> [Float] {
+                                _ plan: HostLowering, threads: Int, _ rowDots: CPUKernels.RowDots) throws -> [Float] {
         var delta = [Float](repeating: 0, count: d.batch * d.groups * d.heads * d.queryLength)
         // The kernels read float32, float16 and bfloat16; a float64 output is narrowed first.
         let gradient = try Inputs.bmghkView(gradOutput)
@@ -277,7 +278,7 @@ public struct CPUBackward: BackwardOperator {
         try HostAddresses.with([gradient, values]) { addresses in
             delta.withUnsafeMutableBufferPointer { buffer in
                 let out = UncheckedSendable(buffer.baseAddress)
-                CPUThreads.run(items: d.batch * d.groups * d.heads * plan.tiles.count) { assigned in
+                CPUThreads.run(items: d.batch * d.groups * d.heads * plan.tiles.count, threads: threads) { assigned in
                     for item in assigned {
                         let headIndex = item / plan.tiles.count, tile = plan.tiles[item % plan.tiles.count]
                         let h = headIndex % d.heads, g = (headIndex / d.heads) % d.groups, b = headIndex / (d.heads * d.groups)

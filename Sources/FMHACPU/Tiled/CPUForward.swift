@@ -47,7 +47,8 @@ public struct CPUForward: ForwardOperator {
         try HostAddresses.with(tensors) { addresses in
             let workspaceFloats = fmha_forward_workspace_floats(Int32(d.headDimension), Int32(d.valueHeadDimension))
             plan.withRowRanges { rowLo, rowHi in
-            CPUThreads.run(items: items) { assigned in
+            // (Products per visited pair: Q·K and P·V.)
+            CPUThreads.run(items: items, threads: plan.threads(heads: heads, products: d.headDimension + d.valueHeadDimension)) { assigned in
               Workspace.with(floats: workspaceFloats) { aligned in
                 for item in assigned {
                     let headIndex = item / plan.tiles.count, tile = plan.tiles[item % plan.tiles.count]

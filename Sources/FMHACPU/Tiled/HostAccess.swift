@@ -31,10 +31,37 @@ extension Tensor {
 public enum CPUThreads {
     /// Threads to use: `FMHA_NUM_THREADS` when set to a positive number, else every online CPU.
     public static var count: Int {
-        if let text = getenv("FMHA_NUM_THREADS").map({ String(cString: $0) }), let value = Int(text), value > 0 {
-            return value
+        requested ?? max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+
+    /// `FMHA_NUM_THREADS` when it is set to a positive number.
+    private static var requested: Int? {
+        guard let text = getenv("FMHA_NUM_THREADS").map({ String(cString: $0) }), let value = Int(text), value > 0 else {
+            return nil
         }
-        return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        return value
+    }
+
+    /// Calls smaller than this many floating-point operations run on one thread unless
+    /// `FMHA_NUM_THREADS` asks for more: starting and joining a worker costs more than it saves
+    /// there. Chosen on this project's 2-core AMD EPYC development machine (AVX-512), float32, ms
+    /// with 1 vs 2 threads (`FMHA_NUM_THREADS`, `fmha bench --repeats 50`): forward 1,64,64,4,64
+    /// (4 MFLOP) 0.043 vs 0.063, 1,192,192,4,64 (38 MFLOP) 0.250 vs 0.274, 1,512,512,8,64 (537 MFLOP)
+    /// 4.27 vs 4.33 (its two vCPUs barely scale the forward); forward+backward 1,64,64,4,64 0.148 vs
+    /// 0.210, 1,192,192,4,64 0.983 vs 0.957, 1,256,256,8,64 3.23 vs 2.83, 1,512,512,8,64 11.0 vs 6.1.
+    /// 32 MFLOP keeps the calls that lose on two threads here on one, below where hosts with whole
+    /// cores per thread would gain.
+    static let minimumParallelFLOPs: Double = 32e6
+
+    /// The threads for a call of `flops` operations: `FMHA_NUM_THREADS` when set, else 1 below
+    /// `minimumParallelFLOPs` and every online CPU from there.
+    static func count(forFLOPs flops: Double) -> Int {
+        threads(forFLOPs: flops, requested: requested, available: count)
+    }
+
+    /// `requested` when given, else 1 below `minimumParallelFLOPs` and `available` from there.
+    static func threads(forFLOPs flops: Double, requested: Int?, available: Int) -> Int {
+        requested ?? (flops < minimumParallelFLOPs ? 1 : available)
     }
 
     /// Runs `body` on up to `count` threads; thread `t` of `T` gets items `t, t + T, t + 2T, …`,

@@ -11,6 +11,8 @@ struct HostLowering: Sendable {
     private let rowLo: [Int64], rowHi: [Int64]
     /// Page-table rows as Int64, one per block, when paged.
     private let pageRows: [[Int64]]?
+    /// (query, key) pairs the tiles visit in one head: Σ rows × keys over the tiles.
+    let visitedPairs: Int
 
     /// The kernels' view of `lowering` with tiles of `tileRows` queries.
     init(_ lowering: MaskLowering, tileRows: Int) {
@@ -20,6 +22,13 @@ struct HostLowering: Sendable {
         // (One unused entry when there are no queries, so that the arrays have an address.)
         (rowLo, rowHi) = lo.isEmpty ? ([0], [0]) : (lo, hi)
         pageRows = lowering.pages.map { $0.blockTables.map { $0.map(Int64.init) } }
+        visitedPairs = tiles.reduce(0) { $0 + $1.rows * $1.keys.count }
+    }
+
+    /// The threads for a pass over `heads` heads of `products` multiply-adds per visited (query,
+    /// key) pair: `CPUThreads.count(forFLOPs:)`.
+    func threads(heads: Int, products: Int) -> Int {
+        CPUThreads.count(forFLOPs: 2 * Double(heads) * Double(visitedPairs) * Double(products))
     }
 
     /// Keys per page (1 when unpaged).
