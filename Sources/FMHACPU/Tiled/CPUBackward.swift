@@ -68,120 +68,121 @@ public struct CPUBackward: BackwardOperator {
         try HostAddresses.with(tensors) { addresses -> Void in
             let query = views.query, key = views.key, value = views.value
             plan.withRowRanges { rowLo, rowHi in
-            BackwardBuffers.with(dq: &dq, dk: &dk, dv: &dv, dBias: &dBias, lse: lseValues, delta: delta) { out in
-                /// The kernel's view of query tile `tileIndex` of head (b, g, h).
-                func queryTile(_ b: Int, _ g: Int, _ h: Int, _ tileIndex: Int) -> fmha_backward_query_tile {
-                    let tile = plan.tiles[tileIndex], headIndex = (b * d.groups + g) * d.heads + h
-                    var t = fmha_backward_query_tile()
-                    t.rows = Int32(tile.rows)
-                    t.q = UnsafeRawPointer(addresses[0] + query.elementOffset(b, tile.start, g, h) * query.dtype.byteSize)
-                    t.q_row_stride = Int64(query.strides[1])
-                    t.grad_out = UnsafeRawPointer(addresses[3] + gradView.elementOffset(b, tile.start, g, h) * gradView.dtype.byteSize)
-                    t.grad_out_row_stride = Int64(gradView.strides[1])
-                    t.lse = out.lse + headIndex * d.queryLength + tile.start
-                    t.delta = out.delta + headIndex * d.queryLength + tile.start
-                    t.row_lo = rowLo + tile.start
-                    t.row_hi = rowHi + tile.start
-                    if let bias = biasView {
-                        t.bias = UnsafeRawPointer(addresses[4] + bias.elementOffset(b, g, h, tile.start) * bias.dtype.byteSize)
-                        t.bias_row_stride = Int64(bias.strides[3])
-                        t.bias_col_stride = Int64(bias.strides[4])
-                        t.grad_bias = out.dBias + (headIndex * d.queryLength + tile.start) * d.keyLength
-                        t.grad_bias_row_stride = Int64(d.keyLength)
-                    }
-                    t.dropout_head = UInt32(truncatingIfNeeded: headIndex)
-                    t.dropout_query0 = Int64(tile.start)
-                    t.grad_q = out.dq + (((b * d.queryLength + tile.start) * d.groups + g) * d.heads + h) * d.headDimension
-                    t.grad_q_row_stride = Int64(d.groups * d.heads * d.headDimension)
-                    return t
-                }
-                /// What the kernels share for head (b, g, h)'s K/V.
-                func common(_ b: Int, _ g: Int, _ h: Int, _ workspace: UnsafeMutablePointer<Float>) -> fmha_backward_common {
-                    var c = fmha_backward_common()
-                    c.head_dim = Int32(d.headDimension)
-                    c.value_dim = Int32(d.valueHeadDimension)
-                    c.dtype = query.dtype.kernelCode
-                    c.k = UnsafeRawPointer(addresses[1] + key.elementOffset(b, 0, g, h) * key.dtype.byteSize)
-                    c.k_row_stride = Int64(key.strides[1])
-                    c.v = UnsafeRawPointer(addresses[2] + value.elementOffset(b, 0, g, h) * value.dtype.byteSize)
-                    c.v_row_stride = Int64(value.strides[1])
-                    c.page_size = Int64(plan.pageSize)
-                    c.scale = Float(problem.scale)
-                    if let mask {
-                        c.dropout = 1
-                        c.dropout_threshold = mask.threshold
-                        c.dropout_keep_scale = Float(mask.keptScale)
-                        c.dropout_seed = mask.state.seed
-                        c.dropout_offset = mask.state.offset
-                    }
-                    c.workspace = workspace
-                    return c
-                }
-
-                let keyTiles = plan.lowering.keyTiles(plan.tiles, tileKeys: Int(FMHA_TILE_KEYS * FMHA_BACKWARD_KEY_GROUP))
-                let gridHeads = grid.batch * grid.groups * grid.heads
-                let sharing = [shared[0] ? d.batch : 1, shared[1] ? d.groups : 1, shared[2] ? d.heads : 1]
-                let sharingHeadCount = sharing.reduce(1, *)
-                /// The query heads (b, g, h) that share K/V head `gridHead`.
-                func sharingHeads(of gridHead: Int) -> [(Int, Int, Int)] {
-                    let gh = gridHead % grid.heads, gg = (gridHead / grid.heads) % grid.groups
-                    let gb = gridHead / (grid.heads * grid.groups)
-                    var heads = [(Int, Int, Int)]()
-                    for sb in 0..<sharing[0] {
-                        for sg in 0..<sharing[1] {
-                            for sh in 0..<sharing[2] { heads.append((gb + sb, gg + sg, gh + sh)) }
+                BackwardBuffers.with(dq: &dq, dk: &dk, dv: &dv, dBias: &dBias, lse: lseValues, delta: delta) { out in
+                    /// The kernel's view of query tile `tileIndex` of head (b, g, h).
+                    func queryTile(_ b: Int, _ g: Int, _ h: Int, _ tileIndex: Int) -> fmha_backward_query_tile {
+                        let tile = plan.tiles[tileIndex], headIndex = (b * d.groups + g) * d.heads + h
+                        var t = fmha_backward_query_tile()
+                        t.rows = Int32(tile.rows)
+                        t.q = UnsafeRawPointer(addresses[0] + query.elementOffset(b, tile.start, g, h) * query.dtype.byteSize)
+                        t.q_row_stride = Int64(query.strides[1])
+                        t.grad_out = UnsafeRawPointer(addresses[3] + gradView.elementOffset(b, tile.start, g, h) * gradView.dtype.byteSize)
+                        t.grad_out_row_stride = Int64(gradView.strides[1])
+                        t.lse = out.lse + headIndex * d.queryLength + tile.start
+                        t.delta = out.delta + headIndex * d.queryLength + tile.start
+                        t.row_lo = rowLo + tile.start
+                        t.row_hi = rowHi + tile.start
+                        if let bias = biasView {
+                            t.bias = UnsafeRawPointer(addresses[4] + bias.elementOffset(b, g, h, tile.start) * bias.dtype.byteSize)
+                            t.bias_row_stride = Int64(bias.strides[3])
+                            t.bias_col_stride = Int64(bias.strides[4])
+                            t.grad_bias = out.dBias + (headIndex * d.queryLength + tile.start) * d.keyLength
+                            t.grad_bias_row_stride = Int64(d.keyLength)
                         }
+                        t.dropout_head = UInt32(truncatingIfNeeded: headIndex)
+                        t.dropout_query0 = Int64(tile.start)
+                        t.grad_q = out.dq + (((b * d.queryLength + tile.start) * d.groups + g) * d.heads + h) * d.headDimension
+                        t.grad_q_row_stride = Int64(d.groups * d.heads * d.headDimension)
+                        return t
                     }
-                    return heads
-                }
-                /// dK/dV of one key tile of K/V head `gridHead` from every query tile that sees it;
-                /// `accumulators` (one K × R block per sharing head and tile) also collect dQ.
-                func keyTile(_ gridHead: Int, _ keyTile: MaskLowering.KeyTile, _ workspace: UnsafeMutablePointer<Float>,
-                             _ tiles: inout [fmha_backward_query_tile], accumulators: UnsafeMutablePointer<Float>?) {
-                    let heads = sharingHeads(of: gridHead)
-                    tiles.removeAll(keepingCapacity: true)
-                    for (position, (b, g, h)) in heads.enumerated() {
-                        for tileIndex in keyTile.queryTiles where plan.tiles[tileIndex].keys.overlaps(keyTile.keys) {
-                            var t = queryTile(b, g, h, tileIndex)
-                            if let accumulators {
-                                t.grad_q_transposed = accumulators + (position * plan.tiles.count + tileIndex) * d.headDimension * tileRows
-                            } else {
-                                t.grad_bias = nil  // written by the dQ pass
+                    /// What the kernels share for head (b, g, h)'s K/V.
+                    func common(_ b: Int, _ g: Int, _ h: Int, _ workspace: UnsafeMutablePointer<Float>) -> fmha_backward_common {
+                        var c = fmha_backward_common()
+                        c.head_dim = Int32(d.headDimension)
+                        c.value_dim = Int32(d.valueHeadDimension)
+                        c.dtype = query.dtype.kernelCode
+                        c.k = UnsafeRawPointer(addresses[1] + key.elementOffset(b, 0, g, h) * key.dtype.byteSize)
+                        c.k_row_stride = Int64(key.strides[1])
+                        c.v = UnsafeRawPointer(addresses[2] + value.elementOffset(b, 0, g, h) * value.dtype.byteSize)
+                        c.v_row_stride = Int64(value.strides[1])
+                        c.page_size = Int64(plan.pageSize)
+                        c.scale = Float(problem.scale)
+                        if let mask {
+                            c.dropout = 1
+                            c.dropout_threshold = mask.threshold
+                            c.dropout_keep_scale = Float(mask.keptScale)
+                            c.dropout_seed = mask.state.seed
+                            c.dropout_offset = mask.state.offset
+                        }
+                        c.workspace = workspace
+                        return c
+                    }
+
+                    let keyTiles = plan.lowering.keyTiles(plan.tiles, tileKeys: Int(FMHA_TILE_KEYS * FMHA_BACKWARD_KEY_GROUP))
+                    let gridHeads = grid.batch * grid.groups * grid.heads
+                    let sharing = [shared[0] ? d.batch : 1, shared[1] ? d.groups : 1, shared[2] ? d.heads : 1]
+                    let sharingHeadCount = sharing.reduce(1, *)
+                    /// The query heads (b, g, h) that share K/V head `gridHead`.
+                    func sharingHeads(of gridHead: Int) -> [(Int, Int, Int)] {
+                        let gh = gridHead % grid.heads, gg = (gridHead / grid.heads) % grid.groups
+                        let gb = gridHead / (grid.heads * grid.groups)
+                        var heads = [(Int, Int, Int)]()
+                        for sb in 0..<sharing[0] {
+                            for sg in 0..<sharing[1] {
+                                for sh in 0..<sharing[2] { heads.append((gb + sb, gg + sg, gh + sh)) }
                             }
-                            tiles.append(t)
+                        }
+                        return heads
+                    }
+                    /// dK/dV of one key tile of K/V head `gridHead` from every query tile that sees it;
+                    /// `accumulators` (one K × R block per sharing head and tile) also collect dQ.
+                    func keyTile(_ gridHead: Int, _ keyTile: MaskLowering.KeyTile, _ workspace: UnsafeMutablePointer<Float>,
+                                 _ tiles: inout [fmha_backward_query_tile], accumulators: UnsafeMutablePointer<Float>?) {
+                        let heads = sharingHeads(of: gridHead)
+                        tiles.removeAll(keepingCapacity: true)
+                        for (position, (b, g, h)) in heads.enumerated() {
+                            for tileIndex in keyTile.queryTiles where plan.tiles[tileIndex].keys.overlaps(keyTile.keys) {
+                                var t = queryTile(b, g, h, tileIndex)
+                                if let accumulators {
+                                    t.grad_q_transposed = accumulators + (position * plan.tiles.count + tileIndex) * d.headDimension * tileRows
+                                } else {
+                                    t.grad_bias = nil  // written by the dQ pass
+                                }
+                                tiles.append(t)
+                            }
+                        }
+                        let (b, g, h) = heads[0]
+                        let gh = gridHead % grid.heads, gg = (gridHead / grid.heads) % grid.groups
+                        let kRow = ((gridHead / (grid.heads * grid.groups) * d.keyLength) * grid.groups + gg) * grid.heads + gh
+                        let rowStride = grid.groups * grid.heads
+                        Self.withPages(plan, block: keyTile.block, common(b, g, h, workspace)) {
+                            dkdvKernel($0, tiles, Int32(tiles.count), Int64(keyTile.keys.lowerBound), Int64(keyTile.keys.upperBound),
+                                       out.dk + kRow * d.headDimension, Int64(rowStride * d.headDimension),
+                                       out.dv + kRow * d.valueHeadDimension, Int64(rowStride * d.valueHeadDimension))
                         }
                     }
-                    let (b, g, h) = heads[0]
-                    let gh = gridHead % grid.heads, gg = (gridHead / grid.heads) % grid.groups
-                    let kRow = ((gridHead / (grid.heads * grid.groups) * d.keyLength) * grid.groups + gg) * grid.heads + gh
-                    let rowStride = grid.groups * grid.heads
-                    Self.withPages(plan, block: keyTile.block, common(b, g, h, workspace)) {
-                        dkdvKernel($0, tiles, Int32(tiles.count), Int64(keyTile.keys.lowerBound), Int64(keyTile.keys.upperBound),
-                                   out.dk + kRow * d.headDimension, Int64(rowStride * d.headDimension),
-                                   out.dv + kRow * d.valueHeadDimension, Int64(rowStride * d.valueHeadDimension))
-                    }
-                }
 
-                if gridHeads % threads == 0 || gridHeads >= 4 * threads {
-                    // One pass, one item per K/V head: it owns every key and every query of its
-                    // heads, so dQ accumulates across key tiles without races (FlashAttention-2's
-                    // backward: five products per tile pair).
-                    let accumulatorFloats = sharingHeadCount * plan.tiles.count * d.headDimension * tileRows
-                    CPUThreads.run(items: gridHeads, threads: threads) { assigned in
-                        Workspace.with(floats: workspaceFloats) { workspace in
-                            Workspace.with(floats: accumulatorFloats) { accumulators in
-                                var tiles = [fmha_backward_query_tile]()
-                                for gridHead in assigned {
-                                    accumulators.initialize(repeating: 0, count: accumulatorFloats)
-                                    for tile in keyTiles { keyTile(gridHead, tile, workspace, &tiles, accumulators: accumulators) }
-                                    for (position, (b, g, h)) in sharingHeads(of: gridHead).enumerated() {
-                                        for (tileIndex, tile) in plan.tiles.enumerated() {
-                                            let source = accumulators + (position * plan.tiles.count + tileIndex) * d.headDimension * tileRows
-                                            let target = queryTile(b, g, h, tileIndex)
-                                            for row in 0..<tile.rows {
-                                                let destination = target.grad_q + row * Int(target.grad_q_row_stride)
-                                                for channel in 0..<d.headDimension {
-                                                    destination[channel] = source[channel * tileRows + row] * Float(problem.scale)
+                    if gridHeads % threads == 0 || gridHeads >= 4 * threads {
+                        // One pass, one item per K/V head: it owns every key and every query of its
+                        // heads, so dQ accumulates across key tiles without races (FlashAttention-2's
+                        // backward: five products per tile pair).
+                        let accumulatorFloats = sharingHeadCount * plan.tiles.count * d.headDimension * tileRows
+                        CPUThreads.run(items: gridHeads, threads: threads) { assigned in
+                            Workspace.with(floats: workspaceFloats) { workspace in
+                                Workspace.with(floats: accumulatorFloats) { accumulators in
+                                    var tiles = [fmha_backward_query_tile]()
+                                    for gridHead in assigned {
+                                        accumulators.initialize(repeating: 0, count: accumulatorFloats)
+                                        for tile in keyTiles { keyTile(gridHead, tile, workspace, &tiles, accumulators: accumulators) }
+                                        for (position, (b, g, h)) in sharingHeads(of: gridHead).enumerated() {
+                                            for (tileIndex, tile) in plan.tiles.enumerated() {
+                                                let source = accumulators + (position * plan.tiles.count + tileIndex) * d.headDimension * tileRows
+                                                let target = queryTile(b, g, h, tileIndex)
+                                                for row in 0..<tile.rows {
+                                                    let destination = target.grad_q + row * Int(target.grad_q_row_stride)
+                                                    for channel in 0..<d.headDimension {
+                                                        destination[channel] = source[channel * tileRows + row] * Float(problem.scale)
+                                                    }
                                                 }
                                             }
                                         }
@@ -189,37 +190,36 @@ public struct CPUBackward: BackwardOperator {
                                 }
                             }
                         }
-                    }
-                } else {
-                    // Two passes, for more parallelism than there are K/V heads. First dQ and the
-                    // bias gradient, one item per (query head, query tile)...
-                    CPUThreads.run(items: heads * plan.tiles.count, threads: threads) { assigned in
-                        Workspace.with(floats: workspaceFloats) { workspace in
-                            for item in assigned {
-                                let headIndex = item / plan.tiles.count, tileIndex = item % plan.tiles.count
-                                let h = headIndex % d.heads, g = (headIndex / d.heads) % d.groups
-                                let b = headIndex / (d.heads * d.groups)
-                                var t = queryTile(b, g, h, tileIndex)
-                                let keys = plan.tiles[tileIndex].keys
-                                Self.withPages(plan, block: plan.tiles[tileIndex].block, common(b, g, h, workspace)) {
-                                    dqKernel($0, &t, Int64(keys.lowerBound), Int64(keys.upperBound))
+                    } else {
+                        // Two passes, for more parallelism than there are K/V heads. First dQ and the
+                        // bias gradient, one item per (query head, query tile)...
+                        CPUThreads.run(items: heads * plan.tiles.count, threads: threads) { assigned in
+                            Workspace.with(floats: workspaceFloats) { workspace in
+                                for item in assigned {
+                                    let headIndex = item / plan.tiles.count, tileIndex = item % plan.tiles.count
+                                    let h = headIndex % d.heads, g = (headIndex / d.heads) % d.groups
+                                    let b = headIndex / (d.heads * d.groups)
+                                    var t = queryTile(b, g, h, tileIndex)
+                                    let keys = plan.tiles[tileIndex].keys
+                                    Self.withPages(plan, block: plan.tiles[tileIndex].block, common(b, g, h, workspace)) {
+                                        dqKernel($0, &t, Int64(keys.lowerBound), Int64(keys.upperBound))
+                                    }
+                                }
+                            }
+                        }
+                        // ...then dK and dV, one item per (K/V head, key tile); key tiles of different
+                        // blocks that can name the same K/V rows are not processed at once.
+                        CPUThreads.run(items: gridHeads * keyTiles.count, threads: plan.lowering.keyRowsOverlap ? 1 : threads) { assigned in
+                            Workspace.with(floats: workspaceFloats) { workspace in
+                                var tiles = [fmha_backward_query_tile]()
+                                for item in assigned {
+                                    keyTile(item / keyTiles.count, keyTiles[item % keyTiles.count], workspace, &tiles,
+                                            accumulators: nil)
                                 }
                             }
                         }
                     }
-                    // ...then dK and dV, one item per (K/V head, key tile); key tiles of different
-                    // blocks that can name the same K/V rows are not processed at once.
-                    CPUThreads.run(items: gridHeads * keyTiles.count, threads: plan.lowering.keyRowsOverlap ? 1 : threads) { assigned in
-                        Workspace.with(floats: workspaceFloats) { workspace in
-                            var tiles = [fmha_backward_query_tile]()
-                            for item in assigned {
-                                keyTile(item / keyTiles.count, keyTiles[item % keyTiles.count], workspace, &tiles,
-                                        accumulators: nil)
-                            }
-                        }
-                    }
                 }
-            }
             }
         }
 

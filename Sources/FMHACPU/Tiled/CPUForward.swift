@@ -47,58 +47,58 @@ public struct CPUForward: ForwardOperator {
         try HostAddresses.with(tensors) { addresses in
             let workspaceFloats = fmha_forward_workspace_floats(Int32(d.headDimension), Int32(d.valueHeadDimension))
             plan.withRowRanges { rowLo, rowHi in
-            // (Products per visited pair: Q·K and P·V.)
-            CPUThreads.run(items: items, threads: plan.threads(heads: heads, products: d.headDimension + d.valueHeadDimension)) { assigned in
-              Workspace.with(floats: workspaceFloats) { aligned in
-                for item in assigned {
-                    let headIndex = item / plan.tiles.count, tile = plan.tiles[item % plan.tiles.count]
-                    let h = headIndex % d.heads, g = (headIndex / d.heads) % d.groups, b = headIndex / (d.heads * d.groups)
-                    plan.withPageRow(tile.block) { pages in
-                        var t = fmha_forward_tile()
-                        t.rows = Int32(tile.rows)
-                        t.head_dim = Int32(d.headDimension)
-                        t.value_dim = Int32(d.valueHeadDimension)
-                        t.dtype = query.dtype.kernelCode
-                        t.out_dtype = output.dtype.kernelCode
-                        t.q = UnsafeRawPointer(addresses[0] + query.elementOffset(b, tile.start, g, h) * query.dtype.byteSize)
-                        t.q_row_stride = Int64(query.strides[1])
-                        t.k = UnsafeRawPointer(addresses[1] + key.elementOffset(b, 0, g, h) * key.dtype.byteSize)
-                        t.k_row_stride = Int64(key.strides[1])
-                        t.v = UnsafeRawPointer(addresses[2] + value.elementOffset(b, 0, g, h) * value.dtype.byteSize)
-                        t.v_row_stride = Int64(value.strides[1])
-                        t.key_begin = Int64(tile.keys.lowerBound)
-                        t.key_end = Int64(tile.keys.upperBound)
-                        t.key_row_offset = 0
-                        t.pages = pages
-                        t.page_size = Int64(plan.pageSize)
-                        t.row_lo = rowLo + tile.start
-                        t.row_hi = rowHi + tile.start
-                        if let bias = biasView {
-                            let biasAddress = addresses[5]
-                            t.bias = UnsafeRawPointer(biasAddress + bias.elementOffset(b, g, h, tile.start) * bias.dtype.byteSize)
-                            t.bias_row_stride = Int64(bias.strides[3])
-                            t.bias_col_stride = Int64(bias.strides[4])
+                // (Products per visited pair: Q·K and P·V.)
+                CPUThreads.run(items: items, threads: plan.threads(heads: heads, products: d.headDimension + d.valueHeadDimension)) { assigned in
+                  Workspace.with(floats: workspaceFloats) { aligned in
+                    for item in assigned {
+                        let headIndex = item / plan.tiles.count, tile = plan.tiles[item % plan.tiles.count]
+                        let h = headIndex % d.heads, g = (headIndex / d.heads) % d.groups, b = headIndex / (d.heads * d.groups)
+                        plan.withPageRow(tile.block) { pages in
+                            var t = fmha_forward_tile()
+                            t.rows = Int32(tile.rows)
+                            t.head_dim = Int32(d.headDimension)
+                            t.value_dim = Int32(d.valueHeadDimension)
+                            t.dtype = query.dtype.kernelCode
+                            t.out_dtype = output.dtype.kernelCode
+                            t.q = UnsafeRawPointer(addresses[0] + query.elementOffset(b, tile.start, g, h) * query.dtype.byteSize)
+                            t.q_row_stride = Int64(query.strides[1])
+                            t.k = UnsafeRawPointer(addresses[1] + key.elementOffset(b, 0, g, h) * key.dtype.byteSize)
+                            t.k_row_stride = Int64(key.strides[1])
+                            t.v = UnsafeRawPointer(addresses[2] + value.elementOffset(b, 0, g, h) * value.dtype.byteSize)
+                            t.v_row_stride = Int64(value.strides[1])
+                            t.key_begin = Int64(tile.keys.lowerBound)
+                            t.key_end = Int64(tile.keys.upperBound)
+                            t.key_row_offset = 0
+                            t.pages = pages
+                            t.page_size = Int64(plan.pageSize)
+                            t.row_lo = rowLo + tile.start
+                            t.row_hi = rowHi + tile.start
+                            if let bias = biasView {
+                                let biasAddress = addresses[5]
+                                t.bias = UnsafeRawPointer(biasAddress + bias.elementOffset(b, g, h, tile.start) * bias.dtype.byteSize)
+                                t.bias_row_stride = Int64(bias.strides[3])
+                                t.bias_col_stride = Int64(bias.strides[4])
+                            }
+                            t.scale = Float(problem.scale)
+                            if let mask {
+                                t.dropout = 1
+                                t.dropout_threshold = mask.threshold
+                                t.dropout_keep_scale = Float(mask.keptScale)
+                                t.dropout_seed = mask.state.seed
+                                t.dropout_offset = mask.state.offset
+                                t.dropout_head = UInt32(truncatingIfNeeded: headIndex)
+                                t.dropout_query0 = Int64(tile.start)
+                            }
+                            let outputRow = ((b * d.queryLength + tile.start) * d.groups + g) * d.heads + h
+                            t.out = addresses[3] + outputRow * d.valueHeadDimension * output.dtype.byteSize
+                            t.out_row_stride = Int64(d.groups * d.heads * d.valueHeadDimension)
+                            t.lse = (addresses[4] + (headIndex * d.queryLength + tile.start) * 4).assumingMemoryBound(to: Float.self)
+                            t.workspace = aligned
+                            kernel(&t)
                         }
-                        t.scale = Float(problem.scale)
-                        if let mask {
-                            t.dropout = 1
-                            t.dropout_threshold = mask.threshold
-                            t.dropout_keep_scale = Float(mask.keptScale)
-                            t.dropout_seed = mask.state.seed
-                            t.dropout_offset = mask.state.offset
-                            t.dropout_head = UInt32(truncatingIfNeeded: headIndex)
-                            t.dropout_query0 = Int64(tile.start)
-                        }
-                        let outputRow = ((b * d.queryLength + tile.start) * d.groups + g) * d.heads + h
-                        t.out = addresses[3] + outputRow * d.valueHeadDimension * output.dtype.byteSize
-                        t.out_row_stride = Int64(d.groups * d.heads * d.valueHeadDimension)
-                        t.lse = (addresses[4] + (headIndex * d.queryLength + tile.start) * 4).assumingMemoryBound(to: Float.self)
-                        t.workspace = aligned
-                        kernel(&t)
                     }
+                  }
                 }
-              }
-            }
             }
         }
         return ForwardOutput(output: output, lse: lse)
