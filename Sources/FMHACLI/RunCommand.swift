@@ -27,12 +27,9 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Write ∂L/∂value .npy (needs --grad-output).") var dv: String?
     @Option(help: "Write ∂L/∂bias .npy for a tensor bias (needs --grad-output).") var dbias: String?
 
+    /// Computes and writes the outputs, throwing `FMHAError` for anything wrong with the files or
+    /// arguments (`FMHACommand.run(arguments:)` makes it one line and exit code 2).
     func run() throws {
-        try exitingWithCodeTwoOnFMHAError(compute)
-    }
-
-    /// The work of `run()`, throwing `FMHAError` for anything wrong with the files or arguments.
-    func compute() throws {
         let tensors = try [query, key, value].map { path in
             let tensor = try NumpyFile.read(path: path)
             return try tensor.converted(to: dtype ?? tensor.dtype).to(device.device)

@@ -64,7 +64,7 @@ import Testing
         try FileBytes.write(Array(#"{"type": "Tensor", "path": "b.npy"}"#.utf8), path: spec)
         let out = directory.file("out.npy")
         try RunCommand.parse(["--query", paths[0], "--key", paths[1], "--value", paths[2], "--bias", spec,
-                              "--dtype", "bfloat16", "--out", out]).compute()
+                              "--dtype", "bfloat16", "--out", out]).run()
         let inputs = try paths.map { try NumpyFile.read(path: $0).converted(to: .bfloat16) }
         let expected = try memoryEfficientAttention(inputs[0], inputs[1], inputs[2], bias: biasValues.converted(to: .bfloat16))
         #expect(try NumpyFile.read(path: out).toArray() == expected.converted(to: .float32).toArray())

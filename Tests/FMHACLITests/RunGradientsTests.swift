@@ -23,7 +23,7 @@ import Testing
             "--query", directory.path + "/q.npy", "--key", directory.path + "/k.npy", "--value", directory.path + "/v.npy",
             "--bias", spec, "--p", "0.3", "--seed", "11", "--out", outputs[0], "--grad-output", directory.path + "/do.npy",
             "--dq", outputs[1], "--dk", outputs[2], "--dv", outputs[3], "--dbias", outputs[4],
-        ]).compute()
+        ]).run()
 
         let forward = try memoryEfficientAttentionForwardRequiresGrad(tensors[0], tensors[1], tensors[2], bias: bias, p: 0.3, seed: 11)
         let expected = try memoryEfficientAttentionBackward(tensors[3], output: forward.output, lse: forward.lse, query: tensors[0],
@@ -41,10 +41,10 @@ import Testing
         for name in ["q.npy", "k.npy", "v.npy"] { try NumpyFile.write(try Tensor.randn([1, 3, 1, 8], seed: 1), path: directory.file(name)) }
         let base = ["--query", directory.path + "/q.npy", "--key", directory.path + "/k.npy", "--value", directory.path + "/v.npy",
                     "--out", directory.file("out.npy")]
-        expectFMHAError(["--dq", "--grad-output"]) { try RunCommand.parse(base + ["--dq", directory.file("dq.npy")]).compute() }
+        expectFMHAError(["--dq", "--grad-output"]) { try RunCommand.parse(base + ["--dq", directory.file("dq.npy")]).run() }
         try NumpyFile.write(try Tensor.randn([1, 3, 1, 8], seed: 2), path: directory.file("do.npy"))
         expectFMHAError(["--dbias", "no bias"]) {
-            try RunCommand.parse(base + ["--grad-output", directory.path + "/do.npy", "--dbias", directory.file("db.npy")]).compute()
+            try RunCommand.parse(base + ["--grad-output", directory.path + "/do.npy", "--dbias", directory.file("db.npy")]).run()
         }
     }
 }
