@@ -44,9 +44,9 @@ struct BenchCommand: ParsableCommand {
     func run(emit: (String) -> Void) throws {
         let chosen = try op.map { try Operators.forward(required: $0, argument: "--op") }
         var rows = [[String]]()
-        let total = dtype.count * cases.count
+        let total = dtype.count * cases.count, progress = ProgressLine()
         for (index, (dtype, benchCase)) in dtype.flatMap({ d in cases.map { (d, $0) } }).enumerated() {
-            if StandardError.isTerminal, !json { StandardError.write("\r[\(index + 1)/\(total)] \(benchCase) \(dtype)   ") }
+            progress.show("[\(index + 1)/\(total)] \(benchCase) \(dtype)")
             let measurement = try measure(benchCase, dtype: dtype, op: chosen)
             let mode = backward ? "fwd+bwd" : "fwd"
             let teraflops = benchCase.flops(backward: backward) / (measurement.milliseconds * 1e-3) / 1e12
@@ -58,7 +58,7 @@ struct BenchCommand: ParsableCommand {
                              Formatting.decimal(teraflops * 1000, digits: 2)])
             }
         }
-        if StandardError.isTerminal, !json { StandardError.write("\r" + String(repeating: " ", count: 60) + "\r") }
+        progress.clear()
         if !json {
             emit(Table.render(header: ["operator", "dtype", "B,Mq,Mkv,H,K", "mode", "median ms", "GFLOP/s"], rows: rows))
         }

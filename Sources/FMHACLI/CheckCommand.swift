@@ -15,9 +15,11 @@ struct CheckCommand: ParsableCommand {
 
     func run() throws {
         var failures = 0, rows = [[String]](), skipped = [String: Int]()
+        let progress = ProgressLine()
         for dtype in dtype {
             for sample in try SampleCases.all(dtype: dtype, device: device.device) {
                 for forward in Operators.forward {
+                    progress.show("\(forward.name) \(sample.name) \(dtype)")
                     // Operators that cannot run a case are counted, not listed (on a CPU-only
                     // machine every CUDA case would be a row).
                     if let reason = forward.notSupportedReasons(sample.problem).first {
@@ -30,6 +32,7 @@ struct CheckCommand: ParsableCommand {
                 }
             }
         }
+        progress.clear()
         print(Table.render(header: ["operator", "case", "dtype", "worst error ÷ allowed (≤ 1 passes)", "result"], rows: rows))
         for (reason, count) in skipped.sorted(by: { $0.key < $1.key }) { print("skipped \(count): \(reason)") }
         print("\(rows.count - failures) passed, \(failures) failed, \(skipped.values.reduce(0, +)) skipped")

@@ -30,6 +30,9 @@ struct RunCommand: ParsableCommand {
     /// Computes and writes the outputs, throwing `FMHAError` for anything wrong with the files or
     /// arguments (`FMHACommand.run(arguments:)` makes it one line and exit code 2).
     func run() throws {
+        let progress = ProgressLine()
+        defer { progress.clear() }
+        progress.show("reading the inputs")
         let tensors = try [query, key, value].map { path in
             let tensor = try NumpyFile.read(path: path)
             return try tensor.converted(to: dtype ?? tensor.dtype).to(device.device)
@@ -45,10 +48,12 @@ struct RunCommand: ParsableCommand {
             throw FMHAError.invalidArgument("--dbias", expected: "a bias with a tensor part (Tensor or LowerTriangularMaskWithTensorBias)",
                                             got: attentionBias.map { "\(type(of: $0).name)" } ?? "no bias")
         }
+        progress.show("forward")
         let result = try memoryEfficientAttentionForwardRequiresGrad(
             tensors[0], tensors[1], tensors[2], bias: attentionBias, p: p, scale: scale, op: chosen, seed: seed)
         var outputs = [(result.output, out)] + (lse.map { [(result.lse, $0)] } ?? [])
         if let gradOutput {
+            progress.show("backward")
             let gradient = try NumpyFile.read(path: gradOutput).converted(to: tensors[0].dtype).to(device.device)
             let gradients = try memoryEfficientAttentionBackward(
                 gradient, output: result.output, lse: result.lse, query: tensors[0], key: tensors[1], value: tensors[2],
@@ -57,6 +62,7 @@ struct RunCommand: ParsableCommand {
                 if let tensor, let path { outputs.append((tensor, path)) }
             }
         }
+        progress.show("writing the outputs")
         // All the outputs or none (a bad --lse path must not leave --out written).
         try FileBytes.writeAll(try outputs.map { (try NumpyFile.encode($0.0), $0.1) })
     }
