@@ -1,6 +1,7 @@
 extension Inputs {
     /// Checks everything xFormers' `validate_inputs` checks, and a little more, and returns the
-    /// call as the `AttentionProblem` operators run (the only way to make one). Throws `FMHAError` naming the argument, what was expected and what was given:
+    /// call as the `AttentionProblem` operators run (the only way to make one). Throws `FMHAError`
+    /// naming the argument, what was expected and what was given:
     /// - query, key and value of one rank (3, 4 or 5), one dtype, one device, unit last stride;
     /// - equal B (and G, H) everywhere, equal Mkv for key and value, equal K for query and key,
     ///   K ≥ 1 (no broadcasting: expand K/V with stride 0 for grouped-query attention);

@@ -54,13 +54,13 @@ extension AttentionOperator {
         if d.layout == .bmghk, !capabilities.supportsBMGHK {
             reasons.append("BMGHK (5-dimensional) inputs are not supported")
         }
-        if inputs.isPartial, !capabilities.supportsPartial {
+        if problem.isPartial, !capabilities.supportsPartial {
             reasons.append("partial attention is not supported")
         }
         if let outputDType = inputs.outputDType, outputDType != dtype, !capabilities.supportsOutputDType {
             reasons.append("output dtype \(outputDType) different from the input dtype \(dtype) is not supported")
         }
-        if inputs.requiresDeterminism, !capabilities.isDeterministic {
+        if problem.requiresDeterminism, !capabilities.isDeterministic {
             reasons.append("it is not deterministic, and determinism was required")
         }
         return reasons

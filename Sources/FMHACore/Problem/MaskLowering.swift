@@ -131,17 +131,15 @@ public struct MaskLowering: Sendable {
             for start in stride(from: block.firstQuery, to: end, by: rows) {
                 let count = min(rows, end - start)
                 let queries = start..<(start + count)
-                let first = queries.lazy.map { self.visibleKeys(query: $0, block: index) }.first { !$0.isEmpty }
-                let last = queries.reversed().lazy.map { self.visibleKeys(query: $0, block: index) }.first { !$0.isEmpty }
-                var inner = 0..<0
-                if count == rows, let first, let last {
-                    let top = visibleKeys(query: queries.lowerBound, block: index)
-                    let bottom = visibleKeys(query: queries.upperBound - 1, block: index)
-                    if top == first, bottom == last, bottom.lowerBound < top.upperBound {
-                        inner = bottom.lowerBound..<top.upperBound
-                    }
-                }
+                let top = visibleKeys(query: queries.lowerBound, block: index)
+                let bottom = visibleKeys(query: queries.upperBound - 1, block: index)
+                // The first and last rows that see keys (searched for only when an end row sees none).
+                let first = top.isEmpty ? queries.lazy.map { self.visibleKeys(query: $0, block: index) }.first { !$0.isEmpty } : top
+                let last = bottom.isEmpty
+                    ? queries.reversed().lazy.map { self.visibleKeys(query: $0, block: index) }.first { !$0.isEmpty } : bottom
                 let keys = first.flatMap { first in last.map { first.lowerBound..<$0.upperBound } } ?? 0..<0
+                let seenByEveryRow = count == rows && !top.isEmpty && !bottom.isEmpty && bottom.lowerBound < top.upperBound
+                let inner = seenByEveryRow ? bottom.lowerBound..<top.upperBound : 0..<0
                 tiles.append(Tile(block: index, start: start, rows: count, keys: keys, inner: inner))
             }
         }

@@ -34,24 +34,19 @@ package enum HostMemory {
     /// would trap where it cannot be allocated. `argument` and `what` name the array in the error
     /// ("query/value", "a float64 output of shape").
     package static func checkFits(shape: [Int], elementSize: Int, argument: String, what: String) throws {
-        var bytes: Int? = elementSize
-        for size in shape {
-            guard let product = bytes else { break }
-            let (next, overflow) = product.multipliedReportingOverflow(by: size)
-            bytes = overflow ? nil : next
-        }
-        let free = capacity - held.load(ordering: .relaxed)
-        guard let bytes, bytes <= free else {
-            throw error(argument: argument, given: "\(what) \(shape)", bytes: bytes, free: free)
+        let (bytes, overflow) = try Tensor.checkedCount(shape, argument: argument).multipliedReportingOverflow(by: elementSize)
+        let available = capacity - held.load(ordering: .relaxed)
+        guard !overflow, bytes <= available else {
+            throw error(argument: argument, given: "\(what) \(shape)", bytes: overflow ? nil : bytes, free: available)
         }
     }
 
     /// A zero-filled block of `byteCount` bytes (at least 1), aligned to `alignment`, counted as
     /// held until `release`d; `argument` and `given` name the request in the error.
     static func allocate(byteCount: Int, argument: String, given: String) throws -> Block {
-        let free = capacity - held.load(ordering: .relaxed)
-        guard byteCount <= free - alignment else {
-            throw error(argument: argument, given: given, bytes: byteCount, free: free)
+        let available = capacity - held.load(ordering: .relaxed)
+        guard byteCount <= available - alignment else {
+            throw error(argument: argument, given: given, bytes: byteCount, free: available)
         }
         let total = held.add(byteCount, ordering: .relaxed).newValue
         var raw: UnsafeMutableRawPointer?
