@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""FMHA's CUDA forward against PyTorch's attention backends on the same shapes, in one run on the
-GPU machine: FlashAttention-2 (SDPA flash), xFormers' cutlass kernel (SDPA efficient) and cuDNN.
-Prints one table with TFLOP/s and FMHA's ratio to each peer.
+"""FMHA's CUDA forward (or forward + backward) against PyTorch's attention backends on the same
+shapes, in one run on the GPU machine: FlashAttention-2 (SDPA flash), xFormers' cutlass kernel (SDPA
+efficient) and cuDNN. Prints one table with TFLOP/s and FMHA's ratio to each peer.
 
   python3 bench/compare_torch.py --fmha .build/release/fmha [--dtype bf16 --dtype f16] [--repeats 20]
                                  [--case 4,16384,16,128,causal] [--op cuda-flash] [--json-out table.json]
-                                 [--dropout 0.1] [--tensor-bias]
+                                 [--dropout 0.1] [--tensor-bias] [--backward]
+
+--backward times forward + backward (FLOPs counted 3.5x the forward's) and, in a second table, the
+backward alone (2.5x): FMHA's from `fmha bench --backward` (the backward timed by itself), PyTorch's
+as the forward + backward median minus the forward median.
 
 Default shapes: the GPU.md table (16k tokens, model width 2048: B = 16384 / N, H = 2048 / K, for
 K in {64, 128, 256}, N from 512 to 16384, causal and not; plus K = 192 at N = 4096), a varlen batch (block-diagonal causal
@@ -79,8 +83,9 @@ def median_ms(fn, repeats):
     return times[len(times) // 2]
 
 
-def torch_row(case, dtype, repeats, dropout=0.0, tensor_bias=False):
-    """TFLOP/s (or a reason string) of each PyTorch backend on `case`."""
+def torch_row(case, dtype, repeats, dropout=0.0, tensor_bias=False, backward=False):
+    """TFLOP/s (or a reason string) of each PyTorch backend on `case`; with `backward`, of forward
+    + backward, and of the backward alone under "<backend>_bwd"."""
     b, n, h, k, causal, kv, lengths = parse(case)
     row = {}
     if tensor_bias and (lengths or kv):
@@ -91,7 +96,7 @@ def torch_row(case, dtype, repeats, dropout=0.0, tensor_bias=False):
         for x in lengths:
             starts.append(starts[-1] + x)
         cu = torch.tensor(starts, device="cuda", dtype=torch.int32)
-        q, kk, v = (torch.randn(total, h, k, device="cuda", dtype=dtype) for _ in range(3))
+        q, kk, v = (torch.randn(total, h, k, device="cuda", dtype=dtype, requires_grad=backward) for _ in range(3))
         runs = {
             "flash": lambda: torch.ops.aten._flash_attention_forward(q, kk, v, cu, cu, max(lengths), max(lengths), dropout,
                                                                      causal, False),
@@ -101,8 +106,8 @@ def torch_row(case, dtype, repeats, dropout=0.0, tensor_bias=False):
         row["cudnn"] = "no varlen"
     else:
         kv_heads = kv or h
-        q = torch.randn(b, h, n, k, device="cuda", dtype=dtype)
-        kk, v = (torch.randn(b, kv_heads, n, k, device="cuda", dtype=dtype) for _ in range(2))
+        q = torch.randn(b, h, n, k, device="cuda", dtype=dtype, requires_grad=backward)
+        kk, v = (torch.randn(b, kv_heads, n, k, device="cuda", dtype=dtype, requires_grad=backward) for _ in range(2))
         mask = None
         if tensor_bias:
             mask = torch.randn(b, h, n, n, device="cuda", dtype=dtype)
@@ -117,7 +122,20 @@ def torch_row(case, dtype, repeats, dropout=0.0, tensor_bias=False):
             runs[name] = run
     for name, run in runs.items():
         try:
-            row[name] = flops(case) / median_ms(run, repeats) / 1e9
+            forward_ms = median_ms(run, repeats)
+            if not backward:
+                row[name] = flops(case) / forward_ms / 1e9
+                continue
+            output = run()
+            output = output[0] if isinstance(output, tuple) else output
+            grad = torch.randn_like(output)
+
+            def train(run=run, grad=grad):
+                out = run()
+                (out[0] if isinstance(out, tuple) else out).backward(grad)
+            both_ms = median_ms(train, repeats)
+            row[name] = 3.5 * flops(case) / both_ms / 1e9
+            row[name + "_bwd"] = 2.5 * flops(case) / max(both_ms - forward_ms, 1e-6) / 1e9
         except Exception as error:  # a backend that refuses the case
             row[name] = "refused: " + str(error).splitlines()[0][:60]
     return row
@@ -132,8 +150,11 @@ def fmha_row(binary, case, dtype_name, repeats, op, extra=()):
     result = subprocess.run(command, capture_output=True, text=True)
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0 or not lines:
-        return op, "refused: " + (result.stderr.strip().splitlines() or ["?"])[-1][:60]
-    return lines[0]["op"], lines[0]["tflops"]
+        return op, "refused: " + (result.stderr.strip().splitlines() or ["?"])[-1][:60], None
+    line = lines[0]
+    if "backward_op" in line:
+        return line["op"] + "/" + line["backward_op"], line["tflops"], line["backward_tflops"]
+    return line["op"], line["tflops"], None
 
 
 def main():
@@ -146,32 +167,41 @@ def main():
     parser.add_argument("--json-out", help="also write the rows as JSON here")
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout probability on both sides")
     parser.add_argument("--tensor-bias", action="store_true", help="a random [B, H, N, N] bias on both sides")
+    parser.add_argument("--backward", action="store_true", help="forward + backward, and the backward alone")
     args = parser.parse_args()
     cases = args.case or default_cases()
     rows = []
-    extra = (["--dropout", str(args.dropout)] if args.dropout else []) + (["--tensor-bias"] if args.tensor_bias else [])
+    extra = (["--dropout", str(args.dropout)] if args.dropout else []) + (["--tensor-bias"] if args.tensor_bias else []) \
+        + (["--backward"] if args.backward else [])
     for dtype_key in args.dtype or ["bf16", "f16"]:
         torch_dtype, fmha_dtype = DTYPES[dtype_key]
         for case in cases:
-            op, tflops = fmha_row(args.fmha, case, fmha_dtype, args.repeats, args.op, extra)
-            rows.append(dict(dtype=dtype_key, case=case, op=op, fmha=tflops,
-                             **torch_row(case, torch_dtype, args.repeats, args.dropout, args.tensor_bias)))
-    header = ["dtype", "case", "fmha op", "fmha", "flash", "ratio", "efficient", "ratio", "cudnn", "ratio"]
-    table = [header]
-    for row in rows:
-        ours = row["fmha"]
-        cells = [row["dtype"], row["case"], row["op"], f"{ours:.1f}" if isinstance(ours, float) else ours[:40]]
-        for peer in ["flash", "efficient", "cudnn"]:
-            value = row[peer]
-            if not isinstance(value, float):
-                cells += [value[:24], "-"]
-            else:
-                cells += [f"{value:.1f}", f"{ours / value:.2f}" if isinstance(ours, float) else "-"]
-        table.append(cells)
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    print("TFLOP/s (forward); ratio = FMHA / peer")
-    for line in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)))
+            op, tflops, backward_tflops = fmha_row(args.fmha, case, fmha_dtype, args.repeats, args.op, extra)
+            rows.append(dict(dtype=dtype_key, case=case, op=op, fmha=tflops, fmha_bwd=backward_tflops,
+                             **torch_row(case, torch_dtype, args.repeats, args.dropout, args.tensor_bias, args.backward)))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    def print_table(title, suffix):
+        header = ["dtype", "case", "fmha op", "fmha", "flash", "ratio", "efficient", "ratio", "cudnn", "ratio"]
+        table = [header]
+        for row in rows:
+            ours = row["fmha" + suffix]
+            cells = [row["dtype"], row["case"], row["op"], f"{ours:.1f}" if isinstance(ours, float) else str(ours)[:40]]
+            for peer in ["flash", "efficient", "cudnn"]:
+                value = row.get(peer + suffix, row[peer])
+                if not isinstance(value, float):
+                    cells += [value[:24], "-"]
+                else:
+                    cells += [f"{value:.1f}", f"{ours / value:.2f}" if isinstance(ours, float) else "-"]
+            table.append(cells)
+        widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+        print(title)
+        for line in table:
+            print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)))
+    if args.backward:
+        print_table("TFLOP/s (forward + backward, 3.5x the forward's FLOPs); ratio = FMHA / peer", "")
+        print_table("TFLOP/s (backward alone, 2.5x the forward's FLOPs; PyTorch's: fwd+bwd minus fwd)", "_bwd")
+    else:
+        print_table("TFLOP/s (forward); ratio = FMHA / peer", "")
     if args.json_out:
         with open(args.json_out, "w") as file:
             json.dump(rows, file, indent=1)

@@ -51,9 +51,9 @@ struct BenchCommand: ParsableCommand {
             let mode = backward ? "fwd+bwd" : "fwd"
             let teraflops = benchCase.flops(backward: backward) / (measurement.milliseconds * 1e-3) / 1e12
             if json {
-                emit(#"{"op": "\#(measurement.operatorName)", "device": "\#(device.device)", "dtype": "\#(dtype)", "B": \#(benchCase.batch), "Mq": \#(benchCase.queries), "Mkv": \#(benchCase.keys), "H": \#(benchCase.heads), "Hkv": \#(benchCase.kvHeads ?? benchCase.heads), "K": \#(benchCase.headDimension), "causal": \#(benchCase.causal), "case": "\#(benchCase)", "dropout": \#(dropout), "tensor_bias": \#(tensorBias), "mode": "\#(mode)", "ms": \#(measurement.milliseconds), "tflops": \#(teraflops)}"#)
+                emit(#"{"op": "\#(measurement.operatorName)", "device": "\#(device.device)", "dtype": "\#(dtype)", "B": \#(benchCase.batch), "Mq": \#(benchCase.queries), "Mkv": \#(benchCase.keys), "H": \#(benchCase.heads), "Hkv": \#(benchCase.kvHeads ?? benchCase.heads), "K": \#(benchCase.headDimension), "causal": \#(benchCase.causal), "case": "\#(benchCase)", "dropout": \#(dropout), "tensor_bias": \#(tensorBias), "mode": "\#(mode)", "ms": \#(measurement.milliseconds), "tflops": \#(teraflops)\#(backwardFields(measurement, benchCase))}"#)
             } else {
-                rows.append([measurement.operatorName, dtype.rawValue, benchCase.description, mode,
+                rows.append([measurement.operatorName + (measurement.backwardOperatorName.map { " / " + $0 } ?? ""), dtype.rawValue, benchCase.description, mode,
                              Formatting.decimal(measurement.milliseconds, digits: 3),
                              Formatting.decimal(teraflops * 1000, digits: 2)])
             }
@@ -72,9 +72,23 @@ struct BenchCommand: ParsableCommand {
         }
     }
 
-    /// Median milliseconds of `repeats` runs after a warm-up.
-    private func measure(_ benchCase: BenchCase, dtype: DType, op: (any ForwardOperator)?) throws
-        -> (milliseconds: Double, operatorName: String) {
+    /// With `--backward`, the JSON fields of the backward alone: its operator, median
+    /// milliseconds and TFLOP/s (counted as 2.5× the forward's FLOPs); else nothing.
+    private func backwardFields(_ measurement: Measurement, _ benchCase: BenchCase) -> String {
+        guard backward, let name = measurement.backwardOperatorName, let milliseconds = measurement.backwardMilliseconds else { return "" }
+        let teraflops = benchCase.flops(backward: false) * 2.5 / (milliseconds * 1e-3) / 1e12
+        return #", "backward_op": "\#(name)", "backward_ms": \#(milliseconds), "backward_tflops": \#(teraflops)"#
+    }
+
+    /// One case's timings: the median of the timed calls (forward, or forward + backward), the
+    /// forward's operator, and with `--backward` the backward's operator and its median alone.
+    private struct Measurement {
+        var milliseconds: Double, operatorName: String
+        var backwardOperatorName: String?, backwardMilliseconds: Double?
+    }
+
+    /// Median milliseconds of `repeats` runs after a warm-up (and of the backward alone).
+    private func measure(_ benchCase: BenchCase, dtype: DType, op: (any ForwardOperator)?) throws -> Measurement {
         let (query, key, value) = try benchCase.inputs(dtype: dtype, device: device.device)
         let bias = try benchCase.bias(tensor: tensorBias ? try Tensor.randn(
             [benchCase.batch, benchCase.heads, benchCase.queries, benchCase.keys], dtype: dtype, device: device.device, seed: 4) : nil)
@@ -91,15 +105,24 @@ struct BenchCommand: ParsableCommand {
         }
         try once()
         let clock = ContinuousClock()
-        var times = [Double]()
-        for _ in 0..<repeats {
-            let elapsed = try clock.measure(once)
-            times.append(elapsed.seconds * 1e3)
+        func median(_ body: () throws -> Void) throws -> Double {
+            var times = [Double]()
+            for _ in 0..<repeats { times.append(try clock.measure(body).seconds * 1e3) }
+            times.sort()
+            let middle = times.count / 2
+            return times.count % 2 == 1 ? times[middle] : (times[middle - 1] + times[middle]) / 2
         }
-        times.sort()
-        let middle = times.count / 2
-        let median = times.count % 2 == 1 ? times[middle] : (times[middle - 1] + times[middle]) / 2
-        return (median, operatorName)
+        var measurement = Measurement(milliseconds: try median(once), operatorName: operatorName)
+        if backward {
+            let forward = try memoryEfficientAttentionForwardRequiresGrad(query, key, value, bias: bias, p: dropout, op: op, seed: 5)
+            let problem = try Inputs(query: query, key: key, value: value, bias: bias, dropout: forward.dropout).validate()
+            measurement.backwardOperatorName = try Operators.backwardOperator(for: problem).name
+            measurement.backwardMilliseconds = try median {
+                _ = try memoryEfficientAttentionBackward(forward.output, output: forward.output, lse: forward.lse,
+                                                         query: query, key: key, value: value, bias: bias, dropout: forward.dropout)
+            }
+        }
+        return measurement
     }
 }
 

@@ -37,23 +37,33 @@ final class CUDAKernels: Sendable {
     /// (microseconds that short sequences feel).
     func function(_ kernel: some KernelVariantDescriptor, entry: String, context: CUDAContext) throws -> CUDAFunction {
         let key = LoadedKernelKey(kernel: AnyKernelVariant(kernel), device: context.device.ordinal)
+        if let functions = loadedKernels.withLock({ $0[key] }) { return try Self.entry(entry, in: functions, of: kernel) }
+        // Compiled outside the lock, so that different variants compile in parallel (the compiler
+        // makes threads that ask for the same one wait for a single compilation).
+        let cubin = try compiler.kernel(for: kernel).cubin
         let functions = try loadedKernels.withLock { loaded -> [String: CUDAFunction] in
             if let functions = loaded[key] { return functions }
-            let functions = try load(kernel, context: context)
+            let functions = try load(kernel, cubin: cubin, context: context)
             loaded[key] = functions
             return functions
         }
+        return try Self.entry(entry, in: functions, of: kernel)
+    }
+
+    /// The function called `entry` among `kernel`'s loaded `functions`.
+    private static func entry(_ entry: String, in functions: [String: CUDAFunction],
+                              of kernel: some KernelVariantDescriptor) throws -> CUDAFunction {
         guard let function = functions[entry] else {
             throw FMHAError.invalidArgument("CUDAKernels.function entry", expected: "one of \(kernel.entryPoints) of \(kernel)",
-                                   got: "\"\(entry)\"")
+                                            got: "\"\(entry)\"")
         }
         return function
     }
 
-    /// `kernel`'s module loaded into `context` and its entry points by name, each allowed the
+    /// `kernel`'s module (`cubin`) loaded into `context` and its entry points by name, each allowed the
     /// kernel's dynamic shared memory when that is above the 48 KiB every kernel gets.
-    private func load(_ kernel: some KernelVariantDescriptor, context: CUDAContext) throws -> [String: CUDAFunction] {
-        let module = try CUDAModule(context: context, cubin: try compiler.kernel(for: kernel).cubin)
+    private func load(_ kernel: some KernelVariantDescriptor, cubin: [UInt8], context: CUDAContext) throws -> [String: CUDAFunction] {
+        let module = try CUDAModule(context: context, cubin: cubin)
         var functions = [String: CUDAFunction]()
         for entry in kernel.entryPoints {
             let function = try module.function(entry)

@@ -32,10 +32,7 @@ public struct CUDAReferenceBackward: BackwardOperator {
         let views = (query: problem.query, key: problem.key, value: problem.value)
         let biasTensor = inputs.bias?.tensorBias
         let biasView = problem.tensorBias
-        // K/V heads: dimensions where both K and V have stride 0 collapse to one shared head.
-        let shared = [0, 2, 3].map { views.key.strides[$0] == 0 && views.value.strides[$0] == 0 && views.key.shape[$0] > 1 }
-        let grid = [shared[0] ? 1 : d.batch, shared[1] ? 1 : d.groups, shared[2] ? 1 : d.heads]
-        let sharing = [shared[0] ? d.batch : 1, shared[1] ? d.groups : 1, shared[2] ? d.heads : 1]
+        let (grid, sharing) = problem.keyValueHeads
         let shape = CUDAKernels.shapeWords(d, dtype: problem.dtype, views: views, bias: biasView)
             + (grid + sharing).map(Int64.init)
         let lowering = problem.lowering
@@ -95,13 +92,6 @@ public struct CUDAReferenceBackward: BackwardOperator {
                 }
                 try context.synchronize()
             }
-            let originalRank = { (shape: [Int]) -> [Int] in
-                switch d.layout {
-                case .bmk: [shape[0], shape[1], shape[4]]
-                case .bmhk: [shape[0], shape[1], shape[3], shape[4]]
-                case .bmghk: shape
-                }
-            }
             func gradientTensor(_ buffer: DeviceBuffer, count: Int, shape: [Int], like input: Tensor) throws -> Tensor {
                 try BroadcastGradient.tensor(try CUDAKernels.download(buffer, count: count), shape: shape, like: input, device: device)
             }
@@ -112,9 +102,9 @@ public struct CUDAReferenceBackward: BackwardOperator {
             return Gradients(
                 dq: try gradientTensor(dq, count: rows * d.headDimension, shape: inputs.query.shape, like: inputs.query),
                 dk: try gradientTensor(dk, count: gridRows * d.headDimension,
-                                       shape: originalRank([grid[0], d.keyLength, grid[1], grid[2], d.headDimension]), like: inputs.key),
+                                       shape: d.layout.shape(fromBMGHK: [grid[0], d.keyLength, grid[1], grid[2], d.headDimension]), like: inputs.key),
                 dv: try gradientTensor(dv, count: gridRows * d.valueHeadDimension,
-                                       shape: originalRank([grid[0], d.keyLength, grid[1], grid[2], d.valueHeadDimension]), like: inputs.value),
+                                       shape: d.layout.shape(fromBMGHK: [grid[0], d.keyLength, grid[1], grid[2], d.valueHeadDimension]), like: inputs.value),
                 dBias: biasGradient)
         }
     }

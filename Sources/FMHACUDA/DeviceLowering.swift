@@ -37,4 +37,21 @@ enum DeviceLowering {
         }
         return words
     }
+
+    /// Words per key tile of `keyWorkList` (`FMHA_KEY_WORK_WORDS` in flash_backward.cu).
+    static let wordsPerKeyTile = 5
+
+    /// Per key tile: its block, first and end logical key, and the first and end query of the
+    /// query tiles that see some of its keys (`MaskLowering.KeyTile.seenBy`; equal when none do).
+    static func keyWorkList(_ keyTiles: [MaskLowering.KeyTile], tiles: [MaskLowering.Tile]) -> [Int64] {
+        var words = [Int64]()
+        words.reserveCapacity(keyTiles.count * wordsPerKeyTile)
+        for keyTile in keyTiles {
+            let seen = keyTile.seenBy
+            let queries = seen.isEmpty ? 0..<0 : tiles[seen.lowerBound].start..<(tiles[seen.upperBound - 1].start + tiles[seen.upperBound - 1].rows)
+            words += [Int64(keyTile.block), Int64(keyTile.keys.lowerBound), Int64(keyTile.keys.upperBound),
+                      Int64(queries.lowerBound), Int64(queries.upperBound)]
+        }
+        return words
+    }
 }

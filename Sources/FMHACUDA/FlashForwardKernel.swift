@@ -93,6 +93,8 @@ public struct FlashForwardKernel: KernelVariantDescriptor {
 
     public var entryPoints: [String] { [Self.entryPoint] }
 
+    public var headers: [String] { ["tensor_core"] }
+
     public var defines: [String: String] {
         ["FMHA_HEAD_DIM": "\(width)", "FMHA_DTYPE": dtype == .float16 ? "1" : "2",
          "FMHA_WARPS": "\(tileShape.warps)", "FMHA_WARP_TILES": "\(tileShape.warpTiles)",

@@ -45,11 +45,12 @@ public enum KernelCatalog {
     /// The architectures kernels are built and tested for.
     public static let architectures = ["sm_80", "sm_90", "sm_90a"]
 
-    /// Every variant for `architecture`: the fixed kernels, then the tensor-core forward's kernel
-    /// of the tuning table for every width, input dtype (float16, bfloat16) and build (plain,
-    /// and with tensor bias and dropout).
+    /// Every variant for `architecture`: the fixed kernels, the tensor-core forward's kernel of
+    /// the tuning table for every width, input dtype (float16, bfloat16) and build (plain, and
+    /// with tensor bias and dropout), then the tensor-core backward's for every width and dtype.
     public static func allVariants(architecture: String) -> [any KernelVariantDescriptor] {
         FixedKernel.Source.allCases.map { FixedKernel($0, architecture: architecture) }
             + FlashForwardKernel.tableVariants(architecture: architecture)
+            + FlashBackwardKernel.allVariants(architecture: architecture)
     }
 }

@@ -13,12 +13,16 @@ public struct KernelDescriptor: Hashable, Sendable, CustomStringConvertible {
     public var architecture: String
     /// Compile-time constants, emitted as `#define name value` ahead of the source (name order).
     public var defines: [String: String]
+    /// Shared kernel files (names without `.cu`) compiled between `prelude.cu` and the kernel,
+    /// e.g. `["tensor_core"]`.
+    public var headers: [String]
 
-    /// A descriptor of `sourceName` for `architecture` with `defines`.
-    public init(sourceName: String, architecture: String, defines: [String: String] = [:]) {
+    /// A descriptor of `sourceName` for `architecture` with `defines`, after `headers`.
+    public init(sourceName: String, architecture: String, defines: [String: String] = [:], headers: [String] = []) {
         self.sourceName = sourceName
         self.architecture = architecture
         self.defines = defines
+        self.headers = headers
     }
 
     /// `sourceName`, `architecture` and the defines, e.g. `dropout_mask sm_90 [BLOCK=128]`.
@@ -27,8 +31,8 @@ public struct KernelDescriptor: Hashable, Sendable, CustomStringConvertible {
         return "\(sourceName) \(architecture)" + (definitions.isEmpty ? "" : " [\(definitions.joined(separator: ", "))]")
     }
 
-    /// The whole translation unit NVRTC compiles: the defines, `prelude.cu`, then the kernel file,
-    /// each file introduced by a `#line` directive so that compiler messages name it.
+    /// The whole translation unit NVRTC compiles: the defines, `prelude.cu`, the headers, then the
+    /// kernel file, each file introduced by a `#line` directive so that compiler messages name it.
     public func source() throws(FMHAError) -> String {
         guard let kernel = KernelSources.byFileName[sourceName + ".cu"], sourceName != "prelude" else {
             let known = KernelSources.byFileName.keys.filter { $0 != "prelude.cu" }.sorted()
@@ -44,7 +48,14 @@ public struct KernelDescriptor: Hashable, Sendable, CustomStringConvertible {
             }
             text += "#define \(name) \(value)\n"
         }
-        for (fileName, contents) in [("prelude.cu", KernelSources.prelude), (sourceName + ".cu", kernel)] {
+        var files = [("prelude.cu", KernelSources.prelude)]
+        for header in headers {
+            guard let contents = KernelSources.byFileName[header + ".cu"] else {
+                throw .invalidArgument("KernelDescriptor.headers", expected: "kernel file names without .cu", got: "\"\(header)\"")
+            }
+            files.append((header + ".cu", contents))
+        }
+        for (fileName, contents) in files + [(sourceName + ".cu", kernel)] {
             text += "#line 1 \"\(fileName)\"\n" + contents
             if !contents.hasSuffix("\n") { text += "\n" }
         }

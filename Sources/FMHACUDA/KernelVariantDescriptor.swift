@@ -14,17 +14,22 @@ public protocol KernelVariantDescriptor: Hashable, Sendable, CustomStringConvert
     var entryPoints: [String] { get }
     /// The compile-time constants, computed from the typed fields.
     var defines: [String: String] { get }
+    /// The shared kernel files compiled before the kernel (`KernelDescriptor.headers`).
+    var headers: [String] { get }
     /// The dynamic shared memory every launch of the kernels asks for, in bytes; above 48 KiB
     /// loading the kernels allows it (`CUDAFunction.allowDynamicSharedMemory`).
     var dynamicSharedMemoryBytes: Int { get }
 }
 
 extension KernelVariantDescriptor {
-    /// What the run-time compiler and the disk cache see: the source name, the architecture and
-    /// the defines.
+    /// What the run-time compiler and the disk cache see: the source name, the architecture, the
+    /// defines and the headers.
     public var kernelDescriptor: KernelDescriptor {
-        KernelDescriptor(sourceName: sourceName, architecture: architecture, defines: defines)
+        KernelDescriptor(sourceName: sourceName, architecture: architecture, defines: defines, headers: headers)
     }
+
+    /// None by default.
+    public var headers: [String] { [] }
 
     /// The kernel descriptor's description, e.g. `dropout_mask sm_90`.
     public var description: String { kernelDescriptor.description }

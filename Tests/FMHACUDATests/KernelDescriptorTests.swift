@@ -15,6 +15,15 @@ import Testing
         #expect(lines[3] == "#line 1 \"prelude.cu\"")
         #expect(source.contains("#line 1 \"prelude.cu\"\n" + KernelSources.prelude))
         #expect(source.hasSuffix("#line 1 \"dropout_mask.cu\"\n" + KernelSources.dropoutMask))
+        // Headers come between the prelude and the kernel; an unknown one is refused.
+        let flash = try KernelDescriptor(sourceName: "flash_backward", architecture: "sm_90", headers: ["tensor_core"]).source()
+        let prelude = try #require(flash.firstRange(of: "#line 1 \"prelude.cu\"\n" + KernelSources.prelude))
+        let header = try #require(flash.firstRange(of: "#line 1 \"tensor_core.cu\"\n" + KernelSources.tensorCore))
+        #expect(prelude.upperBound <= header.lowerBound)
+        #expect(flash.hasSuffix("#line 1 \"flash_backward.cu\"\n" + KernelSources.flashBackward))
+        #expect(throws: FMHAError.self) {
+            try KernelDescriptor(sourceName: "flash_backward", architecture: "sm_90", headers: ["no_such_header"]).source()
+        }
     }
 
     @Test func optionsNameTheArchitectureAndAskForTheResourceReport() throws {
@@ -46,7 +55,7 @@ import Testing
         for architecture in KernelCatalog.architectures {
             let variants = KernelCatalog.allVariants(architecture: architecture)
             // Twelve widths (16 ... 128 by 16, 160 ... 256 by 32) × two dtypes × with and without extras.
-            let flash = (0..<48).map { _ in "flash_forward" }
+            let flash = (0..<48).map { _ in "flash_forward" } + (0..<48).map { _ in "flash_backward" }
             #expect(variants.map(\.sourceName) == ["dropout_mask", "reference_forward", "reference_backward"] + flash)
             // Distinct typed descriptors, each producing its own kernel descriptor.
             #expect(Set(variants.map { AnyKernelVariant($0) }).count == variants.count)
@@ -64,7 +73,7 @@ import Testing
         #expect(kernel.kernelDescriptor == KernelDescriptor(sourceName: "flash_forward", architecture: "sm_90", defines: [
             "FMHA_HEAD_DIM": "128", "FMHA_DTYPE": "2", "FMHA_WARPS": "4", "FMHA_WARP_TILES": "2", "FMHA_BLOCK_N": "64",
             "FMHA_Q_SHARED": "1", "FMHA_MIN_BLOCKS": "2", "FMHA_EXTRAS": "0", "FMHA_STAGES": "1",
-        ]))
+        ], headers: ["tensor_core"]))
         #expect(kernel.entryPoints == ["fmha_flash_forward"])
         #expect(kernel.dynamicSharedMemoryBytes == (2 * 64 + 128) * 136 * 2)
         let twoStages = CUDAFlashForward.TileShape(warps: 8, warpTiles: 1, keys: 32, queryInShared: false, minimumBlocks: 1, stages: 2)
@@ -96,5 +105,22 @@ import Testing
             FlashForwardKernel(width: 64, tileShape: shape, dtype: .float16, extras: true, architecture: "sm_90")))
         #expect(AnyKernelVariant(flash) != AnyKernelVariant(
             FlashForwardKernel(width: 64, tileShape: shape, dtype: .float16, extras: false, architecture: "sm_80")))
+    }
+
+    @Test func flashBackwardKernelProducesTheKernelsDefines() {
+        let kernel = FlashBackwardKernel(width: 128, dtype: .bfloat16, extras: false, architecture: "sm_90")
+        #expect(kernel.kernelDescriptor == KernelDescriptor(sourceName: "flash_backward", architecture: "sm_90", defines: [
+            "FMHA_HEAD_DIM": "128", "FMHA_DTYPE": "2", "FMHA_DQ_KEYS": "64", "FMHA_DKDV_QUERIES": "32",
+            "FMHA_COLUMN_PARTS": "1", "FMHA_EXTRAS": "0",
+        ], headers: ["tensor_core"]))
+        #expect(kernel.entryPoints == ["fmha_flash_backward_delta", "fmha_flash_backward_dq", "fmha_flash_backward_dkdv",
+                                       "fmha_flash_backward_bias_sum"])
+        // The larger pass: dQ's Q, dO, K and V tiles of 64, 64, 64 and 64 rows of 136 values.
+        #expect(kernel.dynamicSharedMemoryBytes == 2 * (64 + 64) * 136 * 2)
+        let wide = FlashBackwardKernel(width: 256, dtype: .float16, extras: true, architecture: "sm_80")
+        #expect(wide.kernelDescriptor.defines == [
+            "FMHA_HEAD_DIM": "256", "FMHA_DTYPE": "1", "FMHA_DQ_KEYS": "32", "FMHA_DKDV_QUERIES": "16",
+            "FMHA_COLUMN_PARTS": "2", "FMHA_EXTRAS": "1",
+        ])
     }
 }

@@ -44,6 +44,16 @@ import FMHATestSupport
                         #expect(tile.inner == common || (tile.inner.isEmpty && common.isEmpty), "\(testCase.summary)")
                     }
                 }
+                // Key tiles: each block's keys in order, seen by exactly the query tiles whose rows see one of them.
+                for tileKeys in [1, 16, 64] {
+                    for keyTile in lowering.keyTiles(tiles, tileKeys: tileKeys) {
+                        let seeing = tiles.indices.filter { index in
+                            let tile = tiles[index]
+                            return tile.block == keyTile.block && ranges[tile.start..<(tile.start + tile.rows)].contains { $0.overlaps(keyTile.keys) }
+                        }
+                        #expect(Array(keyTile.seenBy) == seeing, "\(testCase.summary): key tile \(keyTile.keys) of \(tileKeys), tiles of \(height)")
+                    }
+                }
             }
         }
     }

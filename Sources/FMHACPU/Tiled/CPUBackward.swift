@@ -224,7 +224,7 @@ public struct CPUBackward: BackwardOperator {
         }
 
         let gridShape = { (channels: Int) in
-            Self.originalRank([grid.batch, d.keyLength, grid.groups, grid.heads, channels], layout: d.layout)
+            d.layout.shape(fromBMGHK: [grid.batch, d.keyLength, grid.groups, grid.heads, channels])
         }
         return Gradients(
             dq: try gradient(dq, shape: inputs.query.shape, like: inputs.query),
@@ -256,15 +256,6 @@ public struct CPUBackward: BackwardOperator {
         plan.withPageRow(block) { pages in
             common.pages = pages
             withUnsafePointer(to: common, body)
-        }
-    }
-
-    /// A BMGHK shape back in the layout's rank (dropping the G/H dimensions BMHK and BMK lack).
-    private static func originalRank(_ shape: [Int], layout: AttentionLayout) -> [Int] {
-        switch layout {
-        case .bmk: [shape[0], shape[1], shape[4]]
-        case .bmhk: [shape[0], shape[1], shape[3], shape[4]]
-        case .bmghk: shape
         }
     }
 

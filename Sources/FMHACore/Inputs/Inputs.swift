@@ -77,6 +77,15 @@ public enum AttentionLayout: String, Sendable, Hashable {
     case bmhk = "BMHK"
     /// `[B, M, G, H, K]`: grouped-query attention.
     case bmghk = "BMGHK"
+
+    /// A BMGHK shape back in this layout's rank (dropping the G/H dimensions BMHK and BMK lack).
+    public func shape(fromBMGHK shape: [Int]) -> [Int] {
+        switch self {
+        case .bmk: [shape[0], shape[1], shape[4]]
+        case .bmhk: [shape[0], shape[1], shape[3], shape[4]]
+        case .bmghk: shape
+        }
+    }
 }
 
 /// The sizes of a validated attention call, as `Inputs.validate()` returns them.

@@ -54,6 +54,15 @@ public struct AttentionProblem: Sendable {
     /// The dropout mask to apply, `nil` without dropout.
     public var dropoutMask: DropoutMask? { dropout.map(DropoutMask.init) }
 
+    /// The K/V heads a backward sums dK and dV over, per dimension (batch, group, head): `grid`
+    /// is the dimension's size, or 1 where both K and V have stride 0 (a size above 1), and
+    /// `sharing` how many query heads share each grid head along it (the size there, else 1).
+    public var keyValueHeads: (grid: [Int], sharing: [Int]) {
+        let d = dimensions, sizes = [d.batch, d.groups, d.heads]
+        let shared = [0, 2, 3].map { key.strides[$0] == 0 && value.strides[$0] == 0 && key.shape[$0] > 1 }
+        return (zip(shared, sizes).map { $0 ? 1 : $1 }, zip(shared, sizes).map { $0 ? $1 : 1 })
+    }
+
     /// The backward problem of this call: the forward's `output` and `lse` and the output's
     /// gradient, checked against this call's sizes and device.
     public func backward(output: Tensor, lse: Tensor, gradOutput: Tensor) throws -> BackwardProblem {

@@ -47,6 +47,9 @@ public struct MaskLowering: Sendable {
         public let keys: Range<Int>
         /// Indices into the query tiles of the block's tiles.
         public let queryTiles: Range<Int>
+        /// Indices into the query tiles of those that see some of `keys` (consecutive: the
+        /// tiles' key unions only move forward); empty when no query sees them.
+        public let seenBy: Range<Int>
     }
 
     /// The visible keys of each query, relative to its block.
@@ -153,9 +156,20 @@ public struct MaskLowering: Sendable {
             let block = tiles[first].block
             var last = first
             while last < tiles.count, tiles[last].block == block { last += 1 }
+            // The tiles that see keys are consecutive, and their unions move forward with them:
+            // two pointers sweep the tiles that reach past a key tile's start and those that begin
+            // before its end.
+            var seeing = first..<last
+            while let lower = seeing.first, tiles[lower].keys.isEmpty { seeing = (lower + 1)..<seeing.upperBound }
+            while let upper = seeing.last, tiles[upper].keys.isEmpty { seeing = seeing.lowerBound..<upper }
+            var low = seeing.lowerBound, high = seeing.lowerBound
             let keys = blocks[block].keyStart..<(blocks[block].keyStart + blocks[block].keyCount)
             for start in stride(from: keys.lowerBound, to: keys.upperBound, by: tileKeys) {
-                result.append(KeyTile(block: block, keys: start..<min(start + tileKeys, keys.upperBound), queryTiles: first..<last))
+                let tileKeysRange = start..<min(start + tileKeys, keys.upperBound)
+                while low < seeing.upperBound, tiles[low].keys.upperBound <= tileKeysRange.lowerBound { low += 1 }
+                high = max(high, low)
+                while high < seeing.upperBound, tiles[high].keys.lowerBound < tileKeysRange.upperBound { high += 1 }
+                result.append(KeyTile(block: block, keys: tileKeysRange, queryTiles: first..<last, seenBy: low..<high))
             }
             first = last
         }

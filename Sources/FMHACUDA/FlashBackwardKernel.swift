@@ -1,0 +1,76 @@
+import FMHACore
+
+/// The tensor-core backward's kernels (`flash_backward.cu`) for tiles `width` columns wide, one
+/// input dtype, with or without the tensor bias and dropout (`extras`): the D pre-pass, the dQ
+/// pass, the dK/dV pass and the bias-gradient sum, one cubin. The tile sizes follow from the width
+/// and the build; blocks have four warps. (Every size here compiles without spills at 255
+/// registers for sm_80 and sm_90; larger tiles spill.)
+public struct FlashBackwardKernel: KernelVariantDescriptor {
+    /// The D = rowsum(dO∘O) kernel.
+    public static let deltaEntry = "fmha_flash_backward_delta"
+    /// The dQ (and bias gradient) kernel.
+    public static let queryEntry = "fmha_flash_backward_dq"
+    /// The dK/dV kernel.
+    public static let keyValueEntry = "fmha_flash_backward_dkdv"
+    /// The kernel that sums the bias gradient over broadcast dimensions.
+    public static let biasSumEntry = "fmha_flash_backward_bias_sum"
+
+    /// The padded head dimension (`FMHA_HEAD_DIM`), one of `CUDAFlashForward.widths`.
+    public let width: Int
+    /// The input dtype: float16 or bfloat16 (`FMHA_DTYPE` 1 or 2).
+    public let dtype: DType
+    /// Whether this build takes a tensor bias and dropout (`FMHA_EXTRAS`).
+    public let extras: Bool
+    public let architecture: String
+
+    /// The kernels of `width`, `dtype` and `extras` for `architecture`.
+    public init(width: Int, dtype: DType, extras: Bool, architecture: String) {
+        self.width = width
+        self.dtype = dtype
+        self.extras = extras
+        self.architecture = architecture
+    }
+
+    /// Threads per block (four warps).
+    static let threads = 128
+    /// Queries per block of the dQ pass, and keys per block of the dK/dV pass (16 per warp).
+    static let blockRows = 64
+
+    /// Keys per tile of the dQ pass (`FMHA_DQ_KEYS`): 64, or 32 past 128 columns where its dQ
+    /// accumulators take most of the registers.
+    var queryPassKeys: Int { width <= 128 ? 64 : 32 }
+    /// Queries per step of the dK/dV pass (`FMHA_DKDV_QUERIES`): 32, or 16 with the extras.
+    var keyPassQueries: Int { extras ? 16 : 32 }
+    /// Column parts of the dK/dV pass (`FMHA_COLUMN_PARTS`): past 128 columns its dK and dV
+    /// accumulators are split over two blocks per key tile.
+    var columnParts: Int { width <= 128 ? 1 : 2 }
+
+    /// Dynamic shared memory of the dQ pass: Q, dO, K and V tiles (rows of width + 8 values).
+    var queryPassSharedMemoryBytes: Int { 2 * (Self.blockRows + queryPassKeys) * (width + 8) * 2 }
+    /// Dynamic shared memory of the dK/dV pass: K, V, Q and dO tiles.
+    var keyPassSharedMemoryBytes: Int { 2 * (Self.blockRows + keyPassQueries) * (width + 8) * 2 }
+
+    public var sourceName: String { "flash_backward" }
+
+    public var entryPoints: [String] { [Self.deltaEntry, Self.queryEntry, Self.keyValueEntry, Self.biasSumEntry] }
+
+    public var headers: [String] { ["tensor_core"] }
+
+    public var defines: [String: String] {
+        ["FMHA_HEAD_DIM": "\(width)", "FMHA_DTYPE": dtype == .float16 ? "1" : "2",
+         "FMHA_DQ_KEYS": "\(queryPassKeys)", "FMHA_DKDV_QUERIES": "\(keyPassQueries)", "FMHA_COLUMN_PARTS": "\(columnParts)",
+         "FMHA_EXTRAS": extras ? "1" : "0"]
+    }
+
+    /// The larger of the two passes' (the attribute is set once per function to this).
+    public var dynamicSharedMemoryBytes: Int { max(queryPassSharedMemoryBytes, keyPassSharedMemoryBytes) }
+
+    /// Every width, input dtype and build on `architecture`.
+    static func allVariants(architecture: String) -> [FlashBackwardKernel] {
+        [false, true].flatMap { extras in
+            CUDAFlashForward.widths.flatMap { width in
+                [DType.float16, .bfloat16].map { FlashBackwardKernel(width: width, dtype: $0, extras: extras, architecture: architecture) }
+            }
+        }
+    }
+}

@@ -1,0 +1,493 @@
+// The tensor-core backward (FlashAttention-2's scheme, with dQ in its own pass so that nothing is
+// added by atomics and the bits never depend on scheduling). Four kernels, launched in order:
+//  1. fmha_flash_backward_delta: D = rowsum(dO∘O) per query row, one warp per row.
+//  2. fmha_flash_backward_dq: one block per (tile of FMHA_DQ_ROWS queries of one mask block, head),
+//     walking the keys the tile sees (the forward's work list): S = Q·Kᵀ and dP = dO·Vᵀ again,
+//     P from the forward's LSE, dS = P∘(dP∘Z - D), dQ += dS·K; with a tensor bias dS is also its
+//     gradient (written to a float32 [B, G, H, Mq, Mkv] buffer).
+//  3. fmha_flash_backward_dkdv: one block per (tile of FMHA_DKDV_KEYS keys of one mask block, K/V
+//     head, column part), walking every query head that shares the K/V head and every query that
+//     sees the tile (its work list): Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, dV += (Pᵀ∘Z)·dO, dK += dSᵀ·Q, so
+//     grouped-query gradients are summed in registers, in a fixed order, without expanded copies.
+//     Past 128 columns each block accumulates FMHA_HEAD_DIM / FMHA_COLUMN_PARTS of them (its
+//     registers would not hold more), and the parts recompute Sᵀ and dPᵀ.
+//  4. fmha_flash_backward_bias_sum: the bias gradient summed over the bias's broadcast dimensions.
+// Warps own 16 rows of the products (queries in 2, keys in 3); every operand tile goes through
+// shared memory by cp.async (rows of FMHA_ROW 16-bit values) and reaches the tensor cores by
+// ldmatrix; P and dS become A fragments straight from the accumulators. Z is the dropout factor
+// (0 or keep_scale, the forward's Philox mask); masked elements get dS = 0 by selection, so NaN
+// in keys or values a query cannot see never reaches its gradients.
+// Needs prelude.cu, tensor_core.cu and the defines FMHA_HEAD_DIM (a multiple of 16, at most 256,
+// at least K and Kv), FMHA_DTYPE (1: float16, 2: bfloat16), FMHA_DQ_KEYS (keys per tile of the dQ
+// pass, a multiple of 16), FMHA_DKDV_QUERIES (queries per step of the dK/dV pass, a multiple of 16),
+// FMHA_COLUMN_PARTS (1 or 2) and FMHA_EXTRAS (1: takes a tensor bias and dropout). Blocks have FMHA_WARPS (4) warps. Dynamic shared memory:
+// 2·(FMHA_DQ_ROWS + FMHA_DQ_KEYS)·FMHA_ROW 16-bit values for the dQ pass and
+// 2·(FMHA_DKDV_KEYS + FMHA_DKDV_QUERIES)·FMHA_ROW for the dK/dV pass.
+// Shapes: `shape` as for the reference kernels (sizes, dtype, bias flag, q/k/v/bias strides) and
+// then the K/V head grid and sharing counts (as reference_backward.cu), then the strides of dO and
+// O over (b, m, g, h) and O's dtype. Gradients are written in the input dtype: dQ as
+// [B, Mq, G, H, K], dK and dV as [B', Mkv, G', H', K or Kv] over the K/V head grid.
+
+#define FMHA_WARPS 4
+#define FMHA_THREADS (FMHA_WARPS * 32)
+#define FMHA_ROW (FMHA_HEAD_DIM + 8)
+#define FMHA_DQ_ROWS (FMHA_WARPS * 16)
+#define FMHA_DKDV_KEYS (FMHA_WARPS * 16)
+#define FMHA_PART (FMHA_HEAD_DIM / FMHA_COLUMN_PARTS)
+/// Int64 words per tile of the forward's work list (DeviceLowering.workList) and per key tile of
+/// the dK/dV pass's (DeviceLowering.keyWorkList).
+#define FMHA_WORK_WORDS 7
+#define FMHA_KEY_WORK_WORDS 5
+
+static_assert(FMHA_HEAD_DIM % 16 == 0 && FMHA_HEAD_DIM <= 256, "FMHA_HEAD_DIM: a multiple of 16, at most 256");
+static_assert(FMHA_DQ_KEYS % 16 == 0 && FMHA_DKDV_QUERIES % 16 == 0, "tile sizes: multiples of 16");
+static_assert(FMHA_COLUMN_PARTS == 1 || (FMHA_COLUMN_PARTS == 2 && FMHA_HEAD_DIM % 32 == 0), "FMHA_COLUMN_PARTS: 1 or 2");
+
+// Without FMHA_EXTRAS (0) a build ignores the tensor bias and dropout arguments, and their code
+// and registers are gone; with 1 both are run-time switches.
+#if FMHA_EXTRAS
+#define FMHA_EXTRAS_SWITCHES const bool has_bias = bias != nullptr, has_dropout = dropout != 0;
+#else
+#define FMHA_EXTRAS_SWITCHES constexpr bool has_bias = false, has_dropout = false;
+#endif
+
+namespace {
+
+/// The scores' base-2 factor of a natural-log value.
+constexpr float log2e = 1.4426950408889634f;
+
+/// Copies `rows` rows of a tile into shared memory at `tile` (FMHA_ROW values a row): row r from
+/// `row_pointer(r)` (null: a row of zeros), columns < `width` (the rest zero), by 16-byte cp.async
+/// copies when every row is 16-byte aligned (`vector_loads`), else element by element; one group.
+template <int rows, typename RowPointer>
+__device__ __forceinline__ void load_tile(uint16_t* tile, RowPointer row_pointer, int width, bool vector_loads,
+                                          const uint16_t* any_address) {
+    constexpr int chunks = FMHA_HEAD_DIM / 8;
+    if (vector_loads) {
+        const uint32_t base = shared_address(tile);
+#pragma unroll 2
+        for (int index = threadIdx.x; index < rows * chunks; index += FMHA_THREADS) {
+            const int r = index / chunks, c = (index % chunks) * 8;
+            const uint16_t* row = row_pointer(r);
+            const bool valid = row != nullptr && c < width;
+            copy_16_bytes_async(base + 2 * (r * FMHA_ROW + c), valid ? row + c : any_address, valid);
+        }
+    } else {
+        for (int index = threadIdx.x; index < rows * FMHA_HEAD_DIM; index += FMHA_THREADS) {
+            const int r = index / FMHA_HEAD_DIM, c = index % FMHA_HEAD_DIM;
+            const uint16_t* row = row_pointer(r);
+            tile[r * FMHA_ROW + c] = row != nullptr && c < width ? row[c] : uint16_t(0);
+        }
+    }
+    asm volatile("cp.async.commit_group;");
+}
+
+/// Waits for this thread's copies, then for every thread's.
+__device__ __forceinline__ void wait_for_tiles() {
+    asm volatile("cp.async.wait_group 0;" ::: "memory");
+    __syncthreads();
+}
+
+/// The dropout factor of (head, query, K/V row): keep_scale or 0.
+__device__ __forceinline__ float dropout_factor(const fmha::DropoutMask& keep, float keep_scale, int64_t head, int64_t i,
+                                                int64_t j) {
+    return keep.is_kept(uint32_t(head), uint32_t(i), uint32_t(j)) ? keep_scale : 0.0f;
+}
+
+/// accumulator[16 × 8·N] += A·Bᵀ over `columns` (a multiple of 16) for a warp: A rows from the
+/// row-major tile whose ldmatrix rows (this lane's) start at `a_rows`, B rows (the N dimension)
+/// from the tile whose ldmatrix rows start at `b_rows`.
+template <int N>
+__device__ __forceinline__ void multiply_transposed(float (&accumulator)[N][4], uint32_t a_rows, uint32_t b_rows) {
+#pragma unroll
+    for (int n = 0; n < N; ++n) accumulator[n][0] = accumulator[n][1] = accumulator[n][2] = accumulator[n][3] = 0.0f;
+#pragma unroll
+    for (int chunk = 0; chunk < FMHA_HEAD_DIM / 16; ++chunk) {
+        uint32_t a[4];
+        load_matrices(a_rows + 2 * chunk * 16, a);
+#pragma unroll
+        for (int n = 0; n < N; n += 2) {
+            uint32_t b[4];
+            load_matrices(b_rows + 2 * (n * 8 * FMHA_ROW + chunk * 16), b);
+            mma_16x16x16(accumulator[n], accumulator[n + 1], a, b);
+        }
+    }
+}
+
+/// accumulator[16 × 8·N] += A·B for a warp: A (16 × 16·K) as fragments in registers, B (16·K rows
+/// of the K dimension, row-major) from the tile whose transposed ldmatrix rows start at `b_rows`.
+template <int N, int K>
+__device__ __forceinline__ void multiply(float (&accumulator)[N][4], const uint32_t (&a)[K][4], uint32_t b_rows) {
+#pragma unroll
+    for (int chunk = 0; chunk < K; ++chunk) {
+#pragma unroll
+        for (int n = 0; n < N; n += 2) {
+            uint32_t b[4];
+            load_matrices_transposed(b_rows + 2 * (chunk * 16 * FMHA_ROW + n * 8), b);
+            mma_16x16x16(accumulator[n], accumulator[n + 1], a[chunk], b);
+        }
+    }
+}
+
+/// This lane's ldmatrix row address for an A operand (rows `first_row` ..< + 16 of a row-major
+/// tile: matrices of rows 0-7 and 8-15 at columns 0-7, then 8-15).
+__device__ __forceinline__ uint32_t a_rows_of(const uint16_t* tile, int first_row) {
+    const int lane = threadIdx.x % 32;
+    return shared_address(tile + (first_row + lane % 16) * FMHA_ROW + (lane / 16) * 8);
+}
+
+/// This lane's ldmatrix row address for B operands whose N dimension is the tile's rows (rows 0-7
+/// at columns 0-7 and 8-15, then rows 8-15).
+__device__ __forceinline__ uint32_t b_rows_of(const uint16_t* tile) {
+    const int lane = threadIdx.x % 32;
+    return shared_address(tile + ((lane / 16) * 8 + lane % 8) * FMHA_ROW + ((lane / 8) % 2) * 8);
+}
+
+/// This lane's transposed-ldmatrix row address for B operands whose K dimension is the tile's rows
+/// (rows 0-15 at columns 0-7, then 8-15).
+__device__ __forceinline__ uint32_t b_rows_transposed_of(const uint16_t* tile, int first_column) {
+    const int lane = threadIdx.x % 32;
+    return shared_address(tile + (lane % 16) * FMHA_ROW + first_column + (lane / 16) * 8);
+}
+
+/// Stores a warp's 16 rows × 8·N accumulator, times `factor`, as rows of the input type: row r
+/// (0 ..< 16) at `row_pointer(r)` (null: skipped), columns `first_column` + c for c < `width`.
+template <int N, typename RowPointer>
+__device__ __forceinline__ void store_rows(const float (&accumulator)[N][4], float factor, RowPointer row_pointer,
+                                           int first_column, int width) {
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        uint16_t* row = row_pointer(lane / 4 + 8 * half);
+        if (row == nullptr) continue;
+#pragma unroll
+        for (int n = 0; n < N; ++n) {
+            const int c = n * 8 + (lane % 4) * 2;
+            if (first_column + c < width) {
+                *reinterpret_cast<uint32_t*>(row + first_column + c) =
+                    pack_pair(accumulator[n][2 * half] * factor, accumulator[n][2 * half + 1] * factor);
+            }
+        }
+    }
+}
+
+} // namespace
+
+/// D[((b·G + g)·H + h)·Mq + i] = Σ_c dO[b, i, g, h, c]·O[b, i, g, h, c] in float32, one warp per
+/// row (dO in the input dtype, O in its own; strides in `shape`).
+extern "C" __global__ void __launch_bounds__(FMHA_THREADS) fmha_flash_backward_delta(
+    const void* out, const void* grad_out, float* delta, const int64_t* shape) {
+    const int64_t queries = shape[1], groups = shape[3], heads = shape[4], value_dim = shape[6], dtype = shape[7];
+    const int64_t* ds = shape + 32;
+    const int64_t* os = shape + 36;
+    const int64_t out_dtype = shape[40];
+    const int64_t rows = shape[0] * groups * heads * queries;
+    const int lane = threadIdx.x % 32;
+    for (int64_t row = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32; row < rows;
+         row += int64_t(gridDim.x) * blockDim.x / 32) {
+        const int64_t i = row % queries, h = (row / queries) % heads;
+        const int64_t g = (row / (queries * heads)) % groups, b = row / (queries * heads * groups);
+        const int64_t d_base = b * ds[0] + i * ds[1] + g * ds[2] + h * ds[3], o_base = b * os[0] + i * os[1] + g * os[2] + h * os[3];
+        float sum = 0.0f;
+        for (int64_t c = lane; c < value_dim; c += 32) {
+            sum += fmha::load_element(grad_out, d_base + c, dtype) * fmha::load_element(out, o_base + c, out_dtype);
+        }
+#pragma unroll
+        for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+        if (lane == 0) delta[row] = sum;
+    }
+}
+
+/// dQ of one tile of queries (the forward's work list: FMHA_WORK_WORDS words per blockIdx.x) for
+/// heads blockIdx.y, then every gridDim.y-th. `lse`, `delta`: [B, G, H, Mq] float32. With `bias`
+/// (input dtype, strides in `shape`) dS of every visible pair is written to `grad_bias`
+/// ([B, G, H, Mq, Mkv] float32, zero elsewhere). `scale`: of the scores; `vector_loads`: every row
+/// of q, k, v and dO starts 16-byte aligned.
+extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backward_dq(
+    const uint16_t* q, const uint16_t* k, const uint16_t* v, const uint16_t* grad_out, const float* lse, const float* delta,
+    uint16_t* grad_q, float* grad_bias, const int64_t* shape, const int64_t* mask, const int64_t* work, float scale,
+    int32_t vector_loads, const uint16_t* bias, uint64_t seed, uint32_t offset, uint32_t threshold, float keep_scale,
+    int32_t dropout) {
+    extern __shared__ __align__(16) uint16_t shared_tiles[];
+    uint16_t* const query_tile = shared_tiles;
+    uint16_t* const grad_tile = query_tile + FMHA_DQ_ROWS * FMHA_ROW;
+    uint16_t* const key_tile = grad_tile + FMHA_DQ_ROWS * FMHA_ROW;
+    uint16_t* const value_tile = key_tile + FMHA_DQ_KEYS * FMHA_ROW;
+    __shared__ float row_lse[FMHA_DQ_ROWS], row_delta[FMHA_DQ_ROWS];
+    __shared__ int row_lo[FMHA_DQ_ROWS], row_hi[FMHA_DQ_ROWS];
+    __shared__ int64_t tile[FMHA_WORK_WORDS];
+
+    const int64_t queries = shape[1], keys = shape[2], groups = shape[3], heads = shape[4];
+    const int head_dim = int(shape[5]), value_dim = int(shape[6]);
+    const int64_t *qs = shape + 9, *ks = shape + 13, *vs = shape + 17, *bs = shape + 21, *ds = shape + 32;
+    const fmha::Lowering lowering{mask};
+    const int thread = threadIdx.x, warp = thread / 32, lane = thread % 32;
+    if (thread < FMHA_WORK_WORDS) tile[thread] = work[FMHA_WORK_WORDS * blockIdx.x + thread];
+    __syncthreads();
+    const int64_t block = tile[0], tile_start = tile[1], tile_end = tile[2];
+    const int key_lo = int(tile[3]), key_hi = int(tile[4]), inner_lo = int(tile[5]), inner_hi = int(tile[6]);
+    for (int r = thread; r < FMHA_DQ_ROWS; r += FMHA_THREADS) {
+        const fmha::KeyRange range = tile_start + r < tile_end ? lowering.row_keys(block, tile_start + r) : fmha::KeyRange{0, 0};
+        row_lo[r] = int(range.lo);
+        row_hi[r] = int(range.hi);
+    }
+    const int64_t* block_pages = lowering.pages(block);
+    const int page_size = int(lowering.page_size());
+    const float scale_log2 = scale * log2e;
+    const fmha::DropoutMask keep{seed, offset, threshold};
+    FMHA_EXTRAS_SWITCHES
+
+    for (int64_t head_index = blockIdx.y; head_index < shape[0] * groups * heads; head_index += gridDim.y) {
+        const int64_t h = head_index % heads, g = (head_index / heads) % groups, b = head_index / (heads * groups);
+        const uint16_t* q_head = q + (b * qs[0] + g * qs[2] + h * qs[3]);
+        const uint16_t* k_head = k + (b * ks[0] + g * ks[2] + h * ks[3]);
+        const uint16_t* v_head = v + (b * vs[0] + g * vs[2] + h * vs[3]);
+        const uint16_t* grad_head = grad_out + (b * ds[0] + g * ds[2] + h * ds[3]);
+        const uint16_t* bias_head = has_bias ? bias + (b * bs[0] + g * bs[1] + h * bs[2]) : nullptr;
+        __syncthreads();  // the previous head is done with every tile
+        load_tile<FMHA_DQ_ROWS>(query_tile, [&](int r) { return tile_start + r < tile_end ? q_head + (tile_start + r) * qs[1] : nullptr; },
+                                head_dim, vector_loads, q);
+        load_tile<FMHA_DQ_ROWS>(grad_tile, [&](int r) { return tile_start + r < tile_end ? grad_head + (tile_start + r) * ds[1] : nullptr; },
+                                value_dim, vector_loads, q);
+        for (int r = thread; r < FMHA_DQ_ROWS; r += FMHA_THREADS) {
+            const float value = tile_start + r < tile_end ? lse[head_index * queries + tile_start + r] : -FMHA_INFINITY;
+            // A row that sees no key (LSE -inf) gets P = 0 from an LSE of +inf.
+            row_lse[r] = value == -FMHA_INFINITY ? FMHA_INFINITY : value * log2e;
+            row_delta[r] = tile_start + r < tile_end ? delta[head_index * queries + tile_start + r] : 0.0f;
+        }
+        auto key_pointer = [&](const uint16_t* head, int64_t row_stride, int start) {
+            return [=](int r) -> const uint16_t* {
+                return start + r < key_hi ? head + fmha::page_lookup(block_pages, page_size, start + r) * row_stride : nullptr;
+            };
+        };
+        float grad_query[FMHA_HEAD_DIM / 8][4];
+#pragma unroll
+        for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) grad_query[n][0] = grad_query[n][1] = grad_query[n][2] = grad_query[n][3] = 0.0f;
+        if (key_lo < key_hi) {
+            load_tile<FMHA_DQ_KEYS>(key_tile, key_pointer(k_head, ks[1], key_lo), head_dim, vector_loads, q);
+            load_tile<FMHA_DQ_KEYS>(value_tile, key_pointer(v_head, vs[1], key_lo), value_dim, vector_loads, q);
+        }
+        const uint32_t query_rows = a_rows_of(query_tile, warp * 16), grad_rows = a_rows_of(grad_tile, warp * 16);
+        const uint32_t key_rows = b_rows_of(key_tile), value_rows = b_rows_of(value_tile);
+        const uint32_t key_rows_transposed = b_rows_transposed_of(key_tile, 0);
+        for (int key_start = key_lo; key_start < key_hi; key_start += FMHA_DQ_KEYS) {
+            wait_for_tiles();
+            float score[FMHA_DQ_KEYS / 8][4], grad_probability[FMHA_DQ_KEYS / 8][4];
+            multiply_transposed(score, query_rows, key_rows);
+            multiply_transposed(grad_probability, grad_rows, value_rows);
+            // Key tiles inside every row's range (the tile's inner range) need no per-element mask.
+            const bool per_element = key_start < inner_lo || key_start + FMHA_DQ_KEYS > inner_hi || has_bias || has_dropout;
+            uint32_t grad_score[FMHA_DQ_KEYS / 16][4];
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int r = warp * 16 + lane / 4 + 8 * half;
+                const int64_t i = tile_start + r;
+                const float lse2 = row_lse[r], d = row_delta[r];
+                const int lo = row_lo[r], hi = row_hi[r];
+#pragma unroll
+                for (int n = 0; n < FMHA_DQ_KEYS / 8; ++n) {
+                    float values[2];
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const int p = key_start + n * 8 + (lane % 4) * 2 + e;
+                        float s2 = score[n][2 * half + e] * scale_log2;
+                        float factor = 1.0f;
+                        bool visible = true;
+                        if (per_element) {
+                            visible = p >= lo && p < hi;
+                            if (has_bias && visible) s2 += log2e * input_to_float(bias_head[i * bs[3] + p * bs[4]]);
+                            if (has_dropout && visible) {
+                                factor = dropout_factor(keep, keep_scale, head_index, i, fmha::page_lookup(block_pages, page_size, p));
+                            }
+                        }
+                        const float probability = exp2_approx(s2 - lse2);
+                        const float ds = visible ? probability * (grad_probability[n][2 * half + e] * factor - d) : 0.0f;
+                        if (has_bias && visible) grad_bias[(head_index * queries + i) * keys + p] = ds;
+                        values[e] = ds;
+                    }
+                    grad_score[n / 2][(n % 2) * 2 + half] = pack_pair(values[0], values[1]);
+                }
+            }
+            multiply(grad_query, grad_score, key_rows_transposed);
+            __syncthreads();  // every warp is done with this K and V
+            if (key_start + FMHA_DQ_KEYS < key_hi) {
+                load_tile<FMHA_DQ_KEYS>(key_tile, key_pointer(k_head, ks[1], key_start + FMHA_DQ_KEYS), head_dim, vector_loads, q);
+                load_tile<FMHA_DQ_KEYS>(value_tile, key_pointer(v_head, vs[1], key_start + FMHA_DQ_KEYS), value_dim, vector_loads, q);
+            }
+        }
+        asm volatile("cp.async.wait_group 0;" ::: "memory");  // (copies of a tile that saw no key)
+        const int64_t row_step = groups * heads * head_dim;
+        uint16_t* grad_head_out = grad_q + ((b * queries * groups + g) * heads + h) * head_dim;
+        store_rows(grad_query, scale, [&](int r) -> uint16_t* {
+            const int64_t i = tile_start + warp * 16 + r;
+            return i < tile_end ? grad_head_out + i * row_step : nullptr;
+        }, 0, head_dim);
+    }
+}
+
+/// dK and dV of one tile of keys (the key work list: FMHA_KEY_WORK_WORDS words per blockIdx.x:
+/// block, logical key start and end, and the queries that see them) for K/V grid heads
+/// blockIdx.y, then every gridDim.y-th, and columns blockIdx.z·FMHA_PART ..< + FMHA_PART.
+/// Arguments as for fmha_flash_backward_dq.
+extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backward_dkdv(
+    const uint16_t* q, const uint16_t* k, const uint16_t* v, const uint16_t* grad_out, const float* lse, const float* delta,
+    uint16_t* grad_k, uint16_t* grad_v, const int64_t* shape, const int64_t* mask, const int64_t* work, float scale,
+    int32_t vector_loads, const uint16_t* bias, uint64_t seed, uint32_t offset, uint32_t threshold, float keep_scale,
+    int32_t dropout) {
+    extern __shared__ __align__(16) uint16_t shared_tiles[];
+    uint16_t* const key_tile = shared_tiles;
+    uint16_t* const value_tile = key_tile + FMHA_DKDV_KEYS * FMHA_ROW;
+    uint16_t* const query_tile = value_tile + FMHA_DKDV_KEYS * FMHA_ROW;
+    uint16_t* const grad_tile = query_tile + FMHA_DKDV_QUERIES * FMHA_ROW;
+    __shared__ float column_lse[FMHA_DKDV_QUERIES], column_delta[FMHA_DKDV_QUERIES];
+    __shared__ int column_lo[FMHA_DKDV_QUERIES], column_hi[FMHA_DKDV_QUERIES];
+    __shared__ int64_t tile[FMHA_KEY_WORK_WORDS];
+
+    const int64_t queries = shape[1], keys = shape[2], groups = shape[3], heads = shape[4];
+    const int head_dim = int(shape[5]), value_dim = int(shape[6]);
+    const int64_t *qs = shape + 9, *ks = shape + 13, *vs = shape + 17, *bs = shape + 21, *ds = shape + 32;
+    const int64_t grid_b = shape[26], grid_g = shape[27], grid_h = shape[28];
+    const int64_t share_b = shape[29], share_g = shape[30], share_h = shape[31];
+    const fmha::Lowering lowering{mask};
+    const int thread = threadIdx.x, warp = thread / 32, lane = thread % 32;
+    if (thread < FMHA_KEY_WORK_WORDS) tile[thread] = work[FMHA_KEY_WORK_WORDS * blockIdx.x + thread];
+    __syncthreads();
+    const int64_t block = tile[0];
+    const int key_start = int(tile[1]), key_end = int(tile[2]);
+    const int64_t query_start = tile[3], query_end = tile[4];
+    const int64_t* block_pages = lowering.pages(block);
+    const int page_size = int(lowering.page_size());
+    const float scale_log2 = scale * log2e;
+    const fmha::DropoutMask keep{seed, offset, threshold};
+    FMHA_EXTRAS_SWITCHES
+    const int first_column = int(blockIdx.z) * FMHA_PART;
+    // The warp's keys (rows of its products): this lane's two rows.
+    const int key_row[2] = {key_start + warp * 16 + lane / 4, key_start + warp * 16 + lane / 4 + 8};
+
+    for (int64_t grid_head = blockIdx.y; grid_head < grid_b * grid_g * grid_h; grid_head += gridDim.y) {
+        const int64_t gh = grid_head % grid_h, gg = (grid_head / grid_h) % grid_g, gb = grid_head / (grid_h * grid_g);
+        const uint16_t* k_head = k + (gb * ks[0] + gg * ks[2] + gh * ks[3]);
+        const uint16_t* v_head = v + (gb * vs[0] + gg * vs[2] + gh * vs[3]);
+        __syncthreads();  // the previous head is done with every tile
+        auto key_pointer = [&](const uint16_t* head, int64_t row_stride) {
+            return [=](int r) -> const uint16_t* {
+                return key_start + r < key_end ? head + fmha::page_lookup(block_pages, page_size, key_start + r) * row_stride : nullptr;
+            };
+        };
+        load_tile<FMHA_DKDV_KEYS>(key_tile, key_pointer(k_head, ks[1]), head_dim, vector_loads, q);
+        load_tile<FMHA_DKDV_KEYS>(value_tile, key_pointer(v_head, vs[1]), value_dim, vector_loads, q);
+        float grad_key[FMHA_PART / 8][4], grad_value[FMHA_PART / 8][4];
+#pragma unroll
+        for (int n = 0; n < FMHA_PART / 8; ++n) {
+            grad_key[n][0] = grad_key[n][1] = grad_key[n][2] = grad_key[n][3] = 0.0f;
+            grad_value[n][0] = grad_value[n][1] = grad_value[n][2] = grad_value[n][3] = 0.0f;
+        }
+        const uint32_t key_rows = a_rows_of(key_tile, warp * 16), value_rows = a_rows_of(value_tile, warp * 16);
+        const uint32_t query_rows = b_rows_of(query_tile), grad_rows = b_rows_of(grad_tile);
+        const uint32_t query_rows_transposed = b_rows_transposed_of(query_tile, first_column);
+        const uint32_t grad_rows_transposed = b_rows_transposed_of(grad_tile, first_column);
+        for (int64_t share = 0; share < share_b * share_g * share_h; ++share) {
+            const int64_t b = gb + share / (share_g * share_h), g = gg + (share / share_h) % share_g, h = gh + share % share_h;
+            const int64_t head_index = (b * groups + g) * heads + h;
+            const uint16_t* q_head = q + (b * qs[0] + g * qs[2] + h * qs[3]);
+            const uint16_t* grad_head = grad_out + (b * ds[0] + g * ds[2] + h * ds[3]);
+            const uint16_t* bias_head = has_bias ? bias + (b * bs[0] + g * bs[1] + h * bs[2]) : nullptr;
+            for (int64_t step = query_start; step < query_end; step += FMHA_DKDV_QUERIES) {
+                __syncthreads();  // every warp is done with the previous Q and dO
+                load_tile<FMHA_DKDV_QUERIES>(query_tile, [&](int r) { return step + r < query_end ? q_head + (step + r) * qs[1] : nullptr; },
+                                             head_dim, vector_loads, q);
+                load_tile<FMHA_DKDV_QUERIES>(grad_tile, [&](int r) { return step + r < query_end ? grad_head + (step + r) * ds[1] : nullptr; },
+                                             value_dim, vector_loads, q);
+                // Per query: its LSE (+inf for none, so that P = 0), D and visible keys; and whether
+                // every query sees every key of a full tile (then nothing is masked per element).
+                bool sees_all = key_end - key_start == FMHA_DKDV_KEYS;
+                for (int r = thread; r < FMHA_DKDV_QUERIES; r += FMHA_THREADS) {
+                    const int64_t i = step + r;
+                    const float value = i < query_end ? lse[head_index * queries + i] : -FMHA_INFINITY;
+                    column_lse[r] = value == -FMHA_INFINITY ? FMHA_INFINITY : value * log2e;
+                    column_delta[r] = i < query_end ? delta[head_index * queries + i] : 0.0f;
+                    const fmha::KeyRange range = i < query_end ? lowering.row_keys(block, i) : fmha::KeyRange{0, 0};
+                    column_lo[r] = int(range.lo);
+                    column_hi[r] = int(range.hi);
+                    sees_all = sees_all && range.lo <= key_start && range.hi >= key_end;
+                }
+                asm volatile("cp.async.wait_group 0;" ::: "memory");
+                const bool per_element = !__syncthreads_and(sees_all) || has_bias || has_dropout;
+                float score[FMHA_DKDV_QUERIES / 8][4], grad_probability[FMHA_DKDV_QUERIES / 8][4];
+                multiply_transposed(score, key_rows, query_rows);
+                multiply_transposed(grad_probability, value_rows, grad_rows);
+                uint32_t probability[FMHA_DKDV_QUERIES / 16][4], grad_score[FMHA_DKDV_QUERIES / 16][4];
+#pragma unroll
+                for (int n = 0; n < FMHA_DKDV_QUERIES / 8; ++n) {
+                    float p_values[4], ds_values[4];
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int c = n * 8 + (lane % 4) * 2 + e % 2, p = key_row[e / 2];
+                        const int64_t i = step + c;
+                        float s2 = score[n][e] * scale_log2;
+                        float factor = 1.0f;
+                        bool visible = true;
+                        if (per_element) {
+                            visible = p < key_end && p >= column_lo[c] && p < column_hi[c];
+                            if (has_bias && visible) s2 += log2e * input_to_float(bias_head[i * bs[3] + p * bs[4]]);
+                            if (has_dropout && visible) {
+                                factor = dropout_factor(keep, keep_scale, head_index, i, fmha::page_lookup(block_pages, page_size, p));
+                            }
+                        }
+                        const float probability_value = visible ? exp2_approx(s2 - column_lse[c]) : 0.0f;
+                        p_values[e] = probability_value * factor;
+                        ds_values[e] = visible ? probability_value * (grad_probability[n][e] * factor - column_delta[c]) : 0.0f;
+                    }
+                    probability[n / 2][(n % 2) * 2] = pack_pair(p_values[0], p_values[1]);
+                    probability[n / 2][(n % 2) * 2 + 1] = pack_pair(p_values[2], p_values[3]);
+                    grad_score[n / 2][(n % 2) * 2] = pack_pair(ds_values[0], ds_values[1]);
+                    grad_score[n / 2][(n % 2) * 2 + 1] = pack_pair(ds_values[2], ds_values[3]);
+                }
+                multiply(grad_value, probability, grad_rows_transposed);
+                multiply(grad_key, grad_score, query_rows_transposed);
+            }
+        }
+        asm volatile("cp.async.wait_group 0;" ::: "memory");  // (copies of a tile no query sees)
+        auto gradient_row = [&](uint16_t* base, int width) {
+            return [=](int r) -> uint16_t* {
+                const int p = key_start + warp * 16 + r;
+                if (p >= key_end) return nullptr;
+                const int64_t j = fmha::page_lookup(block_pages, page_size, p);
+                return base + (((gb * keys + j) * grid_g + gg) * grid_h + gh) * width;
+            };
+        };
+        store_rows(grad_key, scale, gradient_row(grad_k, head_dim), first_column, head_dim);
+        store_rows(grad_value, 1.0f, gradient_row(grad_v, value_dim), first_column, value_dim);
+    }
+}
+
+/// The bias gradient in the input dtype: out (contiguous over `dims` with the summed dimensions of
+/// size 1) = the sum of `full` (contiguous [dims[0], ..., dims[4]] float32) over every dimension d
+/// with summed[d] != 0, in a fixed order. `dims` holds the five sizes, then the five flags.
+extern "C" __global__ void __launch_bounds__(FMHA_THREADS) fmha_flash_backward_bias_sum(
+    const float* full, uint16_t* out, const int64_t* dims) {
+    int64_t out_count = 1, sum_count = 1;
+    for (int d = 0; d < 5; ++d) {
+        if (dims[5 + d]) sum_count *= dims[d]; else out_count *= dims[d];
+    }
+    for (int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; index < out_count; index += int64_t(gridDim.x) * blockDim.x) {
+        float total = 0.0f;
+        for (int64_t s = 0; s < sum_count; ++s) {
+            // The coordinates: kept dimensions from `index`, summed ones from `s`, both row-major.
+            int64_t kept = index, summed = s, offset = 0, stride = 1;
+            for (int d = 4; d >= 0; --d) {
+                int64_t coordinate;
+                if (dims[5 + d]) { coordinate = summed % dims[d]; summed /= dims[d]; }
+                else { coordinate = kept % dims[d]; kept /= dims[d]; }
+                offset += coordinate * stride;
+                stride *= dims[d];
+            }
+            total += full[offset];
+        }
+#if FMHA_DTYPE == 1
+        out[index] = fmha::float_to_half(total);
+#else
+        out[index] = fmha::float_to_bfloat16(total);
+#endif
+    }
+}
