@@ -37,18 +37,23 @@ public struct FlashBackwardKernel: KernelVariantDescriptor {
     static let blockRows = 64
 
     /// Keys per tile of the dQ pass (`FMHA_DQ_KEYS`): 64, or 32 past 128 columns where its dQ
-    /// accumulators take most of the registers.
-    var queryPassKeys: Int { width <= 128 ? 64 : 32 }
+    /// accumulators take most of the registers (and past 96 with the extras: 64 spills at 112 on sm_90).
+    var queryPassKeys: Int { width > 128 || (extras && width > 96) ? 32 : 64 }
     /// Queries per step of the dK/dV pass (`FMHA_DKDV_QUERIES`): 32, or 16 with the extras.
     var keyPassQueries: Int { extras ? 16 : 32 }
     /// Column parts of the dK/dV pass (`FMHA_COLUMN_PARTS`): past 128 columns its dK and dV
     /// accumulators are split over two blocks per key tile.
     var columnParts: Int { width <= 128 ? 1 : 2 }
 
-    /// Dynamic shared memory of the dQ pass: Q, dO, K and V tiles (rows of width + 8 values).
-    var queryPassSharedMemoryBytes: Int { 2 * (Self.blockRows + queryPassKeys) * (width + 8) * 2 }
-    /// Dynamic shared memory of the dK/dV pass: K, V, Q and dO tiles.
-    var keyPassSharedMemoryBytes: Int { 2 * (Self.blockRows + keyPassQueries) * (width + 8) * 2 }
+    /// Buffers per walked tile (`FMHA_STAGES`): 2 up to 128 columns (the next K/V or Q/dO tile is
+    /// copied while the current one is worked on), 1 past them (two blocks per SM would not fit).
+    var stages: Int { width <= 128 ? 2 : 1 }
+
+    /// Dynamic shared memory of the dQ pass: Q and dO tiles, K and V tiles per stage (rows of
+    /// width + 8 values).
+    var queryPassSharedMemoryBytes: Int { 2 * (Self.blockRows + stages * queryPassKeys) * (width + 8) * 2 }
+    /// Dynamic shared memory of the dK/dV pass: K and V tiles, Q and dO tiles per stage.
+    var keyPassSharedMemoryBytes: Int { 2 * (Self.blockRows + stages * keyPassQueries) * (width + 8) * 2 }
 
     public var sourceName: String { "flash_backward" }
 
@@ -59,7 +64,7 @@ public struct FlashBackwardKernel: KernelVariantDescriptor {
     public var defines: [String: String] {
         ["FMHA_HEAD_DIM": "\(width)", "FMHA_DTYPE": dtype == .float16 ? "1" : "2",
          "FMHA_DQ_KEYS": "\(queryPassKeys)", "FMHA_DKDV_QUERIES": "\(keyPassQueries)", "FMHA_COLUMN_PARTS": "\(columnParts)",
-         "FMHA_EXTRAS": extras ? "1" : "0"]
+         "FMHA_EXTRAS": extras ? "1" : "0", "FMHA_STAGES": "\(stages)"]
     }
 
     /// The larger of the two passes' (the attribute is set once per function to this).

@@ -60,9 +60,11 @@ extern "C" __global__ void fmha_dropout_keep(uint8_t* keep, uint32_t queries, ui
 // Needs prelude.cu, tensor_core.cu and the defines FMHA_HEAD_DIM (a multiple of 16, at most 256,
 // at least K and Kv), FMHA_DTYPE (1: float16, 2: bfloat16), FMHA_DQ_KEYS (keys per tile of the dQ
 // pass, a multiple of 16), FMHA_DKDV_QUERIES (queries per step of the dK/dV pass, a multiple of 16),
-// FMHA_COLUMN_PARTS (1 or 2) and FMHA_EXTRAS (1: takes a tensor bias and dropout). Blocks have FMHA_WARPS (4) warps. Dynamic shared memory:
-// 2·(FMHA_DQ_ROWS + FMHA_DQ_KEYS)·FMHA_ROW 16-bit values for the dQ pass and
-// 2·(FMHA_DKDV_KEYS + FMHA_DKDV_QUERIES)·FMHA_ROW for the dK/dV pass.
+// FMHA_COLUMN_PARTS (1 or 2), FMHA_EXTRAS (1: takes a tensor bias and dropout) and FMHA_STAGES (1,
+// or 2: the tiles a pass walks are double-buffered, the next one's copies overlapping the work on
+// the current one). Blocks have FMHA_WARPS (4) warps. Dynamic shared memory:
+// 2·(FMHA_DQ_ROWS + FMHA_STAGES·FMHA_DQ_KEYS)·FMHA_ROW 16-bit values for the dQ pass and
+// 2·(FMHA_DKDV_KEYS + FMHA_STAGES·FMHA_DKDV_QUERIES)·FMHA_ROW for the dK/dV pass.
 // Shapes: `shape` as for the reference kernels (sizes, dtype, bias flag, q/k/v/bias strides) and
 // then the K/V head grid and sharing counts (as reference_backward.cu), then the strides of dO and
 // O over (b, m, g, h) and O's dtype. Gradients are written in the input dtype: dQ as
@@ -81,6 +83,7 @@ extern "C" __global__ void fmha_dropout_keep(uint8_t* keep, uint32_t queries, ui
 
 static_assert(FMHA_HEAD_DIM % 16 == 0 && FMHA_HEAD_DIM <= 256, "FMHA_HEAD_DIM: a multiple of 16, at most 256");
 static_assert(FMHA_DQ_KEYS % 16 == 0 && FMHA_DKDV_QUERIES % 16 == 0, "tile sizes: multiples of 16");
+static_assert(FMHA_STAGES == 1 || FMHA_STAGES == 2, "FMHA_STAGES: 1 or 2");
 static_assert(FMHA_COLUMN_PARTS == 1 || (FMHA_COLUMN_PARTS == 2 && FMHA_HEAD_DIM % 32 == 0), "FMHA_COLUMN_PARTS: 1 or 2");
 
 // Without FMHA_EXTRAS (0) a build ignores the tensor bias and dropout arguments, and their code
@@ -249,10 +252,11 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
     int32_t vector_loads, const uint16_t* bias, uint64_t seed, uint32_t offset, uint32_t threshold, float keep_scale,
     int32_t dropout) {
     extern __shared__ __align__(16) uint16_t shared_tiles[];
+    // Q and dO once; K and V in FMHA_STAGES buffers each (tile t in buffer t % FMHA_STAGES).
     uint16_t* const query_tile = shared_tiles;
     uint16_t* const grad_tile = query_tile + FMHA_DQ_ROWS * FMHA_ROW;
-    uint16_t* const key_tile = grad_tile + FMHA_DQ_ROWS * FMHA_ROW;
-    uint16_t* const value_tile = key_tile + FMHA_DQ_KEYS * FMHA_ROW;
+    uint16_t* const key_tiles = grad_tile + FMHA_DQ_ROWS * FMHA_ROW;
+    uint16_t* const value_tiles = key_tiles + FMHA_STAGES * FMHA_DQ_KEYS * FMHA_ROW;
     __shared__ float row_lse[FMHA_DQ_ROWS], row_delta[FMHA_DQ_ROWS];
     __shared__ int row_lo[FMHA_DQ_ROWS], row_hi[FMHA_DQ_ROWS];
     __shared__ int64_t tile[FMHA_WORK_WORDS];
@@ -303,15 +307,33 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
         float grad_query[FMHA_HEAD_DIM / 8][4];
 #pragma unroll
         for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) grad_query[n][0] = grad_query[n][1] = grad_query[n][2] = grad_query[n][3] = 0.0f;
-        if (key_lo < key_hi) {
-            load_tile<FMHA_DQ_KEYS>(key_tile, key_pointer(k_head, ks[1], key_lo), head_dim, vector_loads, q);
-            load_tile<FMHA_DQ_KEYS>(value_tile, key_pointer(v_head, vs[1], key_lo), value_dim, vector_loads, q);
-        }
+        // K and V of the tile at `start` into buffer `stage` (two cp.async groups).
+        auto load_keys = [&](int start, int stage) {
+            load_tile<FMHA_DQ_KEYS>(key_tiles + stage * FMHA_DQ_KEYS * FMHA_ROW, key_pointer(k_head, ks[1], start), head_dim, vector_loads, q);
+            load_tile<FMHA_DQ_KEYS>(value_tiles + stage * FMHA_DQ_KEYS * FMHA_ROW, key_pointer(v_head, vs[1], start), value_dim,
+                                    vector_loads, q);
+        };
+        if (key_lo < key_hi) load_keys(key_lo, 0);
         const uint32_t query_rows = a_rows_of(query_tile, warp * 16), grad_rows = a_rows_of(grad_tile, warp * 16);
-        const uint32_t key_rows = b_rows_of(key_tile), value_rows = b_rows_of(value_tile);
-        const uint32_t key_rows_transposed = b_rows_transposed_of(key_tile, 0);
-        for (int key_start = key_lo; key_start < key_hi; key_start += FMHA_DQ_KEYS) {
+        constexpr uint32_t stage_bytes = 2 * FMHA_DQ_KEYS * FMHA_ROW;
+        for (int key_start = key_lo, t = 0; key_start < key_hi; key_start += FMHA_DQ_KEYS, ++t) {
+            const int stage = t % FMHA_STAGES;
+            const bool next = key_start + FMHA_DQ_KEYS < key_hi;
+#if FMHA_STAGES == 2
+            // The next tile's copies go into the other buffer (every warp finished with it at the
+            // end of the previous step) while this one is worked on.
+            if (next) load_keys(key_start + FMHA_DQ_KEYS, 1 - stage);
+            if (next) {
+                asm volatile("cp.async.wait_group 2;" ::: "memory");
+            } else {
+                asm volatile("cp.async.wait_group 0;" ::: "memory");
+            }
+            __syncthreads();
+#else
             wait_for_tiles();
+#endif
+            const uint32_t key_rows = b_rows_of(key_tiles) + stage * stage_bytes, value_rows = b_rows_of(value_tiles) + stage * stage_bytes;
+            const uint32_t key_rows_transposed = b_rows_transposed_of(key_tiles, 0) + stage * stage_bytes;
             float score[FMHA_DQ_KEYS / 8][4], grad_probability[FMHA_DQ_KEYS / 8][4];
             multiply_transposed(score, query_rows, key_rows);
             multiply_transposed(grad_probability, grad_rows, value_rows);
@@ -350,10 +372,9 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
             }
             multiply(grad_query, grad_score, key_rows_transposed);
             __syncthreads();  // every warp is done with this K and V
-            if (key_start + FMHA_DQ_KEYS < key_hi) {
-                load_tile<FMHA_DQ_KEYS>(key_tile, key_pointer(k_head, ks[1], key_start + FMHA_DQ_KEYS), head_dim, vector_loads, q);
-                load_tile<FMHA_DQ_KEYS>(value_tile, key_pointer(v_head, vs[1], key_start + FMHA_DQ_KEYS), value_dim, vector_loads, q);
-            }
+#if FMHA_STAGES == 1
+            if (next) load_keys(key_start + FMHA_DQ_KEYS, 0);
+#endif
         }
         asm volatile("cp.async.wait_group 0;" ::: "memory");  // (copies of a tile that saw no key)
         const int64_t row_step = groups * heads * head_dim;
@@ -375,12 +396,14 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
     int32_t vector_loads, const uint16_t* bias, uint64_t seed, uint32_t offset, uint32_t threshold, float keep_scale,
     int32_t dropout) {
     extern __shared__ __align__(16) uint16_t shared_tiles[];
+    // K and V once per head; Q and dO, and the queries' LSE, D and visible keys, in FMHA_STAGES
+    // buffers each (step t in buffer t % FMHA_STAGES).
     uint16_t* const key_tile = shared_tiles;
     uint16_t* const value_tile = key_tile + FMHA_DKDV_KEYS * FMHA_ROW;
-    uint16_t* const query_tile = value_tile + FMHA_DKDV_KEYS * FMHA_ROW;
-    uint16_t* const grad_tile = query_tile + FMHA_DKDV_QUERIES * FMHA_ROW;
-    __shared__ float column_lse[FMHA_DKDV_QUERIES], column_delta[FMHA_DKDV_QUERIES];
-    __shared__ int column_lo[FMHA_DKDV_QUERIES], column_hi[FMHA_DKDV_QUERIES];
+    uint16_t* const query_tiles = value_tile + FMHA_DKDV_KEYS * FMHA_ROW;
+    uint16_t* const grad_tiles = query_tiles + FMHA_STAGES * FMHA_DKDV_QUERIES * FMHA_ROW;
+    __shared__ float column_lse[FMHA_STAGES][FMHA_DKDV_QUERIES], column_delta[FMHA_STAGES][FMHA_DKDV_QUERIES];
+    __shared__ int column_lo[FMHA_STAGES][FMHA_DKDV_QUERIES], column_hi[FMHA_STAGES][FMHA_DKDV_QUERIES];
     __shared__ int64_t tile[FMHA_KEY_WORK_WORDS];
 
     const int64_t queries = shape[1], keys = shape[2], groups = shape[3], heads = shape[4];
@@ -423,69 +446,108 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
             grad_value[n][0] = grad_value[n][1] = grad_value[n][2] = grad_value[n][3] = 0.0f;
         }
         const uint32_t key_rows = a_rows_of(key_tile, warp * 16), value_rows = a_rows_of(value_tile, warp * 16);
-        const uint32_t query_rows = b_rows_of(query_tile), grad_rows = b_rows_of(grad_tile);
-        const uint32_t query_rows_transposed = b_rows_transposed_of(query_tile, first_column);
-        const uint32_t grad_rows_transposed = b_rows_transposed_of(grad_tile, first_column);
-        for (int64_t share = 0; share < share_b * share_g * share_h; ++share) {
+        // Steps: every query head sharing this K/V head (share), then the queries that see the
+        // key tile, FMHA_DKDV_QUERIES at a time.
+        const int64_t steps_per_share = (query_end - query_start + FMHA_DKDV_QUERIES - 1) / FMHA_DKDV_QUERIES;
+        const int64_t steps = share_b * share_g * share_h * steps_per_share;
+        auto head_of = [&](int64_t t) {
+            const int64_t share = t / steps_per_share;
             const int64_t b = gb + share / (share_g * share_h), g = gg + (share / share_h) % share_g, h = gh + share % share_h;
-            const int64_t head_index = (b * groups + g) * heads + h;
+            return (b * groups + g) * heads + h;
+        };
+        // Step t's Q and dO rows into buffer `stage` (two cp.async groups), and its queries' LSE
+        // (+inf for none, so that P = 0), D and visible keys; returns whether every query sees
+        // every key of a full key tile (as far as this thread's queries tell).
+        auto load_step = [&](int64_t t, int stage) {
+            const int64_t head_index = head_of(t), step = query_start + (t % steps_per_share) * FMHA_DKDV_QUERIES;
+            const int64_t h = head_index % heads, g = (head_index / heads) % groups, b = head_index / (heads * groups);
             const uint16_t* q_head = q + (b * qs[0] + g * qs[2] + h * qs[3]);
             const uint16_t* grad_head = grad_out + (b * ds[0] + g * ds[2] + h * ds[3]);
-            const uint16_t* bias_head = has_bias ? bias + (b * bs[0] + g * bs[1] + h * bs[2]) : nullptr;
-            for (int64_t step = query_start; step < query_end; step += FMHA_DKDV_QUERIES) {
-                __syncthreads();  // every warp is done with the previous Q and dO
-                load_tile<FMHA_DKDV_QUERIES>(query_tile, [&](int r) { return step + r < query_end ? q_head + (step + r) * qs[1] : nullptr; },
-                                             head_dim, vector_loads, q);
-                load_tile<FMHA_DKDV_QUERIES>(grad_tile, [&](int r) { return step + r < query_end ? grad_head + (step + r) * ds[1] : nullptr; },
-                                             value_dim, vector_loads, q);
-                // Per query: its LSE (+inf for none, so that P = 0), D and visible keys; and whether
-                // every query sees every key of a full tile (then nothing is masked per element).
-                bool sees_all = key_end - key_start == FMHA_DKDV_KEYS;
-                for (int r = thread; r < FMHA_DKDV_QUERIES; r += FMHA_THREADS) {
-                    const int64_t i = step + r;
-                    const float value = i < query_end ? lse[head_index * queries + i] : -FMHA_INFINITY;
-                    column_lse[r] = value == -FMHA_INFINITY ? FMHA_INFINITY : value * log2e;
-                    column_delta[r] = i < query_end ? delta[head_index * queries + i] : 0.0f;
-                    const fmha::KeyRange range = i < query_end ? lowering.row_keys(block, i) : fmha::KeyRange{0, 0};
-                    column_lo[r] = int(range.lo);
-                    column_hi[r] = int(range.hi);
-                    sees_all = sees_all && range.lo <= key_start && range.hi >= key_end;
-                }
-                asm volatile("cp.async.wait_group 0;" ::: "memory");
-                const bool per_element = !__syncthreads_and(sees_all) || has_bias || has_dropout;
-                float score[FMHA_DKDV_QUERIES / 8][4], grad_probability[FMHA_DKDV_QUERIES / 8][4];
-                multiply_transposed(score, key_rows, query_rows);
-                multiply_transposed(grad_probability, value_rows, grad_rows);
-                uint32_t probability[FMHA_DKDV_QUERIES / 16][4], grad_score[FMHA_DKDV_QUERIES / 16][4];
-#pragma unroll
-                for (int n = 0; n < FMHA_DKDV_QUERIES / 8; ++n) {
-                    float p_values[4], ds_values[4];
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int c = n * 8 + (lane % 4) * 2 + e % 2, p = key_row[e / 2];
-                        const int64_t i = step + c;
-                        float s2 = score[n][e] * scale_log2;
-                        float factor = 1.0f;
-                        bool visible = true;
-                        if (per_element) {
-                            visible = p < key_end && p >= column_lo[c] && p < column_hi[c];
-                            if (has_bias && visible) s2 += log2e * input_to_float(bias_head[i * bs[3] + p * bs[4]]);
-                            if (has_dropout && visible) {
-                                factor = dropout_factor(keep, keep_scale, head_index, i, fmha::page_lookup(block_pages, page_size, p));
-                            }
-                        }
-                        const float probability_value = visible ? exp2_approx(s2 - column_lse[c]) : 0.0f;
-                        p_values[e] = probability_value * factor;
-                        ds_values[e] = visible ? probability_value * (grad_probability[n][e] * factor - column_delta[c]) : 0.0f;
-                    }
-                    probability[n / 2][(n % 2) * 2] = pack_pair(p_values[0], p_values[1]);
-                    probability[n / 2][(n % 2) * 2 + 1] = pack_pair(p_values[2], p_values[3]);
-                    grad_score[n / 2][(n % 2) * 2] = pack_pair(ds_values[0], ds_values[1]);
-                    grad_score[n / 2][(n % 2) * 2 + 1] = pack_pair(ds_values[2], ds_values[3]);
-                }
-                multiply(grad_value, probability, grad_rows_transposed);
-                multiply(grad_key, grad_score, query_rows_transposed);
+            load_tile<FMHA_DKDV_QUERIES>(query_tiles + stage * FMHA_DKDV_QUERIES * FMHA_ROW,
+                                         [&](int r) { return step + r < query_end ? q_head + (step + r) * qs[1] : nullptr; },
+                                         head_dim, vector_loads, q);
+            load_tile<FMHA_DKDV_QUERIES>(grad_tiles + stage * FMHA_DKDV_QUERIES * FMHA_ROW,
+                                         [&](int r) { return step + r < query_end ? grad_head + (step + r) * ds[1] : nullptr; },
+                                         value_dim, vector_loads, q);
+            bool sees_all = key_end - key_start == FMHA_DKDV_KEYS;
+            for (int r = thread; r < FMHA_DKDV_QUERIES; r += FMHA_THREADS) {
+                const int64_t i = step + r;
+                const float value = i < query_end ? lse[head_index * queries + i] : -FMHA_INFINITY;
+                column_lse[stage][r] = value == -FMHA_INFINITY ? FMHA_INFINITY : value * log2e;
+                column_delta[stage][r] = i < query_end ? delta[head_index * queries + i] : 0.0f;
+                const fmha::KeyRange range = i < query_end ? lowering.row_keys(block, i) : fmha::KeyRange{0, 0};
+                column_lo[stage][r] = int(range.lo);
+                column_hi[stage][r] = int(range.hi);
+                sees_all = sees_all && range.lo <= key_start && range.hi >= key_end;
             }
+            return sees_all;
+        };
+        // Whether step t (then t + 1) needs no per-element mask: known once every thread's
+        // queries are in (the barrier before the step's products).
+        bool sees_all = steps > 0 ? load_step(0, 0) : true, next_sees_all = true;
+        for (int64_t t = 0; t < steps; ++t) {
+            if (t > 0) __syncthreads();  // every warp is done with the previous step's buffers
+            const int stage = int(t % FMHA_STAGES);
+            const int64_t head_index = head_of(t), step = query_start + (t % steps_per_share) * FMHA_DKDV_QUERIES;
+            const int64_t b = head_index / (heads * groups), g = (head_index / heads) % groups, h = head_index % heads;
+            const uint16_t* bias_head = has_bias ? bias + (b * bs[0] + g * bs[1] + h * bs[2]) : nullptr;
+#if FMHA_STAGES == 2
+            // The next step's copies go into the other buffers (every warp is done with them: the
+            // barrier above) while this one is worked on.
+            const bool next = t + 1 < steps;
+            if (next) next_sees_all = load_step(t + 1, 1 - stage);
+            if (next) {
+                asm volatile("cp.async.wait_group 2;" ::: "memory");
+            } else {
+                asm volatile("cp.async.wait_group 0;" ::: "memory");
+            }
+            const bool per_element = !__syncthreads_and(sees_all) || has_bias || has_dropout;
+            sees_all = next_sees_all;
+#else
+            if (t > 0) sees_all = load_step(t, 0);
+            asm volatile("cp.async.wait_group 0;" ::: "memory");
+            const bool per_element = !__syncthreads_and(sees_all) || has_bias || has_dropout;
+#endif
+            const uint32_t stage_offset = stage * 2 * FMHA_DKDV_QUERIES * FMHA_ROW;
+            const uint32_t query_rows = b_rows_of(query_tiles) + stage_offset, grad_rows = b_rows_of(grad_tiles) + stage_offset;
+            const uint32_t query_rows_transposed = b_rows_transposed_of(query_tiles, first_column) + stage_offset;
+            const uint32_t grad_rows_transposed = b_rows_transposed_of(grad_tiles, first_column) + stage_offset;
+            const float* step_lse = column_lse[stage];
+            const float* step_delta = column_delta[stage];
+            const int* step_lo = column_lo[stage];
+            const int* step_hi = column_hi[stage];
+            float score[FMHA_DKDV_QUERIES / 8][4], grad_probability[FMHA_DKDV_QUERIES / 8][4];
+            multiply_transposed(score, key_rows, query_rows);
+            multiply_transposed(grad_probability, value_rows, grad_rows);
+            uint32_t probability[FMHA_DKDV_QUERIES / 16][4], grad_score[FMHA_DKDV_QUERIES / 16][4];
+#pragma unroll
+            for (int n = 0; n < FMHA_DKDV_QUERIES / 8; ++n) {
+                float p_values[4], ds_values[4];
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int c = n * 8 + (lane % 4) * 2 + e % 2, p = key_row[e / 2];
+                    const int64_t i = step + c;
+                    float s2 = score[n][e] * scale_log2;
+                    float factor = 1.0f;
+                    bool visible = true;
+                    if (per_element) {
+                        visible = p < key_end && p >= step_lo[c] && p < step_hi[c];
+                        if (has_bias && visible) s2 += log2e * input_to_float(bias_head[i * bs[3] + p * bs[4]]);
+                        if (has_dropout && visible) {
+                            factor = dropout_factor(keep, keep_scale, head_index, i, fmha::page_lookup(block_pages, page_size, p));
+                        }
+                    }
+                    const float probability_value = visible ? exp2_approx(s2 - step_lse[c]) : 0.0f;
+                    p_values[e] = probability_value * factor;
+                    ds_values[e] = visible ? probability_value * (grad_probability[n][e] * factor - step_delta[c]) : 0.0f;
+                }
+                probability[n / 2][(n % 2) * 2] = pack_pair(p_values[0], p_values[1]);
+                probability[n / 2][(n % 2) * 2 + 1] = pack_pair(p_values[2], p_values[3]);
+                grad_score[n / 2][(n % 2) * 2] = pack_pair(ds_values[0], ds_values[1]);
+                grad_score[n / 2][(n % 2) * 2 + 1] = pack_pair(ds_values[2], ds_values[3]);
+            }
+            multiply(grad_value, probability, grad_rows_transposed);
+            multiply(grad_key, grad_score, query_rows_transposed);
         }
         asm volatile("cp.async.wait_group 0;" ::: "memory");  // (copies of a tile no query sees)
         auto gradient_row = [&](uint16_t* base, int width) {

@@ -111,16 +111,17 @@ import Testing
         let kernel = FlashBackwardKernel(width: 128, dtype: .bfloat16, extras: false, architecture: "sm_90")
         #expect(kernel.kernelDescriptor == KernelDescriptor(sourceName: "flash_backward", architecture: "sm_90", defines: [
             "FMHA_HEAD_DIM": "128", "FMHA_DTYPE": "2", "FMHA_DQ_KEYS": "64", "FMHA_DKDV_QUERIES": "32",
-            "FMHA_COLUMN_PARTS": "1", "FMHA_EXTRAS": "0",
+            "FMHA_COLUMN_PARTS": "1", "FMHA_EXTRAS": "0", "FMHA_STAGES": "2",
         ], headers: ["tensor_core"]))
         #expect(kernel.entryPoints == ["fmha_flash_backward_delta", "fmha_flash_backward_dq", "fmha_flash_backward_dkdv",
                                        "fmha_flash_backward_bias_sum"])
-        // The larger pass: dQ's Q, dO, K and V tiles of 64, 64, 64 and 64 rows of 136 values.
-        #expect(kernel.dynamicSharedMemoryBytes == 2 * (64 + 64) * 136 * 2)
+        // The larger pass: dQ's Q and dO tiles of 64 rows and two stages of K and V tiles of 64
+        // rows, 136 values a row.
+        #expect(kernel.dynamicSharedMemoryBytes == 2 * (64 + 2 * 64) * 136 * 2)
         let wide = FlashBackwardKernel(width: 256, dtype: .float16, extras: true, architecture: "sm_80")
         #expect(wide.kernelDescriptor.defines == [
             "FMHA_HEAD_DIM": "256", "FMHA_DTYPE": "1", "FMHA_DQ_KEYS": "32", "FMHA_DKDV_QUERIES": "16",
-            "FMHA_COLUMN_PARTS": "2", "FMHA_EXTRAS": "1",
+            "FMHA_COLUMN_PARTS": "2", "FMHA_EXTRAS": "1", "FMHA_STAGES": "1",
         ])
     }
 }
