@@ -65,6 +65,11 @@ public struct KernelArguments {
         storage.append(withUnsafeBytes(of: value) { Array($0) })
     }
 
+    /// Appends one parameter made of `words` in order: a kernel's struct of 64-bit integers, by value.
+    public mutating func append(words: [Int64]) {
+        storage.append(words.withUnsafeBytes { Array($0) })
+    }
+
     /// Appends a buffer's device address.
     public mutating func append(_ buffer: DeviceBuffer) {
         append(buffer.address)

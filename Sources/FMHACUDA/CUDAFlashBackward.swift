@@ -79,6 +79,7 @@ public struct CUDAFlashBackward: BackwardOperator {
         shape += gradOutput.strides.prefix(4).map(Int64.init)
         shape += output.strides.prefix(4).map(Int64.init)
         shape.append(CUDAKernels.dtypeCode(output.dtype))
+        precondition(shape.count == FlashBackwardKernel.shapeWords, "flash_backward.cu's ShapeWords")
         let lowering = problem.lowering
         let tiles = lowering.tiles(rows: FlashBackwardKernel.blockRows)
         let work = DeviceLowering.workList(tiles)
@@ -116,7 +117,7 @@ public struct CUDAFlashBackward: BackwardOperator {
                     && [views.query, views.key, views.value, gradOutput].allSatisfy { $0.strides.prefix(4).allSatisfy { $0 % 8 == 0 } }
                 func pass(_ arguments: inout KernelArguments, gradients: [UInt64], work: UInt64) {
                     for address in [q, k, v, gradOut, lseAddress, delta.address] + gradients { arguments.append(address) }
-                    arguments.append(shapeAddress)
+                    arguments.append(words: shape)
                     arguments.append(maskAddress)
                     arguments.append(work)
                     arguments.append(Float(problem.scale))

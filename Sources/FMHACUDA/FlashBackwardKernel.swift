@@ -31,14 +31,21 @@ public struct FlashBackwardKernel: KernelVariantDescriptor {
         self.architecture = architecture
     }
 
+    /// Words of the shape the dQ and dK/dV kernels take by value (`FMHA_SHAPE_WORDS`).
+    static let shapeWords = 41
+
     /// Threads per block (four warps).
     static let threads = 128
     /// Queries per block of the dQ pass, and keys per block of the dK/dV pass (16 per warp).
     static let blockRows = 64
 
     /// Keys per tile of the dQ pass (`FMHA_DQ_KEYS`): 64, or 32 past 128 columns where its dQ
-    /// accumulators take most of the registers (and past 96 with the extras: 64 spills at 112 on sm_90).
-    var queryPassKeys: Int { width > 128 || (extras && width > 96) ? 32 : 64 }
+    /// accumulators take most of the registers (and past 96 with the extras: 64 spills at 112 on
+    /// sm_90); 16 at 224 without them (32 spills there on sm_80).
+    var queryPassKeys: Int {
+        if width == 224 && !extras { return 16 }
+        return width > 128 || (extras && width > 96) ? 32 : 64
+    }
     /// Queries per step of the dK/dV pass (`FMHA_DKDV_QUERIES`): 32, or 16 with the extras.
     var keyPassQueries: Int { extras ? 16 : 32 }
     /// Column parts of the dK/dV pass (`FMHA_COLUMN_PARTS`): past 128 columns its dK and dV

@@ -94,6 +94,15 @@ static_assert(FMHA_COLUMN_PARTS == 1 || (FMHA_COLUMN_PARTS == 2 && FMHA_HEAD_DIM
 #define FMHA_EXTRAS_SWITCHES constexpr bool has_bias = false, has_dropout = false;
 #endif
 
+/// Int64 words of `shape` (see above).
+#define FMHA_SHAPE_WORDS 41
+
+/// `shape`, passed by value: kernel parameters stay readable without memory loads (a pointer's
+/// words would be loaded again after every cp.async or barrier, which clobber memory).
+struct ShapeWords {
+    int64_t words[FMHA_SHAPE_WORDS];
+};
+
 namespace {
 
 /// The scores' base-2 factor of a natural-log value.
@@ -125,16 +134,46 @@ __device__ __forceinline__ void load_tile(uint16_t* tile, RowPointer row_pointer
     asm volatile("cp.async.commit_group;");
 }
 
+/// `load_tile` for consecutive rows: row r < `valid_rows` at `first` + r·`row_stride`, the rest
+/// zero. With aligned rows each thread copies one 8-column chunk of rows a pass apart, walking one
+/// pointer (a few instructions a copy, where the general form recomputes every row's address).
+template <int rows>
+__device__ __forceinline__ void load_consecutive_rows(uint16_t* tile, const uint16_t* first, int64_t row_stride, int valid_rows,
+                                                      int width, bool vector_loads) {
+    if (!vector_loads) {
+        load_tile<rows>(tile, [&](int r) { return r < valid_rows ? first + r * row_stride : nullptr; }, width, false, first);
+        return;
+    }
+    constexpr int chunks = FMHA_HEAD_DIM / 8;
+    constexpr int lanes_per_row = chunks <= 2 ? 2 : chunks <= 4 ? 4 : chunks <= 8 ? 8 : chunks <= 16 ? 16 : 32;
+    constexpr int rows_per_pass = FMHA_THREADS / lanes_per_row;
+    const int r0 = threadIdx.x / lanes_per_row, c = (threadIdx.x % lanes_per_row) * 8;
+    if (lanes_per_row == chunks || c < FMHA_HEAD_DIM) {
+        const uint32_t address = shared_address(tile + r0 * FMHA_ROW + c);
+        const uint16_t* element = first + r0 * row_stride + c;
+#pragma unroll
+        for (int pass = 0; pass < (rows + rows_per_pass - 1) / rows_per_pass; ++pass) {
+            const int r = r0 + pass * rows_per_pass;
+            if (rows % rows_per_pass == 0 || r < rows) {
+                const bool valid = r < valid_rows && c < width;
+                copy_16_bytes_async(address + 2 * pass * rows_per_pass * FMHA_ROW, valid ? element : first, valid);
+            }
+            element += rows_per_pass * row_stride;
+        }
+    }
+    asm volatile("cp.async.commit_group;");
+}
+
+/// Starts a 4-byte copy from global `source` to the shared address `destination` (cp.async);
+/// when `valid` is false nothing is read and the 4 bytes are zeroed.
+__device__ __forceinline__ void copy_4_bytes_async(uint32_t destination, const float* source, bool valid) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(destination), "l"(source), "r"(valid ? 4 : 0) : "memory");
+}
+
 /// Waits for this thread's copies, then for every thread's.
 __device__ __forceinline__ void wait_for_tiles() {
     asm volatile("cp.async.wait_group 0;" ::: "memory");
     __syncthreads();
-}
-
-/// The dropout factor of (head, query, K/V row): keep_scale or 0.
-__device__ __forceinline__ float dropout_factor(const fmha::DropoutMask& keep, float keep_scale, int64_t head, int64_t i,
-                                                int64_t j) {
-    return keep.is_kept(uint32_t(head), uint32_t(i), uint32_t(j)) ? keep_scale : 0.0f;
 }
 
 /// accumulator[16 × 8·N] += A·Bᵀ over `columns` (a multiple of 16) for a warp: A rows from the
@@ -248,7 +287,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS) fmha_flash_backward_d
 /// of q, k, v and dO starts 16-byte aligned.
 extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backward_dq(
     const uint16_t* q, const uint16_t* k, const uint16_t* v, const uint16_t* grad_out, const float* lse, const float* delta,
-    uint16_t* grad_q, float* grad_bias, const int64_t* shape, const int64_t* mask, const int64_t* work, float scale,
+    uint16_t* grad_q, float* grad_bias, const __grid_constant__ ShapeWords shape_words, const int64_t* mask, const int64_t* work, float scale,
     int32_t vector_loads, const uint16_t* bias, uint64_t seed, uint32_t offset, uint32_t threshold, float keep_scale,
     int32_t dropout) {
     extern __shared__ __align__(16) uint16_t shared_tiles[];
@@ -261,6 +300,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
     __shared__ int row_lo[FMHA_DQ_ROWS], row_hi[FMHA_DQ_ROWS];
     __shared__ int64_t tile[FMHA_WORK_WORDS];
 
+    const int64_t* const shape = shape_words.words;
     const int64_t queries = shape[1], keys = shape[2], groups = shape[3], heads = shape[4];
     const int head_dim = int(shape[5]), value_dim = int(shape[6]);
     const int64_t *qs = shape + 9, *ks = shape + 13, *vs = shape + 17, *bs = shape + 21, *ds = shape + 32;
@@ -289,10 +329,9 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
         const uint16_t* grad_head = grad_out + (b * ds[0] + g * ds[2] + h * ds[3]);
         const uint16_t* bias_head = has_bias ? bias + (b * bs[0] + g * bs[1] + h * bs[2]) : nullptr;
         __syncthreads();  // the previous head is done with every tile
-        load_tile<FMHA_DQ_ROWS>(query_tile, [&](int r) { return tile_start + r < tile_end ? q_head + (tile_start + r) * qs[1] : nullptr; },
-                                head_dim, vector_loads, q);
-        load_tile<FMHA_DQ_ROWS>(grad_tile, [&](int r) { return tile_start + r < tile_end ? grad_head + (tile_start + r) * ds[1] : nullptr; },
-                                value_dim, vector_loads, q);
+        load_consecutive_rows<FMHA_DQ_ROWS>(query_tile, q_head + tile_start * qs[1], qs[1], int(tile_end - tile_start), head_dim, vector_loads);
+        load_consecutive_rows<FMHA_DQ_ROWS>(grad_tile, grad_head + tile_start * ds[1], ds[1], int(tile_end - tile_start), value_dim,
+                                            vector_loads);
         for (int r = thread; r < FMHA_DQ_ROWS; r += FMHA_THREADS) {
             const float value = tile_start + r < tile_end ? lse[head_index * queries + tile_start + r] : -FMHA_INFINITY;
             // A row that sees no key (LSE -inf) gets P = 0 from an LSE of +inf.
@@ -309,9 +348,15 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
         for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) grad_query[n][0] = grad_query[n][1] = grad_query[n][2] = grad_query[n][3] = 0.0f;
         // K and V of the tile at `start` into buffer `stage` (two cp.async groups).
         auto load_keys = [&](int start, int stage) {
-            load_tile<FMHA_DQ_KEYS>(key_tiles + stage * FMHA_DQ_KEYS * FMHA_ROW, key_pointer(k_head, ks[1], start), head_dim, vector_loads, q);
-            load_tile<FMHA_DQ_KEYS>(value_tiles + stage * FMHA_DQ_KEYS * FMHA_ROW, key_pointer(v_head, vs[1], start), value_dim,
-                                    vector_loads, q);
+            uint16_t* const key_tile = key_tiles + stage * FMHA_DQ_KEYS * FMHA_ROW;
+            uint16_t* const value_tile = value_tiles + stage * FMHA_DQ_KEYS * FMHA_ROW;
+            if (page_size == 0) {
+                load_consecutive_rows<FMHA_DQ_KEYS>(key_tile, k_head + start * ks[1], ks[1], key_hi - start, head_dim, vector_loads);
+                load_consecutive_rows<FMHA_DQ_KEYS>(value_tile, v_head + start * vs[1], vs[1], key_hi - start, value_dim, vector_loads);
+            } else {
+                load_tile<FMHA_DQ_KEYS>(key_tile, key_pointer(k_head, ks[1], start), head_dim, vector_loads, q);
+                load_tile<FMHA_DQ_KEYS>(value_tile, key_pointer(v_head, vs[1], start), value_dim, vector_loads, q);
+            }
         };
         if (key_lo < key_hi) load_keys(key_lo, 0);
         const uint32_t query_rows = a_rows_of(query_tile, warp * 16), grad_rows = a_rows_of(grad_tile, warp * 16);
@@ -334,6 +379,25 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
 #endif
             const uint32_t key_rows = b_rows_of(key_tiles) + stage * stage_bytes, value_rows = b_rows_of(value_tiles) + stage * stage_bytes;
             const uint32_t key_rows_transposed = b_rows_transposed_of(key_tiles, 0) + stage * stage_bytes;
+            // The dropout decisions of this lane's elements (bit (half·N + n)·2 + e), drawn before
+            // the products so that their registers are free while the scores are live.
+            static_assert(FMHA_DQ_KEYS <= 64, "one bit per element of a lane");
+            uint32_t kept = 0;
+            if (has_dropout) {
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    const int64_t i = tile_start + warp * 16 + lane / 4 + 8 * half;
+#pragma unroll
+                    for (int n = 0; n < FMHA_DQ_KEYS / 8; ++n) {
+#pragma unroll
+                        for (int e = 0; e < 2; ++e) {
+                            const int p = min(key_start + n * 8 + (lane % 4) * 2 + e, key_hi - 1);
+                            const int64_t j = fmha::page_lookup(block_pages, page_size, p);
+                            if (keep.is_kept(uint32_t(head_index), uint32_t(i), uint32_t(j))) kept |= 1u << ((half * (FMHA_DQ_KEYS / 8) + n) * 2 + e);
+                        }
+                    }
+                }
+            }
             float score[FMHA_DQ_KEYS / 8][4], grad_probability[FMHA_DQ_KEYS / 8][4];
             multiply_transposed(score, query_rows, key_rows);
             multiply_transposed(grad_probability, grad_rows, value_rows);
@@ -354,14 +418,10 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
                         const int p = key_start + n * 8 + (lane % 4) * 2 + e;
                         float s2 = score[n][2 * half + e] * scale_log2;
                         float factor = 1.0f;
-                        bool visible = true;
-                        if (per_element) {
-                            visible = p >= lo && p < hi;
-                            if (has_bias && visible) s2 += log2e * input_to_float(bias_head[i * bs[3] + p * bs[4]]);
-                            if (has_dropout && visible) {
-                                factor = dropout_factor(keep, keep_scale, head_index, i, fmha::page_lookup(block_pages, page_size, p));
-                            }
-                        }
+                        // (Selections, not branches: the masked and unmasked paths are both short.)
+                        const bool visible = !per_element | ((p >= lo) & (p < hi));
+                        if (has_bias && per_element && visible) s2 += log2e * input_to_float(bias_head[i * bs[3] + p * bs[4]]);
+                        if (has_dropout) factor = (kept >> ((half * (FMHA_DQ_KEYS / 8) + n) * 2 + e)) & 1u ? keep_scale : 0.0f;
                         const float probability = exp2_approx(s2 - lse2);
                         const float ds = visible ? probability * (grad_probability[n][2 * half + e] * factor - d) : 0.0f;
                         if (has_bias && visible) grad_bias[(head_index * queries + i) * keys + p] = ds;
@@ -392,7 +452,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
 /// Arguments as for fmha_flash_backward_dq.
 extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backward_dkdv(
     const uint16_t* q, const uint16_t* k, const uint16_t* v, const uint16_t* grad_out, const float* lse, const float* delta,
-    uint16_t* grad_k, uint16_t* grad_v, const int64_t* shape, const int64_t* mask, const int64_t* work, float scale,
+    uint16_t* grad_k, uint16_t* grad_v, const __grid_constant__ ShapeWords shape_words, const int64_t* mask, const int64_t* work, float scale,
     int32_t vector_loads, const uint16_t* bias, uint64_t seed, uint32_t offset, uint32_t threshold, float keep_scale,
     int32_t dropout) {
     extern __shared__ __align__(16) uint16_t shared_tiles[];
@@ -402,10 +462,11 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
     uint16_t* const value_tile = key_tile + FMHA_DKDV_KEYS * FMHA_ROW;
     uint16_t* const query_tiles = value_tile + FMHA_DKDV_KEYS * FMHA_ROW;
     uint16_t* const grad_tiles = query_tiles + FMHA_STAGES * FMHA_DKDV_QUERIES * FMHA_ROW;
-    __shared__ float column_lse[FMHA_STAGES][FMHA_DKDV_QUERIES], column_delta[FMHA_STAGES][FMHA_DKDV_QUERIES];
-    __shared__ int column_lo[FMHA_STAGES][FMHA_DKDV_QUERIES], column_hi[FMHA_STAGES][FMHA_DKDV_QUERIES];
+    __shared__ __align__(8) float column_lse[FMHA_STAGES][FMHA_DKDV_QUERIES], column_delta[FMHA_STAGES][FMHA_DKDV_QUERIES];
+    __shared__ __align__(8) int column_lo[FMHA_STAGES][FMHA_DKDV_QUERIES], column_hi[FMHA_STAGES][FMHA_DKDV_QUERIES];
     __shared__ int64_t tile[FMHA_KEY_WORK_WORDS];
 
+    const int64_t* const shape = shape_words.words;
     const int64_t queries = shape[1], keys = shape[2], groups = shape[3], heads = shape[4];
     const int head_dim = int(shape[5]), value_dim = int(shape[6]);
     const int64_t *qs = shape + 9, *ks = shape + 13, *vs = shape + 17, *bs = shape + 21, *ds = shape + 32;
@@ -420,6 +481,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
     const int64_t query_start = tile[3], query_end = tile[4];
     const int64_t* block_pages = lowering.pages(block);
     const int page_size = int(lowering.page_size());
+    const fmha::BlockBand band = lowering.band(block);
     const float scale_log2 = scale * log2e;
     const fmha::DropoutMask keep{seed, offset, threshold};
     FMHA_EXTRAS_SWITCHES
@@ -448,66 +510,88 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
         const uint32_t key_rows = a_rows_of(key_tile, warp * 16), value_rows = a_rows_of(value_tile, warp * 16);
         // Steps: every query head sharing this K/V head (share), then the queries that see the
         // key tile, FMHA_DKDV_QUERIES at a time.
-        const int64_t steps_per_share = (query_end - query_start + FMHA_DKDV_QUERIES - 1) / FMHA_DKDV_QUERIES;
-        const int64_t steps = share_b * share_g * share_h * steps_per_share;
-        auto head_of = [&](int64_t t) {
-            const int64_t share = t / steps_per_share;
-            const int64_t b = gb + share / (share_g * share_h), g = gg + (share / share_h) % share_g, h = gh + share % share_h;
-            return (b * groups + g) * heads + h;
+        // (32-bit counters: 64-bit divisions cost dozens of instructions each, per step.)
+        const int steps_per_share = int((query_end - query_start + FMHA_DKDV_QUERIES - 1) / FMHA_DKDV_QUERIES);
+        const int steps = int(share_b * share_g * share_h) * steps_per_share;
+        // A step: its query head (b, g, h: the sharing heads in order) and first query, advanced
+        // one step at a time (no divisions).
+        struct Step {
+            int b, g, h, first_query;  // (queries < 2^31: CUDAFlashBackward refuses more)
         };
-        // Step t's Q and dO rows into buffer `stage` (two cp.async groups), and its queries' LSE
-        // (+inf for none, so that P = 0), D and visible keys; returns whether every query sees
-        // every key of a full key tile (as far as this thread's queries tell).
-        auto load_step = [&](int64_t t, int stage) {
-            const int64_t head_index = head_of(t), step = query_start + (t % steps_per_share) * FMHA_DKDV_QUERIES;
-            const int64_t h = head_index % heads, g = (head_index / heads) % groups, b = head_index / (heads * groups);
-            const uint16_t* q_head = q + (b * qs[0] + g * qs[2] + h * qs[3]);
-            const uint16_t* grad_head = grad_out + (b * ds[0] + g * ds[2] + h * ds[3]);
-            load_tile<FMHA_DKDV_QUERIES>(query_tiles + stage * FMHA_DKDV_QUERIES * FMHA_ROW,
-                                         [&](int r) { return step + r < query_end ? q_head + (step + r) * qs[1] : nullptr; },
-                                         head_dim, vector_loads, q);
-            load_tile<FMHA_DKDV_QUERIES>(grad_tiles + stage * FMHA_DKDV_QUERIES * FMHA_ROW,
-                                         [&](int r) { return step + r < query_end ? grad_head + (step + r) * ds[1] : nullptr; },
-                                         value_dim, vector_loads, q);
+        auto advance = [&](Step& step) {
+            step.first_query += FMHA_DKDV_QUERIES;
+            if (step.first_query < query_end) return;
+            step.first_query = int(query_start);
+            if (++step.h < gh + share_h) return;
+            step.h = int(gh);
+            if (++step.g < gg + share_g) return;
+            step.g = int(gg);
+            ++step.b;
+        };
+        // Step t's Q and dO rows into buffer `stage` (two cp.async groups).
+        auto copy_step = [&](const Step& current, int stage) {
+            const int64_t b = current.b, g = current.g, h = current.h, step = current.first_query;
+            const int valid = int(min(int64_t(FMHA_DKDV_QUERIES), query_end - step));
+            load_consecutive_rows<FMHA_DKDV_QUERIES>(query_tiles + stage * FMHA_DKDV_QUERIES * FMHA_ROW,
+                                                     q + (b * qs[0] + step * qs[1] + g * qs[2] + h * qs[3]), qs[1], valid, head_dim, vector_loads);
+            load_consecutive_rows<FMHA_DKDV_QUERIES>(grad_tiles + stage * FMHA_DKDV_QUERIES * FMHA_ROW,
+                                                     grad_out + (b * ds[0] + step * ds[1] + g * ds[2] + h * ds[3]), ds[1], valid, value_dim,
+                                                     vector_loads);
+        };
+        // Step `current`'s queries into buffer `stage` (thread r < FMHA_DKDV_QUERIES: query r):
+        // its LSE and D by cp.async (in the step's last group; zero past the queries), its
+        // visible keys (computed); returns whether every query this thread holds sees every key
+        // of a full key tile.
+        auto load_columns = [&](const Step& current, int stage) {
             bool sees_all = key_end - key_start == FMHA_DKDV_KEYS;
-            for (int r = thread; r < FMHA_DKDV_QUERIES; r += FMHA_THREADS) {
-                const int64_t i = step + r;
-                const float value = i < query_end ? lse[head_index * queries + i] : -FMHA_INFINITY;
-                column_lse[stage][r] = value == -FMHA_INFINITY ? FMHA_INFINITY : value * log2e;
-                column_delta[stage][r] = i < query_end ? delta[head_index * queries + i] : 0.0f;
-                const fmha::KeyRange range = i < query_end ? lowering.row_keys(block, i) : fmha::KeyRange{0, 0};
+            const int r = thread;
+            if (r < FMHA_DKDV_QUERIES) {
+                const int64_t i = current.first_query + r;
+                const bool valid = i < query_end;
+                const int64_t row = ((current.b * groups + current.g) * heads + current.h) * queries + (valid ? i : 0);
+                copy_4_bytes_async(shared_address(&column_lse[stage][r]), lse + row, valid);
+                copy_4_bytes_async(shared_address(&column_delta[stage][r]), delta + row, valid);
+                const fmha::KeyRange range = valid ? band.row_keys(i) : fmha::KeyRange{0, 0};
                 column_lo[stage][r] = int(range.lo);
                 column_hi[stage][r] = int(range.hi);
                 sees_all = sees_all && range.lo <= key_start && range.hi >= key_end;
             }
+            asm volatile("cp.async.commit_group;");
             return sees_all;
         };
-        // Whether step t (then t + 1) needs no per-element mask: known once every thread's
-        // queries are in (the barrier before the step's products).
-        bool sees_all = steps > 0 ? load_step(0, 0) : true, next_sees_all = true;
-        for (int64_t t = 0; t < steps; ++t) {
+        static_assert(FMHA_DKDV_QUERIES <= FMHA_THREADS, "one thread per query of a step");
+        // Whether every query of the step (then of the next) sees every key: known once every
+        // thread's are in (the barrier before the step's products).
+        bool sees_all = true;
+        Step current{int(gb), int(gg), int(gh), int(query_start)};
+        if (steps > 0) {
+            copy_step(current, 0);
+            sees_all = load_columns(current, 0);
+        }
+        for (int t = 0; t < steps; ++t) {
             if (t > 0) __syncthreads();  // every warp is done with the previous step's buffers
-            const int stage = int(t % FMHA_STAGES);
-            const int64_t head_index = head_of(t), step = query_start + (t % steps_per_share) * FMHA_DKDV_QUERIES;
-            const int64_t b = head_index / (heads * groups), g = (head_index / heads) % groups, h = head_index % heads;
+            const int stage = t % FMHA_STAGES;
+            Step following = current;
+            advance(following);
+            const int64_t b = current.b, g = current.g, h = current.h, step = current.first_query;
+            const int64_t head_index = (b * groups + g) * heads + h;
             const uint16_t* bias_head = has_bias ? bias + (b * bs[0] + g * bs[1] + h * bs[2]) : nullptr;
+            bool step_sees_all = sees_all;
 #if FMHA_STAGES == 2
             // The next step's copies go into the other buffers (every warp is done with them: the
             // barrier above) while this one is worked on.
-            const bool next = t + 1 < steps;
-            if (next) next_sees_all = load_step(t + 1, 1 - stage);
-            if (next) {
-                asm volatile("cp.async.wait_group 2;" ::: "memory");
+            if (t + 1 < steps) {
+                copy_step(following, 1 - stage);
+                sees_all = load_columns(following, 1 - stage);
+                asm volatile("cp.async.wait_group 3;" ::: "memory");
             } else {
                 asm volatile("cp.async.wait_group 0;" ::: "memory");
             }
-            const bool per_element = !__syncthreads_and(sees_all) || has_bias || has_dropout;
-            sees_all = next_sees_all;
 #else
-            if (t > 0) sees_all = load_step(t, 0);
+            if (t > 0) step_sees_all = load_columns(current, 0), copy_step(current, 0);
             asm volatile("cp.async.wait_group 0;" ::: "memory");
-            const bool per_element = !__syncthreads_and(sees_all) || has_bias || has_dropout;
 #endif
+            const bool per_element = !__syncthreads_and(step_sees_all) || has_bias || has_dropout;
             const uint32_t stage_offset = stage * 2 * FMHA_DKDV_QUERIES * FMHA_ROW;
             const uint32_t query_rows = b_rows_of(query_tiles) + stage_offset, grad_rows = b_rows_of(grad_tiles) + stage_offset;
             const uint32_t query_rows_transposed = b_rows_transposed_of(query_tiles, first_column) + stage_offset;
@@ -516,30 +600,49 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
             const float* step_delta = column_delta[stage];
             const int* step_lo = column_lo[stage];
             const int* step_hi = column_hi[stage];
+            // The dropout decisions of this lane's elements (bit 4n + e), drawn before the
+            // products so that their registers are free while the scores are live.
+            static_assert(FMHA_DKDV_QUERIES <= 64, "one bit per element of a lane");
+            uint32_t kept = 0;
+            if (has_dropout) {
+#pragma unroll
+                for (int n = 0; n < FMHA_DKDV_QUERIES / 8; ++n) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int64_t i = step + n * 8 + (lane % 4) * 2 + e % 2;
+                        const int64_t j = fmha::page_lookup(block_pages, page_size, min(key_row[e / 2], key_end - 1));
+                        if (keep.is_kept(uint32_t(head_index), uint32_t(i), uint32_t(j))) kept |= 1u << (4 * n + e);
+                    }
+                }
+            }
             float score[FMHA_DKDV_QUERIES / 8][4], grad_probability[FMHA_DKDV_QUERIES / 8][4];
             multiply_transposed(score, key_rows, query_rows);
             multiply_transposed(grad_probability, value_rows, grad_rows);
             uint32_t probability[FMHA_DKDV_QUERIES / 16][4], grad_score[FMHA_DKDV_QUERIES / 16][4];
 #pragma unroll
             for (int n = 0; n < FMHA_DKDV_QUERIES / 8; ++n) {
+                // This lane's two queries (columns c0, c0 + 1) of the 8-query tile n, by pairs.
+                const int c0 = n * 8 + (lane % 4) * 2;
+                // (LSE -inf: a query that sees no key; +inf gives it P = 0.)
+                float2 lse_pair = *reinterpret_cast<const float2*>(step_lse + c0);
+                lse_pair.x = lse_pair.x == -FMHA_INFINITY ? FMHA_INFINITY : lse_pair.x * log2e;
+                lse_pair.y = lse_pair.y == -FMHA_INFINITY ? FMHA_INFINITY : lse_pair.y * log2e;
+                const float2 delta_pair = *reinterpret_cast<const float2*>(step_delta + c0);
+                const int2 lo_pair = *reinterpret_cast<const int2*>(step_lo + c0), hi_pair = *reinterpret_cast<const int2*>(step_hi + c0);
                 float p_values[4], ds_values[4];
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    const int c = n * 8 + (lane % 4) * 2 + e % 2, p = key_row[e / 2];
+                    const int c = c0 + e % 2, p = key_row[e / 2];
                     const int64_t i = step + c;
                     float s2 = score[n][e] * scale_log2;
                     float factor = 1.0f;
-                    bool visible = true;
-                    if (per_element) {
-                        visible = p < key_end && p >= step_lo[c] && p < step_hi[c];
-                        if (has_bias && visible) s2 += log2e * input_to_float(bias_head[i * bs[3] + p * bs[4]]);
-                        if (has_dropout && visible) {
-                            factor = dropout_factor(keep, keep_scale, head_index, i, fmha::page_lookup(block_pages, page_size, p));
-                        }
-                    }
-                    const float probability_value = visible ? exp2_approx(s2 - step_lse[c]) : 0.0f;
+                    // (Selections, not branches: the masked and unmasked paths are both short.)
+                    const bool visible = !per_element || (p < key_end && p >= (e % 2 ? lo_pair.y : lo_pair.x) && p < (e % 2 ? hi_pair.y : hi_pair.x));
+                    if (has_bias && per_element && visible) s2 += log2e * input_to_float(bias_head[i * bs[3] + p * bs[4]]);
+                    if (has_dropout) factor = (kept >> (4 * n + e)) & 1u ? keep_scale : 0.0f;
+                    const float probability_value = visible ? exp2_approx(s2 - (e % 2 ? lse_pair.y : lse_pair.x)) : 0.0f;
                     p_values[e] = probability_value * factor;
-                    ds_values[e] = visible ? probability_value * (grad_probability[n][e] * factor - step_delta[c]) : 0.0f;
+                    ds_values[e] = visible ? probability_value * (grad_probability[n][e] * factor - (e % 2 ? delta_pair.y : delta_pair.x)) : 0.0f;
                 }
                 probability[n / 2][(n % 2) * 2] = pack_pair(p_values[0], p_values[1]);
                 probability[n / 2][(n % 2) * 2 + 1] = pack_pair(p_values[2], p_values[3]);
@@ -548,6 +651,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
             }
             multiply(grad_value, probability, grad_rows_transposed);
             multiply(grad_key, grad_score, query_rows_transposed);
+            current = following;
         }
         asm volatile("cp.async.wait_group 0;" ::: "memory");  // (copies of a tile no query sees)
         auto gradient_row = [&](uint16_t* base, int width) {
@@ -1324,6 +1428,24 @@ __device__ __forceinline__ int64_t page_lookup(const int64_t* pages, Int page_si
     return page_size > 0 ? pages[logical / page_size] * page_size + logical % page_size : int64_t(logical);
 }
 
+/// The band of one block, held in registers: which logical keys each of its queries sees.
+struct BlockBand {
+    int64_t anchor, left, right, first_query, query_count, key_start, key_count;
+
+    /// The logical keys packed query `i` of the block sees: inside the block of nq queries and
+    /// nk keys, local query r sees local keys j with 0 <= j < nk and
+    /// r + s - left <= j <= r + s + right (s = nk - nq when bottom-right anchored, else 0;
+    /// bounds wider than the block act as unbounded).
+    __device__ __forceinline__ KeyRange row_keys(int64_t i) const {
+        const int64_t nq = query_count, nk = key_count;
+        const int64_t diagonal = (i - first_query) + (anchor == 1 ? nk - nq : 0), reach = nq + nk;
+        int64_t lo = 0, hi = nk;
+        if (left >= 0) lo = max(int64_t(0), diagonal - min(left, reach));
+        if (right >= 0) hi = min(nk, diagonal + min(right, reach) + 1);
+        return KeyRange{key_start + lo, key_start + hi};
+    }
+};
+
 /// One call's mask lowering, as DeviceLowering.swift uploads it.
 struct Lowering {
     const int64_t* words;
@@ -1346,18 +1468,14 @@ struct Lowering {
         return blocks > 1 ? words[6 + 4 * blocks + blocks * words[5] + i] : 0;
     }
 
-    /// The logical keys packed query `i` of `block` sees: inside the block of nq queries and nk
-    /// keys, local query r sees local keys j with 0 <= j < nk and
-    /// r + s - left <= j <= r + s + right (s = nk - nq when bottom-right anchored, else 0;
-    /// bounds wider than the block act as unbounded).
+    /// The band of `block` (BlockBand: read once, then evaluated per query without memory reads).
+    __device__ __forceinline__ BlockBand band(int64_t block) const {
+        return BlockBand{words[0], words[1], words[2], first_query(block), query_count(block), key_start(block), key_count(block)};
+    }
+
+    /// The logical keys packed query `i` of `block` sees (BlockBand::row_keys).
     __device__ __forceinline__ KeyRange row_keys(int64_t block, int64_t i) const {
-        const int64_t anchor = words[0], left = words[1], right = words[2];
-        const int64_t nq = query_count(block), nk = key_count(block), start = key_start(block);
-        const int64_t diagonal = (i - first_query(block)) + (anchor == 1 ? nk - nq : 0), reach = nq + nk;
-        int64_t lo = 0, hi = nk;
-        if (left >= 0) lo = max(int64_t(0), diagonal - min(left, reach));
-        if (right >= 0) hi = min(nk, diagonal + min(right, reach) + 1);
-        return KeyRange{start + lo, start + hi};
+        return band(block).row_keys(i);
     }
 
     /// The K/V row of logical key `logical` of `block`.

@@ -133,6 +133,24 @@ __device__ __forceinline__ int64_t page_lookup(const int64_t* pages, Int page_si
     return page_size > 0 ? pages[logical / page_size] * page_size + logical % page_size : int64_t(logical);
 }
 
+/// The band of one block, held in registers: which logical keys each of its queries sees.
+struct BlockBand {
+    int64_t anchor, left, right, first_query, query_count, key_start, key_count;
+
+    /// The logical keys packed query `i` of the block sees: inside the block of nq queries and
+    /// nk keys, local query r sees local keys j with 0 <= j < nk and
+    /// r + s - left <= j <= r + s + right (s = nk - nq when bottom-right anchored, else 0;
+    /// bounds wider than the block act as unbounded).
+    __device__ __forceinline__ KeyRange row_keys(int64_t i) const {
+        const int64_t nq = query_count, nk = key_count;
+        const int64_t diagonal = (i - first_query) + (anchor == 1 ? nk - nq : 0), reach = nq + nk;
+        int64_t lo = 0, hi = nk;
+        if (left >= 0) lo = max(int64_t(0), diagonal - min(left, reach));
+        if (right >= 0) hi = min(nk, diagonal + min(right, reach) + 1);
+        return KeyRange{key_start + lo, key_start + hi};
+    }
+};
+
 /// One call's mask lowering, as DeviceLowering.swift uploads it.
 struct Lowering {
     const int64_t* words;
@@ -155,18 +173,14 @@ struct Lowering {
         return blocks > 1 ? words[6 + 4 * blocks + blocks * words[5] + i] : 0;
     }
 
-    /// The logical keys packed query `i` of `block` sees: inside the block of nq queries and nk
-    /// keys, local query r sees local keys j with 0 <= j < nk and
-    /// r + s - left <= j <= r + s + right (s = nk - nq when bottom-right anchored, else 0;
-    /// bounds wider than the block act as unbounded).
+    /// The band of `block` (BlockBand: read once, then evaluated per query without memory reads).
+    __device__ __forceinline__ BlockBand band(int64_t block) const {
+        return BlockBand{words[0], words[1], words[2], first_query(block), query_count(block), key_start(block), key_count(block)};
+    }
+
+    /// The logical keys packed query `i` of `block` sees (BlockBand::row_keys).
     __device__ __forceinline__ KeyRange row_keys(int64_t block, int64_t i) const {
-        const int64_t anchor = words[0], left = words[1], right = words[2];
-        const int64_t nq = query_count(block), nk = key_count(block), start = key_start(block);
-        const int64_t diagonal = (i - first_query(block)) + (anchor == 1 ? nk - nq : 0), reach = nq + nk;
-        int64_t lo = 0, hi = nk;
-        if (left >= 0) lo = max(int64_t(0), diagonal - min(left, reach));
-        if (right >= 0) hi = min(nk, diagonal + min(right, reach) + 1);
-        return KeyRange{start + lo, start + hi};
+        return band(block).row_keys(i);
     }
 
     /// The K/V row of logical key `logical` of `block`.
