@@ -36,6 +36,9 @@ public struct CUDAFlashBackward: BackwardOperator {
         if max(d.keyLength, keyEnd) >= Int(Int32.max) {
             reasons.append("\(max(d.keyLength, keyEnd)) keys reach 2^31")
         }
+        if d.queryLength >= Int(Int32.max) {
+            reasons.append("\(d.queryLength) queries reach 2^31")
+        }
         if problem.lowering.keyRowsOverlap {
             reasons.append("blocks of the mask share K/V rows (their dK/dV would have to be added up)")
         }

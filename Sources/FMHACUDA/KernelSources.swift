@@ -176,22 +176,31 @@ __device__ __forceinline__ void wait_for_tiles() {
     __syncthreads();
 }
 
-/// accumulator[16 × 8·N] += A·Bᵀ over `columns` (a multiple of 16) for a warp: A rows from the
-/// row-major tile whose ldmatrix rows (this lane's) start at `a_rows`, B rows (the N dimension)
-/// from the tile whose ldmatrix rows start at `b_rows`.
+/// Two independent products of a warp in one pass over the FMHA_HEAD_DIM columns:
+/// first[16 × 8·N] = A·Bᵀ and second = C·Dᵀ, A and C rows from row-major tiles whose ldmatrix rows
+/// (this lane's) start at `a_rows` and `c_rows`, B and D rows (the N dimension) from tiles whose
+/// ldmatrix rows start at `b_rows` and `d_rows`. Interleaved, twice as many accumulators are in
+/// flight between dependent mma (alone, S = K·Qᵀ of 32 queries chains each of its 4 eight times).
 template <int N>
-__device__ __forceinline__ void multiply_transposed(float (&accumulator)[N][4], uint32_t a_rows, uint32_t b_rows) {
+__device__ __forceinline__ void multiply_transposed_pair(float (&first)[N][4], uint32_t a_rows, uint32_t b_rows,
+                                                         float (&second)[N][4], uint32_t c_rows, uint32_t d_rows) {
 #pragma unroll
-    for (int n = 0; n < N; ++n) accumulator[n][0] = accumulator[n][1] = accumulator[n][2] = accumulator[n][3] = 0.0f;
+    for (int n = 0; n < N; ++n) {
+        first[n][0] = first[n][1] = first[n][2] = first[n][3] = 0.0f;
+        second[n][0] = second[n][1] = second[n][2] = second[n][3] = 0.0f;
+    }
 #pragma unroll
     for (int chunk = 0; chunk < FMHA_HEAD_DIM / 16; ++chunk) {
-        uint32_t a[4];
+        uint32_t a[4], c[4];
         load_matrices(a_rows + 2 * chunk * 16, a);
+        load_matrices(c_rows + 2 * chunk * 16, c);
 #pragma unroll
         for (int n = 0; n < N; n += 2) {
-            uint32_t b[4];
+            uint32_t b[4], d[4];
             load_matrices(b_rows + 2 * (n * 8 * FMHA_ROW + chunk * 16), b);
-            mma_16x16x16(accumulator[n], accumulator[n + 1], a, b);
+            load_matrices(d_rows + 2 * (n * 8 * FMHA_ROW + chunk * 16), d);
+            mma_16x16x16(first[n], first[n + 1], a, b);
+            mma_16x16x16(second[n], second[n + 1], c, d);
         }
     }
 }
@@ -399,8 +408,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
                 }
             }
             float score[FMHA_DQ_KEYS / 8][4], grad_probability[FMHA_DQ_KEYS / 8][4];
-            multiply_transposed(score, query_rows, key_rows);
-            multiply_transposed(grad_probability, grad_rows, value_rows);
+            multiply_transposed_pair(score, query_rows, key_rows, grad_probability, grad_rows, value_rows);
             // Key tiles inside every row's range (the tile's inner range) need no per-element mask.
             const bool per_element = key_start < inner_lo || key_start + FMHA_DQ_KEYS > inner_hi || has_bias || has_dropout;
             uint32_t grad_score[FMHA_DQ_KEYS / 16][4];
@@ -616,8 +624,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
                 }
             }
             float score[FMHA_DKDV_QUERIES / 8][4], grad_probability[FMHA_DKDV_QUERIES / 8][4];
-            multiply_transposed(score, key_rows, query_rows);
-            multiply_transposed(grad_probability, value_rows, grad_rows);
+            multiply_transposed_pair(score, key_rows, query_rows, grad_probability, value_rows, grad_rows);
             uint32_t probability[FMHA_DKDV_QUERIES / 16][4], grad_score[FMHA_DKDV_QUERIES / 16][4];
 #pragma unroll
             for (int n = 0; n < FMHA_DKDV_QUERIES / 8; ++n) {
