@@ -82,6 +82,11 @@ public struct CUDAFlashBackward: BackwardOperator {
         shape += gradOutput.strides.prefix(4).map(Int64.init)
         shape += output.strides.prefix(4).map(Int64.init)
         shape.append(CUDAKernels.dtypeCode(output.dtype))
+        // The bias gradient straight in the bias's dtype when nothing is summed, else in float32
+        // and summed over the broadcast dimensions by a second kernel.
+        let biasTensor = inputs.bias?.tensorBias
+        let summedBiasDimensions = biasTensor.map(BroadcastGradient.broadcastDimensions(of:)) ?? []
+        shape.append(summedBiasDimensions.isEmpty ? 1 : 0)
         precondition(shape.count == FlashBackwardKernel.shapeWords, "flash_backward.cu's ShapeWords")
         let lowering = problem.lowering
         let tiles = lowering.tiles(rows: FlashBackwardKernel.blockRows)
@@ -95,17 +100,18 @@ public struct CUDAFlashBackward: BackwardOperator {
         // Zeros: key rows no block names get none of the kernels' writes.
         let dk = try Tensor.zeros(keyGrid + [d.headDimension], dtype: problem.dtype, device: device)
         let dv = try Tensor.zeros(keyGrid + [d.valueHeadDimension], dtype: problem.dtype, device: device)
-        let biasTensor = inputs.bias?.tensorBias
+        // (Zeros: pairs the mask hides get no write.)
         let biasGradient = try biasTensor.map { bias in
-            try Tensor.uninitialized(bias.shape.enumerated().map { bias.strides[$0.offset] == 0 ? 1 : $0.element },
-                                     dtype: bias.dtype, device: device)
+            try Tensor.zeros(bias.shape.enumerated().map { bias.strides[$0.offset] == 0 ? 1 : $0.element },
+                             dtype: bias.dtype, device: device)
         }
         try CUDAContexts.translatingErrors(device: device) {
             let words = try CUDAKernels.upload(shape + mask + work + keyWork, context)
             let shapeAddress = words.address, maskAddress = shapeAddress + UInt64(shape.count * 8)
             let workAddress = maskAddress + UInt64(mask.count * 8), keyWorkAddress = workAddress + UInt64(work.count * 8)
             let delta = try context.allocate(max(rows, 1) * 4)
-            let fullBiasGradient = biasTensor == nil ? nil : try context.allocate(max(rows * d.keyLength, 1) * 4)
+            let fullBiasGradient = biasTensor == nil || summedBiasDimensions.isEmpty ? nil
+                : try context.allocate(max(rows * d.keyLength, 1) * 4)
             try fullBiasGradient?.fill(0)
             let kernels = try CUDAKernels.shared()
             func function(_ entry: String) throws -> CUDAFunction { try kernels.function(kernel, entry: entry, context: context) }
@@ -139,7 +145,8 @@ public struct CUDAFlashBackward: BackwardOperator {
                 }
                 if !work.isEmpty, heads > 0 {
                     var arguments = KernelArguments()
-                    pass(&arguments, gradients: [dqAddress, fullBiasGradient?.address ?? 0], work: workAddress)
+                    let biasGradientAddress = fullBiasGradient?.address ?? (addresses.count > 10 ? addresses[10] : 0)
+                    pass(&arguments, gradients: [dqAddress, biasGradientAddress], work: workAddress)
                     try function(FlashBackwardKernel.queryEntry).launch(
                         grid: (work.count / DeviceLowering.wordsPerTile, min(heads, 65535), 1), block: (FlashBackwardKernel.threads, 1, 1),
                         sharedMemory: kernel.queryPassSharedMemoryBytes, arguments: arguments)
@@ -164,7 +171,7 @@ public struct CUDAFlashBackward: BackwardOperator {
                     arguments.append(dimsBuffer)
                     try function(FlashBackwardKernel.biasSumEntry).launch(
                         grid: CUDAKernels.gridOfThreads(biasGradient.count), block: (128, 1, 1), arguments: arguments)
-                    try context.synchronize()
+                    try context.synchronize()  // (before the dims buffer goes)
                 }
                 try context.synchronize()
             }

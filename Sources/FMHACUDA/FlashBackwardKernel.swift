@@ -32,7 +32,7 @@ public struct FlashBackwardKernel: KernelVariantDescriptor {
     }
 
     /// Words of the shape the dQ and dK/dV kernels take by value (`FMHA_SHAPE_WORDS`).
-    static let shapeWords = 41
+    static let shapeWords = 42
 
     /// Threads per block (four warps).
     static let threads = 128

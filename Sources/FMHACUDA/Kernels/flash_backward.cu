@@ -27,7 +27,8 @@
 // 2·(FMHA_DKDV_KEYS + FMHA_STAGES·FMHA_DKDV_QUERIES)·FMHA_ROW for the dK/dV pass.
 // Shapes: `shape` as for the reference kernels (sizes, dtype, bias flag, q/k/v/bias strides) and
 // then the K/V head grid and sharing counts (as reference_backward.cu), then the strides of dO and
-// O over (b, m, g, h) and O's dtype. Gradients are written in the input dtype: dQ as
+// O over (b, m, g, h), O's dtype, and whether the bias gradient is written in the input dtype (1:
+// no broadcast dimension to sum) or as float32 for fmha_flash_backward_bias_sum (0). Gradients are written in the input dtype: dQ as
 // [B, Mq, G, H, K], dK and dV as [B', Mkv, G', H', K or Kv] over the K/V head grid.
 
 #define FMHA_WARPS 4
@@ -55,7 +56,7 @@ static_assert(FMHA_COLUMN_PARTS == 1 || (FMHA_COLUMN_PARTS == 2 && FMHA_HEAD_DIM
 #endif
 
 /// Int64 words of `shape` (see above).
-#define FMHA_SHAPE_WORDS 41
+#define FMHA_SHAPE_WORDS 42
 
 /// `shape`, passed by value: kernel parameters stay readable without memory loads (a pointer's
 /// words would be loaded again after every cp.async or barrier, which clobber memory).
@@ -252,11 +253,11 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS) fmha_flash_backward_d
 /// dQ of one tile of queries (the forward's work list: FMHA_WORK_WORDS words per blockIdx.x) for
 /// heads blockIdx.y, then every gridDim.y-th. `lse`, `delta`: [B, G, H, Mq] float32. With `bias`
 /// (input dtype, strides in `shape`) dS of every visible pair is written to `grad_bias`
-/// ([B, G, H, Mq, Mkv] float32, zero elsewhere). `scale`: of the scores; `vector_loads`: every row
+/// ([B, G, H, Mq, Mkv], zero elsewhere: float32, or the input dtype when shape[41] is 1). `scale`: of the scores; `vector_loads`: every row
 /// of q, k, v and dO starts 16-byte aligned.
 extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backward_dq(
     const uint16_t* q, const uint16_t* k, const uint16_t* v, const uint16_t* grad_out, const float* lse, const float* delta,
-    uint16_t* grad_q, float* grad_bias, const __grid_constant__ ShapeWords shape_words, const int64_t* mask, const int64_t* work, float scale,
+    uint16_t* grad_q, void* grad_bias, const __grid_constant__ ShapeWords shape_words, const int64_t* mask, const int64_t* work, float scale,
     int32_t vector_loads, const uint16_t* bias, uint64_t seed, uint32_t offset, uint32_t threshold, float keep_scale,
     int32_t dropout) {
     extern __shared__ __align__(16) uint16_t shared_tiles[];
@@ -392,7 +393,18 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
                         if (has_dropout) factor = (kept >> ((half * (FMHA_DQ_KEYS / 8) + n) * 2 + e)) & 1u ? keep_scale : 0.0f;
                         const float probability = exp2_approx(s2 - lse2);
                         const float ds = visible ? probability * (grad_probability[n][2 * half + e] * factor - d) : 0.0f;
-                        if (has_bias && visible) grad_bias[(head_index * queries + i) * keys + p] = ds;
+                        if (has_bias && visible) {
+                            const int64_t index = (head_index * queries + i) * keys + p;
+                            if (shape[41]) {
+#if FMHA_DTYPE == 1
+                                static_cast<uint16_t*>(grad_bias)[index] = fmha::float_to_half(ds);
+#else
+                                static_cast<uint16_t*>(grad_bias)[index] = fmha::float_to_bfloat16(ds);
+#endif
+                            } else {
+                                static_cast<float*>(grad_bias)[index] = ds;
+                            }
+                        }
                         values[e] = ds;
                     }
                     grad_score[n / 2][(n % 2) * 2 + half] = pack_pair(values[0], values[1]);
