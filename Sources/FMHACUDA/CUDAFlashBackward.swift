@@ -26,16 +26,8 @@ public struct CUDAFlashBackward: BackwardOperator {
     }
 
     public func notSupportedReasons(_ problem: AttentionProblem) -> [String] {
-        var reasons = capabilityReasons(problem)
+        var reasons = capabilityReasons(problem) + CUDAKernels.tensorCoreSizeReasons(problem)
         let d = problem.dimensions
-        for (what, size) in [("head dimension", d.headDimension), ("value head dimension", d.valueHeadDimension)]
-        where size % 8 != 0 {
-            reasons.append("\(what) \(size) is not a multiple of 8")
-        }
-        let keyEnd = problem.lowering.blocks.lazy.map { $0.keyStart + $0.keyCount }.max() ?? 0
-        if max(d.keyLength, keyEnd) >= Int(Int32.max) {
-            reasons.append("\(max(d.keyLength, keyEnd)) keys reach 2^31")
-        }
         if d.queryLength >= Int(Int32.max) {
             reasons.append("\(d.queryLength) queries reach 2^31")
         }

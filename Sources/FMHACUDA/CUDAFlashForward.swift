@@ -36,18 +36,7 @@ public struct CUDAFlashForward: ForwardOperator {
     }
 
     public func notSupportedReasons(_ problem: AttentionProblem) -> [String] {
-        var reasons = capabilityReasons(problem)
-        let d = problem.dimensions
-        for (what, size) in [("head dimension", d.headDimension), ("value head dimension", d.valueHeadDimension)]
-        where size % 8 != 0 {
-            reasons.append("\(what) \(size) is not a multiple of 8")
-        }
-        // Key positions are 32-bit in the kernel: K/V rows and the logical keys of every block.
-        let keyEnd = problem.lowering.blocks.lazy.map { $0.keyStart + $0.keyCount }.max() ?? 0
-        if max(d.keyLength, keyEnd) >= Int(Int32.max) {
-            reasons.append("\(max(d.keyLength, keyEnd)) keys reach 2^31")
-        }
-        return CUDAKernels.notSupportedReasons(reasons, on: problem.device)
+        CUDAKernels.notSupportedReasons(capabilityReasons(problem) + CUDAKernels.tensorCoreSizeReasons(problem), on: problem.device)
     }
 
     public func forward(_ problem: AttentionProblem) throws -> ForwardOutput {

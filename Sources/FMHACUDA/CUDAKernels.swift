@@ -123,6 +123,23 @@ final class CUDAKernels: Sendable {
         return words + (bias?.strides ?? [0, 0, 0, 0, 0]).map(Int64.init)
     }
 
+    /// Why the tensor-core kernels (flash forward and backward) refuse `problem`'s sizes: head
+    /// dimensions that are not multiples of 8, and key positions (32-bit there: K/V rows and the
+    /// logical keys of every block) that reach 2^31.
+    static func tensorCoreSizeReasons(_ problem: AttentionProblem) -> [String] {
+        var reasons = [String]()
+        let d = problem.dimensions
+        for (what, size) in [("head dimension", d.headDimension), ("value head dimension", d.valueHeadDimension)]
+        where size % 8 != 0 {
+            reasons.append("\(what) \(size) is not a multiple of 8")
+        }
+        let keyEnd = problem.lowering.blocks.lazy.map { $0.keyStart + $0.keyCount }.max() ?? 0
+        if max(d.keyLength, keyEnd) >= Int(Int32.max) {
+            reasons.append("\(max(d.keyLength, keyEnd)) keys reach 2^31")
+        }
+        return reasons
+    }
+
     /// `inputReasons` (why an operator refuses the inputs) when there are any, else why the CUDA
     /// kernels cannot run on `device`: the `notSupportedReasons` of every CUDA operator.
     static func notSupportedReasons(_ inputReasons: [String], on device: Device) -> [String] {

@@ -39,21 +39,7 @@ struct CUDAFlashForwardTests {
     func masksOfEveryFamily(dtype: DType, headDimension: Int) throws {
         let q = try Self.randn([1, 131, 2, headDimension], 1, dtype), k = try Self.randn([1, 200, 2, headDimension], 2, dtype)
         let v = try Self.randn([1, 200, 2, headDimension], 3, dtype)
-        let biases: [(any AttentionBias)?] = [
-            nil,
-            LowerTriangularMask(),
-            LowerTriangularFromBottomRightMask(),
-            try LowerTriangularFromBottomRightLocalAttentionMask(windowSize: 37),
-            try LocalAttentionFromBottomRightMask(windowLeft: 70, windowRight: 5),
-            try BlockDiagonalCausalFromBottomRightMask.fromSeqlens(qSeqlen: [0, 64, 1, 66, 0], kvSeqlen: [3, 65, 1, 131, 0]),
-            try BlockDiagonalMask.fromSeqlens(qSeqlen: [65, 66], kvSeqlen: [120, 80]),
-            try BlockDiagonalCausalWithOffsetPaddedKeysMask.fromSeqlens(qSeqlen: [70, 61], kvPadding: 100, kvSeqlen: [100, 0]),
-            try PagedBlockDiagonalCausalLocalPaddedKeysMask.fromSeqlens(qSeqlen: [70, 61], kvSeqlen: [90, 100],
-                                                                        blockTables: [[5, 0, 2, 6], [1, 4, 3, 7]], pageSize: 25,
-                                                                        windowSize: 40),
-            try BlockDiagonalCausalWithOffsetGappyKeysMask.fromSeqlens(qSeqlen: [70, 61], kvSeqstarts: [3, 0, 200],
-                                                                       kvSeqlen: [150, 130]),
-        ]
+        let biases = try everyMaskFamily(gappyKeysOverlap: true)
         for bias in biases {
             try check(Inputs(query: q, key: k, value: v, bias: bias, scale: 0.3), "\(bias.map { type(of: $0).name } ?? "no bias") \(dtype) K=\(headDimension)")
         }
@@ -122,33 +108,8 @@ struct CUDAFlashForwardTests {
 
     @Test(arguments: [DType.float16, .bfloat16], [64, 128, 256])
     func tensorBiasAndDropout(dtype: DType, headDimension: Int) throws {
-        let q = try Self.randn([2, 97, 3, headDimension], 31, dtype), k = try Self.randn([2, 150, 3, headDimension], 32, dtype)
-        let v = try Self.randn([2, 150, 3, headDimension], 33, dtype)
-        // A [B, H, Mq, Mkv] bias with -inf over all keys of query 5 (a fully masked row) and a
-        // broadcast one (stride 0 over batch and heads).
-        var values = try Tensor.randn([2, 3, 97, 150], dtype: .float32, seed: 34).toArray()
-        for head in 0..<6 { for key in 0..<150 { values[(head * 97 + 5) * 150 + key] = -.infinity } }
-        let bias = try Tensor(shape: [2, 3, 97, 150], scalars: values, dtype: dtype).to(.cuda(0))
-        let broadcast = try Self.randn([1, 1, 97, 150], 35, dtype).expanded(to: [2, 3, 97, 150])
-        try check(Inputs(query: q, key: k, value: v, bias: bias), "\(dtype) K=\(headDimension) tensor bias")
-        try check(Inputs(query: q, key: k, value: v, bias: LowerTriangularMaskWithTensorBias(broadcast)),
-                  "\(dtype) K=\(headDimension) causal + broadcast tensor bias")
-        let masks: [(any AttentionBias)?] = [
-            nil, LowerTriangularFromBottomRightMask(), bias,
-            try BlockDiagonalCausalWithOffsetGappyKeysMask.fromSeqlens(qSeqlen: [97, 97], kvSeqstarts: [3, 150, 300],
-                                                                       kvSeqlen: [120, 140]),
-            try PagedBlockDiagonalCausalLocalPaddedKeysMask.fromSeqlens(qSeqlen: [97, 97], kvSeqlen: [140, 100],
-                                                                        blockTables: [[5, 0, 2, 6], [1, 4, 3, 7]], pageSize: 37,
-                                                                        windowSize: 60),
-        ]
-        for (index, mask) in masks.enumerated() {
-            let blocks = index >= 3
-            let query = blocks ? try q.reshaped([1, 194, 3, headDimension]) : q
-            let key = blocks ? try k.reshaped([1, 300, 3, headDimension]) : k
-            let value = blocks ? try v.reshaped([1, 300, 3, headDimension]) : v
-            try check(Inputs(query: query, key: key, value: value, bias: mask, p: 0.3),
-                      "\(dtype) K=\(headDimension) dropout, \(mask.map { type(of: $0).name } ?? "no bias")",
-                      dropout: DropoutState(p: 0.3, seed: 0x1234_5678_9abc, offset: UInt32(index)))
+        for testCase in try tensorBiasAndDropoutCases(dtype: dtype, headDimension: headDimension, device: .cuda(0)) {
+            try check(testCase.inputs, testCase.what, dropout: testCase.dropout)
         }
     }
 
