@@ -44,7 +44,8 @@ extern "C" __global__ void fmha_dropout_keep(uint8_t* keep, uint32_t queries, ui
 //  2. fmha_flash_backward_dq: one block per (tile of FMHA_DQ_ROWS queries of one mask block, head),
 //     walking the keys the tile sees (the forward's work list): S = Q·Kᵀ and dP = dO·Vᵀ again,
 //     P from the forward's LSE, dS = P∘(dP∘Z - D), dQ += dS·K; with a tensor bias dS is also its
-//     gradient (written to a float32 [B, G, H, Mq, Mkv] buffer).
+//     gradient (written in the input dtype, or to a float32 [B, G, H, Mq, Mkv] buffer for kernel 4
+//     when the bias is broadcast).
 //  3. fmha_flash_backward_dkdv: one block per (tile of FMHA_DKDV_KEYS keys of one mask block, K/V
 //     head, column part), walking every query head that shares the K/V head and every query that
 //     sees the tile (its work list): Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, dV += (Pᵀ∘Z)·dO, dK += dSᵀ·Q, so
@@ -68,8 +69,9 @@ extern "C" __global__ void fmha_dropout_keep(uint8_t* keep, uint32_t queries, ui
 // Shapes: `shape` as for the reference kernels (sizes, dtype, bias flag, q/k/v/bias strides) and
 // then the K/V head grid and sharing counts (as reference_backward.cu), then the strides of dO and
 // O over (b, m, g, h), O's dtype, and whether the bias gradient is written in the input dtype (1:
-// no broadcast dimension to sum) or as float32 for fmha_flash_backward_bias_sum (0). Gradients are written in the input dtype: dQ as
-// [B, Mq, G, H, K], dK and dV as [B', Mkv, G', H', K or Kv] over the K/V head grid.
+// no broadcast dimension to sum) or as float32 for fmha_flash_backward_bias_sum (0). Gradients are
+// written in the input dtype: dQ as [B, Mq, G, H, K], dK and dV as [B', Mkv, G', H', K or Kv] over
+// the K/V head grid.
 
 #define FMHA_WARPS 4
 #define FMHA_THREADS (FMHA_WARPS * 32)
