@@ -47,7 +47,17 @@ public struct CUDAFlashBackward: BackwardOperator {
                 reasons.append("the \(name) is broadcast (stride 0) along BMGHK dimensions \(broadcast) that the other of key and value is not, or along M or K")
             }
         }
-        return CUDAKernels.notSupportedReasons(reasons, on: problem.device)
+        // (Last: a device to ask for its shared memory is known to work only once nothing else objects.)
+        let availability = CUDAKernels.notSupportedReasons(reasons, on: problem.device)
+        guard availability.isEmpty, let device = try? problem.device.cudaContext().device else { return availability }
+        return Self.kernel(for: problem, on: device).sharedMemoryProblem(limit: device.sharedMemoryPerBlockOptIn).map { [$0] } ?? []
+    }
+
+    /// The kernels `problem` runs on `device`: its width, its dtype, with the tensor bias and
+    /// dropout build when it has either.
+    static func kernel(for problem: AttentionProblem, on device: CUDADevice) -> FlashBackwardKernel {
+        FlashBackwardKernel(width: CUDAFlashForward.width(for: problem.dimensions), dtype: problem.dtype,
+                            extras: problem.tensorBias != nil || problem.dropoutMask != nil, architecture: device.kernelArchitecture)
     }
 
     public func backward(_ backward: BackwardProblem) throws -> Gradients {
@@ -58,13 +68,7 @@ public struct CUDAFlashBackward: BackwardOperator {
         let views = (query: problem.query, key: problem.key, value: problem.value)
         let biasView = problem.tensorBias
         let (grid, sharing) = problem.keyValueHeads
-        let width = CUDAFlashForward.widths.first { $0 >= max(d.headDimension, d.valueHeadDimension) } ?? 256
-        let extras = biasView != nil || problem.dropoutMask != nil
-        let kernel = FlashBackwardKernel(width: width, dtype: problem.dtype, extras: extras,
-                                         architecture: context.device.kernelArchitecture)
-        if kernel.dynamicSharedMemoryBytes + 2048 > context.device.sharedMemoryPerBlockOptIn {
-            throw FMHAError(.unsupported, "\(name): width \(width) needs \(kernel.dynamicSharedMemoryBytes) bytes of shared memory per block, this device gives at most \(context.device.sharedMemoryPerBlockOptIn)")
-        }
+        let kernel = Self.kernel(for: problem, on: context.device)
         // dO in the input dtype and O in any, both with unit last strides, on the device.
         let gradOutput = try Inputs.bmghkView(Self.rows(of: backward.gradOutput, dtype: problem.dtype, device: device))
         let output = try Inputs.bmghkView(Self.rows(of: backward.output, dtype: backward.output.dtype, device: device))
@@ -154,7 +158,7 @@ public struct CUDAFlashBackward: BackwardOperator {
                 if let biasTensor, let biasGradient, let fullBiasGradient {
                     // The bias gradient as the bias's own shape (padded to rank 5), summed where it is broadcast.
                     let padding = [Int](repeating: 1, count: 5 - biasTensor.rank)
-                    let summed: [Int] = biasTensor.shape.indices.map { biasTensor.strides[$0] == 0 && biasTensor.shape[$0] > 1 ? 1 : 0 }
+                    let summed = biasTensor.shape.indices.map { summedBiasDimensions.contains($0) ? 1 : 0 }
                     let dims = (padding + biasTensor.shape + padding.map { _ in 0 } + summed).map(Int64.init)
                     let dimsBuffer = try CUDAKernels.upload(dims, context)
                     var arguments = KernelArguments()

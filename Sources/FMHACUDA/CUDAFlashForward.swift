@@ -12,6 +12,11 @@ public struct CUDAFlashForward: ForwardOperator {
     /// The widths kernels are compiled for: K and Kv are padded to the first one that holds both.
     static let widths = Array(stride(from: 16, through: 128, by: 16)) + [160, 192, 224, 256]
 
+    /// The width (one of `widths`) a problem of sizes `d` runs at: the first that holds K and Kv.
+    static func width(for d: AttentionDimensions) -> Int {
+        widths.first { $0 >= max(d.headDimension, d.valueHeadDimension) } ?? widths.last!
+    }
+
     public let name: String
     /// The tile shape every width uses, or nil for the tuning table's.
     let fixedTileShape: TileShape?
@@ -61,7 +66,7 @@ public struct CUDAFlashForward: ForwardOperator {
         let extras = biasView != nil || dropoutMask != nil
         let shape = CUDAKernels.shapeWords(d, dtype: problem.dtype, views: views, bias: biasView)
         let mask = DeviceLowering.words(problem.lowering, rowBlocks: false)
-        let width = Self.widths.first { $0 >= max(d.headDimension, d.valueHeadDimension) } ?? Self.widths.last!
+        let width = Self.width(for: d)
         let major = context.device.computeCapability.major
         // (The two-stage build takes no tensor bias or dropout: those go to the table's extras shape.)
         let tileShape = fixedTileShape.flatMap { extras && $0.stages == 2 ? nil : $0 }

@@ -77,6 +77,19 @@ public struct FlashBackwardKernel: KernelVariantDescriptor {
     /// The larger of the two passes' (the attribute is set once per function to this).
     public var dynamicSharedMemoryBytes: Int { max(queryPassSharedMemoryBytes, keyPassSharedMemoryBytes) }
 
+    /// A bound on the static shared memory either pass declares: four 4-byte values per query
+    /// (dQ: 64 rows; dK/dV: at most 2 stages of 32) and its work record, 1,088 and 1,072 bytes as
+    /// ptxas reports them (sm_90, K = 128).
+    static let staticSharedMemoryBytes = 1152
+
+    /// Why these kernels cannot run on a device that gives a block at most `limit` bytes of shared
+    /// memory, or nil when they fit.
+    func sharedMemoryProblem(limit: Int) -> String? {
+        let needed = dynamicSharedMemoryBytes + Self.staticSharedMemoryBytes
+        guard needed > limit else { return nil }
+        return "width \(width) needs \(needed) bytes of shared memory per block, this device gives at most \(limit)"
+    }
+
     /// Every width, input dtype and build on `architecture`.
     static func allVariants(architecture: String) -> [FlashBackwardKernel] {
         [false, true].flatMap { extras in

@@ -118,6 +118,10 @@ import Testing
         // The larger pass: dQ's Q and dO tiles of 64 rows and two stages of K and V tiles of 64
         // rows, 136 values a row.
         #expect(kernel.dynamicSharedMemoryBytes == 2 * (64 + 2 * 64) * 136 * 2)
+        // What fits: 104,448 + 1,152 bytes at K = 128, over an sm_86's 99 KiB, under an H100's 227 KiB.
+        #expect(kernel.sharedMemoryProblem(limit: 99 * 1024) ==
+                "width 128 needs 105600 bytes of shared memory per block, this device gives at most 101376")
+        #expect(kernel.sharedMemoryProblem(limit: 227 * 1024) == nil)
         let wide = FlashBackwardKernel(width: 256, dtype: .float16, extras: true, architecture: "sm_80")
         #expect(wide.kernelDescriptor.defines == [
             "FMHA_HEAD_DIM": "256", "FMHA_DTYPE": "1", "FMHA_DQ_KEYS": "32", "FMHA_DKDV_QUERIES": "16",

@@ -26,6 +26,15 @@ __device__ __forceinline__ float input_to_float(uint16_t bits) {
 #endif
 }
 
+/// `value` rounded to the nearest element of the input type.
+__device__ __forceinline__ uint16_t float_to_input(float value) {
+#if FMHA_DTYPE == 1
+    return fmha::float_to_half(value);
+#else
+    return fmha::float_to_bfloat16(value);
+#endif
+}
+
 /// Word `index` (0 ..< 4) of `words`.
 __device__ __forceinline__ uint32_t word_at(const fmha::Words4& words, int index) {
     return index == 0 ? words.x : index == 1 ? words.y : index == 2 ? words.z : words.w;
