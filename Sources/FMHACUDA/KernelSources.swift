@@ -391,25 +391,12 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
 #endif
             const uint32_t key_rows = b_rows_of(key_tiles) + stage * stage_bytes, value_rows = b_rows_of(value_tiles) + stage * stage_bytes;
             const uint32_t key_rows_transposed = b_rows_transposed_of(key_tiles, 0) + stage * stage_bytes;
-            // The dropout decisions of this lane's elements (bit (half·N + n)·2 + e), drawn before
-            // the products so that their registers are free while the scores are live.
+            // The dropout decisions of this lane's elements (bit 4n + 2·half + e), drawn before the
+            // products so that their registers are free while the scores are live.
             static_assert(FMHA_DQ_KEYS <= 64, "one bit per element of a lane");
-            uint32_t kept = 0;
-            if (has_dropout) {
-#pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    const int64_t i = tile_start + warp * 16 + lane / 4 + 8 * half;
-#pragma unroll
-                    for (int n = 0; n < FMHA_DQ_KEYS / 8; ++n) {
-#pragma unroll
-                        for (int e = 0; e < 2; ++e) {
-                            const int p = min(key_start + n * 8 + (lane % 4) * 2 + e, key_hi - 1);
-                            const int64_t j = fmha::page_lookup(block_pages, page_size, p);
-                            if (keep.is_kept(uint32_t(head_index), uint32_t(i), uint32_t(j))) kept |= 1u << ((half * (FMHA_DQ_KEYS / 8) + n) * 2 + e);
-                        }
-                    }
-                }
-            }
+            const uint32_t kept = has_dropout ? dropout_keep_bits<FMHA_DQ_KEYS / 8, true>(keep, uint32_t(head_index), tile_start + warp * 16,
+                                                                                          key_start, key_hi, block_pages, page_size)
+                                              : 0u;
             float score[FMHA_DQ_KEYS / 8][4], grad_probability[FMHA_DQ_KEYS / 8][4];
             multiply_transposed_pair(score, query_rows, key_rows, grad_probability, grad_rows, value_rows);
             // Key tiles inside every row's range (the tile's inner range) need no per-element mask.
@@ -432,7 +419,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
                         // (Selections, not branches: the masked and unmasked paths are both short.)
                         const bool visible = !per_element | ((p >= lo) & (p < hi));
                         if (has_bias && per_element && visible) s2 += log2e * input_to_float(bias_head[i * bs[3] + p * bs[4]]);
-                        if (has_dropout) factor = (kept >> ((half * (FMHA_DQ_KEYS / 8) + n) * 2 + e)) & 1u ? keep_scale : 0.0f;
+                        if (has_dropout) factor = (kept >> (4 * n + 2 * half + e)) & 1u ? keep_scale : 0.0f;
                         const float probability = exp2_approx(s2 - lse2);
                         const float ds = visible ? probability * (grad_probability[n][2 * half + e] * factor - d) : 0.0f;
                         if (has_bias && visible) {
@@ -624,18 +611,9 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
             // The dropout decisions of this lane's elements (bit 4n + e), drawn before the
             // products so that their registers are free while the scores are live.
             static_assert(FMHA_DKDV_QUERIES <= 64, "one bit per element of a lane");
-            uint32_t kept = 0;
-            if (has_dropout) {
-#pragma unroll
-                for (int n = 0; n < FMHA_DKDV_QUERIES / 8; ++n) {
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int64_t i = step + n * 8 + (lane % 4) * 2 + e % 2;
-                        const int64_t j = fmha::page_lookup(block_pages, page_size, min(key_row[e / 2], key_end - 1));
-                        if (keep.is_kept(uint32_t(head_index), uint32_t(i), uint32_t(j))) kept |= 1u << (4 * n + e);
-                    }
-                }
-            }
+            const uint32_t kept = has_dropout ? dropout_keep_bits<FMHA_DKDV_QUERIES / 8, false>(keep, uint32_t(head_index), step,
+                                                                                                key_start + warp * 16, key_end, block_pages, page_size)
+                                              : 0u;
             float score[FMHA_DKDV_QUERIES / 8][4], grad_probability[FMHA_DKDV_QUERIES / 8][4];
             multiply_transposed_pair(score, key_rows, query_rows, grad_probability, value_rows, grad_rows);
             uint32_t probability[FMHA_DKDV_QUERIES / 16][4], grad_score[FMHA_DKDV_QUERIES / 16][4];
@@ -1138,6 +1116,16 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                     }
                 }
             }
+#if FMHA_EXTRAS
+            // The dropout decisions of this lane's elements of tile m (bit 4n + e).
+            uint32_t kept[FMHA_WARP_TILES];
+#pragma unroll
+            for (int m = 0; m < FMHA_WARP_TILES; ++m) {
+                kept[m] = dropout ? dropout_keep_bits<FMHA_BLOCK_N / 8, true>(keep, uint32_t(head_index), row_of(2 * m) - lane / 4, key_tile_start,
+                                                                              tile_hi(), block_pages, page_size)
+                                  : 0u;
+            }
+#endif
             // P = exp2(S - max), summed in float32 and rounded to the input type for the product.
 #pragma unroll
             for (int m = 0; m < FMHA_WARP_TILES; ++m) {
@@ -1151,22 +1139,10 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                     sum[2 * m + 1] += p2 + p3;
 #if FMHA_EXTRAS
                     if (dropout) {
-                        // Keys p and p + 1 of rows 2m and 2m + 1; one Philox call per row when both
-                        // K/V rows fall in the same group of four.
-                        const int p = key_tile_start + n * 8 + (lane % 4) * 2;
-                        if (p < tile_hi()) {
-                            const int64_t j0 = key_row(p), j1 = p + 1 < tile_hi() ? key_row(p + 1) : j0;
-                            float* pairs[2][2] = {{&p0, &p1}, {&p2, &p3}};
-#pragma unroll
-                            for (int half = 0; half < 2; ++half) {
-                                const uint32_t query = uint32_t(row_of(2 * m + half));
-                                const fmha::Words4 words = keep.words(uint32_t(head_index), query, uint32_t(j0 >> 2));
-                                const uint32_t word1 = (j1 >> 2) == (j0 >> 2) ? word_at(words, int(j1 & 3))
-                                    : word_at(keep.words(uint32_t(head_index), query, uint32_t(j1 >> 2)), int(j1 & 3));
-                                *pairs[half][0] *= keep.keeps(word_at(words, int(j0 & 3))) ? keep_scale : 0.0f;
-                                *pairs[half][1] *= keep.keeps(word1) ? keep_scale : 0.0f;
-                            }
-                        }
+                        p0 *= (kept[m] >> (4 * n)) & 1u ? keep_scale : 0.0f;
+                        p1 *= (kept[m] >> (4 * n + 1)) & 1u ? keep_scale : 0.0f;
+                        p2 *= (kept[m] >> (4 * n + 2)) & 1u ? keep_scale : 0.0f;
+                        p3 *= (kept[m] >> (4 * n + 3)) & 1u ? keep_scale : 0.0f;
                     }
 #endif
                     probability[m][n / 2][(n % 2) * 2] = pack_pair(p0, p1);
@@ -1739,9 +1715,73 @@ __device__ __forceinline__ uint16_t float_to_input(float value) {
 #endif
 }
 
-/// Word `index` (0 ..< 4) of `words`.
-__device__ __forceinline__ uint32_t word_at(const fmha::Words4& words, int index) {
-    return index == 0 ? words.x : index == 1 ? words.y : index == 2 ? words.z : words.w;
+/// The dropout keep decisions of a warp's 16 × 8·N accumulator tiles (the layout above; N 2, 4 or
+/// 8) whose rows are queries and columns keys (`keys_are_columns`), or the reverse: bit 4n + e is
+/// element e of this lane's tile n (row g + 8·(e / 2), column n·8 + 2t + e % 2). Row or column 0 is
+/// query `first_query` and logical key `first_key` of a block whose keys end at `key_end` (keys
+/// past it get any bit: callers mask them) and sit in K/V row page_lookup(pages, page_size, key).
+/// One Philox call decides four keys, so lanes share calls: for each 16 × 32 chunk whose keys are
+/// consecutive K/V rows (no pages, or within one page), lane L draws the calls L, L + 32, ... of the
+/// chunk's (query, group of four keys) pairs (4 a lane, 5 when the keys start off a multiple of 4;
+/// one each would be 16), keeps their decisions as nibbles of one word, and every lane gathers its
+/// elements' bits from those words by shuffles. Other chunks draw one call per element.
+template <int N, bool keys_are_columns>
+__device__ __forceinline__ uint32_t dropout_keep_bits(const fmha::DropoutMask& mask, uint32_t head, int64_t first_query,
+                                                      int first_key, int key_end, const int64_t* pages, int page_size) {
+    static_assert(N == 2 || N == 4 || N == 8, "N: 2, 4 or 8 tiles of 8 columns");
+    constexpr int chunk_tiles = N < 4 ? N : 4, chunk_columns = 8 * chunk_tiles;
+    constexpr int chunk_keys = keys_are_columns ? chunk_columns : 16, chunk_queries = keys_are_columns ? 16 : chunk_columns;
+    // Draws a lane makes: the pairs of a chunk whose keys start at 3 mod 4, over the warp.
+    constexpr int rounds = (chunk_queries * (chunk_keys / 4 + 1) + 31) / 32;
+    static_assert(rounds <= 8, "a nibble of one word per draw");
+    const int lane = threadIdx.x % 32;
+    uint32_t bits = 0;
+#pragma unroll
+    for (int chunk = 0; chunk < N / chunk_tiles; ++chunk) {
+        const int chunk_key = first_key + (keys_are_columns ? chunk * chunk_columns : 0);
+        const int64_t chunk_query = first_query + (keys_are_columns ? 0 : chunk * chunk_columns);
+        const int last_key = min(chunk_key + chunk_keys, key_end) - 1;
+        if (last_key < chunk_key) continue;  // (every key of the chunk is masked)
+        // This lane's element e of tile n: its key and query relative to the chunk's.
+        auto element_key = [&](int n, int e) { return keys_are_columns ? n * 8 + (lane % 4) * 2 + e % 2 : lane / 4 + 8 * (e / 2); };
+        auto element_query = [&](int n, int e) { return keys_are_columns ? lane / 4 + 8 * (e / 2) : n * 8 + (lane % 4) * 2 + e % 2; };
+        if (page_size == 0 || chunk_key / page_size == last_key / page_size) {
+            const int64_t first_row = fmha::page_lookup(pages, page_size, chunk_key);
+            const int skew = int(first_row & 3);
+            const int pairs = (skew + chunk_keys + 3) / 4 * chunk_queries;
+            uint32_t nibbles = 0;
+#pragma unroll
+            for (int round = 0; round < rounds; ++round) {
+                if (32 * round >= pairs) break;
+                const int pair = lane + 32 * round;
+                const fmha::Words4 words = mask.words(head, uint32_t(chunk_query + pair % chunk_queries),
+                                                      uint32_t(first_row >> 2) + uint32_t(pair / chunk_queries));
+                const uint32_t decided = uint32_t(mask.keeps(words.x)) | uint32_t(mask.keeps(words.y)) << 1 |
+                                         uint32_t(mask.keeps(words.z)) << 2 | uint32_t(mask.keeps(words.w)) << 3;
+                nibbles |= decided << (4 * round);
+            }
+#pragma unroll
+            for (int n = 0; n < chunk_tiles; ++n) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int key = skew + element_key(n, e), pair = key / 4 * chunk_queries + element_query(n, e);
+                    const uint32_t drawn = __shfl_sync(0xffffffffu, nibbles, pair % 32);
+                    bits |= ((drawn >> (4 * (pair / 32) + key % 4)) & 1u) << (4 * (chunk * chunk_tiles + n) + e);
+                }
+            }
+        } else {
+#pragma unroll
+            for (int n = 0; n < chunk_tiles; ++n) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int64_t row = fmha::page_lookup(pages, page_size, min(chunk_key + element_key(n, e), last_key));
+                    const bool kept = mask.is_kept(head, uint32_t(chunk_query + element_query(n, e)), uint32_t(row));
+                    bits |= uint32_t(kept) << (4 * (chunk * chunk_tiles + n) + e);
+                }
+            }
+        }
+    }
+    return bits;
 }
 
 /// 2^x (ex2.approx: 2 ulp, -inf gives 0).

@@ -351,25 +351,12 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
 #endif
             const uint32_t key_rows = b_rows_of(key_tiles) + stage * stage_bytes, value_rows = b_rows_of(value_tiles) + stage * stage_bytes;
             const uint32_t key_rows_transposed = b_rows_transposed_of(key_tiles, 0) + stage * stage_bytes;
-            // The dropout decisions of this lane's elements (bit (half·N + n)·2 + e), drawn before
-            // the products so that their registers are free while the scores are live.
+            // The dropout decisions of this lane's elements (bit 4n + 2·half + e), drawn before the
+            // products so that their registers are free while the scores are live.
             static_assert(FMHA_DQ_KEYS <= 64, "one bit per element of a lane");
-            uint32_t kept = 0;
-            if (has_dropout) {
-#pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    const int64_t i = tile_start + warp * 16 + lane / 4 + 8 * half;
-#pragma unroll
-                    for (int n = 0; n < FMHA_DQ_KEYS / 8; ++n) {
-#pragma unroll
-                        for (int e = 0; e < 2; ++e) {
-                            const int p = min(key_start + n * 8 + (lane % 4) * 2 + e, key_hi - 1);
-                            const int64_t j = fmha::page_lookup(block_pages, page_size, p);
-                            if (keep.is_kept(uint32_t(head_index), uint32_t(i), uint32_t(j))) kept |= 1u << ((half * (FMHA_DQ_KEYS / 8) + n) * 2 + e);
-                        }
-                    }
-                }
-            }
+            const uint32_t kept = has_dropout ? dropout_keep_bits<FMHA_DQ_KEYS / 8, true>(keep, uint32_t(head_index), tile_start + warp * 16,
+                                                                                          key_start, key_hi, block_pages, page_size)
+                                              : 0u;
             float score[FMHA_DQ_KEYS / 8][4], grad_probability[FMHA_DQ_KEYS / 8][4];
             multiply_transposed_pair(score, query_rows, key_rows, grad_probability, grad_rows, value_rows);
             // Key tiles inside every row's range (the tile's inner range) need no per-element mask.
@@ -392,7 +379,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
                         // (Selections, not branches: the masked and unmasked paths are both short.)
                         const bool visible = !per_element | ((p >= lo) & (p < hi));
                         if (has_bias && per_element && visible) s2 += log2e * input_to_float(bias_head[i * bs[3] + p * bs[4]]);
-                        if (has_dropout) factor = (kept >> ((half * (FMHA_DQ_KEYS / 8) + n) * 2 + e)) & 1u ? keep_scale : 0.0f;
+                        if (has_dropout) factor = (kept >> (4 * n + 2 * half + e)) & 1u ? keep_scale : 0.0f;
                         const float probability = exp2_approx(s2 - lse2);
                         const float ds = visible ? probability * (grad_probability[n][2 * half + e] * factor - d) : 0.0f;
                         if (has_bias && visible) {
@@ -584,18 +571,9 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
             // The dropout decisions of this lane's elements (bit 4n + e), drawn before the
             // products so that their registers are free while the scores are live.
             static_assert(FMHA_DKDV_QUERIES <= 64, "one bit per element of a lane");
-            uint32_t kept = 0;
-            if (has_dropout) {
-#pragma unroll
-                for (int n = 0; n < FMHA_DKDV_QUERIES / 8; ++n) {
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int64_t i = step + n * 8 + (lane % 4) * 2 + e % 2;
-                        const int64_t j = fmha::page_lookup(block_pages, page_size, min(key_row[e / 2], key_end - 1));
-                        if (keep.is_kept(uint32_t(head_index), uint32_t(i), uint32_t(j))) kept |= 1u << (4 * n + e);
-                    }
-                }
-            }
+            const uint32_t kept = has_dropout ? dropout_keep_bits<FMHA_DKDV_QUERIES / 8, false>(keep, uint32_t(head_index), step,
+                                                                                                key_start + warp * 16, key_end, block_pages, page_size)
+                                              : 0u;
             float score[FMHA_DKDV_QUERIES / 8][4], grad_probability[FMHA_DKDV_QUERIES / 8][4];
             multiply_transposed_pair(score, key_rows, query_rows, grad_probability, value_rows, grad_rows);
             uint32_t probability[FMHA_DKDV_QUERIES / 16][4], grad_score[FMHA_DKDV_QUERIES / 16][4];

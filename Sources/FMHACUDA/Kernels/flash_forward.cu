@@ -416,6 +416,16 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                     }
                 }
             }
+#if FMHA_EXTRAS
+            // The dropout decisions of this lane's elements of tile m (bit 4n + e).
+            uint32_t kept[FMHA_WARP_TILES];
+#pragma unroll
+            for (int m = 0; m < FMHA_WARP_TILES; ++m) {
+                kept[m] = dropout ? dropout_keep_bits<FMHA_BLOCK_N / 8, true>(keep, uint32_t(head_index), row_of(2 * m) - lane / 4, key_tile_start,
+                                                                              tile_hi(), block_pages, page_size)
+                                  : 0u;
+            }
+#endif
             // P = exp2(S - max), summed in float32 and rounded to the input type for the product.
 #pragma unroll
             for (int m = 0; m < FMHA_WARP_TILES; ++m) {
@@ -429,22 +439,10 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                     sum[2 * m + 1] += p2 + p3;
 #if FMHA_EXTRAS
                     if (dropout) {
-                        // Keys p and p + 1 of rows 2m and 2m + 1; one Philox call per row when both
-                        // K/V rows fall in the same group of four.
-                        const int p = key_tile_start + n * 8 + (lane % 4) * 2;
-                        if (p < tile_hi()) {
-                            const int64_t j0 = key_row(p), j1 = p + 1 < tile_hi() ? key_row(p + 1) : j0;
-                            float* pairs[2][2] = {{&p0, &p1}, {&p2, &p3}};
-#pragma unroll
-                            for (int half = 0; half < 2; ++half) {
-                                const uint32_t query = uint32_t(row_of(2 * m + half));
-                                const fmha::Words4 words = keep.words(uint32_t(head_index), query, uint32_t(j0 >> 2));
-                                const uint32_t word1 = (j1 >> 2) == (j0 >> 2) ? word_at(words, int(j1 & 3))
-                                    : word_at(keep.words(uint32_t(head_index), query, uint32_t(j1 >> 2)), int(j1 & 3));
-                                *pairs[half][0] *= keep.keeps(word_at(words, int(j0 & 3))) ? keep_scale : 0.0f;
-                                *pairs[half][1] *= keep.keeps(word1) ? keep_scale : 0.0f;
-                            }
-                        }
+                        p0 *= (kept[m] >> (4 * n)) & 1u ? keep_scale : 0.0f;
+                        p1 *= (kept[m] >> (4 * n + 1)) & 1u ? keep_scale : 0.0f;
+                        p2 *= (kept[m] >> (4 * n + 2)) & 1u ? keep_scale : 0.0f;
+                        p3 *= (kept[m] >> (4 * n + 3)) & 1u ? keep_scale : 0.0f;
                     }
 #endif
                     probability[m][n / 2][(n % 2) * 2] = pack_pair(p0, p1);

@@ -35,9 +35,73 @@ __device__ __forceinline__ uint16_t float_to_input(float value) {
 #endif
 }
 
-/// Word `index` (0 ..< 4) of `words`.
-__device__ __forceinline__ uint32_t word_at(const fmha::Words4& words, int index) {
-    return index == 0 ? words.x : index == 1 ? words.y : index == 2 ? words.z : words.w;
+/// The dropout keep decisions of a warp's 16 × 8·N accumulator tiles (the layout above; N 2, 4 or
+/// 8) whose rows are queries and columns keys (`keys_are_columns`), or the reverse: bit 4n + e is
+/// element e of this lane's tile n (row g + 8·(e / 2), column n·8 + 2t + e % 2). Row or column 0 is
+/// query `first_query` and logical key `first_key` of a block whose keys end at `key_end` (keys
+/// past it get any bit: callers mask them) and sit in K/V row page_lookup(pages, page_size, key).
+/// One Philox call decides four keys, so lanes share calls: for each 16 × 32 chunk whose keys are
+/// consecutive K/V rows (no pages, or within one page), lane L draws the calls L, L + 32, ... of the
+/// chunk's (query, group of four keys) pairs (4 a lane, 5 when the keys start off a multiple of 4;
+/// one each would be 16), keeps their decisions as nibbles of one word, and every lane gathers its
+/// elements' bits from those words by shuffles. Other chunks draw one call per element.
+template <int N, bool keys_are_columns>
+__device__ __forceinline__ uint32_t dropout_keep_bits(const fmha::DropoutMask& mask, uint32_t head, int64_t first_query,
+                                                      int first_key, int key_end, const int64_t* pages, int page_size) {
+    static_assert(N == 2 || N == 4 || N == 8, "N: 2, 4 or 8 tiles of 8 columns");
+    constexpr int chunk_tiles = N < 4 ? N : 4, chunk_columns = 8 * chunk_tiles;
+    constexpr int chunk_keys = keys_are_columns ? chunk_columns : 16, chunk_queries = keys_are_columns ? 16 : chunk_columns;
+    // Draws a lane makes: the pairs of a chunk whose keys start at 3 mod 4, over the warp.
+    constexpr int rounds = (chunk_queries * (chunk_keys / 4 + 1) + 31) / 32;
+    static_assert(rounds <= 8, "a nibble of one word per draw");
+    const int lane = threadIdx.x % 32;
+    uint32_t bits = 0;
+#pragma unroll
+    for (int chunk = 0; chunk < N / chunk_tiles; ++chunk) {
+        const int chunk_key = first_key + (keys_are_columns ? chunk * chunk_columns : 0);
+        const int64_t chunk_query = first_query + (keys_are_columns ? 0 : chunk * chunk_columns);
+        const int last_key = min(chunk_key + chunk_keys, key_end) - 1;
+        if (last_key < chunk_key) continue;  // (every key of the chunk is masked)
+        // This lane's element e of tile n: its key and query relative to the chunk's.
+        auto element_key = [&](int n, int e) { return keys_are_columns ? n * 8 + (lane % 4) * 2 + e % 2 : lane / 4 + 8 * (e / 2); };
+        auto element_query = [&](int n, int e) { return keys_are_columns ? lane / 4 + 8 * (e / 2) : n * 8 + (lane % 4) * 2 + e % 2; };
+        if (page_size == 0 || chunk_key / page_size == last_key / page_size) {
+            const int64_t first_row = fmha::page_lookup(pages, page_size, chunk_key);
+            const int skew = int(first_row & 3);
+            const int pairs = (skew + chunk_keys + 3) / 4 * chunk_queries;
+            uint32_t nibbles = 0;
+#pragma unroll
+            for (int round = 0; round < rounds; ++round) {
+                if (32 * round >= pairs) break;
+                const int pair = lane + 32 * round;
+                const fmha::Words4 words = mask.words(head, uint32_t(chunk_query + pair % chunk_queries),
+                                                      uint32_t(first_row >> 2) + uint32_t(pair / chunk_queries));
+                const uint32_t decided = uint32_t(mask.keeps(words.x)) | uint32_t(mask.keeps(words.y)) << 1 |
+                                         uint32_t(mask.keeps(words.z)) << 2 | uint32_t(mask.keeps(words.w)) << 3;
+                nibbles |= decided << (4 * round);
+            }
+#pragma unroll
+            for (int n = 0; n < chunk_tiles; ++n) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int key = skew + element_key(n, e), pair = key / 4 * chunk_queries + element_query(n, e);
+                    const uint32_t drawn = __shfl_sync(0xffffffffu, nibbles, pair % 32);
+                    bits |= ((drawn >> (4 * (pair / 32) + key % 4)) & 1u) << (4 * (chunk * chunk_tiles + n) + e);
+                }
+            }
+        } else {
+#pragma unroll
+            for (int n = 0; n < chunk_tiles; ++n) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int64_t row = fmha::page_lookup(pages, page_size, min(chunk_key + element_key(n, e), last_key));
+                    const bool kept = mask.is_kept(head, uint32_t(chunk_query + element_query(n, e)), uint32_t(row));
+                    bits |= uint32_t(kept) << (4 * (chunk * chunk_tiles + n) + e);
+                }
+            }
+        }
+    }
+    return bits;
 }
 
 /// 2^x (ex2.approx: 2 ulp, -inf gives 0).
