@@ -62,12 +62,15 @@ public func memoryEfficientAttentionForwardRequiresGrad(
 /// The gradients of attention, as xFormers' `memory_efficient_attention_backward`, from the
 /// forward's `output` and `lse`; pass the forward's `dropout` to replay it (xFormers refuses
 /// dropout here). Stride-0 (broadcast) inputs get gradients summed along the broadcast dimension.
+/// With `deterministic` only operators that give the same bits on every run qualify (on CUDA:
+/// `cuda-flash`, whose dQ has its own pass, instead of `cuda-flash-atomic`).
 public func memoryEfficientAttentionBackward(
     _ gradOutput: Tensor, output: Tensor, lse: Tensor, query: Tensor, key: Tensor, value: Tensor,
     bias: (any AttentionBias)? = nil, dropout: DropoutState? = nil, scale: Double? = nil,
-    op: (any BackwardOperator)? = nil
+    op: (any BackwardOperator)? = nil, deterministic: Bool = false
 ) throws -> Gradients {
-    let problem = try Inputs(query: query, key: key, value: value, bias: bias, dropout: dropout, scale: scale).validate()
+    let problem = try Inputs(query: query, key: key, value: value, bias: bias, dropout: dropout, scale: scale,
+                             requiresDeterminism: deterministic).validate()
     let backward = try problem.backward(output: output, lse: lse, gradOutput: gradOutput)
     let chosen = try Dispatch.selectBackward(Operators.backward, explicit: op, for: problem,
                                              entryPoint: "memoryEfficientAttentionBackward")

@@ -7,7 +7,9 @@ public enum Operators {
     /// Forward operators, most preferred first.
     public static let forward: [any ForwardOperator] = [CPUForward(), CUDAFlashForward(), CUDAReferenceForward(), ReferenceForward()]
     /// Backward operators, most preferred first.
-    public static let backward: [any BackwardOperator] = [CPUBackward(), CUDAFlashBackward(), CUDAReferenceBackward(), ReferenceBackward()]
+    public static let backward: [any BackwardOperator] = [
+        CPUBackward(), CUDAFlashBackward(deterministic: false), CUDAFlashBackward(), CUDAReferenceBackward(), ReferenceBackward(),
+    ]
 
     /// Forward operators that dispatch never picks but `op:` or `--op` can name: each build of
     /// the CPU kernels (`cpu-tiled-avx512`, `cpu-tiled-avx2`, `cpu-tiled-generic`) and the

@@ -19,6 +19,8 @@ struct BenchCommand: ParsableCommand {
           help: "Add a random bias tensor [B, H, Mq, Mkv] (LowerTriangularMaskWithTensorBias when causal); dense cases without kv= only.")
     var tensorBias = false
     @Option(help: "Forward operator name (default: dispatch chooses).") var op: String?
+    @Flag(help: "With --backward: only a backward that gives the same bits every run (on CUDA: cuda-flash, not cuda-flash-atomic).")
+    var deterministic = false
     @Option(help: "Timed runs per case (after one warm-up run).") var repeats = 5
     @Flag(help: "One JSON object per line instead of a table.") var json = false
     @Flag(help: "Also measure the machine's float32 FMA peak (all threads) in the same run.") var fmaPeak = false
@@ -100,7 +102,7 @@ struct BenchCommand: ParsableCommand {
             if backward {
                 _ = try memoryEfficientAttentionBackward(forward.output, output: forward.output, lse: forward.lse,
                                                          query: query, key: key, value: value, bias: bias,
-                                                         dropout: forward.dropout)
+                                                         dropout: forward.dropout, deterministic: deterministic)
             }
         }
         try once()
@@ -115,11 +117,13 @@ struct BenchCommand: ParsableCommand {
         var measurement = Measurement(milliseconds: try median(once), operatorName: operatorName)
         if backward {
             let forward = try memoryEfficientAttentionForwardRequiresGrad(query, key, value, bias: bias, p: dropout, op: op, seed: 5)
-            let problem = try Inputs(query: query, key: key, value: value, bias: bias, dropout: forward.dropout).validate()
+            let problem = try Inputs(query: query, key: key, value: value, bias: bias, dropout: forward.dropout,
+                                     requiresDeterminism: deterministic).validate()
             measurement.backwardOperatorName = try Operators.backwardOperator(for: problem).name
             measurement.backwardMilliseconds = try median {
                 _ = try memoryEfficientAttentionBackward(forward.output, output: forward.output, lse: forward.lse,
-                                                         query: query, key: key, value: value, bias: bias, dropout: forward.dropout)
+                                                         query: query, key: key, value: value, bias: bias, dropout: forward.dropout,
+                                                         deterministic: deterministic)
             }
         }
         return measurement

@@ -1,27 +1,39 @@
 import CUDADriver
 import FMHACore
 
-/// The tensor-core backward ("cuda-flash", `flash_backward.cu`): FlashAttention-2's backward with
-/// `mma.sync` m16n8k16 and float32 accumulation, from the forward's output and LSE (any output and
-/// LSE: a merged one too). D = rowsum(dO∘O) first; then dQ per tile of queries over the keys it
-/// sees, and dK/dV per tile of keys over every query head sharing its K/V head and every query
-/// that sees it. dQ has its own pass instead of atomic additions, so the gradients are the same
-/// bits on every run. Every bias through the mask lowering (gradients of paged keys scattered
-/// through the block tables), the tensor bias and its gradient (summed over broadcast dimensions
-/// on the device), dropout replayed from the forward's Philox mask, GQA and stride-0 K/V summed in
-/// the kernel. float16 and bfloat16, head dimensions that are multiples of 8 up to 256, K ≠ Kv;
-/// gradients in the input dtype, on the device.
+/// The tensor-core backward (`flash_backward.cu`): FlashAttention-2's backward with `mma.sync`
+/// m16n8k16 and float32 accumulation, from the forward's output and LSE (any output and LSE: a
+/// merged one too). D = rowsum(dO∘O) first; then dK/dV per tile of keys over every query head
+/// sharing its K/V head and every query that sees it. dQ comes one of two ways:
+/// - "cuda-flash" (deterministic): its own pass per tile of queries over the keys it sees, which
+///   recomputes S and dP (7 matrix products per pair instead of 5) and gives the same bits on
+///   every run;
+/// - "cuda-flash-atomic", for dropout: the dK/dV pass adds dS·K to float32 sums by atomic
+///   additions, whose order (and so the last bits of dQ) depends on scheduling, and the dropout
+///   mask is drawn once instead of twice. Without dropout it measured no faster than the dQ pass
+///   (H200), so only the dropout build has it; no tensor bias (its gradient comes from the dQ
+///   pass).
+/// Every bias through the mask lowering (gradients of paged keys scattered through the block
+/// tables), the tensor bias and its gradient (summed over broadcast dimensions on the device),
+/// dropout replayed from the forward's Philox mask, GQA and stride-0 K/V summed in the kernel.
+/// float16 and bfloat16, head dimensions that are multiples of 8 up to 256, K ≠ Kv; gradients in
+/// the input dtype, on the device.
 public struct CUDAFlashBackward: BackwardOperator {
-    public let name = "cuda-flash"
+    /// Whether dQ has its own pass (the same bits every run) rather than atomic additions.
+    public let deterministic: Bool
 
-    /// The operator.
-    public init() {}
+    public var name: String { deterministic ? "cuda-flash" : "cuda-flash-atomic" }
+
+    /// The operator: with dQ in its own pass (`deterministic`), or added atomically.
+    public init(deterministic: Bool = true) {
+        self.deterministic = deterministic
+    }
 
     public var capabilities: OperatorCapabilities {
         OperatorCapabilities(
             devices: [.cuda], dtypes: [.float16, .bfloat16], maxHeadDimension: 256, biasTypes: attentionBiasTypes,
             supportsDropout: true, supportsCustomScale: true, supportsDifferentValueHeadDimension: true,
-            supportsBMGHK: true, isDeterministic: true, supportsBiasGradient: true,
+            supportsBMGHK: true, isDeterministic: deterministic, supportsBiasGradient: true,
             minimumComputeCapability: ComputeCapability(8, 0))
     }
 
@@ -30,6 +42,14 @@ public struct CUDAFlashBackward: BackwardOperator {
         let d = problem.dimensions
         if d.queryLength >= Int(Int32.max) {
             reasons.append("\(d.queryLength) queries reach 2^31")
+        }
+        if !deterministic {
+            if problem.dropoutMask == nil {
+                reasons.append("no dropout: the atomic dQ is built only into the dropout kernels (without dropout it measured no faster than cuda-flash's dQ pass)")
+            }
+            if problem.tensorBias != nil {
+                reasons.append("a tensor bias takes its gradient from the dQ pass, which the atomic dQ skips (cuda-flash has it)")
+            }
         }
         if problem.lowering.keyRowsOverlap {
             reasons.append("blocks of the mask share K/V rows (their dK/dV would have to be added up)")
@@ -92,6 +112,7 @@ public struct CUDAFlashBackward: BackwardOperator {
 
         let heads = d.batch * d.groups * d.heads, rows = heads * d.queryLength
         let dq = try Tensor.uninitialized(d.queryShape5D, dtype: problem.dtype, device: device)
+        let queryGradientCount = dq.count
         let keyGrid = [grid[0], d.keyLength, grid[1], grid[2]]
         // Zeros: key rows no block names get none of the kernels' writes.
         let dk = try Tensor.zeros(keyGrid + [d.headDimension], dtype: problem.dtype, device: device)
@@ -109,6 +130,9 @@ public struct CUDAFlashBackward: BackwardOperator {
             let fullBiasGradient = biasTensor == nil || summedBiasDimensions.isEmpty ? nil
                 : try context.allocate(max(rows * d.keyLength, 1) * 4)
             try fullBiasGradient?.fill(0)
+            // The atomic dQ's float32 sums, [B, Mq, G, H, K] as dq.
+            let querySums = deterministic ? nil : try context.allocate(max(queryGradientCount, 1) * 4)
+            try querySums?.fill(0)
             let kernels = try CUDAKernels.shared()
             func function(_ entry: String) throws -> CUDAFunction { try kernels.function(kernel, entry: entry, context: context) }
             var tensors = [views.query, views.key, views.value, gradOutput, output, lse, dq, dk, dv]
@@ -139,7 +163,7 @@ public struct CUDAFlashBackward: BackwardOperator {
                     try function(FlashBackwardKernel.deltaEntry).launch(
                         grid: (min((rows + 3) / 4, 1 << 20), 1, 1), block: (FlashBackwardKernel.threads, 1, 1), arguments: arguments)
                 }
-                if !work.isEmpty, heads > 0 {
+                if deterministic, !work.isEmpty, heads > 0 {
                     var arguments = KernelArguments()
                     let biasGradientAddress = fullBiasGradient?.address ?? (addresses.count > 10 ? addresses[10] : 0)
                     pass(&arguments, gradients: [dqAddress, biasGradientAddress], work: workAddress)
@@ -150,10 +174,19 @@ public struct CUDAFlashBackward: BackwardOperator {
                 let gridHeads = grid.reduce(1, *)
                 if !keyWork.isEmpty, gridHeads > 0 {
                     var arguments = KernelArguments()
-                    pass(&arguments, gradients: [dkAddress, dvAddress], work: keyWorkAddress)
+                    pass(&arguments, gradients: [dkAddress, dvAddress, querySums?.address ?? 0], work: keyWorkAddress)
                     try function(FlashBackwardKernel.keyValueEntry).launch(
                         grid: (keyWork.count / DeviceLowering.wordsPerKeyTile, min(gridHeads, 65535), kernel.columnParts),
                         block: (FlashBackwardKernel.threads, 1, 1), sharedMemory: kernel.keyPassSharedMemoryBytes, arguments: arguments)
+                }
+                if let querySums, queryGradientCount > 0 {
+                    var arguments = KernelArguments()
+                    arguments.append(querySums)
+                    arguments.append(dqAddress)
+                    arguments.append(Int64(queryGradientCount))
+                    arguments.append(Float(problem.scale))
+                    try function(FlashBackwardKernel.querySumEntry).launch(
+                        grid: CUDAKernels.gridOfThreads(queryGradientCount), block: (FlashBackwardKernel.threads, 1, 1), arguments: arguments)
                 }
                 if let biasTensor, let biasGradient, let fullBiasGradient {
                     // The bias gradient as the bias's own shape (padded to rank 5), summed where it is broadcast.

@@ -2,9 +2,11 @@ import FMHACore
 
 /// The tensor-core backward's kernels (`flash_backward.cu`) for tiles `width` columns wide, one
 /// input dtype, with or without the tensor bias and dropout (`extras`): the D pre-pass, the dQ
-/// pass, the dK/dV pass and the bias-gradient sum, one cubin. The tile sizes follow from the width
+/// pass, the dK/dV pass (which in the extras build can also add dQ atomically), the bias-gradient
+/// sum and the atomic dQ's conversion, one cubin. The tile sizes follow from the width
 /// and the build; blocks have four warps. (Every size here compiles without spills at 255
-/// registers for sm_80 and sm_90; larger tiles spill.)
+/// registers for sm_80 and sm_90, but for `keyPassQueries`'s few bytes in the extras build;
+/// larger tiles spill.)
 public struct FlashBackwardKernel: KernelVariantDescriptor {
     /// The D = rowsum(dO∘O) kernel.
     public static let deltaEntry = "fmha_flash_backward_delta"
@@ -14,6 +16,8 @@ public struct FlashBackwardKernel: KernelVariantDescriptor {
     public static let keyValueEntry = "fmha_flash_backward_dkdv"
     /// The kernel that sums the bias gradient over broadcast dimensions.
     public static let biasSumEntry = "fmha_flash_backward_bias_sum"
+    /// The kernel that converts the atomic dQ sums to the input dtype.
+    public static let querySumEntry = "fmha_flash_backward_dq_from_sum"
 
     /// The padded head dimension (`FMHA_HEAD_DIM`), one of `CUDAFlashForward.widths`.
     public let width: Int
@@ -46,8 +50,11 @@ public struct FlashBackwardKernel: KernelVariantDescriptor {
         if width == 224 && !extras { return 16 }
         return width > 128 || (extras && width > 96) ? 32 : 64
     }
-    /// Queries per step of the dK/dV pass (`FMHA_DKDV_QUERIES`): 32, or 16 with the extras.
-    var keyPassQueries: Int { extras ? 16 : 32 }
+    /// Queries per step of the dK/dV pass (`FMHA_DKDV_QUERIES`): 32. (The extras build spills a
+    /// few bytes with it at widths 80-160 and 256 — 4-8 bytes on sm_90, 4-24 on sm_80 — and still
+    /// measured faster than 16 without spills on the H200: dropout backward +11-27 %, tensor-bias
+    /// backward +3-5 %.)
+    var keyPassQueries: Int { 32 }
     /// Column parts of the dK/dV pass (`FMHA_COLUMN_PARTS`): past 128 columns its dK and dV
     /// accumulators are split over two blocks per key tile.
     var columnParts: Int { width <= 128 ? 1 : 2 }
@@ -59,12 +66,15 @@ public struct FlashBackwardKernel: KernelVariantDescriptor {
     /// Dynamic shared memory of the dQ pass: Q and dO tiles, K and V tiles per stage (rows of
     /// width + 8 values).
     var queryPassSharedMemoryBytes: Int { 2 * (Self.blockRows + stages * queryPassKeys) * (width + 8) * 2 }
-    /// Dynamic shared memory of the dK/dV pass: K and V tiles, Q and dO tiles per stage.
-    var keyPassSharedMemoryBytes: Int { 2 * (Self.blockRows + stages * keyPassQueries) * (width + 8) * 2 }
+    /// Dynamic shared memory of the dK/dV pass: K and V tiles, Q and dO tiles per stage, and in
+    /// the extras build the step's dSᵀ (keys × queries + 8) for the atomic dQ.
+    var keyPassSharedMemoryBytes: Int {
+        2 * (Self.blockRows + stages * keyPassQueries) * (width + 8) * 2 + (extras ? Self.blockRows * (keyPassQueries + 8) * 2 : 0)
+    }
 
     public var sourceName: String { "flash_backward" }
 
-    public var entryPoints: [String] { [Self.deltaEntry, Self.queryEntry, Self.keyValueEntry, Self.biasSumEntry] }
+    public var entryPoints: [String] { [Self.deltaEntry, Self.queryEntry, Self.keyValueEntry, Self.biasSumEntry, Self.querySumEntry] }
 
     public var headers: [String] { ["tensor_core"] }
 

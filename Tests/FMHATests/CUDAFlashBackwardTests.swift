@@ -3,39 +3,50 @@ import FMHA
 @testable import FMHACUDA
 import Testing
 
-/// The tensor-core backward (`cuda-flash`) against the CUDA reference backward on the same device
-/// inputs, forward output, LSE and output gradient: every mask family, head dimensions 8 ... 256
+/// The tensor-core backward (`cuda-flash` and `cuda-flash-atomic`) against the CUDA reference
+/// backward on the same device inputs, forward output, LSE and output gradient: every mask family, head dimensions 8 ... 256
 /// and K ≠ Kv, float16 and bfloat16, GQA in place (ratios 1, 3, 4, 8) and stride-0 K/V, tensor
 /// biases (broadcast, a fully masked row) with their gradient, dropout (the forward's mask),
 /// a merged output, Mq or Mkv = 1, lengths one past a tile, empty sequences, B·H > 65535, NaN in
-/// keys no query sees; and the same bits on a second run.
+/// keys no query sees; and cuda-flash's same bits on a second run.
 @Suite(.enabled(if: cudaDeviceAvailable, "no CUDA device"))
 struct CUDAFlashBackwardTests {
-    /// Gradients of cuda-flash within the backward tolerance of cuda-reference's (and equal bits
-    /// on a second run), for the reference forward's output and LSE (or `output`/`lse` when given)
-    /// and a random output gradient.
+    /// Gradients of cuda-flash and cuda-flash-atomic within the backward tolerance of
+    /// cuda-reference's, and cuda-flash's bits equal on a second run, for the reference forward's
+    /// output and LSE (or `output`/`lse` when given) and a random output gradient. (The atomic dQ
+    /// refuses a tensor bias and problems without dropout, and says so.)
     func check(_ inputs: Inputs, _ what: String, dropout: DropoutState? = nil, output: Tensor? = nil, lse: Tensor? = nil) throws {
         var inputs = inputs
         inputs.dropout = dropout
         let problem = try inputs.validate()
-        #expect(CUDAFlashBackward().notSupportedReasons(problem).isEmpty, "\(what): \(CUDAFlashBackward().notSupportedReasons(problem))")
         let forward = try CUDAReferenceForward().forward(problem)
         let gradOutput = try FMHATestSupport.randn(problem.dimensions.outputShape, 77, inputs.query.dtype, device: .cuda(0))
         let backward = try problem.backward(output: output ?? forward.output, lse: lse ?? forward.lse, gradOutput: gradOutput)
-        let flash = try CUDAFlashBackward().backward(backward)
         let reference = try CUDAReferenceBackward().backward(backward)
-        #expect((flash.dBias == nil) == (reference.dBias == nil), "\(what): dBias presence")
-        let again = try CUDAFlashBackward().backward(backward)
-        let pairs = [("dq", flash.dq, reference.dq, again.dq), ("dk", flash.dk, reference.dk, again.dk),
-                     ("dv", flash.dv, reference.dv, again.dv)]
-            + (flash.dBias.flatMap { value in reference.dBias.map { [("dBias", value, $0, again.dBias!)] } } ?? [])
-        for (name, value, expected, repeated) in pairs {
-            #expect(value.device == .cuda(0) && value.shape == expected.shape && value.dtype == expected.dtype, "\(what) \(name)")
-            let values = try value.toDoubleArray()
-            let ratio = Tolerance.backward(expected.dtype).worstRatio(values, try expected.toDoubleArray())
-            #expect(ratio <= 1, "\(what) \(name): \(ratio)× the tolerance")
-            let bits = values.map(\.bitPattern), repeatedBits = try repeated.toDoubleArray().map(\.bitPattern)
-            #expect(bits == repeatedBits, "\(what) \(name): a second run gave other bits")
+        for flashOperator in [CUDAFlashBackward(), CUDAFlashBackward(deterministic: false)] {
+            let reasons = flashOperator.notSupportedReasons(problem)
+            if !flashOperator.deterministic, problem.tensorBias != nil || problem.dropoutMask == nil {
+                #expect(!reasons.isEmpty && reasons.allSatisfy { $0.contains("tensor bias") || $0.contains("no dropout") }, "\(what): \(reasons)")
+                continue
+            }
+            #expect(reasons.isEmpty, "\(what) \(flashOperator.name): \(reasons)")
+            let flash = try flashOperator.backward(backward)
+            #expect((flash.dBias == nil) == (reference.dBias == nil), "\(what): dBias presence")
+            let again = flashOperator.deterministic ? try flashOperator.backward(backward) : nil
+            let pairs = [("dq", flash.dq, reference.dq, again?.dq), ("dk", flash.dk, reference.dk, again?.dk),
+                         ("dv", flash.dv, reference.dv, again?.dv)]
+                + (flash.dBias.flatMap { value in reference.dBias.map { [("dBias", value, $0, again?.dBias)] } } ?? [])
+            for (name, value, expected, repeated) in pairs {
+                let label = "\(what) \(flashOperator.name) \(name)"
+                #expect(value.device == .cuda(0) && value.shape == expected.shape && value.dtype == expected.dtype, "\(label)")
+                let values = try value.toDoubleArray()
+                let ratio = Tolerance.backward(expected.dtype).worstRatio(values, try expected.toDoubleArray())
+                #expect(ratio <= 1, "\(label): \(ratio)× the tolerance")
+                if let repeated {
+                    let bits = values.map(\.bitPattern), repeatedBits = try repeated.toDoubleArray().map(\.bitPattern)
+                    #expect(bits == repeatedBits, "\(label): a second run gave other bits")
+                }
+            }
         }
     }
 
@@ -68,6 +79,30 @@ struct CUDAFlashBackwardTests {
             let v = try Self.randn([1, 90, 2, valueDimension], 26, dtype)
             try check(Inputs(query: q, key: k, value: v, bias: LowerTriangularMask()), "\(dtype) K=\(headDimension) Kv=\(valueDimension)")
         }
+    }
+
+    /// Dropout (where the atomic dQ runs too) under every mask family, over head dimensions (one
+    /// and two column parts, K ≠ Kv), with GQA and stride-0 K/V, and B·H > 65535.
+    @Test(arguments: [DType.float16, .bfloat16])
+    func dropoutUnderEveryMaskHeadDimensionAndGrouping(dtype: DType) throws {
+        let dropout = DropoutState(p: 0.2, seed: 0xfeed, offset: 7)
+        let q = try Self.randn([1, 131, 2, 40], 61, dtype), k = try Self.randn([1, 200, 2, 40], 62, dtype)
+        let v = try Self.randn([1, 200, 2, 40], 63, dtype)
+        for bias in try everyMaskFamily(gappyKeysOverlap: false) {
+            try check(Inputs(query: q, key: k, value: v, bias: bias, p: 0.2), "dropout, \(bias.map { type(of: $0).name } ?? "no bias") \(dtype)",
+                      dropout: dropout)
+        }
+        for (headDimension, valueDimension) in [(8, 8), (72, 72), (128, 128), (160, 160), (232, 232), (256, 256), (64, 136)] {
+            let q = try Self.randn([2, 65, 1, headDimension], 64, dtype), k = try Self.randn([2, 97, 1, headDimension], 65, dtype)
+            let v = try Self.randn([2, 97, 1, valueDimension], 66, dtype)
+            try check(Inputs(query: q, key: k, value: v, bias: LowerTriangularFromBottomRightMask(), p: 0.2),
+                      "dropout \(dtype) K=\(headDimension) Kv=\(valueDimension)", dropout: dropout)
+        }
+        let key = try Self.randn([2, 70, 2, 1, 64], 67, dtype).expanded(to: [2, 70, 2, 4, 64])
+        try check(Inputs(query: try Self.randn([2, 100, 2, 4, 64], 68, dtype), key: key, value: key, bias: LowerTriangularMask(), p: 0.2),
+                  "dropout GQA 4 \(dtype)", dropout: dropout)
+        let heads = try Self.randn([3, 1, 30_000, 16], 69, dtype)
+        try check(Inputs(query: heads, key: heads, value: heads, p: 0.2), "dropout B·H = 90000 \(dtype)", dropout: dropout)
     }
 
     @Test func groupedQueriesAndLayouts() throws {
@@ -137,6 +172,9 @@ struct CUDAFlashBackwardTests {
         #expect(CUDAFlashBackward().notSupportedReasons(problem).contains { $0.contains("share K/V rows") })
         #expect(try Operators.backwardOperator(for: problem).name == "cuda-reference")
         #expect(try Operators.backwardOperator(for: try Inputs(query: q, key: k, value: k).validate()).name == "cuda-flash")
+        #expect(try Operators.backwardOperator(for: try Inputs(query: q, key: k, value: k, p: 0.1).validate()).name == "cuda-flash-atomic")
+        let deterministic = try Inputs(query: q, key: k, value: k, p: 0.1, requiresDeterminism: true).validate()
+        #expect(try Operators.backwardOperator(for: deterministic).name == "cuda-flash")
         let odd = try Inputs(query: try Self.randn([1, 9, 2, 20], 53, .float16), key: try Self.randn([1, 9, 2, 20], 54, .float16),
                              value: try Self.randn([1, 9, 2, 20], 55, .float16)).validate()
         #expect(CUDAFlashBackward().notSupportedReasons(odd) == ["head dimension 20 is not a multiple of 8",

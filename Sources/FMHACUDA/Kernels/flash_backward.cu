@@ -1,7 +1,7 @@
-// The tensor-core backward (FlashAttention-2's scheme, with dQ in its own pass so that nothing is
-// added by atomics and the bits never depend on scheduling). Four kernels, launched in order:
+// The tensor-core backward (FlashAttention-2's scheme). Kernels, launched in order:
 //  1. fmha_flash_backward_delta: D = rowsum(dO∘O) per query row, one warp per row.
-//  2. fmha_flash_backward_dq: one block per (tile of FMHA_DQ_ROWS queries of one mask block, head),
+//  2. fmha_flash_backward_dq (deterministic dQ: nothing is added by atomics, so the bits never
+//     depend on scheduling): one block per (tile of FMHA_DQ_ROWS queries of one mask block, head),
 //     walking the keys the tile sees (the forward's work list): S = Q·Kᵀ and dP = dO·Vᵀ again,
 //     P from the forward's LSE, dS = P∘(dP∘Z - D), dQ += dS·K; with a tensor bias dS is also its
 //     gradient (written in the input dtype, or to a float32 [B, G, H, Mq, Mkv] buffer for kernel 4
@@ -11,8 +11,11 @@
 //     sees the tile (its work list): Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, dV += (Pᵀ∘Z)·dO, dK += dSᵀ·Q, so
 //     grouped-query gradients are summed in registers, in a fixed order, without expanded copies.
 //     Past 128 columns each block accumulates FMHA_HEAD_DIM / FMHA_COLUMN_PARTS of them (its
-//     registers would not hold more), and the parts recompute Sᵀ and dPᵀ.
+//     registers would not hold more), and the parts recompute Sᵀ and dPᵀ. Extras builds can
+//     instead of kernel 2 add dS·K to float32 dQ sums by atomic additions (`grad_q_sum`: each
+//     step's dSᵀ through shared memory), then kernel 5 converts them.
 //  4. fmha_flash_backward_bias_sum: the bias gradient summed over the bias's broadcast dimensions.
+//  5. fmha_flash_backward_dq_from_sum: the atomic dQ sums, scaled, in the input dtype.
 // Warps own 16 rows of the products (queries in 2, keys in 3); every operand tile goes through
 // shared memory by cp.async (rows of FMHA_ROW 16-bit values) and reaches the tensor cores by
 // ldmatrix; P and dS become A fragments straight from the accumulators. Z is the dropout factor
@@ -25,7 +28,8 @@
 // or 2: the tiles a pass walks are double-buffered, the next one's copies overlapping the work on
 // the current one). Blocks have FMHA_WARPS (4) warps. Dynamic shared memory:
 // 2·(FMHA_DQ_ROWS + FMHA_STAGES·FMHA_DQ_KEYS)·FMHA_ROW 16-bit values for the dQ pass and
-// 2·(FMHA_DKDV_KEYS + FMHA_STAGES·FMHA_DKDV_QUERIES)·FMHA_ROW for the dK/dV pass.
+// 2·(FMHA_DKDV_KEYS + FMHA_STAGES·FMHA_DKDV_QUERIES)·FMHA_ROW for the dK/dV pass, plus
+// FMHA_DKDV_KEYS·FMHA_DS_ROW in extras builds (the atomic dQ's dSᵀ).
 // Shapes: `shape` as for the reference kernels (sizes, dtype, bias flag, q/k/v/bias strides) and
 // then the K/V head grid and sharing counts (as reference_backward.cu), then the strides of dO and
 // O over (b, m, g, h), O's dtype, and whether the bias gradient is written in the input dtype (1:
@@ -39,6 +43,7 @@
 #define FMHA_DQ_ROWS (FMHA_WARPS * 16)
 #define FMHA_DKDV_KEYS (FMHA_WARPS * 16)
 #define FMHA_PART (FMHA_HEAD_DIM / FMHA_COLUMN_PARTS)
+#define FMHA_DS_ROW (FMHA_DKDV_QUERIES + 8)
 /// Int64 words per tile of the forward's work list (DeviceLowering.workList) and per key tile of
 /// the dK/dV pass's (DeviceLowering.keyWorkList).
 #define FMHA_WORK_WORDS 7
@@ -224,6 +229,63 @@ __device__ __forceinline__ void store_rows(const float (&accumulator)[N][4], flo
         }
     }
 }
+
+#if FMHA_EXTRAS
+/// The atomic dQ of a dK/dV step: the warps' dSᵀ fragments (`grad_score`: 16 keys × the step's
+/// queries each, A fragments) go to `tile` (keys × queries), and the block adds dS·K of its key
+/// tile (`key_tile`: rows of FMHA_ROW) to float32 rows of dQ: query r < `valid_queries` of the step
+/// at `first_row` + r·`row_stride`, columns `first_column` ..< + FMHA_PART below `width`, by
+/// atomic additions (unscaled: dQ is scaled when it is converted). Each warp takes one 16-query
+/// tile and every (FMHA_WARPS / tiles)-th pair of 8-column tiles. Ends with every warp done with
+/// `tile` only after the caller's next barrier.
+__device__ __forceinline__ void add_query_gradient(const uint32_t (&grad_score)[FMHA_DKDV_QUERIES / 16][4],
+                                                   uint16_t* tile, const uint16_t* key_tile, int first_column, float* first_row,
+                                                   int64_t row_stride, int valid_queries, int width) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+    for (int n = 0; n < FMHA_DKDV_QUERIES / 8; ++n) {
+        const int column = n * 8 + (lane % 4) * 2;
+        uint16_t* row = tile + (warp * 16 + lane / 4) * FMHA_DS_ROW + column;
+        *reinterpret_cast<uint32_t*>(row) = grad_score[n / 2][(n % 2) * 2];
+        *reinterpret_cast<uint32_t*>(row + 8 * FMHA_DS_ROW) = grad_score[n / 2][(n % 2) * 2 + 1];
+    }
+    __syncthreads();
+    constexpr int query_tiles = FMHA_DKDV_QUERIES / 16, groups = FMHA_WARPS / query_tiles;
+    const int m = warp % query_tiles;
+    // dS (16 queries × FMHA_DKDV_KEYS keys) as A fragments: transposed 8×8 matrices of the tile
+    // (keys 0-7 at queries 0-7, then queries 8-15, then keys 8-15 at both), loaded per product
+    // (held across them, their registers make the dK/dV pass spill on sm_80).
+    const uint32_t a_rows = shared_address(tile + ((lane / 16) * 8 + lane % 8) * FMHA_DS_ROW + m * 16 + ((lane / 8) % 2) * 8);
+    const int r0 = m * 16 + lane / 4;
+    for (int pair = warp / query_tiles; pair < FMHA_PART / 16; pair += groups) {
+        float sum[2][4] = {};
+        const uint32_t b_rows = b_rows_transposed_of(key_tile, first_column + pair * 16);
+#pragma unroll
+        for (int chunk = 0; chunk < FMHA_DKDV_KEYS / 16; ++chunk) {
+            uint32_t a[4], b[4];
+            load_matrices_transposed(a_rows + 2 * chunk * 16 * FMHA_DS_ROW, a);
+            load_matrices_transposed(b_rows + 2 * chunk * 16 * FMHA_ROW, b);
+            mma_16x16x16(sum[0], sum[1], a, b);
+        }
+#pragma unroll
+        for (int n = 0; n < 2; ++n) {
+            const int c = first_column + pair * 16 + n * 8 + (lane % 4) * 2;
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                if (r0 + 8 * half < valid_queries && c < width) {
+                    float* element = first_row + (r0 + 8 * half) * row_stride + c;
+#if __CUDA_ARCH__ >= 900
+                    atomicAdd(reinterpret_cast<float2*>(element), make_float2(sum[n][2 * half], sum[n][2 * half + 1]));
+#else
+                    atomicAdd(element, sum[n][2 * half]);
+                    atomicAdd(element + 1, sum[n][2 * half + 1]);
+#endif
+                }
+            }
+        }
+    }
+}
+#endif
 
 } // namespace
 
@@ -417,7 +479,8 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
 /// Arguments as for fmha_flash_backward_dq.
 extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backward_dkdv(
     const uint16_t* q, const uint16_t* k, const uint16_t* v, const uint16_t* grad_out, const float* lse, const float* delta,
-    uint16_t* grad_k, uint16_t* grad_v, const __grid_constant__ ShapeWords shape_words, const int64_t* mask, const int64_t* work, float scale,
+    uint16_t* grad_k, uint16_t* grad_v, float* grad_q_sum, const __grid_constant__ ShapeWords shape_words, const int64_t* mask,
+    const int64_t* work, float scale,
     int32_t vector_loads, const uint16_t* bias, uint64_t seed, uint32_t offset, uint32_t threshold, float keep_scale,
     int32_t dropout) {
     extern __shared__ __align__(16) uint16_t shared_tiles[];
@@ -427,6 +490,9 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
     uint16_t* const value_tile = key_tile + FMHA_DKDV_KEYS * FMHA_ROW;
     uint16_t* const query_tiles = value_tile + FMHA_DKDV_KEYS * FMHA_ROW;
     uint16_t* const grad_tiles = query_tiles + FMHA_STAGES * FMHA_DKDV_QUERIES * FMHA_ROW;
+    // With grad_q_sum (extras builds): a step's dSᵀ (keys × queries, FMHA_DS_ROW values a row),
+    // for dQ += dS·K.
+    uint16_t* const score_gradient_tile = grad_tiles + FMHA_STAGES * FMHA_DKDV_QUERIES * FMHA_ROW;
     __shared__ __align__(8) float column_lse[FMHA_STAGES][FMHA_DKDV_QUERIES], column_delta[FMHA_STAGES][FMHA_DKDV_QUERIES];
     __shared__ __align__(8) int column_lo[FMHA_STAGES][FMHA_DKDV_QUERIES], column_hi[FMHA_STAGES][FMHA_DKDV_QUERIES];
     __shared__ int64_t tile[FMHA_KEY_WORK_WORDS];
@@ -611,6 +677,13 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
             }
             multiply(grad_value, probability, grad_rows_transposed);
             multiply(grad_key, grad_score, query_rows_transposed);
+#if FMHA_EXTRAS
+            if (grad_q_sum != nullptr) {
+                add_query_gradient(grad_score, score_gradient_tile, key_tile, first_column,
+                                   grad_q_sum + ((b * queries + step) * groups + g) * heads * head_dim + h * head_dim,
+                                   groups * heads * head_dim, int(min(int64_t(FMHA_DKDV_QUERIES), query_end - step)), head_dim);
+            }
+#endif
             current = following;
         }
         asm volatile("cp.async.wait_group 0;" ::: "memory");  // (copies of a tile no query sees)
@@ -624,6 +697,14 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
         };
         store_rows(grad_key, scale, gradient_row(grad_k, head_dim), first_column, head_dim);
         store_rows(grad_value, 1.0f, gradient_row(grad_v, value_dim), first_column, value_dim);
+    }
+}
+
+/// dQ in the input dtype from the float32 sums of the dK/dV pass: out[i] = sum[i]·scale, i < count.
+extern "C" __global__ void __launch_bounds__(FMHA_THREADS) fmha_flash_backward_dq_from_sum(const float* sum, uint16_t* out, int64_t count,
+                                                                                           float scale) {
+    for (int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; index < count; index += int64_t(gridDim.x) * blockDim.x) {
+        out[index] = float_to_input(sum[index] * scale);
     }
 }
 
