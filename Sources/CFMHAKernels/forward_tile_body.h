@@ -136,8 +136,9 @@ FMHA_TARGET void FMHA_NAME(fmha_forward_tile)(const fmha_forward_tile *t) {
     }
 
     for (int32_t r = 0; r < rows; r++) {
-        const float inverse = l[r] > 0 ? 1.0f / l[r] : 0.0f;
-        t->lse[r] = l[r] > 0 ? (m[r] + log2f(l[r])) * (float)M_LN2 : -INFINITY;
+        // l = 0: no visible key (output 0, LSE -inf); NaN (a non-finite score) propagates.
+        const float inverse = l[r] != 0 ? 1.0f / l[r] : 0.0f;
+        t->lse[r] = l[r] != 0 ? (m[r] + log2f(l[r])) * (float)M_LN2 : -INFINITY;
         for (int32_t v = 0; v < KV; v++) {
             store_scalar(t->out, r * t->out_row_stride + v, t->out_dtype, ot[(int64_t)v * R + r] * inverse);
         }

@@ -52,10 +52,12 @@ FMHA_INLINE vf vselect(vi mask, vf when_true, vf when_false) {
 /// [-0.5, 0.5] (relative error about 2e-7), scaled by the integer part: through the exponent bits,
 /// or with AVX-512's vscalefps in one instruction.
 FMHA_INLINE vf exp2_v(vf x) {
+    // Clamped from below by a selection, not vmax, which would turn NaN into the bound: NaN (a
+    // non-finite score) propagates.
 #if VW == 16
-    x = vmax(x, splat(-160.0f));  // 2^-160 times the polynomial rounds to exactly 0
+    x = vselect(x < splat(-160.0f), splat(-160.0f), x);  // 2^-160 times the polynomial rounds to exactly 0
 #else
-    x = vmax(x, splat(-127.0f));  // exponent bits 0: exactly 0
+    x = vselect(x < splat(-127.0f), splat(-127.0f), x);  // exponent bits 0: exactly 0
 #endif
     vf whole = __builtin_elementwise_roundeven(x);
     vf f = x - whole;

@@ -55,6 +55,9 @@ public struct FlashBackwardKernel: KernelVariantDescriptor {
     /// measured faster than 16 without spills on the H200: dropout backward +11-27 %, tensor-bias
     /// backward +3-5 %.)
     var keyPassQueries: Int { 32 }
+
+    /// The extras build's dK/dV spills (`keyPassQueries`): at most 24 bytes stored and 32 loaded, on sm_80.
+    public var toleratedSpillBytes: Int { extras ? 32 : 0 }
     /// Column parts of the dK/dV pass (`FMHA_COLUMN_PARTS`): past 128 columns its dK and dV
     /// accumulators are split over two blocks per key tile.
     var columnParts: Int { width <= 128 ? 1 : 2 }

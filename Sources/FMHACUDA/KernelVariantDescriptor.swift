@@ -19,6 +19,10 @@ public protocol KernelVariantDescriptor: Hashable, Sendable, CustomStringConvert
     /// The dynamic shared memory every launch of the kernels asks for, in bytes; above 48 KiB
     /// loading the kernels allows it (`CUDAFunction.allowDynamicSharedMemory`).
     var dynamicSharedMemoryBytes: Int { get }
+    /// The register spill bytes (stores or loads) ptxas may report for any of the kernels: 0
+    /// unless a measurement found the spilling build faster than a spill-free one (the bound
+    /// `KernelCompileTests` holds every variant to).
+    var toleratedSpillBytes: Int { get }
 }
 
 extension KernelVariantDescriptor {
@@ -30,6 +34,9 @@ extension KernelVariantDescriptor {
 
     /// None by default.
     public var headers: [String] { [] }
+
+    /// None by default.
+    public var toleratedSpillBytes: Int { 0 }
 
     /// The kernel descriptor's description, e.g. `dropout_mask sm_90`.
     public var description: String { kernelDescriptor.description }

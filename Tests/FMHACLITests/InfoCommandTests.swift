@@ -31,7 +31,8 @@ import Testing
 
     @Test(.enabled(if: nvrtcAvailable, "libnvrtc not found"))
     func compilesEveryKernelVariant() throws {
-        try InfoCommand.compileEveryKernel(architectures: ["sm_80", "sm_90"])
+        // (One architecture: KernelCompileTests compiles every variant of every architecture.)
+        try InfoCommand.compileEveryKernel(architectures: ["sm_90"])
     }
 
     @Test func rejectsUnknownArchitectures() {

@@ -17,8 +17,8 @@ struct KernelCompileTests {
                     "\(variant): ptxas reported \(resources.map(\.function)); log:\n\(kernel.log)")
             for function in resources {
                 #expect(function.registers > 0, "\(variant) \(function.function): no register count in the log")
-                #expect(!function.spills,
-                        "\(variant) \(function.function) spills \(function.spillStoreBytes) bytes (stores), \(function.spillLoadBytes) bytes (loads)")
+                #expect(max(function.spillStoreBytes, function.spillLoadBytes) <= variant.toleratedSpillBytes,
+                        "\(variant) \(function.function) spills \(function.spillStoreBytes) bytes (stores), \(function.spillLoadBytes) bytes (loads); tolerated: \(variant.toleratedSpillBytes)")
             }
         }
     }

@@ -114,7 +114,8 @@ import Testing
             "FMHA_COLUMN_PARTS": "1", "FMHA_EXTRAS": "0", "FMHA_STAGES": "2",
         ], headers: ["tensor_core"]))
         #expect(kernel.entryPoints == ["fmha_flash_backward_delta", "fmha_flash_backward_dq", "fmha_flash_backward_dkdv",
-                                       "fmha_flash_backward_bias_sum"])
+                                       "fmha_flash_backward_bias_sum", "fmha_flash_backward_dq_from_sum"])
+        #expect(kernel.toleratedSpillBytes == 0)
         // The larger pass: dQ's Q and dO tiles of 64 rows and two stages of K and V tiles of 64
         // rows, 136 values a row.
         #expect(kernel.dynamicSharedMemoryBytes == 2 * (64 + 2 * 64) * 136 * 2)
@@ -124,8 +125,11 @@ import Testing
         #expect(kernel.sharedMemoryProblem(limit: 227 * 1024) == nil)
         let wide = FlashBackwardKernel(width: 256, dtype: .float16, extras: true, architecture: "sm_80")
         #expect(wide.kernelDescriptor.defines == [
-            "FMHA_HEAD_DIM": "256", "FMHA_DTYPE": "1", "FMHA_DQ_KEYS": "32", "FMHA_DKDV_QUERIES": "16",
+            "FMHA_HEAD_DIM": "256", "FMHA_DTYPE": "1", "FMHA_DQ_KEYS": "32", "FMHA_DKDV_QUERIES": "32",
             "FMHA_COLUMN_PARTS": "2", "FMHA_EXTRAS": "1", "FMHA_STAGES": "1",
         ])
+        // The dK/dV pass of the extras build adds the atomic dQ's dSᵀ tile: 64 keys × (32 + 8) values.
+        #expect(wide.keyPassSharedMemoryBytes == 2 * (64 + 32) * 264 * 2 + 64 * 40 * 2)
+        #expect(wide.toleratedSpillBytes == 32)
     }
 }

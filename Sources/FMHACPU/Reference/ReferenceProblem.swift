@@ -96,7 +96,10 @@ struct ReferenceProblem {
             row.keys.append(keyRow)
             scores.append(score)
         }
-        guard let maximum = scores.max(), maximum > -.infinity else { return Row() }
+        // A NaN score (from NaN in the query, a key or the bias) makes the row NaN, and so does a
+        // +inf one (exp(inf - inf)), as in PyTorch; `max()` alone would skip NaN.
+        guard !scores.isEmpty, let largest = scores.max() else { return Row() }
+        let maximum = scores.contains(where: \.isNaN) ? Double.nan : largest
         let exponentials = scores.map { exp($0 - maximum) }
         let sum = exponentials.reduce(0, +)
         row.probabilities = exponentials.map { $0 / sum }

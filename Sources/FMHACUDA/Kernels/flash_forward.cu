@@ -417,13 +417,18 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                 }
             }
 #if FMHA_EXTRAS
-            // The dropout decisions of this lane's elements of tile m (bit 4n + e).
-            uint32_t kept[FMHA_WARP_TILES];
+            // The dropout decisions of this lane's elements of tile m: 8-column tile n's element e
+            // is bit 4·(n % keep_tiles) + e of kept[m][n / keep_tiles] (64 keys a word).
+            constexpr int keep_tiles = FMHA_BLOCK_N / 8 < 8 ? FMHA_BLOCK_N / 8 : 8;
+            uint32_t kept[FMHA_WARP_TILES][FMHA_BLOCK_N / 8 / keep_tiles];
 #pragma unroll
             for (int m = 0; m < FMHA_WARP_TILES; ++m) {
-                kept[m] = dropout ? dropout_keep_bits<FMHA_BLOCK_N / 8, true>(keep, uint32_t(head_index), row_of(2 * m) - lane / 4, key_tile_start,
-                                                                              tile_hi(), block_pages, page_size)
-                                  : 0u;
+#pragma unroll
+                for (int w = 0; w < FMHA_BLOCK_N / 8 / keep_tiles; ++w) {
+                    kept[m][w] = dropout ? dropout_keep_bits<keep_tiles, true>(keep, uint32_t(head_index), row_of(2 * m) - lane / 4,
+                                                                               key_tile_start + w * 8 * keep_tiles, tile_hi(), block_pages, page_size)
+                                         : 0u;
+                }
             }
 #endif
             // P = exp2(S - max), summed in float32 and rounded to the input type for the product.
@@ -439,10 +444,11 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                     sum[2 * m + 1] += p2 + p3;
 #if FMHA_EXTRAS
                     if (dropout) {
-                        p0 *= (kept[m] >> (4 * n)) & 1u ? keep_scale : 0.0f;
-                        p1 *= (kept[m] >> (4 * n + 1)) & 1u ? keep_scale : 0.0f;
-                        p2 *= (kept[m] >> (4 * n + 2)) & 1u ? keep_scale : 0.0f;
-                        p3 *= (kept[m] >> (4 * n + 3)) & 1u ? keep_scale : 0.0f;
+                        const uint32_t bits = kept[m][n / keep_tiles] >> (4 * (n % keep_tiles));
+                        p0 *= bits & 1u ? keep_scale : 0.0f;
+                        p1 *= bits & 2u ? keep_scale : 0.0f;
+                        p2 *= bits & 4u ? keep_scale : 0.0f;
+                        p3 *= bits & 8u ? keep_scale : 0.0f;
                     }
 #endif
                     probability[m][n / 2][(n % 2) * 2] = pack_pair(p0, p1);
@@ -551,7 +557,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
             sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 2);
             const int64_t i = row_of(r);
             if (i >= tile[2]) continue;
-            const float inverse = sum[r] > 0.0f ? 1.0f / sum[r] : 0.0f;
+            const float inverse = sum[r] != 0.0f ? 1.0f / sum[r] : 0.0f;
             const int64_t out_row = out_head + i * out_row_step;
             const int lane_column = (lane % 4) * 2;
             if (out_dtype == FMHA_DTYPE) {
@@ -577,7 +583,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
             }
             if (lane % 4 == 0) {
                 const float ln2 = 0.6931471805599453f;
-                lse_head[i] = sum[r] > 0.0f ? maximum[r] * ln2 + logf(sum[r]) : -FMHA_INFINITY;
+                lse_head[i] = sum[r] != 0.0f ? maximum[r] * ln2 + logf(sum[r]) : -FMHA_INFINITY;
             }
         }
     }

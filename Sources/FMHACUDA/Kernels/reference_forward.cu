@@ -54,6 +54,6 @@ extern "C" __global__ void fmha_reference_forward(const void* q, const void* k, 
             }
             if (pass == 0 && sum == 0.0f) break;
         }
-        lse[head_index * queries + i] = sum > 0.0f ? maximum + logf(sum) : -FMHA_INFINITY;
+        lse[head_index * queries + i] = sum != 0.0f ? maximum + logf(sum) : -FMHA_INFINITY;  // (NaN propagates)
     }
 }
