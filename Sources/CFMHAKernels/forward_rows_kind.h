@@ -157,7 +157,21 @@ static FMHA_TARGET void ROWS(forward_rows)(const fmha_forward_tile *t) {
                                            physical[j], t->dropout_threshold, t->dropout_keep_scale);
                 }
             }
-            ROWS(row_accumulate)(orow, s, vrow, a, b, KV);
+            if (t->bias) {
+                // Keys of weight 0 (−inf bias entries hide them) left out: 0·NaN in their value
+                // rows would be NaN.
+                float weights[C];
+                const ROW_ELEMENT *values[C];
+                int32_t count = 0;
+                for (int32_t j = a; j < b; j++) {
+                    if (s[j] == 0) continue;
+                    weights[count] = s[j];
+                    values[count++] = vrow[j];
+                }
+                ROWS(row_accumulate)(orow, weights, values, 0, count, KV);
+            } else {
+                ROWS(row_accumulate)(orow, s, vrow, a, b, KV);
+            }
         }
     }
 

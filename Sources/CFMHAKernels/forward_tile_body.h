@@ -94,6 +94,22 @@ FMHA_TARGET void FMHA_NAME(fmha_forward_tile)(const fmha_forward_tile *t) {
             }
         }
         if (!full) mask_scores(st, lo, hi, n);
+        // A key that −inf bias entries (and the mask) hide from every row of the tile contributes
+        // nothing; its value row becomes zeros, so that NaN there cannot reach the output as 0·NaN.
+        if (t->bias) {
+            for (int32_t j = 0; j < n; j++) {
+                int hidden = 1;
+                for (int32_t r = 0; r < rows && hidden; r++) hidden = st[(int64_t)j * R + r] == -INFINITY;
+                if (!hidden) continue;
+#ifdef FMHA_BF16_PRODUCTS
+                uint32_t *pair = vp + (int64_t)(j / 2) * KV;
+                const uint32_t kept_half = j % 2 ? 0x0000FFFFu : 0xFFFF0000u;
+                for (int32_t v = 0; v < KV; v++) pair[v] &= kept_half;
+#else
+                vrow[j] = zeros;
+#endif
+            }
+        }
         // Online softmax, VW queries at a time.
         for (int32_t iv = 0; iv < R / VW; iv++) {
             vf tile_max = splat(-INFINITY);
