@@ -1,8 +1,9 @@
 import ArgumentParser
 import FMHA
 
-/// `fmha check`: every forward operator against a float64 oracle on one case per bias type, and
-/// every backward operator against the float64 backward oracle (`cpu-reference`) on the same cases.
+/// `fmha check`: every forward operator against a float64 oracle on one case per bias type (and
+/// two with dropout), and every backward operator against the float64 backward oracle
+/// (`cpu-reference`) on the same cases.
 struct CheckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check",
@@ -30,7 +31,7 @@ struct CheckCommand: ParsableCommand {
                         skipped["\(forward.name): \(reason)", default: 0] += 1
                         continue
                     }
-                    let verdict = try Self.compare(forward, sample.problem)
+                    let verdict = try Self.compare(forward, sample.problem, host: host.problem)
                     if !verdict.passed { failures += 1 }
                     rows.append([forward.name, sample.name, dtype.rawValue, verdict.error, verdict.passed ? "PASS" : "FAIL"])
                 }
@@ -55,11 +56,20 @@ struct CheckCommand: ParsableCommand {
         if failures > 0 { throw ExitCode.failure }
     }
 
-    /// The operator's output and LSE against `DenseAttention`: the worst error as a multiple of
-    /// the allowed one (the forward tolerance of the output dtype; 2e-4 absolute on the LSE).
-    static func compare(_ forward: any ForwardOperator, _ problem: AttentionProblem) throws -> (passed: Bool, error: String) {
+    /// The operator's output and LSE against `DenseAttention` (with dropout, which it does not
+    /// apply: the float64 `ReferenceForward` on `host`, the same problem on the CPU): the worst
+    /// error as a multiple of the allowed one (the forward tolerance of the output dtype; 2e-4
+    /// absolute on the LSE).
+    static func compare(_ forward: any ForwardOperator, _ problem: AttentionProblem,
+                        host: AttentionProblem) throws -> (passed: Bool, error: String) {
         let result = try forward.forward(problem)
-        let oracle = try DenseAttention.forward(problem)
+        let oracle: (output: [Double], lse: [Double])
+        if host.dropoutMask != nil {
+            let reference = try ReferenceForward().forward(host)
+            oracle = (try reference.output.toDoubleArray(), try reference.lse.toDoubleArray())
+        } else {
+            oracle = try DenseAttention.forward(problem)
+        }
         let outputRatio = Tolerance.forward(result.output.dtype).worstRatio(try result.output.toDoubleArray(), oracle.output)
         let lseRatio = Tolerance(absolute: 2e-4, relative: 1e-5).worstRatio(try result.lse.toDoubleArray(), oracle.lse)
         let worst = max(outputRatio, lseRatio)
