@@ -49,9 +49,9 @@ struct InfoCommand: ParsableCommand {
                     case .diskCache: origin = "disk cache"
                     }
                     for resources in kernel.resources {
-                        let spilled = max(resources.spillStoreBytes, resources.spillLoadBytes)
-                        let verdict = spilled > variant.toleratedSpillBytes ? "FAIL: spills" : resources.spills ? "ok (spills tolerated)" : "ok"
-                        if spilled > variant.toleratedSpillBytes { failures += 1 }
+                        let failed = resources.spills(moreThan: variant.toleratedSpillBytes)
+                        if failed { failures += 1 }
+                        let verdict = failed ? "FAIL: spills" : resources.spills ? "ok (spills tolerated)" : "ok"
                         rows.append([name, architecture, resources.function, "\(resources.registers)", "\(resources.sharedMemoryBytes)",
                                      "\(resources.spillStoreBytes)/\(resources.spillLoadBytes)", origin, verdict])
                     }

@@ -22,6 +22,10 @@ public struct KernelResources: Sendable, Hashable {
     /// Whether ptxas spilled any register of this function.
     public var spills: Bool { spillStoreBytes > 0 || spillLoadBytes > 0 }
 
+    /// Whether the spills (stores or loads) exceed `tolerated` bytes (a variant's
+    /// `toleratedSpillBytes`).
+    public func spills(moreThan tolerated: Int) -> Bool { max(spillStoreBytes, spillLoadBytes) > tolerated }
+
     /// The functions in a ptxas `-v` log, in the order the log first names them.
     ///
     /// Understands the lines ptxas writes per function:

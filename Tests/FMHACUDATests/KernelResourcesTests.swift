@@ -38,6 +38,8 @@ import Testing
         #expect(resources.map(\.spillStoreBytes) == [12, 0])
         #expect(resources.map(\.spillLoadBytes) == [8, 0])
         #expect(resources.map(\.spills) == [true, false])
+        // The larger of stores (12) and loads (8) counts.
+        #expect(resources.map { $0.spills(moreThan: 11) } == [true, false] && !resources[0].spills(moreThan: 12))
     }
 
     @Test func anEmptyOrForeignLogHasNoFunctions() {

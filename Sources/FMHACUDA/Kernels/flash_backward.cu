@@ -490,9 +490,6 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
     uint16_t* const value_tile = key_tile + FMHA_DKDV_KEYS * FMHA_ROW;
     uint16_t* const query_tiles = value_tile + FMHA_DKDV_KEYS * FMHA_ROW;
     uint16_t* const grad_tiles = query_tiles + FMHA_STAGES * FMHA_DKDV_QUERIES * FMHA_ROW;
-    // With grad_q_sum (extras builds): a step's dSᵀ (keys × queries, FMHA_DS_ROW values a row),
-    // for dQ += dS·K.
-    uint16_t* const score_gradient_tile = grad_tiles + FMHA_STAGES * FMHA_DKDV_QUERIES * FMHA_ROW;
     __shared__ __align__(8) float column_lse[FMHA_STAGES][FMHA_DKDV_QUERIES], column_delta[FMHA_STAGES][FMHA_DKDV_QUERIES];
     __shared__ __align__(8) int column_lo[FMHA_STAGES][FMHA_DKDV_QUERIES], column_hi[FMHA_STAGES][FMHA_DKDV_QUERIES];
     __shared__ int64_t tile[FMHA_KEY_WORK_WORDS];
@@ -679,7 +676,8 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 2) fmha_flash_backwar
             multiply(grad_key, grad_score, query_rows_transposed);
 #if FMHA_EXTRAS
             if (grad_q_sum != nullptr) {
-                add_query_gradient(grad_score, score_gradient_tile, key_tile, first_column,
+                // (The step's dSᵀ goes after the dO tiles: keys × queries, FMHA_DS_ROW values a row.)
+                add_query_gradient(grad_score, grad_tiles + FMHA_STAGES * FMHA_DKDV_QUERIES * FMHA_ROW, key_tile, first_column,
                                    grad_q_sum + ((b * queries + step) * groups + g) * heads * head_dim + h * head_dim,
                                    groups * heads * head_dim, int(min(int64_t(FMHA_DKDV_QUERIES), query_end - step)), head_dim);
             }
