@@ -5,7 +5,9 @@ import FMHACUDA
 /// The operators this build has, in dispatch priority order, and the questions dispatch answers.
 public enum Operators {
     /// Forward operators, most preferred first.
-    public static let forward: [any ForwardOperator] = [CPUForward(), CUDAFlashForward(), CUDAReferenceForward(), ReferenceForward()]
+    public static let forward: [any ForwardOperator] = [
+        CPUForward(), CUDAFlashDecode(), CUDAFlashForward(), CUDAReferenceForward(), ReferenceForward(),
+    ]
     /// Backward operators, most preferred first.
     public static let backward: [any BackwardOperator] = [
         CPUBackward(), CUDAFlashBackward(deterministic: false), CUDAFlashBackward(), CUDAReferenceBackward(), ReferenceBackward(),
@@ -13,10 +15,12 @@ public enum Operators {
 
     /// Forward operators that dispatch never picks but `op:` or `--op` can name: each build of
     /// the CPU kernels (`cpu-tiled-avx512`, `cpu-tiled-avx2`, `cpu-tiled-generic`) and the
-    /// tensor-core forward with each tuning candidate's tile shape (`cuda-flash-w8x1n64b1`, ...).
+    /// tensor-core forward with each tuning candidate's tile shape (`cuda-flash-w8x1n64b1`, ...),
+    /// the decoding forward with each tuning shape (`cuda-decode-w8n16s2`, ...).
     public static let forwardVariants: [any ForwardOperator] =
         CPUKernels.allCases.filter { $0 != .best }.map { CPUForward(kernels: $0) }
         + CUDAFlashForward.tuningCandidates.map { CUDAFlashForward(tileShape: $0) }
+        + CUDAFlashDecode.tuningShapes.map { CUDAFlashDecode(shape: $0) }
     /// Backward operators that dispatch never picks but `op:` can name.
     public static let backwardVariants: [any BackwardOperator] =
         CPUKernels.allCases.filter { $0 != .best }.map { CPUBackward(kernels: $0) }

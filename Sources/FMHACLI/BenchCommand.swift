@@ -18,6 +18,8 @@ struct BenchCommand: ParsableCommand {
     @Flag(name: .customLong("tensor-bias"),
           help: "Add a random bias tensor [B, H, Mq, Mkv] (LowerTriangularMaskWithTensorBias when causal); dense cases without kv= only.")
     var tensorBias = false
+    @Option(help: "Store K/V in a paged cache of pages of this many keys, handed out in a shuffled order: B sequences of Mq queries over Mkv keys each under a paged padded-keys mask (causal with offset when causal); dense cases only.")
+    var paged: Int?
     @Option(help: "Forward operator name (default: dispatch chooses).") var op: String?
     @Flag(help: "With --backward: only a backward that gives the same bits every run (on CUDA: cuda-flash, not cuda-flash-atomic).")
     var deterministic = false
@@ -30,6 +32,13 @@ struct BenchCommand: ParsableCommand {
         guard dropout >= 0, dropout < 1 else { throw ValidationError("--dropout: expected 0 ≤ p < 1, got \(dropout)") }
         if tensorBias, let grouped = cases.first(where: { $0.sequenceLengths != nil || $0.kvHeads != nil }) {
             throw ValidationError("--tensor-bias takes dense cases without kv=, got \(grouped)")
+        }
+        if let paged {
+            guard paged >= 1 else { throw ValidationError("--paged: expected a page size of at least 1 key, got \(paged)") }
+            guard !tensorBias else { throw ValidationError("--paged takes no --tensor-bias") }
+            if let varlen = cases.first(where: { $0.sequenceLengths != nil }) {
+                throw ValidationError("--paged takes dense cases, got \(varlen)")
+            }
         }
     }
 
@@ -53,7 +62,7 @@ struct BenchCommand: ParsableCommand {
             let mode = backward ? "fwd+bwd" : "fwd"
             let teraflops = benchCase.flops(backward: backward) / (measurement.milliseconds * 1e-3) / 1e12
             if json {
-                emit(#"{"op": "\#(measurement.operatorName)", "device": "\#(device.device)", "dtype": "\#(dtype)", "B": \#(benchCase.batch), "Mq": \#(benchCase.queries), "Mkv": \#(benchCase.keys), "H": \#(benchCase.heads), "Hkv": \#(benchCase.kvHeads ?? benchCase.heads), "K": \#(benchCase.headDimension), "causal": \#(benchCase.causal), "case": "\#(benchCase)", "dropout": \#(dropout), "tensor_bias": \#(tensorBias), "mode": "\#(mode)", "ms": \#(measurement.milliseconds), "tflops": \#(teraflops)\#(backwardFields(measurement, benchCase))}"#)
+                emit(#"{"op": "\#(measurement.operatorName)", "device": "\#(device.device)", "dtype": "\#(dtype)", "B": \#(benchCase.batch), "Mq": \#(benchCase.queries), "Mkv": \#(benchCase.keys), "H": \#(benchCase.heads), "Hkv": \#(benchCase.kvHeads ?? benchCase.heads), "K": \#(benchCase.headDimension), "causal": \#(benchCase.causal), "case": "\#(benchCase)", "dropout": \#(dropout), "tensor_bias": \#(tensorBias), "paged": \#(paged.map(String.init) ?? "null"), "mode": "\#(mode)", "ms": \#(measurement.milliseconds), "tflops": \#(teraflops)\#(backwardFields(measurement, benchCase))}"#)
             } else {
                 rows.append([measurement.operatorName + (measurement.backwardOperatorName.map { " / " + $0 } ?? ""), dtype.rawValue, benchCase.description, mode,
                              Formatting.decimal(measurement.milliseconds, digits: 3),
@@ -91,9 +100,15 @@ struct BenchCommand: ParsableCommand {
 
     /// Median milliseconds of `repeats` runs after a warm-up (and of the backward alone).
     private func measure(_ benchCase: BenchCase, dtype: DType, op: (any ForwardOperator)?) throws -> Measurement {
-        let (query, key, value) = try benchCase.inputs(dtype: dtype, device: device.device)
-        let bias = try benchCase.bias(tensor: tensorBias ? try Tensor.randn(
-            [benchCase.batch, benchCase.heads, benchCase.queries, benchCase.keys], dtype: dtype, device: device.device, seed: 4) : nil)
+        let (query, key, value): (Tensor, Tensor, Tensor)
+        let bias: (any AttentionBias)?
+        if let paged {
+            (query, key, value, bias) = try benchCase.pagedInputs(pageSize: paged, dtype: dtype, device: device.device)
+        } else {
+            (query, key, value) = try benchCase.inputs(dtype: dtype, device: device.device)
+            bias = try benchCase.bias(tensor: tensorBias ? try Tensor.randn(
+                [benchCase.batch, benchCase.heads, benchCase.queries, benchCase.keys], dtype: dtype, device: device.device, seed: 4) : nil)
+        }
         var operatorName = ""
         func once() throws {
             let forward = try memoryEfficientAttentionForwardRequiresGrad(query, key, value, bias: bias, p: dropout, op: op,
@@ -191,17 +206,62 @@ struct BenchCase: ExpressibleByArgument, CustomStringConvertible {
     func inputs(dtype: DType, device: Device) throws -> (query: Tensor, key: Tensor, value: Tensor) {
         guard let kvHeads else {
             let tensors = try (1...3).map { seed in
-                try Tensor.randn([batch, seed == 1 ? queries : keys, heads, headDimension], dtype: dtype, device: device,
-                                 seed: UInt64(seed))
+                try Self.random([batch, seed == 1 ? queries : keys, heads, headDimension], dtype: dtype, device: device,
+                                seed: UInt64(seed))
             }
             return (tensors[0], tensors[1], tensors[2])
         }
-        let query = try Tensor.randn([batch, queries, kvHeads, heads / kvHeads, headDimension], dtype: dtype, device: device, seed: 1)
+        let query = try Self.random([batch, queries, kvHeads, heads / kvHeads, headDimension], dtype: dtype, device: device, seed: 1)
         let shared = try (2...3).map { seed in
-            try Tensor.randn([batch, keys, kvHeads, 1, headDimension], dtype: dtype, device: device, seed: UInt64(seed))
+            try Self.random([batch, keys, kvHeads, 1, headDimension], dtype: dtype, device: device, seed: UInt64(seed))
                 .expanded(to: [batch, keys, kvHeads, heads / kvHeads, headDimension])
         }
         return (query, shared[0], shared[1])
+    }
+
+    /// Normal random values of `shape` on `device`: up to 2^22 elements drawn one by one, past
+    /// that a drawn block of 2^22 repeated (decoding caches reach 10^10 elements, too many to draw
+    /// on the host; the timing does not depend on the values).
+    static func random(_ shape: [Int], dtype: DType, device: Device, seed: UInt64) throws -> Tensor {
+        let count = shape.reduce(1, *), block = 1 << 22
+        guard count > block else { return try Tensor.randn(shape, dtype: dtype, device: device, seed: seed) }
+        let drawn = try Tensor.randn([block], dtype: dtype, seed: seed)
+        let tensor = try Tensor.uninitialized(shape, dtype: dtype)
+        try drawn.withUnsafeHostAddress { source in
+            try tensor.withUnsafeHostAddress { target in
+                let bytes = count * dtype.byteSize, blockBytes = block * dtype.byteSize
+                var filled = 0
+                while filled < bytes {
+                    (target + filled).copyMemory(from: source, byteCount: min(blockBytes, bytes - filled))
+                    filled += blockBytes
+                }
+            }
+        }
+        return try tensor.to(device)
+    }
+
+    /// The case over a paged K/V cache: the B sequences packed along M (query [1, B·Mq, ...]), their
+    /// keys in pages of `pageSize` handed out by a fixed shuffle (K/V [1, pages·pageSize, ...]), under
+    /// `PagedBlockDiagonalCausalWithOffsetPaddedKeysMask` when causal, else
+    /// `PagedBlockDiagonalPaddedKeysMask`. Dense cases only.
+    func pagedInputs(pageSize: Int, dtype: DType, device: Device) throws -> (Tensor, Tensor, Tensor, any AttentionBias) {
+        let perSequence = (keys + pageSize - 1) / pageSize, pages = batch * perSequence
+        // Page i of the cache goes to slot (i · step) mod pages, step coprime to the page count.
+        var step = max(1, pages / 2 + 1)
+        func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
+        while gcd(step, pages) != 1 { step += 1 }
+        let tables = (0..<batch).map { b in (0..<perSequence).map { ((b * perSequence + $0) * step) % pages } }
+        let qSeqlen = [Int](repeating: queries, count: batch), kvSeqlen = [Int](repeating: keys, count: batch)
+        let bias: any AttentionBias = causal
+            ? try PagedBlockDiagonalCausalWithOffsetPaddedKeysMask.fromSeqlens(qSeqlen: qSeqlen, kvSeqlen: kvSeqlen, blockTables: tables, pageSize: pageSize)
+            : try PagedBlockDiagonalPaddedKeysMask.fromSeqlens(qSeqlen: qSeqlen, kvSeqlen: kvSeqlen, blockTables: tables, pageSize: pageSize)
+        let kvHeads = kvHeads ?? heads, ratio = heads / kvHeads
+        let query = try Self.random([1, batch * queries, kvHeads, ratio, headDimension], dtype: dtype, device: device, seed: 1)
+        let cache = try (2...3).map { seed in
+            try Self.random([1, pages * pageSize, kvHeads, 1, headDimension], dtype: dtype, device: device, seed: UInt64(seed))
+                .expanded(to: [1, pages * pageSize, kvHeads, ratio, headDimension])
+        }
+        return (query, cache[0], cache[1], bias)
     }
 
     /// The mask: block-diagonal (causal or not) for varlen, bottom-right causal or none otherwise;

@@ -88,7 +88,7 @@ import Testing
                 }
             }
         }
-        let expected = device == .cpu ? ["cpu-reference", "cpu-tiled"] : ["cuda-flash", "cuda-reference"]
+        let expected = device == .cpu ? ["cpu-reference", "cpu-tiled"] : ["cuda-decode", "cuda-flash", "cuda-reference"]
         #expect(expected.allSatisfy(checked.contains), "\(checked)")
     }
 }

@@ -24,7 +24,7 @@ import Testing
                                                                       value.slice(dimension: 1, range: 4..<8))
         let merged = try mergeAttentions([first, second], lses: [firstLSE, secondLSE])
         #expect(merged.output.shape == [1, 8, 4, 64])
-        #expect(Operators.explainForward(problem).map(\.name) == ["cpu-tiled", "cuda-flash", "cuda-reference", "cpu-reference"])
+        #expect(Operators.explainForward(problem).map(\.name) == ["cpu-tiled", "cuda-decode", "cuda-flash", "cuda-reference", "cpu-reference"])
         let mask = try bias.materialize(shape: [8, 8]).toArray()
         // Row 4 is the second query of the second sequence (keys 3..<8): it sees keys 3 and 4.
         #expect(mask[4 * 8 ..< 5 * 8].map { $0 == 0 } == [false, false, false, true, true, false, false, false])

@@ -69,19 +69,6 @@ __device__ __forceinline__ void barrier_wait(uint32_t barrier, uint32_t parity) 
     } while (!done);
 }
 
-/// Writes `low` and `high` as elements `index` and `index + 1` (even) of a float32 (0), float16 (1)
-/// or bfloat16 (2) array.
-__device__ __forceinline__ void store_pair(void* base, int64_t index, int64_t dtype, float low, float high) {
-    if (dtype == 1) {
-        reinterpret_cast<uint32_t*>(base)[index / 2] = uint32_t(fmha::float_to_half(low)) | (uint32_t(fmha::float_to_half(high)) << 16);
-    } else if (dtype == 2) {
-        reinterpret_cast<uint32_t*>(base)[index / 2] =
-            uint32_t(fmha::float_to_bfloat16(low)) | (uint32_t(fmha::float_to_bfloat16(high)) << 16);
-    } else {
-        reinterpret_cast<float2*>(base)[index / 2] = make_float2(low, high);
-    }
-}
-
 /// `shape` as for fmha_reference_forward (K, Kv ≤ FMHA_HEAD_DIM, multiples of 8 when
 /// `vector_loads`, even otherwise), `mask` the mask lowering (prelude.cu). `vector_loads`: every row
 /// of q, k and v starts 16-byte aligned (rows move 8 elements at a time). `work`: per blockIdx.x,
@@ -576,7 +563,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
                 for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) {
                     const int column = n * 8 + lane_column;
                     if (column < value_dim) {
-                        store_pair(out, out_row + column, out_dtype, accumulator[r / 2][n][(r % 2) * 2] * inverse,
+                        fmha::store_pair(out, out_row + column, out_dtype, accumulator[r / 2][n][(r % 2) * 2] * inverse,
                                    accumulator[r / 2][n][(r % 2) * 2 + 1] * inverse);
                     }
                 }

@@ -112,6 +112,19 @@ __device__ __forceinline__ float load_element(const void* base, int64_t index, i
     return static_cast<const float*>(base)[index];
 }
 
+/// Writes `low` and `high` as elements `index` and `index + 1` (even) of a float32 (0), float16 (1)
+/// or bfloat16 (2) array.
+__device__ __forceinline__ void store_pair(void* base, int64_t index, int64_t dtype, float low, float high) {
+    if (dtype == 1) {
+        reinterpret_cast<uint32_t*>(base)[index / 2] = uint32_t(float_to_half(low)) | (uint32_t(float_to_half(high)) << 16);
+    } else if (dtype == 2) {
+        reinterpret_cast<uint32_t*>(base)[index / 2] =
+            uint32_t(float_to_bfloat16(low)) | (uint32_t(float_to_bfloat16(high)) << 16);
+    } else {
+        reinterpret_cast<float2*>(base)[index / 2] = make_float2(low, high);
+    }
+}
+
 // ---- The mask lowering (DeviceLowering.swift) -----------------------------------------------
 // The device's one copy of the mask rules: the band formula (FMHACore's KeyBand) and the page
 // lookup. Which keys a tile of queries visits, and which block a query row is in, come from the

@@ -1,0 +1,148 @@
+import CUDADriver
+import FMHACore
+
+/// The decoding forward ("cuda-decode", `flash_decode.cu`): split-KV attention for few queries per
+/// sequence (at most 16 per mask block: decoding and speculative steps). The query heads that share
+/// a K/V head (GQA, K and V of stride 0 along H) are packed into one tile of 16 rows, so each K/V
+/// head is read once per tile; a tile's keys are cut into splits (`DecodePlan`: as many as fill the
+/// GPU), whose partial outputs a second kernel merges on the device. Every mask without a tensor
+/// (paged caches and their block tables too) through the mask lowering; float16 and bfloat16,
+/// head dimensions that are multiples of 8 up to 256, K ≠ Kv, partial output (LSE) and any output
+/// dtype; no dropout. Dispatch tries it before `cuda-flash`, whose 64- and 128-query tiles would
+/// hold a few real rows here.
+public struct CUDAFlashDecode: ForwardOperator {
+    /// The most queries of one mask block it takes.
+    public static let maximumQueriesPerBlock = 16
+    /// The tuning shapes `op:` can name ("cuda-decode-w4n32s2", ...).
+    public static let tuningShapes: [FlashDecodeKernel.Shape] = [
+        .init(warps: 4, keys: 32, stages: 3), .init(warps: 8, keys: 16, stages: 2), .init(warps: 8, keys: 32, stages: 2),
+        .init(warps: 4, keys: 64, stages: 2),
+    ]
+
+    public let name: String
+    /// The block shape every width uses, or nil for `FlashDecodeKernel.Shape.standard`.
+    let fixedShape: FlashDecodeKernel.Shape?
+
+    /// The operator, with the standard block shapes.
+    public init() {
+        name = "cuda-decode"
+        fixedShape = nil
+    }
+
+    /// The operator with one block shape for every head dimension ("cuda-decode-<shape>"), for tuning.
+    public init(shape: FlashDecodeKernel.Shape) {
+        name = "cuda-decode-\(shape)"
+        fixedShape = shape
+    }
+
+    public var capabilities: OperatorCapabilities {
+        OperatorCapabilities(
+            devices: [.cuda], dtypes: [.float16, .bfloat16], maxHeadDimension: 256,
+            biasTypes: attentionBiasTypes.filter {
+                ![ObjectIdentifier(Tensor.self), ObjectIdentifier(LowerTriangularMaskWithTensorBias.self)].contains(ObjectIdentifier($0))
+            },
+            supportsDropout: false, supportsCustomScale: true, supportsDifferentValueHeadDimension: true, supportsBMGHK: true,
+            supportsPartial: true, supportsOutputDType: true, isDeterministic: true, minimumComputeCapability: ComputeCapability(8, 0))
+    }
+
+    public func notSupportedReasons(_ problem: AttentionProblem) -> [String] {
+        var reasons = capabilityReasons(problem) + CUDAKernels.tensorCoreSizeReasons(problem)
+        if let most = problem.lowering.blocks.lazy.map(\.queryCount).max(), most > Self.maximumQueriesPerBlock {
+            reasons.append("\(most) queries in a block: more than \(Self.maximumQueriesPerBlock), where cuda-flash's query tiles fill up")
+        }
+        let availability = CUDAKernels.notSupportedReasons(reasons, on: problem.device)
+        guard availability.isEmpty, let device = try? problem.device.cudaContext().device else { return availability }
+        let kernel = kernel(for: problem, on: device)
+        let needed = kernel.dynamicSharedMemoryBytes
+        if needed > device.sharedMemoryPerBlockOptIn {
+            return ["block shape \(kernel.shape) at width \(kernel.width) needs \(needed) bytes of shared memory per block, this device gives at most \(device.sharedMemoryPerBlockOptIn)"]
+        }
+        return []
+    }
+
+    /// The kernels `problem` runs on `device`.
+    func kernel(for problem: AttentionProblem, on device: CUDADevice) -> FlashDecodeKernel {
+        let width = CUDAFlashForward.width(for: problem.dimensions)
+        return FlashDecodeKernel(width: width, dtype: problem.dtype, shape: fixedShape ?? .standard(width: width),
+                                 architecture: device.kernelArchitecture)
+    }
+
+    /// The plan of `problem` on `device` (blocks of this kernel run one per SM).
+    static func plan(_ problem: AttentionProblem, kernel: FlashDecodeKernel, on device: CUDADevice) -> DecodePlan {
+        let d = problem.dimensions
+        return DecodePlan(lowering: problem.lowering, heads: d.heads, sharedHeads: problem.keyValueHeads.sharing[2],
+                          batchGroups: d.batch * d.groups, capacity: device.multiprocessorCount, roundKeys: kernel.shape.roundKeys)
+    }
+
+    public func forward(_ problem: AttentionProblem) throws -> ForwardOutput {
+        try requireSupport(problem)
+        let d = problem.dimensions
+        // Not zero-filled: the kernels write every element (the tests poison them to check).
+        let output = try Tensor.uninitialized(d.outputShape, dtype: problem.outputDType, device: problem.device)
+        let lse = try Tensor.uninitialized(d.lseShape, dtype: .float32, device: problem.device)
+        try run(problem, output: output, lse: lse)
+        return ForwardOutput(output: output, lse: lse)
+    }
+
+    /// Runs the kernels on a supported `problem`, writing every element of `output` (contiguous,
+    /// the output shape and dtype) and `lse` (contiguous float32) on the problem's device.
+    func run(_ problem: AttentionProblem, output: Tensor, lse: Tensor) throws {
+        let d = problem.dimensions
+        let device = problem.device, context = try device.cudaContext()
+        let views = (query: problem.query, key: problem.key, value: problem.value)
+        let kernel = kernel(for: problem, on: context.device)
+        let plan = Self.plan(problem, kernel: kernel, on: context.device)
+        let headChunks = d.batch * d.groups * ((d.heads + plan.pack - 1) / plan.pack)
+        guard plan.entries > 0, headChunks > 0 else { return }
+        let shape = CUDAKernels.shapeWords(d, dtype: problem.dtype, views: views, bias: nil)
+        let mask = DeviceLowering.words(problem.lowering, rowBlocks: false)
+        try CUDAContexts.translatingErrors(device: device) {
+            // Shape, mask, work list and merge list in one copy.
+            let words = try CUDAKernels.upload(shape + mask + plan.workList + plan.mergeList, context)
+            let maskAddress = words.address + UInt64(shape.count * 8)
+            let workAddress = maskAddress + UInt64(mask.count * 8)
+            let mergeAddress = workAddress + UInt64(plan.workList.count * 8)
+            // The splits' outputs and LSEs (only when some tile has several).
+            let slots = plan.mergedTiles > 0 ? headChunks * plan.entries * DecodePlan.tileRows : 0
+            let partialOutput = slots > 0 ? try context.allocate(slots * kernel.width * 4) : nil
+            let partialLSE = slots > 0 ? try context.allocate(slots * 4) : nil
+            let kernels = try CUDAKernels.shared()
+            let decode = try kernels.function(kernel, entry: FlashDecodeKernel.decodeEntry, context: context)
+            try CUDAKernels.withAddresses([views.query, views.key, views.value, output, lse]) { addresses in
+                // 16-byte loads when every row of q, k and v starts on a 16-byte boundary.
+                let aligned = addresses.prefix(3).allSatisfy { $0 % 16 == 0 }
+                    && [views.query, views.key, views.value].allSatisfy { $0.strides.prefix(4).allSatisfy { $0 % 8 == 0 } }
+                var arguments = KernelArguments()
+                for address in addresses { arguments.append(address) }
+                arguments.append(words.address)
+                arguments.append(maskAddress)
+                arguments.append(workAddress)
+                arguments.append(Float(problem.scale * 1.4426950408889634))
+                arguments.append(CUDAKernels.dtypeCode(output.dtype))
+                arguments.append(Int32(aligned ? 1 : 0))
+                arguments.append(partialOutput?.address ?? 0)
+                arguments.append(partialLSE?.address ?? 0)
+                arguments.append(Int32(plan.pack))
+                arguments.append(Int64(plan.entries))
+                try decode.launch(grid: (plan.entries, min(headChunks, 65535), 1), block: (kernel.shape.warps * 32, 1, 1),
+                                  sharedMemory: kernel.dynamicSharedMemoryBytes, arguments: arguments)
+                if let partialOutput, let partialLSE {
+                    var arguments = KernelArguments()
+                    arguments.append(addresses[3])
+                    arguments.append(addresses[4])
+                    arguments.append(words.address)
+                    arguments.append(mergeAddress)
+                    arguments.append(partialOutput.address)
+                    arguments.append(partialLSE.address)
+                    arguments.append(CUDAKernels.dtypeCode(output.dtype))
+                    arguments.append(Int32(plan.pack))
+                    arguments.append(Int64(plan.entries))
+                    try kernels.function(kernel, entry: FlashDecodeKernel.mergeEntry, context: context).launch(
+                        grid: (plan.mergedTiles, min(headChunks, 65535), DecodePlan.tileRows),
+                        block: (FlashDecodeKernel.mergeThreads, 1, 1), arguments: arguments)
+                }
+                try context.synchronize()
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+import FMHACore
+
+/// The decoding kernels (`flash_decode.cu`: the split-KV forward and the merge of its splits) for
+/// tiles `width` columns wide, one input dtype and one block shape, one cubin.
+public struct FlashDecodeKernel: KernelVariantDescriptor {
+    /// The split-KV forward.
+    public static let decodeEntry = "fmha_flash_decode"
+    /// The merge of a tile's splits.
+    public static let mergeEntry = "fmha_decode_merge"
+    /// Threads per block of the merge.
+    static let mergeThreads = 128
+
+    /// A decode block's shape: `warps` warps, each taking key tiles of `keys` keys in turn through
+    /// its own ring of `stages` K/V buffers.
+    public struct Shape: Sendable, Hashable, CustomStringConvertible {
+        public let warps: Int, keys: Int, stages: Int
+
+        /// A shape; `keys` a multiple of 16, `stages` 2 to 4.
+        public init(warps: Int, keys: Int, stages: Int) {
+            self.warps = warps
+            self.keys = keys
+            self.stages = stages
+        }
+
+        /// Keys a block takes per round of its warps.
+        var roundKeys: Int { warps * keys }
+
+        /// "w<warps>n<keys>s<stages>", the suffix of the tuning variants' names.
+        public var description: String { "w\(warps)n\(keys)s\(stages)" }
+
+        /// Dynamic shared memory at `width`: every warp's K and V buffers, and the Q tile (rows of
+        /// width + 8 16-bit values).
+        func sharedMemoryBytes(width: Int) -> Int {
+            (warps * stages * 2 * keys + DecodePlan.tileRows) * (width + 8) * 2
+        }
+
+        /// The default shape at `width`: four warps, two stages, key tiles of 64, 32 or 16 keys
+        /// (about 8 KiB of K per tile, so that a block keeps some 70 KiB of K/V in flight).
+        static func standard(width: Int) -> Shape {
+            Shape(warps: 4, keys: width <= 64 ? 64 : width <= 128 ? 32 : 16, stages: 2)
+        }
+    }
+
+    /// The padded head dimension (`FMHA_HEAD_DIM`), one of `CUDAFlashForward.widths`.
+    public let width: Int
+    /// The input dtype: float16 or bfloat16 (`FMHA_DTYPE` 1 or 2).
+    public let dtype: DType
+    /// The block shape (`FMHA_WARPS`, `FMHA_BLOCK_N`, `FMHA_STAGES`).
+    public let shape: Shape
+    public let architecture: String
+
+    /// The kernels of `width`, `dtype` and `shape` for `architecture`.
+    public init(width: Int, dtype: DType, shape: Shape, architecture: String) {
+        self.width = width
+        self.dtype = dtype
+        self.shape = shape
+        self.architecture = architecture
+    }
+
+    public var sourceName: String { "flash_decode" }
+
+    public var entryPoints: [String] { [Self.decodeEntry, Self.mergeEntry] }
+
+    public var headers: [String] { ["tensor_core"] }
+
+    public var defines: [String: String] {
+        ["FMHA_HEAD_DIM": "\(width)", "FMHA_DTYPE": dtype == .float16 ? "1" : "2", "FMHA_WARPS": "\(shape.warps)",
+         "FMHA_BLOCK_N": "\(shape.keys)", "FMHA_STAGES": "\(shape.stages)"]
+    }
+
+    public var dynamicSharedMemoryBytes: Int { shape.sharedMemoryBytes(width: width) }
+
+    /// The standard shape's kernels for every width and dtype on `architecture`.
+    static func allVariants(architecture: String) -> [FlashDecodeKernel] {
+        CUDAFlashForward.widths.flatMap { width in
+            [DType.float16, .bfloat16].map {
+                FlashDecodeKernel(width: width, dtype: $0, shape: .standard(width: width), architecture: architecture)
+            }
+        }
+    }
+}

@@ -1,0 +1,372 @@
+// The decoding forward (split-KV, FlashDecoding's scheme): few queries per sequence, long K/V.
+// A thread block takes one tile of 16 rows, where a row is a (query, head) pair: the `pack` query
+// heads that share one K/V head (GQA, K and V of stride 0 along H) times 16 / `pack` consecutive
+// queries of one mask block, so K/V is read once for the whole group. The block's keys are one
+// split of the tile's keys (the work list has an entry per split); its FMHA_WARPS warps take the
+// split's key tiles of FMHA_BLOCK_N keys in turn, each with its own ring of FMHA_STAGES K/V
+// buffers in shared memory filled by cp.async (no block-wide barrier in the key loop, and
+// FMHA_WARPS · (FMHA_STAGES - 1) tiles in flight while the warps compute), S = Q·Kᵀ and O += P·V
+// by mma.sync m16n8k16 with float32 accumulation, and its own online softmax. At the end the
+// warps' (maximum, sum, O) are combined through shared memory; a tile with one split writes the
+// output and LSE, otherwise each split writes its normalized float32 output and LSE, and
+// fmha_decode_merge combines the splits.
+// Masks come from the lowering (prelude.cu): each row's visible keys from fmha::BlockBand, pages
+// from fmha::page_lookup; keys outside a row's range or the split are masked per element.
+// Needs prelude.cu, tensor_core.cu and FMHA_HEAD_DIM (a multiple of 16, at most 256: at least K
+// and Kv; columns past them are zero), FMHA_DTYPE (1 float16, 2 bfloat16), FMHA_WARPS,
+// FMHA_BLOCK_N (a multiple of 16) and FMHA_STAGES (at least 2). Dynamic shared memory:
+// (FMHA_WARPS · FMHA_STAGES · 2 · FMHA_BLOCK_N + 16) · FMHA_ROW 16-bit values.
+
+#define FMHA_THREADS (FMHA_WARPS * 32)
+#define FMHA_ROW (FMHA_HEAD_DIM + 8)
+/// Rows (query, head pairs) of a tile.
+#define FMHA_TILE_ROWS 16
+/// Int64 words per entry of the decode work list (CUDAFlashDecode.workList).
+#define FMHA_DECODE_WORDS 7
+/// Int64 words per tile of the merge list (CUDAFlashDecode.mergeList).
+#define FMHA_MERGE_WORDS 4
+
+static_assert(FMHA_HEAD_DIM % 16 == 0 && FMHA_HEAD_DIM <= 256, "FMHA_HEAD_DIM: a multiple of 16, at most 256");
+static_assert(FMHA_BLOCK_N % 16 == 0, "FMHA_BLOCK_N: a multiple of 16");
+static_assert(FMHA_STAGES >= 2 && FMHA_STAGES <= 4, "FMHA_STAGES: 2 to 4");
+// The warps' float32 outputs are combined in the space of their K/V buffers.
+static_assert(FMHA_TILE_ROWS * FMHA_HEAD_DIM * 4 <= FMHA_STAGES * 2 * FMHA_BLOCK_N * FMHA_ROW * 2,
+              "a warp's K/V buffers hold its float32 output tile");
+
+/// Waits until at most FMHA_STAGES - 1 of this thread's cp.async groups are pending.
+__device__ __forceinline__ void wait_for_all_but_newest_stages() {
+#if FMHA_STAGES == 2
+    asm volatile("cp.async.wait_group 1;" ::: "memory");
+#elif FMHA_STAGES == 3
+    asm volatile("cp.async.wait_group 2;" ::: "memory");
+#else
+    asm volatile("cp.async.wait_group 3;" ::: "memory");
+#endif
+}
+
+/// The rows of a tile: row r is head `first_head + r % pack` of query `first_query + r / pack`.
+struct TileRows {
+    int64_t first_query, query_end, first_head, heads;
+    int pack;
+
+    __device__ __forceinline__ int64_t query(int r) const { return first_query + r / pack; }
+    __device__ __forceinline__ int64_t head(int r) const { return first_head + r % pack; }
+    /// Whether row r is a real (query, head) pair of the tile.
+    __device__ __forceinline__ bool valid(int r) const {
+        return r < (FMHA_TILE_ROWS / pack) * pack && query(r) < query_end && head(r) < heads;
+    }
+};
+
+/// `shape` as for fmha_reference_forward (K, Kv ≤ FMHA_HEAD_DIM, multiples of 8), `mask` the mask
+/// lowering (prelude.cu). `vector_loads`: every row of q, k and v starts 16-byte aligned. `work`:
+/// per blockIdx.x, FMHA_DECODE_WORDS words: mask block, first and end query of the tile, the
+/// split's logical keys [lo, hi), the tile's first entry and its number of splits. Heads: the
+/// (b, g, chunk of `pack` heads) triples, blockIdx.y and then every gridDim.y-th; all `pack` heads
+/// of a chunk read the K/V head of its first (pack > 1 only when K and V have stride 0 along H).
+/// A tile of one split writes out[((b·Mq + i)·G + g)·H + h][0 ..< Kv] in `out_dtype` and the
+/// natural-log LSE at [((b·G + g)·H + h)·Mq + i] (-inf for a row that sees no key; its output is
+/// 0); a tile of several writes, for each split, row r's normalized output at
+/// partial_out[((head index · entries + entry) · 16 + r) · FMHA_HEAD_DIM] and its LSE at
+/// partial_lse[(head index · entries + entry) · 16 + r], for fmha_decode_merge.
+extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_flash_decode(
+    const uint16_t* q, const uint16_t* k, const uint16_t* v, void* out, float* lse, const int64_t* shape,
+    const int64_t* mask, const int64_t* work, float scale_log2, int64_t out_dtype, int32_t vector_loads,
+    float* partial_out, float* partial_lse, int32_t pack, int64_t entries) {
+    extern __shared__ __align__(16) uint16_t shared_tiles[];
+    constexpr int tile_elements = FMHA_BLOCK_N * FMHA_ROW;
+    const int thread = threadIdx.x, warp = thread / 32, lane = thread % 32;
+    uint16_t* const warp_tiles = shared_tiles + warp * FMHA_STAGES * 2 * tile_elements;
+    uint16_t* const query_tile = shared_tiles + FMHA_WARPS * FMHA_STAGES * 2 * tile_elements;
+    // After the key loop: warp w's output tile, FMHA_TILE_ROWS × FMHA_HEAD_DIM floats, where its
+    // K/V buffers were.
+    float* const combined = reinterpret_cast<float*>(shared_tiles);
+    __shared__ float warp_maximum[FMHA_WARPS][FMHA_TILE_ROWS], warp_sum[FMHA_WARPS][FMHA_TILE_ROWS];
+    __shared__ int row_lo[FMHA_TILE_ROWS], row_hi[FMHA_TILE_ROWS];
+
+    const int64_t batch = shape[0], queries = shape[1], groups = shape[3], heads = shape[4];
+    const int head_dim = int(shape[5]), value_dim = int(shape[6]);
+    const int64_t* qs = shape + 9;
+    const int64_t* ks = shape + 13;
+    const int64_t* vs = shape + 17;
+    const fmha::Lowering lowering{mask};
+    const int page_size = int(lowering.page_size());
+
+    const int64_t* entry = work + FMHA_DECODE_WORDS * int64_t(blockIdx.x);
+    const int64_t block = entry[0];
+    const int split_lo = int(entry[3]), split_hi = int(entry[4]);
+    const int64_t entry_index = blockIdx.x;
+    const bool single_split = entry[6] == 1;
+    const int64_t* block_pages = lowering.pages(block);
+    const fmha::BlockBand band = lowering.band(block);
+
+    const int64_t chunks = (heads + pack - 1) / pack, head_count = batch * groups * chunks;
+    for (int64_t head_index = blockIdx.y; head_index < head_count; head_index += gridDim.y) {
+        const int64_t chunk = head_index % chunks, g = (head_index / chunks) % groups, b = head_index / (chunks * groups);
+        const TileRows rows{entry[1], entry[2], chunk * pack, heads, pack};
+        // (Every warp is done with the previous head's combined outputs and row ranges.)
+        __syncthreads();
+        // Each row's visible keys inside this split; the Q tile (zero past K and in rows that are
+        // no (query, head) pair).
+        if (thread < FMHA_TILE_ROWS) {
+            fmha::KeyRange keys{0, 0};
+            if (rows.valid(thread)) keys = band.row_keys(rows.query(thread));
+            row_lo[thread] = int(max(keys.lo, int64_t(split_lo)));
+            row_hi[thread] = int(min(keys.hi, int64_t(split_hi)));
+        }
+        const uint16_t* q_batch = q + b * qs[0] + g * qs[2];
+        for (int index = thread; index < FMHA_TILE_ROWS * FMHA_HEAD_DIM / 8; index += FMHA_THREADS) {
+            const int r = index / (FMHA_HEAD_DIM / 8), c = (index % (FMHA_HEAD_DIM / 8)) * 8;
+            uint16_t* destination = query_tile + r * FMHA_ROW + c;
+            const bool valid = rows.valid(r);
+            const uint16_t* source = q_batch + (valid ? rows.query(r) * qs[1] + rows.head(r) * qs[3] : 0) + c;
+            if (vector_loads) {
+                uint4 chunk_values = make_uint4(0, 0, 0, 0);
+                if (valid && c < head_dim) chunk_values = *reinterpret_cast<const uint4*>(source);
+                *reinterpret_cast<uint4*>(destination) = chunk_values;
+            } else {
+#pragma unroll
+                for (int e = 0; e < 8; ++e) destination[e] = valid && c + e < head_dim ? source[e] : uint16_t(0);
+            }
+        }
+        __syncthreads();
+
+        const uint16_t* k_head = k + (b * ks[0] + g * ks[2] + rows.first_head * ks[3]);
+        const uint16_t* v_head = v + (b * vs[0] + g * vs[2] + rows.first_head * vs[3]);
+        const int64_t k_row_stride = ks[1], v_row_stride = vs[1];
+
+        // The K and V rows of logical keys start + r (r < FMHA_BLOCK_N) into `keys` and `values`,
+        // columns below K and Kv (the rest, and rows at or past the split's end, zero). Aligned rows:
+        // 16-byte cp.async copies, lanes_per_row lanes a row (8 columns each; lanes past the width
+        // idle), rows_per_pass rows a pass, so that a lane's copies sit rows_per_pass rows apart at
+        // one column and one page lookup serves its K and V copies. Otherwise element by element.
+        auto load_rows = [&](uint16_t* keys, uint16_t* values, int start) {
+            const int count = min(FMHA_BLOCK_N, split_hi - start);
+            if (vector_loads) {
+                constexpr int chunks = FMHA_HEAD_DIM / 8;
+                constexpr int lanes_per_row = chunks <= 2 ? 2 : chunks <= 4 ? 4 : chunks <= 8 ? 8 : chunks <= 16 ? 16 : 32;
+                constexpr int rows_per_pass = 32 / lanes_per_row;
+                const int r0 = lane / lanes_per_row, c = (lane % lanes_per_row) * 8;
+                if (lanes_per_row != chunks && c >= FMHA_HEAD_DIM) return;
+                const uint32_t key_address = shared_address(keys + r0 * FMHA_ROW + c);
+                const uint32_t value_address = shared_address(values + r0 * FMHA_ROW + c);
+// (Unrolled by 4 up to 128 columns; past that it spills at 256.)
+#pragma unroll (FMHA_HEAD_DIM > 128 ? 1 : 4)
+                for (int pass = 0; pass < FMHA_BLOCK_N / rows_per_pass; ++pass) {
+                    const int r = r0 + pass * rows_per_pass;
+                    const int64_t row = r < count ? fmha::page_lookup(block_pages, page_size, start + r) : 0;
+                    const uint32_t offset = 2 * pass * rows_per_pass * FMHA_ROW;
+                    const bool key_valid = r < count && c < head_dim, value_valid = r < count && c < value_dim;
+                    copy_16_bytes_async(key_address + offset, key_valid ? k_head + row * k_row_stride + c : k_head, key_valid);
+                    copy_16_bytes_async(value_address + offset, value_valid ? v_head + row * v_row_stride + c : v_head, value_valid);
+                }
+            } else {
+                for (int index = lane; index < FMHA_BLOCK_N * FMHA_HEAD_DIM; index += 32) {
+                    const int r = index / FMHA_HEAD_DIM, c = index % FMHA_HEAD_DIM;
+                    const int64_t row = r < count ? fmha::page_lookup(block_pages, page_size, start + r) : 0;
+                    keys[r * FMHA_ROW + c] = r < count && c < head_dim ? k_head[row * k_row_stride + c] : uint16_t(0);
+                    values[r * FMHA_ROW + c] = r < count && c < value_dim ? v_head[row * v_row_stride + c] : uint16_t(0);
+                }
+            }
+        };
+
+        // This warp's key tiles: tile t of the split (keys split_lo + t·FMHA_BLOCK_N ...) for
+        // t = warp, warp + FMHA_WARPS, ...; its j-th goes into stage j % FMHA_STAGES.
+        const int split_tiles = split_hi > split_lo ? (split_hi - split_lo + FMHA_BLOCK_N - 1) / FMHA_BLOCK_N : 0;
+        const int warp_tile_count = split_tiles > warp ? (split_tiles - warp + FMHA_WARPS - 1) / FMHA_WARPS : 0;
+        auto tile_start = [&](int j) { return split_lo + (warp + j * FMHA_WARPS) * FMHA_BLOCK_N; };
+        auto key_buffer = [&](int j) { return warp_tiles + (j % FMHA_STAGES) * 2 * tile_elements; };
+        // One cp.async group per call (empty past the warp's last tile, so that the waits count right).
+        auto fill = [&](int j) {
+            if (j < warp_tile_count) load_rows(key_buffer(j), key_buffer(j) + tile_elements, tile_start(j));
+            asm volatile("cp.async.commit_group;");
+        };
+#pragma unroll
+        for (int j = 0; j < FMHA_STAGES - 1; ++j) fill(j);
+
+        float accumulator[FMHA_HEAD_DIM / 8][4];
+#pragma unroll
+        for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) accumulator[n][0] = accumulator[n][1] = accumulator[n][2] = accumulator[n][3] = 0.0f;
+        // This lane's rows lane / 4 and lane / 4 + 8: running maximum (base 2, scaled) and sum.
+        float maximum[2] = {-FMHA_INFINITY, -FMHA_INFINITY}, sum[2] = {0.0f, 0.0f};
+        const int lo[2] = {row_lo[lane / 4], row_lo[lane / 4 + 8]}, hi[2] = {row_hi[lane / 4], row_hi[lane / 4 + 8]};
+
+        const uint32_t query_rows = shared_address(query_tile + (lane % 16) * FMHA_ROW + (lane / 16) * 8);
+        for (int j = 0; j < warp_tile_count; ++j) {
+            // Every lane is done with tile j - 1, whose buffer the fill of tile j + STAGES - 1 takes;
+            // then tile j has landed (this lane's copies) and is visible to the warp.
+            __syncwarp();
+            fill(j + FMHA_STAGES - 1);
+            wait_for_all_but_newest_stages();
+            __syncwarp();
+            uint16_t* const keys = key_buffer(j);
+            const uint32_t key_rows = shared_address(keys + ((lane / 16) * 8 + lane % 8) * FMHA_ROW + ((lane / 8) % 2) * 8);
+            const uint32_t value_rows = shared_address(keys + tile_elements + (lane % 16) * FMHA_ROW + (lane / 16) * 8);
+
+            float score[FMHA_BLOCK_N / 8][4];
+#pragma unroll
+            for (int n = 0; n < FMHA_BLOCK_N / 8; ++n) score[n][0] = score[n][1] = score[n][2] = score[n][3] = 0.0f;
+// (By 4: unrolled fully, ptxas hoists every fragment load and spills past 128 columns.)
+#pragma unroll 4
+            for (int chunk = 0; chunk < FMHA_HEAD_DIM / 16; ++chunk) {
+                uint32_t a[4];
+                load_matrices(query_rows + 2 * chunk * 16, a);
+#pragma unroll
+                for (int n = 0; n < FMHA_BLOCK_N / 8; n += 2) {
+                    uint32_t fragments[4];
+                    load_matrices(key_rows + 2 * (n * 8 * FMHA_ROW + chunk * 16), fragments);
+                    mma_16x16x16(score[n], score[n + 1], a, fragments);
+                }
+            }
+            // Scale (base 2), mask, online softmax.
+            const int first_key = tile_start(j);
+            float tile_maximum[2] = {-FMHA_INFINITY, -FMHA_INFINITY};
+#pragma unroll
+            for (int n = 0; n < FMHA_BLOCK_N / 8; ++n) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int p = first_key + n * 8 + (lane % 4) * 2 + e % 2, row = e / 2;
+                    score[n][e] = p < lo[row] || p >= hi[row] ? -FMHA_INFINITY : score[n][e] * scale_log2;
+                    tile_maximum[row] = fmaxf(tile_maximum[row], score[n][e]);
+                }
+            }
+            float base[2];
+#pragma unroll
+            for (int row = 0; row < 2; ++row) {
+                tile_maximum[row] = fmaxf(tile_maximum[row], __shfl_xor_sync(0xffffffffu, tile_maximum[row], 1));
+                tile_maximum[row] = fmaxf(tile_maximum[row], __shfl_xor_sync(0xffffffffu, tile_maximum[row], 2));
+                const float new_maximum = fmaxf(maximum[row], tile_maximum[row]);
+                // A row that has seen no key yet keeps maximum -inf; subtract 0 so that exp2 gives 0.
+                base[row] = new_maximum == -FMHA_INFINITY ? 0.0f : new_maximum;
+                const float rescale = exp2_approx(maximum[row] - base[row]);
+                maximum[row] = new_maximum;
+                sum[row] *= rescale;
+#pragma unroll
+                for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) {
+                    accumulator[n][2 * row] *= rescale;
+                    accumulator[n][2 * row + 1] *= rescale;
+                }
+            }
+            uint32_t probability[FMHA_BLOCK_N / 16][4];
+#pragma unroll
+            for (int n = 0; n < FMHA_BLOCK_N / 8; ++n) {
+                const float p0 = exp2_approx(score[n][0] - base[0]), p1 = exp2_approx(score[n][1] - base[0]);
+                const float p2 = exp2_approx(score[n][2] - base[1]), p3 = exp2_approx(score[n][3] - base[1]);
+                sum[0] += p0 + p1;
+                sum[1] += p2 + p3;
+                probability[n / 2][(n % 2) * 2] = pack_pair(p0, p1);
+                probability[n / 2][(n % 2) * 2 + 1] = pack_pair(p2, p3);
+            }
+#pragma unroll
+            for (int chunk = 0; chunk < FMHA_BLOCK_N / 16; ++chunk) {
+#pragma unroll
+                for (int n = 0; n < FMHA_HEAD_DIM / 8; n += 2) {
+                    uint32_t fragments[4];
+                    load_matrices_transposed(value_rows + 2 * (chunk * 16 * FMHA_ROW + n * 8), fragments);
+                    mma_16x16x16(accumulator[n], accumulator[n + 1], probability[chunk], fragments);
+                }
+            }
+        }
+
+        // Combine the warps: each publishes its maxima, sums and output tile.
+        asm volatile("cp.async.wait_group 0;" ::: "memory");
+#pragma unroll
+        for (int row = 0; row < 2; ++row) {
+            sum[row] += __shfl_xor_sync(0xffffffffu, sum[row], 1);
+            sum[row] += __shfl_xor_sync(0xffffffffu, sum[row], 2);
+        }
+        __syncthreads();
+        if (lane % 4 == 0) {
+#pragma unroll
+            for (int row = 0; row < 2; ++row) {
+                warp_maximum[warp][lane / 4 + 8 * row] = maximum[row];
+                warp_sum[warp][lane / 4 + 8 * row] = sum[row];
+            }
+        }
+        float* const warp_output = combined + warp * FMHA_TILE_ROWS * FMHA_HEAD_DIM;
+#pragma unroll
+        for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) {
+#pragma unroll
+            for (int row = 0; row < 2; ++row) {
+                *reinterpret_cast<float2*>(warp_output + (lane / 4 + 8 * row) * FMHA_HEAD_DIM + n * 8 + (lane % 4) * 2) =
+                    make_float2(accumulator[n][2 * row], accumulator[n][2 * row + 1]);
+            }
+        }
+        __syncthreads();
+        const int64_t out_row_step = groups * heads * value_dim;
+        const float ln2 = 0.6931471805599453f;
+        for (int item = thread; item < FMHA_TILE_ROWS * FMHA_HEAD_DIM / 2; item += FMHA_THREADS) {
+            const int r = item / (FMHA_HEAD_DIM / 2), c = (item % (FMHA_HEAD_DIM / 2)) * 2;
+            if (!rows.valid(r) || c >= value_dim) continue;
+            float top = -FMHA_INFINITY;
+#pragma unroll
+            for (int w = 0; w < FMHA_WARPS; ++w) top = fmaxf(top, warp_maximum[w][r]);
+            const float shift = top == -FMHA_INFINITY ? 0.0f : top;
+            float total = 0.0f, low = 0.0f, high = 0.0f;
+#pragma unroll
+            for (int w = 0; w < FMHA_WARPS; ++w) {
+                const float weight = exp2_approx(warp_maximum[w][r] - shift);
+                const float2 values = *reinterpret_cast<const float2*>(combined + (w * FMHA_TILE_ROWS + r) * FMHA_HEAD_DIM + c);
+                total += weight * warp_sum[w][r];
+                low += weight * values.x;
+                high += weight * values.y;
+            }
+            // (0 for a row that sees no key in the split; NaN stays NaN.)
+            const float inverse = total != 0.0f ? 1.0f / total : 0.0f;
+            const float row_lse = total != 0.0f ? shift * ln2 + logf(total) : -FMHA_INFINITY;
+            const int64_t i = rows.query(r), h = rows.head(r);
+            if (single_split) {
+                const int64_t out_row = (((b * queries + i) * groups + g) * heads + h) * value_dim;
+                fmha::store_pair(out, out_row + c, out_dtype, low * inverse, high * inverse);
+                if (c == 0) lse[((b * groups + g) * heads + h) * queries + i] = row_lse;
+            } else {
+                const int64_t slot = (head_index * entries + entry_index) * FMHA_TILE_ROWS + r;
+                *reinterpret_cast<float2*>(partial_out + slot * FMHA_HEAD_DIM + c) = make_float2(low * inverse, high * inverse);
+                if (c == 0) partial_lse[slot] = row_lse;
+            }
+        }
+    }
+}
+
+/// Combines the splits of the decode tiles that have several: `merges` holds, per blockIdx.x,
+/// FMHA_MERGE_WORDS words (the tile's first entry, its number of splits, its first and end query);
+/// blockIdx.z is the row of the tile, heads as in fmha_flash_decode. Writes the output and LSE
+/// where fmha_flash_decode writes those of a single split: the splits' outputs weighted by
+/// exp(LSE - max LSE), and their log-sum-exp (a row no split sees gets 0 and -inf; NaN in any
+/// split makes the row NaN).
+extern "C" __global__ void __launch_bounds__(128) fmha_decode_merge(
+    void* out, float* lse, const int64_t* shape, const int64_t* merges, const float* partial_out,
+    const float* partial_lse, int64_t out_dtype, int32_t pack, int64_t entries) {
+    const int64_t batch = shape[0], queries = shape[1], groups = shape[3], heads = shape[4];
+    const int value_dim = int(shape[6]);
+    const int64_t* tile = merges + FMHA_MERGE_WORDS * int64_t(blockIdx.x);
+    const int64_t first_entry = tile[0], splits = tile[1];
+    const int r = blockIdx.z;
+    const int64_t chunks = (heads + pack - 1) / pack, head_count = batch * groups * chunks;
+    const float log2e = 1.4426950408889634f, ln2 = 0.6931471805599453f;
+    for (int64_t head_index = blockIdx.y; head_index < head_count; head_index += gridDim.y) {
+        const int64_t chunk = head_index % chunks, g = (head_index / chunks) % groups, b = head_index / (chunks * groups);
+        const TileRows rows{tile[2], tile[3], chunk * pack, heads, pack};
+        if (!rows.valid(r)) continue;
+        const int64_t first_slot = (head_index * entries + first_entry) * FMHA_TILE_ROWS + r;
+        auto split_lse = [&](int64_t s) { return partial_lse[first_slot + s * FMHA_TILE_ROWS]; };
+        float top = -FMHA_INFINITY;
+        for (int64_t s = 0; s < splits; ++s) top = fmaxf(top, split_lse(s));
+        const float shift = top == -FMHA_INFINITY ? 0.0f : top;
+        float total = 0.0f;
+        for (int64_t s = 0; s < splits; ++s) total += exp2_approx((split_lse(s) - shift) * log2e);
+        const float inverse = total != 0.0f ? 1.0f / total : 0.0f;
+        const int64_t i = rows.query(r), h = rows.head(r);
+        const int64_t out_row = (((b * queries + i) * groups + g) * heads + h) * value_dim;
+        for (int c = 2 * threadIdx.x; c < value_dim; c += 2 * blockDim.x) {
+            float low = 0.0f, high = 0.0f;
+            for (int64_t s = 0; s < splits; ++s) {
+                const float weight = exp2_approx((split_lse(s) - shift) * log2e);
+                const float2 values = *reinterpret_cast<const float2*>(partial_out + (first_slot + s * FMHA_TILE_ROWS) * FMHA_HEAD_DIM + c);
+                low += weight * values.x;
+                high += weight * values.y;
+            }
+            fmha::store_pair(out, out_row + c, out_dtype, low * inverse, high * inverse);
+        }
+        if (threadIdx.x == 0) lse[((b * groups + g) * heads + h) * queries + i] = total != 0.0f ? shift + logf(total) : -FMHA_INFINITY;
+    }
+}

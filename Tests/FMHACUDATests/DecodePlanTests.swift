@@ -1,0 +1,77 @@
+import FMHACore
+@testable import FMHACUDA
+import Testing
+
+/// The decoding planner (`DecodePlan`), on the CPU: how many splits, where they fall, and the
+/// work and merge lists the kernels read.
+struct DecodePlanTests {
+    @Test func splitsFillTheDeviceAndNoMore() {
+        // Enough tiles to fill 132 SMs twice over: no split.
+        #expect(DecodePlan.splits(items: 256, capacity: 132, longestKeys: 4096, minimumKeys: 512) == 1)
+        // 8 tiles (B = 1, 8 K/V heads) over 131072 keys: the smallest count within 5 % of the best fill.
+        let few = DecodePlan.splits(items: 8, capacity: 132, longestKeys: 131_072, minimumKeys: 512)
+        #expect(few == 16, "\(few)")
+        // Short keys limit the splits (each at least 512 keys).
+        #expect(DecodePlan.splits(items: 1, capacity: 132, longestKeys: 1500, minimumKeys: 512) == 3)
+        #expect(DecodePlan.splits(items: 1, capacity: 132, longestKeys: 512, minimumKeys: 512) == 1)
+        // Never more than maximumSplits (128 fill 12.8 % of 1000 blocks; 122 is within 5 % of that).
+        #expect(DecodePlan.splits(items: 1, capacity: 1000, longestKeys: 1 << 24, minimumKeys: 512) == 122)
+        #expect(DecodePlan.splits(items: 0, capacity: 132, longestKeys: 4096, minimumKeys: 512) == 1)
+        // Few tiles over long keys: the blocks fill at least 95 % of a wave (or of what the
+        // 64 splits of 512 keys allow).
+        for items in 1...40 {
+            let splits = DecodePlan.splits(items: items, capacity: 132, longestKeys: 32768, minimumKeys: 512)
+            #expect((1...DecodePlan.maximumSplits).contains(splits))
+            #expect(items * splits >= min(132, items * 64) * 95 / 100, "\(items) items: \(splits) splits")
+        }
+    }
+
+    @Test func workListCoversEveryTileKeyOnce() throws {
+        // Four sequences of 3 queries (GQA 4: a tile holds 4 queries × 4 heads = 16 rows) over 0,
+        // 1, 5000 and 700 keys, causal with offset.
+        let mask = try BlockDiagonalCausalWithOffsetPaddedKeysMask.fromSeqlens(qSeqlen: [3, 3, 3, 3], kvPadding: 5000,
+                                                                               kvSeqlen: [0, 1, 5000, 700])
+        let lowering = MaskLowering(mask.maskLayout, queryLength: 12, keyLength: 20000)
+        let plan = DecodePlan(lowering: lowering, heads: 4, sharedHeads: 4, batchGroups: 1, capacity: 132, roundKeys: 128)
+        #expect(plan.pack == 4)
+        #expect(plan.splitKeys % 128 == 0)
+        let entries = stride(from: 0, to: plan.workList.count, by: DecodePlan.wordsPerEntry).map {
+            Array(plan.workList[$0..<($0 + DecodePlan.wordsPerEntry)])
+        }
+        // Each tile's entries are consecutive, name their first entry and count, and cut its key
+        // union into consecutive splits of at most splitKeys.
+        let tiles = lowering.tiles(rows: 4)
+        var index = 0
+        for tile in tiles {
+            let first = index, count = Int(entries[first][6])
+            #expect(count >= 1)
+            var next = tile.keys.lowerBound
+            for entry in entries[first..<(first + count)] {
+                #expect(entry[0] == Int64(tile.block) && entry[1] == Int64(tile.start) && entry[2] == Int64(tile.start + tile.rows))
+                #expect(entry[5] == Int64(first) && entry[6] == Int64(count))
+                #expect(entry[3] == Int64(next) && entry[4] - entry[3] <= Int64(plan.splitKeys))
+                next = Int(entry[4])
+            }
+            #expect(next == max(tile.keys.upperBound, tile.keys.lowerBound))
+            index += count
+        }
+        #expect(index == entries.count)
+        // The merge list names exactly the tiles of several splits.
+        let merged = stride(from: 0, to: plan.mergeList.count, by: DecodePlan.wordsPerMerge).map { Int(plan.mergeList[$0]) }
+        #expect(merged == entries.indices.filter { entries[$0][5] == Int64($0) && entries[$0][6] > 1 })
+        #expect(plan.mergedTiles >= 1)
+    }
+
+    @Test func packingFollowsTheSharedHeads() throws {
+        let lowering = MaskLowering(nil, queryLength: 5, keyLength: 100)
+        // MHA: one head per tile, 16 queries per tile.
+        let mha = DecodePlan(lowering: lowering, heads: 8, sharedHeads: 1, batchGroups: 2, capacity: 132, roundKeys: 128)
+        #expect(mha.pack == 1 && mha.entries == 1)
+        // 32 query heads over one K/V head: tiles of 16 heads and one query, five of them.
+        let mqa = DecodePlan(lowering: lowering, heads: 32, sharedHeads: 32, batchGroups: 1, capacity: 132, roundKeys: 128)
+        #expect(mqa.pack == 16 && mqa.entries == 5)
+        // Three heads share a K/V head: 5 queries × 3 heads = 15 rows, one tile.
+        let three = DecodePlan(lowering: lowering, heads: 3, sharedHeads: 3, batchGroups: 1, capacity: 132, roundKeys: 128)
+        #expect(three.pack == 3 && three.entries == 1 && three.mergeList.isEmpty)
+    }
+}

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""FMHA's CUDA decoding forward against PyTorch's flash (FA2) and cuDNN backends on the same
+shapes, in one run on the GPU machine, in GB/s of K and V read (2·B·Hkv·KV·D elements: the byte
+floor of a step; queries and outputs are a rounding error beside it).
+
+  python3 bench/compare_decode.py --fmha .build/release/fmha [--dtype bf16 --dtype f16] [--repeats 20]
+                                  [--case B,Hq,Hkv,D,KV[,q=Mq]] [--paged 16] [--json-out table.json]
+
+Default cases: B in {1, 8, 32, 128} × KV in {512, 4096, 32768, 131072} with 32 query heads over 8
+K/V heads of 128 (rows whose cache would pass 40 GB are left out), MHA 32/32 at B = 8 and 32, and 4
+queries per sequence at B = 8 and 32. FMHA runs `fmha bench --case B,Mq,KV,Hq,D,kv=Hkv[,causal]` (causal
+from the bottom right when Mq > 1); with --paged P its K/V sit in a paged cache of pages of P keys
+handed out in a shuffled order, under the paged padded-keys masks (PyTorch's rows stay
+contiguous: SDPA has no paged cache). FMHA's times are `fmha bench --json` medians of whole calls,
+each synchronised (host work, allocation and the merge kernel included); PyTorch's are medians of
+CUDA-event-timed calls after a warm-up (kernels only, no synchronisation per call).
+"""
+import argparse, json, subprocess
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import sdpa_kernel, SDPBackend
+
+BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}
+DTYPES = {"bf16": (torch.bfloat16, "bfloat16"), "f16": (torch.float16, "float16")}
+
+
+def default_cases():
+    cases = []
+    for b in (1, 8, 32, 128):
+        for kv in (512, 4096, 32768, 131072):
+            if 2 * b * 8 * kv * 128 * 2 <= 40e9:
+                cases.append(f"{b},32,8,128,{kv}")
+    cases += [f"{b},32,32,128,{kv}" for b in (8, 32) for kv in (4096, 32768)]
+    cases += [f"{b},32,8,128,{kv},q=4" for b in (8, 32) for kv in (4096, 32768)]
+    return cases
+
+
+def parse(case):
+    parts = case.split(",")
+    queries = 1
+    if parts[-1].startswith("q="):
+        queries = int(parts.pop()[2:])
+    b, hq, hkv, d, kv = map(int, parts)
+    return b, hq, hkv, d, kv, queries
+
+
+def kv_bytes(case, element_size=2):
+    b, hq, hkv, d, kv, _ = parse(case)
+    return 2 * b * hkv * kv * d * element_size
+
+
+def median_ms(fn, repeats):
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def torch_row(case, dtype, repeats):
+    b, hq, hkv, d, kv, queries = parse(case)
+    q = torch.randn(b, hq, queries, d, device="cuda", dtype=dtype)
+    k, v = (torch.randn(b, hkv, kv, d, device="cuda", dtype=dtype) for _ in range(2))
+    # Mq > 1: the queries are the sequence's last (causal from the bottom right), as FMHA's case.
+    mask = None
+    if queries > 1:
+        mask = torch.ones(queries, kv, device="cuda", dtype=torch.bool).tril(kv - queries)
+    row = {}
+    for name, backend in BACKENDS.items():
+        def run(backend=backend):
+            with sdpa_kernel([backend]):
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=hkv != hq)
+        try:
+            row[name] = kv_bytes(case) / median_ms(run, repeats) / 1e6
+        except Exception as error:
+            row[name] = "refused: " + str(error).splitlines()[0][:50]
+    del q, k, v
+    torch.cuda.empty_cache()
+    return row
+
+
+def fmha_row(binary, case, dtype_name, repeats, paged, op):
+    b, hq, hkv, d, kv, queries = parse(case)
+    spec = f"{b},{queries},{kv},{hq},{d},kv={hkv}" + (",causal" if queries > 1 else "")
+    command = [binary, "bench", "--device", "cuda", "--json", "--repeats", str(repeats), "--dtype", dtype_name, "--case", spec]
+    if paged:
+        command += ["--paged", str(paged)]
+    if op:
+        command += ["--op", op]
+    result = subprocess.run(command, capture_output=True, text=True)
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode != 0 or not lines:
+        return "?", "refused: " + (result.stderr.strip().splitlines() or ["?"])[-1][:60], None
+    line = lines[0]
+    return line["op"], kv_bytes(case) / line["ms"] / 1e6, line["ms"]
+
+
+def cell(value):
+    return f"{value:.0f}" if isinstance(value, float) else str(value)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fmha", default=".build/release/fmha", help="the fmha binary")
+    parser.add_argument("--dtype", action="append", choices=DTYPES, help="bf16 and/or f16 (default bf16)")
+    parser.add_argument("--case", action="append", help="B,Hq,Hkv,D,KV[,q=Mq] (repeatable; default: the table above)")
+    parser.add_argument("--paged", action="append", type=int, default=[], help="also run FMHA over a paged cache of pages of this size (repeatable)")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--op", help="FMHA forward operator (default: dispatch)")
+    parser.add_argument("--json-out", help="also write the rows as JSON here")
+    args = parser.parse_args()
+    rows = []
+    print("| dtype | case | FMHA op | ms | FMHA GB/s | " + " | ".join(f"paged {p} GB/s" for p in args.paged)
+          + (" | " if args.paged else "") + "flash GB/s | cuDNN GB/s | ×flash | ×cuDNN |")
+    print("|" + " --- |" * (10 + len(args.paged)))
+    for dtype in args.dtype or ["bf16"]:
+        torch_dtype, fmha_dtype = DTYPES[dtype]
+        for case in args.case or default_cases():
+            op, fmha, ms = fmha_row(args.fmha, case, fmha_dtype, args.repeats, None, args.op)
+            paged = {p: fmha_row(args.fmha, case, fmha_dtype, args.repeats, p, args.op)[1] for p in args.paged}
+            peers = torch_row(case, torch_dtype, args.repeats)
+            ratios = [fmha / peers[name] if isinstance(fmha, float) and isinstance(peers[name], float) else "-" for name in BACKENDS]
+            row = dict(dtype=dtype, case=case, op=op, ms=ms, fmha_gbs=fmha, paged_gbs=paged, **peers)
+            rows.append(row)
+            print(f"| {dtype} | {case} | {op} | {ms if ms is None else round(ms, 4)} | {cell(fmha)} | "
+                  + "".join(f"{cell(paged[p])} | " for p in args.paged)
+                  + f"{cell(peers['flash'])} | {cell(peers['cudnn'])} | "
+                  + " | ".join(f"{r:.2f}" if isinstance(r, float) else r for r in ratios) + " |", flush=True)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
