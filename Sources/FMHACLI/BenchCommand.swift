@@ -62,7 +62,7 @@ struct BenchCommand: ParsableCommand {
             let mode = backward ? "fwd+bwd" : "fwd"
             let teraflops = benchCase.flops(backward: backward) / (measurement.milliseconds * 1e-3) / 1e12
             if json {
-                emit(#"{"op": "\#(measurement.operatorName)", "device": "\#(device.device)", "dtype": "\#(dtype)", "B": \#(benchCase.batch), "Mq": \#(benchCase.queries), "Mkv": \#(benchCase.keys), "H": \#(benchCase.heads), "Hkv": \#(benchCase.kvHeads ?? benchCase.heads), "K": \#(benchCase.headDimension), "causal": \#(benchCase.causal), "case": "\#(benchCase)", "dropout": \#(dropout), "tensor_bias": \#(tensorBias), "paged": \#(paged.map(String.init) ?? "null"), "mode": "\#(mode)", "ms": \#(measurement.milliseconds), "tflops": \#(teraflops)\#(backwardFields(measurement, benchCase))}"#)
+                emit(#"{"op": "\#(measurement.operatorName)", "device": "\#(device.device)", "dtype": "\#(dtype)", "B": \#(benchCase.batch), "Mq": \#(benchCase.queries), "Mkv": \#(benchCase.keys), "H": \#(benchCase.heads), "Hkv": \#(benchCase.kvHeads ?? benchCase.heads), "K": \#(benchCase.headDimension), "causal": \#(benchCase.causal), "case": "\#(benchCase)", "dropout": \#(dropout), "tensor_bias": \#(tensorBias), "paged": \#(paged.map(String.init) ?? "null"), "mode": "\#(mode)", "ms": \#(measurement.milliseconds), "gpu_ms": \#(measurement.kernelMilliseconds.map { "\($0)" } ?? "null"), "tflops": \#(teraflops)\#(backwardFields(measurement, benchCase))}"#)
             } else {
                 rows.append([measurement.operatorName + (measurement.backwardOperatorName.map { " / " + $0 } ?? ""), dtype.rawValue, benchCase.description, mode,
                              Formatting.decimal(measurement.milliseconds, digits: 3),
@@ -95,6 +95,8 @@ struct BenchCommand: ParsableCommand {
     /// forward's operator, and with `--backward` the backward's operator and its median alone.
     private struct Measurement {
         var milliseconds: Double, operatorName: String
+        /// The median GPU time of the forward's kernels (events), where its operator records it.
+        var kernelMilliseconds: Double?
         var backwardOperatorName: String?, backwardMilliseconds: Double?
     }
 
@@ -122,14 +124,22 @@ struct BenchCommand: ParsableCommand {
         }
         try once()
         let clock = ContinuousClock()
-        func median(_ body: () throws -> Void) throws -> Double {
-            var times = [Double]()
-            for _ in 0..<repeats { times.append(try clock.measure(body).seconds * 1e3) }
-            times.sort()
-            let middle = times.count / 2
+        func median(_ times: [Double]) -> Double {
+            let times = times.sorted(), middle = times.count / 2
             return times.count % 2 == 1 ? times[middle] : (times[middle - 1] + times[middle]) / 2
         }
-        var measurement = Measurement(milliseconds: try median(once), operatorName: operatorName)
+        func median(_ body: () throws -> Void) throws -> Double {
+            try median((0..<repeats).map { _ in try clock.measure(body).seconds * 1e3 })
+        }
+        // Wall time of each call, and the GPU time of its kernels (events; CUDA forwards only).
+        var wall = [Double](), kernels = [Double]()
+        for _ in 0..<repeats {
+            var milliseconds = 0.0
+            kernels.append(try kernelMilliseconds { milliseconds = try clock.measure(once).seconds * 1e3 })
+            wall.append(milliseconds)
+        }
+        var measurement = Measurement(milliseconds: median(wall), operatorName: operatorName)
+        if !backward, kernels.contains(where: { $0 > 0 }) { measurement.kernelMilliseconds = median(kernels) }
         if backward {
             let forward = try memoryEfficientAttentionForwardRequiresGrad(query, key, value, bias: bias, p: dropout, op: op, seed: 5)
             let problem = try Inputs(query: query, key: key, value: value, bias: bias, dropout: forward.dropout,

@@ -15,12 +15,12 @@ public struct CUDAFlashDecode: ForwardOperator {
     public static let maximumQueriesPerBlock = 16
     /// The tuning shapes `op:` can name ("cuda-decode-w4n32s2", ...).
     public static let tuningShapes: [FlashDecodeKernel.Shape] = [
-        .init(warps: 4, keys: 32, stages: 3), .init(warps: 8, keys: 16, stages: 2), .init(warps: 8, keys: 32, stages: 2),
-        .init(warps: 4, keys: 64, stages: 2),
+        .init(warps: 4, keys: 32, stages: 2), .init(warps: 4, keys: 32, stages: 3), .init(warps: 8, keys: 16, stages: 3),
+        .init(warps: 12, keys: 16, stages: 2), .init(warps: 4, keys: 16, stages: 2),
     ]
 
     public let name: String
-    /// The block shape every width uses, or nil for `FlashDecodeKernel.Shape.standard`.
+    /// The block shape every width uses, or nil for `FlashDecodeKernel.Shape.standard`'s.
     let fixedShape: FlashDecodeKernel.Shape?
 
     /// The operator, with the standard block shapes.
@@ -53,7 +53,7 @@ public struct CUDAFlashDecode: ForwardOperator {
         let availability = CUDAKernels.notSupportedReasons(reasons, on: problem.device)
         guard availability.isEmpty, let device = try? problem.device.cudaContext().device else { return availability }
         let kernel = kernel(for: problem, on: device)
-        let needed = kernel.dynamicSharedMemoryBytes
+        let needed = kernel.shape.totalSharedMemoryBytes(width: kernel.width)
         if needed > device.sharedMemoryPerBlockOptIn {
             return ["block shape \(kernel.shape) at width \(kernel.width) needs \(needed) bytes of shared memory per block, this device gives at most \(device.sharedMemoryPerBlockOptIn)"]
         }
@@ -63,7 +63,8 @@ public struct CUDAFlashDecode: ForwardOperator {
     /// The kernels `problem` runs on `device`.
     func kernel(for problem: AttentionProblem, on device: CUDADevice) -> FlashDecodeKernel {
         let width = CUDAFlashForward.width(for: problem.dimensions)
-        return FlashDecodeKernel(width: width, dtype: problem.dtype, shape: fixedShape ?? .standard(width: width),
+        return FlashDecodeKernel(width: width, dtype: problem.dtype,
+                                 shape: fixedShape ?? .standard(width: width, sharedMemoryLimit: device.sharedMemoryPerBlockOptIn),
                                  architecture: device.kernelArchitecture)
     }
 
@@ -124,24 +125,26 @@ public struct CUDAFlashDecode: ForwardOperator {
                 arguments.append(partialLSE?.address ?? 0)
                 arguments.append(Int32(plan.pack))
                 arguments.append(Int64(plan.entries))
-                try decode.launch(grid: (plan.entries, min(headChunks, 65535), 1), block: (kernel.shape.warps * 32, 1, 1),
-                                  sharedMemory: kernel.dynamicSharedMemoryBytes, arguments: arguments)
-                if let partialOutput, let partialLSE {
-                    var arguments = KernelArguments()
-                    arguments.append(addresses[3])
-                    arguments.append(addresses[4])
-                    arguments.append(words.address)
-                    arguments.append(mergeAddress)
-                    arguments.append(partialOutput.address)
-                    arguments.append(partialLSE.address)
-                    arguments.append(CUDAKernels.dtypeCode(output.dtype))
-                    arguments.append(Int32(plan.pack))
-                    arguments.append(Int64(plan.entries))
-                    try kernels.function(kernel, entry: FlashDecodeKernel.mergeEntry, context: context).launch(
-                        grid: (plan.mergedTiles, min(headChunks, 65535), DecodePlan.tileRows),
-                        block: (FlashDecodeKernel.mergeThreads, 1, 1), arguments: arguments)
+                try KernelTiming.span(context) {
+                    try decode.launch(grid: (plan.entries, min(headChunks, 65535), 1), block: (kernel.shape.warps * 32, 1, 1),
+                                      sharedMemory: kernel.dynamicSharedMemoryBytes, arguments: arguments)
+                    if let partialOutput, let partialLSE {
+                        var arguments = KernelArguments()
+                        arguments.append(addresses[3])
+                        arguments.append(addresses[4])
+                        arguments.append(words.address)
+                        arguments.append(mergeAddress)
+                        arguments.append(partialOutput.address)
+                        arguments.append(partialLSE.address)
+                        arguments.append(CUDAKernels.dtypeCode(output.dtype))
+                        arguments.append(Int32(plan.pack))
+                        arguments.append(Int64(plan.entries))
+                        try kernels.function(kernel, entry: FlashDecodeKernel.mergeEntry, context: context).launch(
+                            grid: (plan.mergedTiles, min(headChunks, 65535), DecodePlan.tileRows),
+                            block: (FlashDecodeKernel.mergeThreads, 1, 1), arguments: arguments)
+                    }
+                    try context.synchronize()
                 }
-                try context.synchronize()
             }
         }
     }

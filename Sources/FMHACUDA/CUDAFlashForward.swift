@@ -98,9 +98,11 @@ public struct CUDAFlashForward: ForwardOperator {
                 arguments.append(Int32(aligned ? 1 : 0))
                 arguments.append(addresses.count > 5 ? addresses[5] : UInt64(0))
                 arguments.appendDropout(dropoutMask)
-                try function.launch(grid: (work.count / DeviceLowering.wordsPerTile, min(heads, 65535), 1), block: (tileShape.warps * 32, 1, 1),
-                                    sharedMemory: tileShape.sharedMemoryBytes(width: width), arguments: arguments)
-                try context.synchronize()
+                try KernelTiming.span(context) {
+                    try function.launch(grid: (work.count / DeviceLowering.wordsPerTile, min(heads, 65535), 1), block: (tileShape.warps * 32, 1, 1),
+                                        sharedMemory: tileShape.sharedMemoryBytes(width: width), arguments: arguments)
+                    try context.synchronize()
+                }
             }
         }
     }

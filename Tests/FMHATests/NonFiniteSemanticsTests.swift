@@ -16,8 +16,9 @@ import Testing
         case query(Float, index: Int), key(Float, index: Int), value(Float, index: Int), bias(Float, index: Int)
     }
 
-    /// Inputs with `poison` written in, on `device`, as `dtype`.
-    static func inputs(_ poison: Poison, causal: Bool, dtype: DType, device: Device) throws -> Inputs {
+    /// Inputs with `poison` written in, on `device`, as `dtype`, with a random tensor bias or
+    /// (`tensorBias` false) the mask alone.
+    static func inputs(_ poison: Poison, causal: Bool, dtype: DType, device: Device, tensorBias: Bool = true) throws -> Inputs {
         let s = shape
         var q = try Tensor.randn([1, s.queries, s.heads, s.width], dtype: .float32, seed: 1).toArray()
         var k = try Tensor.randn([1, s.keys, s.heads, s.width], dtype: .float32, seed: 2).toArray()
@@ -32,9 +33,14 @@ import Testing
         }
         func tensor(_ values: [Float], _ shape: [Int]) throws -> Tensor { try Tensor(shape: shape, scalars: values, dtype: dtype).to(device) }
         let bias = try tensor(b, [1, s.heads, s.queries, s.keys])
+        let mask: (any AttentionBias)?
+        if tensorBias {
+            mask = causal ? LowerTriangularMaskWithTensorBias(bias) : bias
+        } else {
+            mask = causal ? LowerTriangularMask() : nil
+        }
         return Inputs(query: try tensor(q, [1, s.queries, s.heads, s.width]), key: try tensor(k, [1, s.keys, s.heads, s.width]),
-                      value: try tensor(v, [1, s.keys, s.heads, s.width]),
-                      bias: causal ? LowerTriangularMaskWithTensorBias(bias) : bias)
+                      value: try tensor(v, [1, s.keys, s.heads, s.width]), bias: mask)
     }
 
     /// Flat BMHK index of (query or key `row`, `head`, `column`).
@@ -42,7 +48,8 @@ import Testing
 
     /// The cases: poison, mask, and the (query, head) rows that must be NaN, or only non-finite in
     /// `column` (a poisoned value); every other output element and LSE must be finite.
-    static let cases: [(what: String, poison: Poison, causal: Bool, nanRows: [(query: Int, head: Int)], column: Int?)] = [
+    typealias Case = (what: String, poison: Poison, causal: Bool, nanRows: [(query: Int, head: Int)], column: Int?)
+    static let cases: [Case] = [
         ("NaN query", .query(.nan, index: at(1, head: 0, column: 3)), false, [(1, 0)], nil),
         ("+inf query", .query(.infinity, index: at(1, head: 1)), false, [(1, 1)], nil),
         ("-inf query", .query(-.infinity, index: at(2, head: 0)), false, [(2, 0)], nil),
@@ -59,14 +66,19 @@ import Testing
     func everyForwardOperatorFollowsTheRule(_ device: Device) throws {
         var checked = Set<String>()
         for dtype in [DType.float32, .bfloat16] {
-            for testCase in Self.cases {
-                let inputs = try Self.inputs(testCase.poison, causal: testCase.causal, dtype: dtype, device: device)
+            // Each case with the tensor bias and, unless the bias holds the poison, without it
+            // (operators that take no tensor bias: cuda-decode).
+            for (testCase, tensorBias) in Self.cases.flatMap({ testCase -> [(Self.Case, Bool)] in
+                if case .bias = testCase.poison { return [(testCase, true)] }
+                return [(testCase, true), (testCase, false)]
+            }) {
+                let inputs = try Self.inputs(testCase.poison, causal: testCase.causal, dtype: dtype, device: device, tensorBias: tensorBias)
                 let problem = try inputs.validate()
                 for op in Operators.namedForward where op.notSupportedReasons(problem).isEmpty {
                     checked.insert(op.name)
                     let result = try op.forward(problem)
                     let output = try result.output.toDoubleArray(), lse = try result.lse.toDoubleArray()
-                    let label = "\(testCase.what) \(dtype) \(op.name) on \(device)"
+                    let label = "\(testCase.what)\(tensorBias ? "" : " (no tensor bias)") \(dtype) \(op.name) on \(device)"
                     for query in 0..<Self.shape.queries {
                         for head in 0..<Self.shape.heads {
                             let poisoned = testCase.nanRows.contains { $0.query == query && $0.head == head }
