@@ -11,11 +11,12 @@ K/V heads of 128 (rows whose cache would pass 40 GB are left out), MHA 32/32 at 
 queries per sequence at B = 8 and 32. FMHA runs `fmha bench --case B,Mq,KV,Hq,D,kv=Hkv[,causal]` (causal
 from the bottom right when Mq > 1); with --paged P its K/V sit in a paged cache of pages of P keys
 handed out in a shuffled order, under the paged padded-keys masks (PyTorch's rows stay
-contiguous: SDPA has no paged cache). FMHA's times are `fmha bench --json` medians of whole calls,
-each synchronised (host work, allocation and the merge kernel included); PyTorch's are medians of
-CUDA-event-timed calls after a warm-up (kernels only, no synchronisation per call).
+contiguous: SDPA has no paged cache). FMHA's times are `fmha bench --json` medians: of whole calls ("wall":
+host work, allocation, launches and the wait included) and of the GPU time of the call's kernels
+between CUDA events ("GPU": `gpu_ms`); PyTorch's are medians of CUDA-event-timed calls after a
+warm-up, as FMHA's GPU time.
 """
-import argparse, json, subprocess
+import argparse, json, subprocess, warnings
 
 import torch
 import torch.nn.functional as F
@@ -98,9 +99,10 @@ def fmha_row(binary, case, dtype_name, repeats, paged, op):
     result = subprocess.run(command, capture_output=True, text=True)
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0 or not lines:
-        return "?", "refused: " + (result.stderr.strip().splitlines() or ["?"])[-1][:60], None
+        return "?", "refused: " + (result.stderr.strip().splitlines() or ["?"])[-1][:60], None, None
     line = lines[0]
-    return line["op"], kv_bytes(case) / line["ms"] / 1e6, line["ms"]
+    gpu = kv_bytes(case) / line["gpu_ms"] / 1e6 if line.get("gpu_ms") else None
+    return line["op"], kv_bytes(case) / line["ms"] / 1e6, line["ms"], gpu
 
 
 def cell(value):
@@ -108,6 +110,7 @@ def cell(value):
 
 
 def main():
+    warnings.filterwarnings("ignore")  # (PyTorch's notes on why a backend refuses a mask)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fmha", default=".build/release/fmha", help="the fmha binary")
     parser.add_argument("--dtype", action="append", choices=DTYPES, help="bf16 and/or f16 (default bf16)")
@@ -118,22 +121,26 @@ def main():
     parser.add_argument("--json-out", help="also write the rows as JSON here")
     args = parser.parse_args()
     rows = []
-    print("| dtype | case | FMHA op | ms | FMHA GB/s | " + " | ".join(f"paged {p} GB/s" for p in args.paged)
-          + (" | " if args.paged else "") + "flash GB/s | cuDNN GB/s | ×flash | ×cuDNN |")
-    print("|" + " --- |" * (10 + len(args.paged)))
+    print("| dtype | case | FMHA op | wall ms | FMHA GB/s wall / GPU | " + " | ".join(f"paged {p} wall / GPU" for p in args.paged)
+          + (" | " if args.paged else "") + "flash GB/s | cuDNN GB/s | ×flash wall / GPU | ×cuDNN wall / GPU |")
+    print("|" + " --- |" * (9 + len(args.paged)))
     for dtype in args.dtype or ["bf16"]:
         torch_dtype, fmha_dtype = DTYPES[dtype]
         for case in args.case or default_cases():
-            op, fmha, ms = fmha_row(args.fmha, case, fmha_dtype, args.repeats, None, args.op)
-            paged = {p: fmha_row(args.fmha, case, fmha_dtype, args.repeats, p, args.op)[1] for p in args.paged}
+            op, fmha, ms, gpu = fmha_row(args.fmha, case, fmha_dtype, args.repeats, None, args.op)
+            paged = {p: fmha_row(args.fmha, case, fmha_dtype, args.repeats, p, args.op) for p in args.paged}
             peers = torch_row(case, torch_dtype, args.repeats)
-            ratios = [fmha / peers[name] if isinstance(fmha, float) and isinstance(peers[name], float) else "-" for name in BACKENDS]
-            row = dict(dtype=dtype, case=case, op=op, ms=ms, fmha_gbs=fmha, paged_gbs=paged, **peers)
+
+            def ratios(name):
+                if not isinstance(peers[name], float) or not isinstance(fmha, float):
+                    return "-"
+                return f"{fmha / peers[name]:.2f} / " + (f"{gpu / peers[name]:.2f}" if gpu else "-")
+            row = dict(dtype=dtype, case=case, op=op, ms=ms, fmha_gbs=fmha, fmha_gpu_gbs=gpu,
+                       paged_gbs={p: (v[1], v[3]) for p, v in paged.items()}, **peers)
             rows.append(row)
-            print(f"| {dtype} | {case} | {op} | {ms if ms is None else round(ms, 4)} | {cell(fmha)} | "
-                  + "".join(f"{cell(paged[p])} | " for p in args.paged)
-                  + f"{cell(peers['flash'])} | {cell(peers['cudnn'])} | "
-                  + " | ".join(f"{r:.2f}" if isinstance(r, float) else r for r in ratios) + " |", flush=True)
+            print(f"| {dtype} | {case} | {op} | {ms if ms is None else round(ms, 4)} | {cell(fmha)} / {cell(gpu)} | "
+                  + "".join(f"{cell(paged[p][1])} / {cell(paged[p][3])} | " for p in args.paged)
+                  + f"{cell(peers['flash'])} | {cell(peers['cudnn'])} | {ratios('flash')} | {ratios('cudnn')} |", flush=True)
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(rows, f, indent=1)

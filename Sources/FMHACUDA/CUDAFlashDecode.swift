@@ -143,7 +143,6 @@ public struct CUDAFlashDecode: ForwardOperator {
                             grid: (plan.mergedTiles, min(headChunks, 65535), DecodePlan.tileRows),
                             block: (FlashDecodeKernel.mergeThreads, 1, 1), arguments: arguments)
                     }
-                    try context.synchronize()
                 }
             }
         }

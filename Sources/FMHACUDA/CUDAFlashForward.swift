@@ -101,7 +101,6 @@ public struct CUDAFlashForward: ForwardOperator {
                 try KernelTiming.span(context) {
                     try function.launch(grid: (work.count / DeviceLowering.wordsPerTile, min(heads, 65535), 1), block: (tileShape.warps * 32, 1, 1),
                                         sharedMemory: tileShape.sharedMemoryBytes(width: width), arguments: arguments)
-                    try context.synchronize()
                 }
             }
         }

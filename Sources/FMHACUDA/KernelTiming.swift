@@ -22,11 +22,14 @@ public enum KernelTiming {
         return recorder.milliseconds
     }
 
-    /// Runs `launches` (kernel launches on `context`'s default stream, which it waits for before
-    /// returning) between two recorded events when a `measure` is under way, adding the GPU time
-    /// between them; otherwise just runs it.
+    /// Runs `launches` (kernel launches on `context`'s default stream) and waits for them; when a
+    /// `measure` is under way, between two recorded events whose GPU time it adds (the second
+    /// recorded right after the launches, so the wait for it is not counted).
     static func span(_ context: CUDAContext, _ launches: () throws -> Void) throws {
-        guard let recorder else { return try launches() }
+        guard let recorder else {
+            try launches()
+            return try context.synchronize()
+        }
         let start = try CUDAEvent(context: context), end = try CUDAEvent(context: context)
         try start.record()
         try launches()

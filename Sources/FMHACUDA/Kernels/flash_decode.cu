@@ -27,7 +27,7 @@
 #define FMHA_MERGE_WORDS 4
 
 static_assert(FMHA_HEAD_DIM % 16 == 0 && FMHA_HEAD_DIM <= 256, "FMHA_HEAD_DIM: a multiple of 16, at most 256");
-static_assert(FMHA_BLOCK_N % 16 == 0, "FMHA_BLOCK_N: a multiple of 16");
+static_assert(FMHA_BLOCK_N % 16 == 0 && FMHA_BLOCK_N <= 32, "FMHA_BLOCK_N: 16 or 32 (a lane holds the page lookup of one key)");
 static_assert(FMHA_STAGES >= 2 && FMHA_STAGES <= 4, "FMHA_STAGES: 2 to 4");
 // The warps' float32 outputs are combined in the space of their K/V buffers.
 static_assert(FMHA_TILE_ROWS * FMHA_HEAD_DIM * 4 <= FMHA_STAGES * 2 * FMHA_BLOCK_N * FMHA_ROW * 2,
@@ -135,34 +135,40 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_flash_decode(
         const int64_t k_row_stride = ks[1], v_row_stride = vs[1];
 
         // The K and V rows of logical keys start + r (r < FMHA_BLOCK_N) into `keys` and `values`,
-        // columns below K and Kv (the rest, and rows at or past the split's end, zero). Aligned rows:
-        // 16-byte cp.async copies, lanes_per_row lanes a row (8 columns each; lanes past the width
-        // idle), rows_per_pass rows a pass, so that a lane's copies sit rows_per_pass rows apart at
-        // one column and one page lookup serves its K and V copies. Otherwise element by element.
-        auto load_rows = [&](uint16_t* keys, uint16_t* values, int start) {
+        // columns below K and Kv (the rest, and rows at or past the split's end, zero); with pages,
+        // lane r holds the K/V row of key start + r in `lane_row` (looked up a tile ahead, so that
+        // the copies do not wait for the page table) and the copies take it by a shuffle. Aligned
+        // rows: 16-byte cp.async copies, lanes_per_row lanes a row (8 columns each; lanes past the
+        // width idle), rows_per_pass rows a pass, so that a lane's copies sit rows_per_pass rows
+        // apart at one column. Otherwise element by element.
+        auto load_rows = [&](uint16_t* keys, uint16_t* values, int start, int lane_row) {
             const int count = min(FMHA_BLOCK_N, split_hi - start);
+            auto row_of = [&](int r) { return page_size == 0 ? int64_t(start + r) : int64_t(__shfl_sync(0xffffffffu, lane_row, r)); };
             if (vector_loads) {
                 constexpr int chunks = FMHA_HEAD_DIM / 8;
                 constexpr int lanes_per_row = chunks <= 2 ? 2 : chunks <= 4 ? 4 : chunks <= 8 ? 8 : chunks <= 16 ? 16 : 32;
                 constexpr int rows_per_pass = 32 / lanes_per_row;
                 const int r0 = lane / lanes_per_row, c = (lane % lanes_per_row) * 8;
-                if (lanes_per_row != chunks && c >= FMHA_HEAD_DIM) return;
+                const bool column_used = lanes_per_row == chunks || c < FMHA_HEAD_DIM;
                 const uint32_t key_address = shared_address(keys + r0 * FMHA_ROW + c);
                 const uint32_t value_address = shared_address(values + r0 * FMHA_ROW + c);
 // (Unrolled by 4 up to 128 columns; past that it spills at 256.)
 #pragma unroll (FMHA_HEAD_DIM > 128 ? 1 : 4)
                 for (int pass = 0; pass < FMHA_BLOCK_N / rows_per_pass; ++pass) {
                     const int r = r0 + pass * rows_per_pass;
-                    const int64_t row = r < count ? fmha::page_lookup(block_pages, page_size, start + r) : 0;
+                    // (Every lane takes part in the shuffle.)
+                    const int64_t row = row_of(r);
                     const uint32_t offset = 2 * pass * rows_per_pass * FMHA_ROW;
                     const bool key_valid = r < count && c < head_dim, value_valid = r < count && c < value_dim;
-                    copy_16_bytes_async(key_address + offset, key_valid ? k_head + row * k_row_stride + c : k_head, key_valid);
-                    copy_16_bytes_async(value_address + offset, value_valid ? v_head + row * v_row_stride + c : v_head, value_valid);
+                    if (column_used) {
+                        copy_16_bytes_async(key_address + offset, key_valid ? k_head + row * k_row_stride + c : k_head, key_valid);
+                        copy_16_bytes_async(value_address + offset, value_valid ? v_head + row * v_row_stride + c : v_head, value_valid);
+                    }
                 }
             } else {
                 for (int index = lane; index < FMHA_BLOCK_N * FMHA_HEAD_DIM; index += 32) {
                     const int r = index / FMHA_HEAD_DIM, c = index % FMHA_HEAD_DIM;
-                    const int64_t row = r < count ? fmha::page_lookup(block_pages, page_size, start + r) : 0;
+                    const int64_t row = row_of(r);
                     keys[r * FMHA_ROW + c] = r < count && c < head_dim ? k_head[row * k_row_stride + c] : uint16_t(0);
                     values[r * FMHA_ROW + c] = r < count && c < value_dim ? v_head[row * v_row_stride + c] : uint16_t(0);
                 }
@@ -175,9 +181,18 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_flash_decode(
         const int warp_tile_count = split_tiles > warp ? (split_tiles - warp + FMHA_WARPS - 1) / FMHA_WARPS : 0;
         auto tile_start = [&](int j) { return split_lo + (warp + j * FMHA_WARPS) * FMHA_BLOCK_N; };
         auto key_buffer = [&](int j) { return warp_tiles + (j % FMHA_STAGES) * 2 * tile_elements; };
+        // With pages, the K/V row of key tile_start(j) + lane of the warp's next tile to fill (j
+        // counts up by one per fill; keys past the split's end repeat its last).
+        auto look_up = [&](int j) {
+            return page_size == 0 || j >= warp_tile_count ? 0 : int(fmha::page_lookup(block_pages, page_size, min(tile_start(j) + lane, split_hi - 1)));
+        };
+        int next_row = look_up(0);
         // One cp.async group per call (empty past the warp's last tile, so that the waits count right).
         auto fill = [&](int j) {
-            if (j < warp_tile_count) load_rows(key_buffer(j), key_buffer(j) + tile_elements, tile_start(j));
+            if (j < warp_tile_count) {
+                load_rows(key_buffer(j), key_buffer(j) + tile_elements, tile_start(j), next_row);
+                next_row = look_up(j + 1);
+            }
             asm volatile("cp.async.commit_group;");
         };
 #pragma unroll
