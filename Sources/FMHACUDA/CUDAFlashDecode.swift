@@ -19,6 +19,11 @@ public struct CUDAFlashDecode: ForwardOperator {
         .init(warps: 12, keys: 16, stages: 2), .init(warps: 4, keys: 16, stages: 2),
     ]
 
+    /// Every bias type but those with a tensor (computed once: dispatch asks for the capabilities on every call).
+    static let biasTypes = attentionBiasTypes.filter {
+        ![ObjectIdentifier(Tensor.self), ObjectIdentifier(LowerTriangularMaskWithTensorBias.self)].contains(ObjectIdentifier($0))
+    }
+
     public let name: String
     /// The block shape every width uses, or nil for `FlashDecodeKernel.Shape.standard`'s.
     let fixedShape: FlashDecodeKernel.Shape?
@@ -38,9 +43,7 @@ public struct CUDAFlashDecode: ForwardOperator {
     public var capabilities: OperatorCapabilities {
         OperatorCapabilities(
             devices: [.cuda], dtypes: [.float16, .bfloat16], maxHeadDimension: 256,
-            biasTypes: attentionBiasTypes.filter {
-                ![ObjectIdentifier(Tensor.self), ObjectIdentifier(LowerTriangularMaskWithTensorBias.self)].contains(ObjectIdentifier($0))
-            },
+            biasTypes: Self.biasTypes,
             supportsDropout: false, supportsCustomScale: true, supportsDifferentValueHeadDimension: true, supportsBMGHK: true,
             supportsPartial: true, supportsOutputDType: true, isDeterministic: true, minimumComputeCapability: ComputeCapability(8, 0))
     }
