@@ -8,16 +8,34 @@ enum DeviceLowering {
     /// count; the page tables row by row; and with `rowBlocks` (kernels with a thread per query
     /// row) and several blocks, the block of every packed query.
     static func words(_ lowering: MaskLowering, rowBlocks: Bool) -> [Int64] {
-        let band = lowering.band, pages = lowering.pages
-        var words: [Int64] = [band.anchor == .bottomRight ? 1 : 0, Int64(band.left ?? -1), Int64(band.right ?? -1),
-                              Int64(lowering.blocks.count), Int64(pages?.pageSize ?? 0), Int64(pages?.pagesPerSequence ?? 0)]
-        for block in lowering.blocks {
-            words += [Int64(block.firstQuery), Int64(block.queryCount), Int64(block.keyStart), Int64(block.keyCount)]
+        let band = lowering.band, pages = lowering.pages, blocks = lowering.blocks
+        let rowWords = rowBlocks && blocks.count > 1 ? (blocks.last.map { $0.firstQuery + $0.queryCount } ?? 0) : 0
+        var words = [Int64]()
+        // (Reserved once, the pages written in place: serving caches have 10^5 page entries a call.)
+        words.reserveCapacity(6 + 4 * blocks.count + (pages.map { $0.blockTables.count * $0.pagesPerSequence } ?? 0) + rowWords)
+        words += [band.anchor == .bottomRight ? 1 : 0, Int64(band.left ?? -1), Int64(band.right ?? -1),
+                  Int64(blocks.count), Int64(pages?.pageSize ?? 0), Int64(pages?.pagesPerSequence ?? 0)]
+        for block in blocks {
+            words.append(Int64(block.firstQuery))
+            words.append(Int64(block.queryCount))
+            words.append(Int64(block.keyStart))
+            words.append(Int64(block.keyCount))
         }
-        if let pages { words += pages.blockTables.flatMap { $0 }.map(Int64.init) }
-        if rowBlocks, lowering.blocks.count > 1 {
-            for (index, block) in lowering.blocks.enumerated() {
-                words += repeatElement(Int64(index), count: block.queryCount)
+        if let pages {
+            var next = words.count
+            words.append(contentsOf: repeatElement(0, count: pages.blockTables.count * pages.pagesPerSequence))
+            words.withUnsafeMutableBufferPointer { buffer in
+                for row in pages.blockTables {
+                    for page in row {
+                        buffer[next] = Int64(page)
+                        next += 1
+                    }
+                }
+            }
+        }
+        if rowWords > 0 {
+            for (index, block) in blocks.enumerated() {
+                for _ in 0..<block.queryCount { words.append(Int64(index)) }
             }
         }
         return words

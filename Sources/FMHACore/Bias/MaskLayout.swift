@@ -59,18 +59,21 @@ public struct PageTable: Sendable, Hashable {
     /// Keys per page.
     public let pageSize: Int
 
+    /// K/V rows needed to hold every page the tables name: `(max entry + 1) · pageSize` (stored:
+    /// validation reads it on every call, and tables of serving caches hold 10^5 entries).
+    public let physicalKeyCount: Int
+
     /// A page table that `validated(...)` has already checked.
     init(blockTables: [[Int]], pageSize: Int) {
         self.blockTables = blockTables
         self.pageSize = pageSize
+        physicalKeyCount = ((blockTables.lazy.compactMap { $0.max() }.max() ?? -1) + 1) * pageSize
     }
 
     /// Pages per sequence.
     public var pagesPerSequence: Int { blockTables.first?.count ?? 0 }
     /// Keys each sequence can hold: `pagesPerSequence · pageSize`.
     public var capacity: Int { pagesPerSequence * pageSize }
-    /// K/V rows needed to hold every page the tables name: `(max entry + 1) · pageSize`.
-    public var physicalKeyCount: Int { ((blockTables.lazy.compactMap { $0.max() }.max() ?? -1) + 1) * pageSize }
 
     /// Checks a user's page table for `sequenceCount` sequences.
     static func validated(blockTables: [[Int]], pageSize: Int, sequenceCount: Int) throws -> PageTable {
