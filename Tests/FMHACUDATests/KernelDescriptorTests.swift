@@ -54,8 +54,10 @@ import Testing
     @Test func catalogListsEveryKernelForEveryArchitecture() {
         for architecture in KernelCatalog.architectures {
             let variants = KernelCatalog.allVariants(architecture: architecture)
-            // Twelve widths (16 ... 128 by 16, 160 ... 256 by 32) × two dtypes × with and without extras.
+            // Twelve widths (16 ... 128 by 16, 160 ... 256 by 32) × two dtypes × with and without extras,
+            // then the decoding kernels' twelve widths × two dtypes.
             let flash = (0..<48).map { _ in "flash_forward" } + (0..<48).map { _ in "flash_backward" }
+                + (0..<24).map { _ in "flash_decode" }
             #expect(variants.map(\.sourceName) == ["dropout_mask", "reference_forward", "reference_backward"] + flash)
             // Distinct typed descriptors, each producing its own kernel descriptor.
             #expect(Set(variants.map { AnyKernelVariant($0) }).count == variants.count)
