@@ -46,12 +46,7 @@ public struct CUDAFlashForward: ForwardOperator {
 
     public func forward(_ problem: AttentionProblem) throws -> ForwardOutput {
         try requireSupport(problem)
-        let d = problem.dimensions
-        // Not zero-filled: the kernel writes every element (the tests poison them to check).
-        let output = try Tensor.uninitialized(d.outputShape, dtype: problem.outputDType, device: problem.device)
-        let lse = try Tensor.uninitialized(d.lseShape, dtype: .float32, device: problem.device)
-        try run(problem, output: output, lse: lse)
-        return ForwardOutput(output: output, lse: lse)
+        return try CUDAKernels.forwardOutput(problem) { try run(problem, output: $0, lse: $1) }
     }
 
     /// Runs the kernel on a supported `problem`, writing every element of `output` (contiguous,

@@ -102,6 +102,17 @@ final class CUDAKernels: Sendable {
         return buffer
     }
 
+    /// A forward's output and LSE for `problem` (contiguous, the output shape and dtype, and
+    /// float32) on its device, filled by `run(output, lse)`. Not zero-filled: the kernels write every
+    /// element (the tests poison them to check).
+    static func forwardOutput(_ problem: AttentionProblem, run: (Tensor, Tensor) throws -> Void) throws -> ForwardOutput {
+        let d = problem.dimensions
+        let output = try Tensor.uninitialized(d.outputShape, dtype: problem.outputDType, device: problem.device)
+        let lse = try Tensor.uninitialized(d.lseShape, dtype: .float32, device: problem.device)
+        try run(output, lse)
+        return ForwardOutput(output: output, lse: lse)
+    }
+
     /// The first `count` float32 values of `buffer`, on the host.
     static func download(_ buffer: DeviceBuffer, count: Int) throws -> [Float] {
         var values = [Float](repeating: 0, count: count)
