@@ -10,6 +10,7 @@
 #include "forward_tile_body.h"
 #include "backward_body.h"
 #include "conversion_body.h"
+#include "fma_loop_body.h"
 
 int fmha_cpu_has_avx512(void) {
     __builtin_cpu_init();
@@ -18,6 +19,8 @@ int fmha_cpu_has_avx512(void) {
 }
 #else
 int fmha_cpu_has_avx512(void) { return 0; }
+
+float fmha_fma_loop_avx512(int64_t iterations) { (void)iterations; return 0; }
 
 void fmha_forward_tile_avx512(const fmha_forward_tile *tile) { fmha_forward_tile_avx2(tile); }
 

@@ -182,12 +182,14 @@ int fmha_cpu_has_avx512(void);
 /// 1 when this CPU runs fmha_forward_tile_avx512bf16, else 0.
 int fmha_cpu_has_avx512_bf16(void);
 
-/// Floating-point operations one iteration of fmha_fma_loop_avx2 performs.
-enum { FMHA_FMA_LOOP_FLOPS_PER_ITERATION = 12 * 8 * 2 };
+/// Independent vector FMAs one iteration of the fmha_fma_loop_* functions performs.
+enum { FMHA_FMA_LOOP_FMAS_PER_ITERATION = 12 };
 
-/// `iterations` rounds of 12 independent 8-wide FMAs held in registers: time it to measure the
-/// machine's FMA peak. Returns a value that depends on every FMA, so that none is optimized away.
+/// `iterations` rounds of 12 independent FMAs held in registers, 8 lanes wide (AVX2) or 16
+/// (AVX-512): time it to measure the machine's FMA peak. Returns a value that depends on every
+/// FMA, so that none is optimized away.
 float fmha_fma_loop_avx2(int64_t iterations);
+float fmha_fma_loop_avx512(int64_t iterations);
 
 #ifdef __cplusplus
 }
