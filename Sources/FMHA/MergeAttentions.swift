@@ -12,7 +12,7 @@ import FMHACore
 ///
 /// Per query: `m = max_i lse_i`, `w_i = exp(lse_i − m)`, output `Σ w_i·out_i / Σ w_i` and LSE
 /// `m + log Σ w_i`. When every chunk has LSE −inf (the query saw no key anywhere) the output is 0
-/// and the LSE −inf. Computed in float64 on the CPU.
+/// and the LSE −inf. Computed in float64 on the host; the results are on the partials' device.
 ///
 /// - Parameters:
 ///   - outputs: one per chunk, each `[B, M, H, Kv]` (or `[B, M, G, H, Kv]`, `[B, M, Kv]`), all of
@@ -70,7 +70,8 @@ public func mergeAttentions(_ outputs: [Tensor], lses: [Tensor], writeLSE: Bool 
             }
         }
     }
-    let output = try Tensor(shape: first.shape, scalars: merged, dtype: outputDType ?? first.dtype)
-    let lse = writeLSE ? try Tensor(shape: lseShape, scalars: mergedLSE, dtype: .float32) : nil
+    // On the partials' device (the merge itself runs on the host).
+    let output = try Tensor(shape: first.shape, scalars: merged, dtype: outputDType ?? first.dtype).to(first.device)
+    let lse = writeLSE ? try Tensor(shape: lseShape, scalars: mergedLSE, dtype: .float32).to(first.device) : nil
     return (output, lse)
 }

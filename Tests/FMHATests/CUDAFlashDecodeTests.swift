@@ -8,8 +8,8 @@ import Testing
 /// family decoding uses (dense, causal from the bottom right, padded, local windows, gappy and
 /// paged keys with page sizes 16, 64 and 256, shuffled and shared pages), 1, 4 and 16 queries per
 /// sequence, GQA ratios 1, 4 and 8 packed into one tile, head dimensions 8 ... 256 and K ≠ Kv, key
-/// lengths 0, 1 and one past a split, splits merged on the device, partial output, unaligned rows,
-/// B·H > 65535, NaN in keys no query sees, dispatch.
+/// lengths 0, 1 and one past a split, splits merged on the device, partial output and partials
+/// merged by `mergeAttentions`, unaligned rows, B·H > 65535, NaN in keys no query sees, dispatch.
 @Suite(.enabled(if: cudaDeviceAvailable, "no CUDA device"))
 struct CUDAFlashDecodeTests {
     /// Output and LSE of cuda-decode within the forward tolerance of cuda-reference, the same bits twice.
@@ -207,5 +207,24 @@ struct CUDAFlashDecodeTests {
         #expect(try Operators.forwardOperator(for: Inputs(query: queries, key: k, value: k, bias: packed).validate()).name == "cuda-decode")
         let reasons = CUDAFlashDecode().notSupportedReasons(try Inputs(query: many, key: k, value: k, p: 0.1).validate())
         #expect(reasons.contains { $0.contains("17 queries in a block") } && reasons.contains { $0.contains("dropout") }, "\(reasons)")
+    }
+
+    @Test func partialsOverKeyChunksMergeToOneCall() throws {
+        // Decoding over a cache in three uneven chunks, each through the partial entry point on the
+        // device (cuda-decode), merged: the attention over all keys, on the device.
+        let (q, k, v) = try Self.grouped(queries: 2, keys: 3000, ratio: 4, headDimension: 128, dtype: .bfloat16, seed: 24)
+        let whole = try memoryEfficientAttentionForwardRequiresGrad(q, k, v)
+        var outputs = [Tensor](), lses = [Tensor]()
+        for range in [0..<1000, 1000..<2900, 2900..<3000] {
+            let part = try memoryEfficientAttentionPartial(q, k.slice(dimension: 1, range: range), v.slice(dimension: 1, range: range))
+            #expect(part.output.device == .cuda(0) && part.output.dtype == .float32)
+            outputs.append(part.output)
+            lses.append(part.lse)
+        }
+        let merged = try mergeAttentions(outputs, lses: lses, outputDType: .bfloat16)
+        #expect(merged.output.device == .cuda(0) && merged.lse?.device == .cuda(0))
+        let outputRatio = Tolerance.forward(.bfloat16).worstRatio(try merged.output.toDoubleArray(), try whole.output.toDoubleArray())
+        let lseRatio = Tolerance(absolute: 2e-3, relative: 1e-4).worstRatio(try merged.lse!.toDoubleArray(), try whole.lse.toDoubleArray())
+        #expect(outputRatio <= 1 && lseRatio <= 1, "output \(outputRatio), LSE \(lseRatio)")
     }
 }
