@@ -15,7 +15,7 @@ public struct FlashDecodeKernel: KernelVariantDescriptor {
     public struct Shape: Sendable, Hashable, CustomStringConvertible {
         public let warps: Int, keys: Int, stages: Int
 
-        /// A shape; `keys` a multiple of 16, `stages` 2 to 4.
+        /// A shape; `keys` 16 or 32 (a lane holds the page lookup of one key), `stages` 2 to 4.
         public init(warps: Int, keys: Int, stages: Int) {
             self.warps = warps
             self.keys = keys

@@ -14,7 +14,7 @@
 // from fmha::page_lookup; keys outside a row's range or the split are masked per element.
 // Needs prelude.cu, tensor_core.cu and FMHA_HEAD_DIM (a multiple of 16, at most 256: at least K
 // and Kv; columns past them are zero), FMHA_DTYPE (1 float16, 2 bfloat16), FMHA_WARPS,
-// FMHA_BLOCK_N (a multiple of 16) and FMHA_STAGES (at least 2). Dynamic shared memory:
+// FMHA_BLOCK_N (16 or 32) and FMHA_STAGES (2 to 4). Dynamic shared memory:
 // (FMHA_WARPS · FMHA_STAGES · 2 · FMHA_BLOCK_N + 16) · FMHA_ROW 16-bit values.
 
 #define FMHA_THREADS (FMHA_WARPS * 32)
