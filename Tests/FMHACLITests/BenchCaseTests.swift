@@ -5,7 +5,7 @@ import FMHACore
 import Testing
 
 /// `fmha bench`: dense, GQA and varlen case shapes, their FLOPs, refused spellings, and the
-/// dropout and tensor-bias options.
+/// dropout, tensor-bias and paged-cache options.
 struct BenchCaseTests {
     @Test func parsesDenseGroupedAndVarlenCases() throws {
         let dense = try #require(BenchCase(argument: "2,64,80,4,32,causal"))
@@ -58,6 +58,33 @@ struct BenchCaseTests {
                     ["--tensor-bias", "--case", "1,8,8,4,8,kv=2"]] {
             #expect(throws: (any Error).self, "\(bad)") { try BenchCommand.parse(bad) }
         }
+    }
+
+    @Test func pagedCacheOption() throws {
+        // Two sequences of 3 queries (GQA 4 over 2), 40 keys each in pages of 16 (3 a sequence).
+        let command = try BenchCommand.parse(["--case", "2,3,40,4,8,kv=2,causal", "--paged", "16", "--repeats", "1", "--json"])
+        var lines = [String]()
+        try command.run { lines.append($0) }
+        #expect(lines.count == 1)
+        if case .object(let fields) = try JSONValue.parse(lines.first ?? "") {
+            // (No CUDA operator ran: no GPU time.)
+            #expect(fields["paged"] == .number(16) && fields["gpu_ms"] == .null && fields["Mq"] == .number(3), "\(lines)")
+        } else {
+            Issue.record("not a JSON object: \(lines)")
+        }
+        let benchCase = try #require(BenchCase(argument: "2,3,40,4,8,kv=2,causal"))
+        let (query, key, value, bias) = try benchCase.pagedInputs(pageSize: 16, dtype: .float32, device: .cpu)
+        #expect(query.shape == [1, 6, 2, 2, 8] && key.shape == [1, 96, 2, 2, 8] && value.shape == key.shape && key.strides[3] == 0)
+        let paged = try #require(bias as? PagedBlockDiagonalCausalWithOffsetPaddedKeysMask)
+        let pages = paged.pages.blockTables.flatMap { $0 }
+        #expect(pages.sorted() == Array(0..<6) && pages != Array(0..<6), "every page once, shuffled: \(pages)")
+        #expect(throws: Never.self) { try Inputs(query: query, key: key, value: value, bias: bias).validate() }
+        for bad in [["--paged", "0"], ["--paged", "4", "--tensor-bias"], ["--paged", "4", "--case", "varlen=3/4,2,8"]] {
+            #expect(throws: (any Error).self, "\(bad)") { try BenchCommand.parse(bad) }
+        }
+        // Inputs past 2^22 elements repeat one drawn block.
+        let large = try BenchCase.random([3, 1 << 21], dtype: .bfloat16, device: .cpu, seed: 9).toArray()
+        #expect(Array(large[0..<16]) == Array(large[(1 << 22)..<((1 << 22) + 16)]) && large[0] != large[1])
     }
 
     /// A valid shape too large for host memory gives one line naming the shape and the bytes and
