@@ -800,9 +800,9 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS) fmha_flash_backward_b
 #define FMHA_ROW (FMHA_HEAD_DIM + 8)
 /// Rows (query, head pairs) of a tile.
 #define FMHA_TILE_ROWS 16
-/// Int64 words per entry of the decode work list (CUDAFlashDecode.workList).
+/// Int64 words per entry of the decode work list (DecodePlan.workList).
 #define FMHA_DECODE_WORDS 7
-/// Int64 words per tile of the merge list (CUDAFlashDecode.mergeList).
+/// Int64 words per tile of the merge list (DecodePlan.mergeList).
 #define FMHA_MERGE_WORDS 4
 
 static_assert(FMHA_HEAD_DIM % 16 == 0 && FMHA_HEAD_DIM <= 256, "FMHA_HEAD_DIM: a multiple of 16, at most 256");
@@ -814,13 +814,7 @@ static_assert(FMHA_TILE_ROWS * FMHA_HEAD_DIM * 4 <= FMHA_STAGES * 2 * FMHA_BLOCK
 
 /// Waits until at most FMHA_STAGES - 1 of this thread's cp.async groups are pending.
 __device__ __forceinline__ void wait_for_all_but_newest_stages() {
-#if FMHA_STAGES == 2
-    asm volatile("cp.async.wait_group 1;" ::: "memory");
-#elif FMHA_STAGES == 3
-    asm volatile("cp.async.wait_group 2;" ::: "memory");
-#else
-    asm volatile("cp.async.wait_group 3;" ::: "memory");
-#endif
+    asm volatile("cp.async.wait_group %0;" :: "n"(FMHA_STAGES - 1) : "memory");
 }
 
 /// The rows of a tile: row r is head `first_head + r % pack` of query `first_query + r / pack`.
