@@ -142,8 +142,7 @@ public struct CUDAFlashBackward: BackwardOperator {
                 let (dqAddress, dkAddress, dvAddress) = (addresses[6], addresses[7], addresses[8])
                 let biasAddress = addresses.count > 9 ? addresses[9] : 0
                 // 16-byte loads when every row of q, k, v and dO starts on a 16-byte boundary.
-                let aligned = [q, k, v, gradOut].allSatisfy { $0 % 16 == 0 }
-                    && [views.query, views.key, views.value, gradOutput].allSatisfy { $0.strides.prefix(4).allSatisfy { $0 % 8 == 0 } }
+                let aligned = CUDAKernels.rowsAre16ByteAligned([views.query, views.key, views.value, gradOutput], addresses: [q, k, v, gradOut])
                 func pass(_ arguments: inout KernelArguments, gradients: [UInt64], work: UInt64) {
                     for address in [q, k, v, gradOut, lseAddress, delta.address] + gradients { arguments.append(address) }
                     arguments.append(words: shape)

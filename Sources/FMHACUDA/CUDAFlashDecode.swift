@@ -91,7 +91,7 @@ public struct CUDAFlashDecode: ForwardOperator {
         let views = (query: problem.query, key: problem.key, value: problem.value)
         let kernel = kernel(for: problem, on: context.device)
         let plan = Self.plan(problem, kernel: kernel, on: context.device)
-        let headChunks = d.batch * d.groups * ((d.heads + plan.pack - 1) / plan.pack)
+        let headChunks = plan.headChunks
         guard plan.entries > 0, headChunks > 0 else { return }
         let shape = CUDAKernels.shapeWords(d, dtype: problem.dtype, views: views, bias: nil)
         let mask = DeviceLowering.words(problem.lowering, rowBlocks: false)
@@ -109,8 +109,7 @@ public struct CUDAFlashDecode: ForwardOperator {
             let decode = try kernels.function(kernel, entry: FlashDecodeKernel.decodeEntry, context: context)
             try CUDAKernels.withAddresses([views.query, views.key, views.value, output, lse]) { addresses in
                 // 16-byte loads when every row of q, k and v starts on a 16-byte boundary.
-                let aligned = addresses.prefix(3).allSatisfy { $0 % 16 == 0 }
-                    && [views.query, views.key, views.value].allSatisfy { $0.strides.prefix(4).allSatisfy { $0 % 8 == 0 } }
+                let aligned = CUDAKernels.rowsAre16ByteAligned([views.query, views.key, views.value], addresses: Array(addresses.prefix(3)))
                 var arguments = KernelArguments()
                 for address in addresses { arguments.append(address) }
                 arguments.append(words.address)

@@ -81,8 +81,7 @@ public struct CUDAFlashForward: ForwardOperator {
             let tensors = [views.query, views.key, views.value, output, lse] + (biasView.map { [$0] } ?? [])
             try CUDAKernels.withAddresses(tensors) { addresses in
                 // 16-byte loads when every row of q, k and v starts on a 16-byte boundary.
-                let aligned = addresses.prefix(3).allSatisfy { $0 % 16 == 0 }
-                    && [views.query, views.key, views.value].allSatisfy { $0.strides.prefix(4).allSatisfy { $0 % 8 == 0 } }
+                let aligned = CUDAKernels.rowsAre16ByteAligned([views.query, views.key, views.value], addresses: Array(addresses.prefix(3)))
                 var arguments = KernelArguments()
                 for address in addresses.prefix(5) { arguments.append(address) }
                 arguments.append(words.address)

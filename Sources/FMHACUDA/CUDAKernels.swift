@@ -83,6 +83,12 @@ final class CUDAKernels: Sendable {
         (min((items + 127) / 128, 1 << 20), 1, 1)
     }
 
+    /// Whether every row of `tensors` (first elements at `addresses`, a unit last stride) starts on
+    /// a 16-byte boundary, so that the tensor-core kernels move rows 8 16-bit elements at a time.
+    static func rowsAre16ByteAligned(_ tensors: [Tensor], addresses: [UInt64]) -> Bool {
+        addresses.allSatisfy { $0 % 16 == 0 } && tensors.allSatisfy { $0.strides.prefix(4).allSatisfy { $0 % 8 == 0 } }
+    }
+
     /// Device addresses of the tensors' first elements, valid inside `body`.
     static func withAddresses(_ tensors: [Tensor], _ body: ([UInt64]) throws -> Void) throws {
         func nest(_ index: Int, _ collected: [UInt64]) throws {

@@ -3,7 +3,7 @@ import FMHACore
 /// How one decoding call (`CUDAFlashDecode`) is cut into thread blocks: tiles of 16 (query, head)
 /// rows, each tile's keys cut into splits, one block per (split, head chunk); and the work list and
 /// merge list the kernels read (`flash_decode.cu`). Pure arithmetic, unit-tested on the CPU.
-struct DecodePlan: Equatable {
+struct DecodePlan {
     /// Rows (query, head pairs) of a tile (`FMHA_TILE_ROWS`).
     static let tileRows = 16
     /// Words per entry of `workList` (`FMHA_DECODE_WORDS`).
@@ -16,6 +16,8 @@ struct DecodePlan: Equatable {
     /// Query heads packed into one tile: those sharing a K/V head (`sharedHeads`, at most
     /// `tileRows`), times `tileRows / pack` queries.
     let pack: Int
+    /// The (batch, group, chunk of `pack` heads) triples the grid walks for every entry.
+    let headChunks: Int
     /// Logical keys per split (a multiple of the keys a block takes per round of its warps).
     let splitKeys: Int
     /// Per entry: mask block, first and end query, the split's keys [lo, hi), the tile's first
@@ -51,8 +53,9 @@ struct DecodePlan: Equatable {
     /// round of its warps.
     init(lowering: MaskLowering, heads: Int, sharedHeads: Int, batchGroups: Int, capacity: Int, roundKeys: Int) {
         pack = max(1, min(sharedHeads, Self.tileRows))
+        headChunks = batchGroups * ((heads + pack - 1) / pack)
         let tiles = lowering.tiles(rows: Self.tileRows / pack)
-        let items = tiles.count * batchGroups * ((heads + pack - 1) / pack)
+        let items = tiles.count * headChunks
         let longest = tiles.lazy.map(\.keys.count).max() ?? 0
         let splits = Self.splits(items: items, capacity: capacity, longestKeys: longest, minimumKeys: 4 * roundKeys)
         let perSplit = (longest + splits - 1) / splits

@@ -66,10 +66,10 @@ struct DecodePlanTests {
         let lowering = MaskLowering(nil, queryLength: 5, keyLength: 100)
         // MHA: one head per tile, 16 queries per tile.
         let mha = DecodePlan(lowering: lowering, heads: 8, sharedHeads: 1, batchGroups: 2, capacity: 132, roundKeys: 128)
-        #expect(mha.pack == 1 && mha.entries == 1)
+        #expect(mha.pack == 1 && mha.entries == 1 && mha.headChunks == 16)
         // 32 query heads over one K/V head: tiles of 16 heads and one query, five of them.
         let mqa = DecodePlan(lowering: lowering, heads: 32, sharedHeads: 32, batchGroups: 1, capacity: 132, roundKeys: 128)
-        #expect(mqa.pack == 16 && mqa.entries == 5)
+        #expect(mqa.pack == 16 && mqa.entries == 5 && mqa.headChunks == 2)
         // Three heads share a K/V head: 5 queries × 3 heads = 15 rows, one tile.
         let three = DecodePlan(lowering: lowering, heads: 3, sharedHeads: 3, batchGroups: 1, capacity: 132, roundKeys: 128)
         #expect(three.pack == 3 && three.entries == 1 && three.mergeList.isEmpty)
