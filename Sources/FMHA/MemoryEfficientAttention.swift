@@ -26,12 +26,17 @@ public struct AttentionForwardResult: Sendable {
 ///   - op: run this forward operator or fail with its reasons; dispatch chooses when `nil`.
 ///   - outputDType: dtype of the result; the query's when `nil`.
 ///   - seed: dropout seed; a random one when `nil`.
+///   - keyScaleShift, valueScaleShift: with an fp8 cache (int32 `key` and `value`, see
+///     `KeyValueFormat`), each row's scale/shift word, shaped like the cache without its last
+///     dimension. An int32 cache without them is int4.
 /// - Returns: `[B, Mq, ..., Kv]`.
 public func memoryEfficientAttention(_ query: Tensor, _ key: Tensor, _ value: Tensor, bias: (any AttentionBias)? = nil,
                                      p: Double = 0, scale: Double? = nil, op: (any ForwardOperator)? = nil,
-                                     outputDType: DType? = nil, seed: UInt64? = nil) throws -> Tensor {
+                                     outputDType: DType? = nil, seed: UInt64? = nil, keyScaleShift: Tensor? = nil,
+                                     valueScaleShift: Tensor? = nil) throws -> Tensor {
     try memoryEfficientAttentionForwardRequiresGrad(query, key, value, bias: bias, p: p, scale: scale, op: op,
-                                                    outputDType: outputDType, seed: seed).output
+                                                    outputDType: outputDType, seed: seed, keyScaleShift: keyScaleShift,
+                                                    valueScaleShift: valueScaleShift).output
 }
 
 /// The forward pass alone, as xFormers' `memory_efficient_attention_forward`; the same
@@ -39,20 +44,23 @@ public func memoryEfficientAttention(_ query: Tensor, _ key: Tensor, _ value: Te
 public func memoryEfficientAttentionForward(_ query: Tensor, _ key: Tensor, _ value: Tensor,
                                             bias: (any AttentionBias)? = nil, p: Double = 0, scale: Double? = nil,
                                             op: (any ForwardOperator)? = nil, outputDType: DType? = nil,
-                                            seed: UInt64? = nil) throws -> Tensor {
+                                            seed: UInt64? = nil, keyScaleShift: Tensor? = nil,
+                                            valueScaleShift: Tensor? = nil) throws -> Tensor {
     try memoryEfficientAttention(query, key, value, bias: bias, p: p, scale: scale, op: op, outputDType: outputDType,
-                                 seed: seed)
+                                 seed: seed, keyScaleShift: keyScaleShift, valueScaleShift: valueScaleShift)
 }
 
 /// The forward pass with its LSE and dropout state, for `memoryEfficientAttentionBackward`
 /// (xFormers' `memory_efficient_attention_forward_requires_grad`, which refuses dropout; this
-/// one returns the state that replays it).
+/// one returns the state that replays it). Quantized caches as for `memoryEfficientAttention`
+/// (no backward takes them).
 public func memoryEfficientAttentionForwardRequiresGrad(
     _ query: Tensor, _ key: Tensor, _ value: Tensor, bias: (any AttentionBias)? = nil, p: Double = 0,
-    scale: Double? = nil, op: (any ForwardOperator)? = nil, outputDType: DType? = nil, seed: UInt64? = nil
+    scale: Double? = nil, op: (any ForwardOperator)? = nil, outputDType: DType? = nil, seed: UInt64? = nil,
+    keyScaleShift: Tensor? = nil, valueScaleShift: Tensor? = nil
 ) throws -> AttentionForwardResult {
     let problem = try Inputs(query: query, key: key, value: value, bias: bias, p: p, seed: seed, scale: scale,
-                             outputDType: outputDType).validate()
+                             outputDType: outputDType, keyScaleShift: keyScaleShift, valueScaleShift: valueScaleShift).validate()
     let chosen = try Dispatch.selectForward(Operators.forward, explicit: op, for: problem,
                                             entryPoint: "memoryEfficientAttentionForward")
     let result = try chosen.forward(problem)
@@ -80,13 +88,15 @@ public func memoryEfficientAttentionBackward(
 /// Attention of the queries over one chunk of keys, for `mergeAttentions`, as xFormers'
 /// `memory_efficient_attention_partial`: the output is float32 (float64 for float64 inputs)
 /// unless `outputDType` says otherwise, and a query that sees no key of the chunk gets output 0
-/// and LSE −inf, so that merging ignores it. No dropout.
+/// and LSE −inf, so that merging ignores it. No dropout. Quantized caches as for
+/// `memoryEfficientAttention`.
 public func memoryEfficientAttentionPartial(_ query: Tensor, _ key: Tensor, _ value: Tensor,
                                             bias: (any AttentionBias)? = nil, scale: Double? = nil,
-                                            op: (any ForwardOperator)? = nil,
-                                            outputDType: DType? = nil) throws -> (output: Tensor, lse: Tensor) {
+                                            op: (any ForwardOperator)? = nil, outputDType: DType? = nil,
+                                            keyScaleShift: Tensor? = nil,
+                                            valueScaleShift: Tensor? = nil) throws -> (output: Tensor, lse: Tensor) {
     let problem = try Inputs(query: query, key: key, value: value, bias: bias, scale: scale, outputDType: outputDType,
-                             isPartial: true).validate()
+                             isPartial: true, keyScaleShift: keyScaleShift, valueScaleShift: valueScaleShift).validate()
     let chosen = try Dispatch.selectForward(Operators.forward, explicit: op, for: problem,
                                             entryPoint: "memoryEfficientAttentionPartial")
     let result = try chosen.forward(problem)

@@ -6,13 +6,16 @@ import Musl
 import Darwin
 #endif
 import FMHACore
+import FMHACUDA
 
 /// Combines partial attentions over disjoint key chunks into attention over all their keys, as
 /// xFormers' `merge_attentions`.
 ///
 /// Per query: `m = max_i lse_i`, `w_i = exp(lse_i − m)`, output `Σ w_i·out_i / Σ w_i` and LSE
 /// `m + log Σ w_i`. When every chunk has LSE −inf (the query saw no key anywhere) the output is 0
-/// and the LSE −inf. Computed in float64 on the host; the results are on the partials' device.
+/// and the LSE −inf. On a CUDA device the merge runs there, in float32 (`CUDAMergeAttentions`;
+/// float32, float16 and bfloat16 partials and outputs); otherwise in float64 on the host, the
+/// results then copied to the partials' device.
 ///
 /// - Parameters:
 ///   - outputs: one per chunk, each `[B, M, H, Kv]` (or `[B, M, G, H, Kv]`, `[B, M, Kv]`), all of
@@ -44,6 +47,10 @@ public func mergeAttentions(_ outputs: [Tensor], lses: [Tensor], writeLSE: Bool 
             throw FMHAError.invalidArgument("lses[\(chunk)]", expected: "shape \(lseShape) on \(first.device)",
                                             got: "shape \(lse.shape) on \(lse.device)")
         }
+    }
+    if case .cuda = first.device,
+       CUDAMergeAttentions.supports(outputs: outputs, lses: lses, outputDType: outputDType ?? first.dtype) {
+        return try CUDAMergeAttentions.merge(outputs, lses: lses, writeLSE: writeLSE, outputDType: outputDType ?? first.dtype)
     }
     let headCount = heads.reduce(1, *)
     let chunkOutputs = try outputs.map { try $0.toDoubleArray() }

@@ -1,7 +1,15 @@
 import ArgumentParser
 import FMHA
 
-extension DType: ExpressibleByArgument {}
+extension DType: ExpressibleByArgument {
+    /// A floating-point dtype by name (int32 is storage for quantized caches, not a compute dtype).
+    public init?(argument: String) {
+        guard let dtype = DType(rawValue: argument), dtype.isFloatingPoint else { return nil }
+        self = dtype
+    }
+
+    public static var allValueStrings: [String] { floatingPointCases.map(\.rawValue) }
+}
 
 /// `--device cpu|cuda[:N]`.
 struct DeviceArgument: ExpressibleByArgument {

@@ -13,10 +13,11 @@ public enum DenseAttention {
     /// Output `[B, Mq, G, H, Kv]` and LSE `[B, G, H, Mq]`, both row-major, of `problem`
     /// without dropout. A row whose scores are all −inf gets output 0 and LSE −inf.
     public static func forward(_ problem: AttentionProblem) throws -> (output: [Double], lse: [Double]) {
+        let problem = try problem.dequantized()
         let d = problem.dimensions, inputs = problem.inputs
-        let query = try inputs.query.reshaped(d.queryShape5D).toDoubleArray()
-        let key = try inputs.key.reshaped(d.keyShape5D).toDoubleArray()
-        let value = try inputs.value.reshaped(d.valueShape5D).toDoubleArray()
+        let query = try problem.query.toDoubleArray()
+        let key = try problem.key.toDoubleArray()
+        let value = try problem.value.toDoubleArray()
         let bias = try inputs.bias?.materialize(shape: d.biasShape, dtype: .float64).toDoubleArray()
         let scale = problem.scale
         try HostMemory.checkFits(shape: d.outputShape5D, elementSize: MemoryLayout<Double>.size, argument: "query/value",

@@ -8,7 +8,8 @@ import FMHACore
 /// GPU), whose partial outputs a second kernel merges on the device. Every mask without a tensor
 /// (paged caches and their block tables too) through the mask lowering; float16 and bfloat16,
 /// head dimensions that are multiples of 8 up to 256, K ≠ Kv, partial output (LSE) and any output
-/// dtype; no dropout. Dispatch tries it before `cuda-flash`, whose 64- and 128-query tiles would
+/// dtype, and quantized K/V caches (int4 with 1-8 groups, fp8 e4m3 row-wise: `KeyValueFormat`),
+/// dequantized tile by tile in shared memory; no dropout. Dispatch tries it before `cuda-flash`, whose 64- and 128-query tiles would
 /// hold a few real rows here.
 public struct CUDAFlashDecode: ForwardOperator {
     /// The most queries of one mask block it takes.
@@ -45,7 +46,8 @@ public struct CUDAFlashDecode: ForwardOperator {
             devices: [.cuda], dtypes: [.float16, .bfloat16], maxHeadDimension: 256,
             biasTypes: Self.biasTypes,
             supportsDropout: false, supportsCustomScale: true, supportsDifferentValueHeadDimension: true, supportsBMGHK: true,
-            supportsPartial: true, supportsOutputDType: true, isDeterministic: true, minimumComputeCapability: ComputeCapability(8, 0))
+            supportsPartial: true, supportsOutputDType: true, isDeterministic: true, minimumComputeCapability: ComputeCapability(8, 0),
+            supportsQuantizedKeyValue: true)
     }
 
     public func notSupportedReasons(_ problem: AttentionProblem) -> [String] {
@@ -56,7 +58,7 @@ public struct CUDAFlashDecode: ForwardOperator {
         let availability = CUDAKernels.notSupportedReasons(reasons, on: problem.device)
         guard availability.isEmpty, let device = try? problem.device.cudaContext().device else { return availability }
         let kernel = kernel(for: problem, on: device)
-        let needed = kernel.shape.totalSharedMemoryBytes(width: kernel.width)
+        let needed = kernel.shape.totalSharedMemoryBytes(width: kernel.width, cache: kernel.cache)
         if needed > device.sharedMemoryPerBlockOptIn {
             return ["block shape \(kernel.shape) at width \(kernel.width) needs \(needed) bytes of shared memory per block, this device gives at most \(device.sharedMemoryPerBlockOptIn)"]
         }
@@ -66,8 +68,9 @@ public struct CUDAFlashDecode: ForwardOperator {
     /// The kernels `problem` runs on `device`.
     func kernel(for problem: AttentionProblem, on device: CUDADevice) -> FlashDecodeKernel {
         let width = CUDAFlashForward.width(for: problem.dimensions)
-        return FlashDecodeKernel(width: width, dtype: problem.dtype,
-                                 shape: fixedShape ?? .standard(width: width, sharedMemoryLimit: device.sharedMemoryPerBlockOptIn),
+        let cache = FlashDecodeKernel.Cache(problem.keyValueFormat)
+        return FlashDecodeKernel(width: width, dtype: problem.dtype, cache: cache,
+                                 shape: fixedShape ?? .standard(width: width, cache: cache, sharedMemoryLimit: device.sharedMemoryPerBlockOptIn),
                                  architecture: device.kernelArchitecture)
     }
 
@@ -95,23 +98,32 @@ public struct CUDAFlashDecode: ForwardOperator {
         guard plan.entries > 0, headChunks > 0 else { return }
         let shape = CUDAKernels.shapeWords(d, dtype: problem.dtype, views: views, bias: nil)
         let mask = DeviceLowering.words(problem.lowering, rowBlocks: false)
+        // Quantized caches: the int4 group count, then the fp8 scale/shift words' strides.
+        let scaleShifts = [problem.keyScaleShift, problem.valueScaleShift].compactMap { $0 }
+        var quantized = [Int64(0)]
+        if case .int4(let groups) = problem.keyValueFormat { quantized[0] = Int64(groups) }
+        quantized += scaleShifts.isEmpty ? [Int64](repeating: 0, count: 8) : scaleShifts.flatMap { $0.strides.map(Int64.init) }
         try CUDAContexts.translatingErrors(device: device) {
-            // Shape, mask, work list and merge list in one copy.
-            let words = try CUDAKernels.upload(shape + mask + plan.workList + plan.mergeList, context)
+            // Shape, mask, work list, merge list and the quantized cache's words in one copy.
+            let words = try CUDAKernels.upload(shape + mask + plan.workList + plan.mergeList + quantized, context)
             let maskAddress = words.address + UInt64(shape.count * 8)
             let workAddress = maskAddress + UInt64(mask.count * 8)
             let mergeAddress = workAddress + UInt64(plan.workList.count * 8)
+            let quantizedAddress = mergeAddress + UInt64(plan.mergeList.count * 8)
             // The splits' outputs and LSEs (only when some tile has several).
             let slots = plan.mergedTiles > 0 ? headChunks * plan.entries * DecodePlan.tileRows : 0
             let partialOutput = slots > 0 ? try context.allocate(slots * kernel.width * 4) : nil
             let partialLSE = slots > 0 ? try context.allocate(slots * 4) : nil
             let kernels = try CUDAKernels.shared()
             let decode = try kernels.function(kernel, entry: FlashDecodeKernel.decodeEntry, context: context)
-            try CUDAKernels.withAddresses([views.query, views.key, views.value, output, lse]) { addresses in
-                // 16-byte loads when every row of q, k and v starts on a 16-byte boundary.
-                let aligned = CUDAKernels.rowsAre16ByteAligned([views.query, views.key, views.value], addresses: Array(addresses.prefix(3)))
+            try CUDAKernels.withAddresses([views.query, views.key, views.value, output, lse] + scaleShifts) { addresses in
+                // 16-byte loads when every row of q, k and v starts on a 16-byte boundary (of q alone
+                // for a quantized cache, whose rows are copied by words).
+                let loaded = kernel.cache == .plain ? 3 : 1
+                let aligned = CUDAKernels.rowsAre16ByteAligned(Array([views.query, views.key, views.value].prefix(loaded)),
+                                                              addresses: Array(addresses.prefix(loaded)))
                 var arguments = KernelArguments()
-                for address in addresses { arguments.append(address) }
+                for address in addresses.prefix(5) { arguments.append(address) }
                 arguments.append(words.address)
                 arguments.append(maskAddress)
                 arguments.append(workAddress)
@@ -122,6 +134,9 @@ public struct CUDAFlashDecode: ForwardOperator {
                 arguments.append(partialLSE?.address ?? 0)
                 arguments.append(Int32(plan.pack))
                 arguments.append(Int64(plan.entries))
+                arguments.append(quantizedAddress)
+                arguments.append(addresses.count > 5 ? addresses[5] : 0)
+                arguments.append(addresses.count > 6 ? addresses[6] : 0)
                 try KernelTiming.span(context) {
                     try decode.launch(grid: (plan.entries, min(headChunks, 65535), 1), block: (kernel.shape.warps * 32, 1, 1),
                                       sharedMemory: kernel.dynamicSharedMemoryBytes, arguments: arguments)

@@ -1,7 +1,7 @@
 import FMHACore
 
 /// A kernel source compiled one way per architecture, without defines: the dropout keep-mask
-/// kernel and the reference forward and backward kernels.
+/// kernel, the reference forward and backward kernels and the merge of partial attentions.
 public struct FixedKernel: KernelVariantDescriptor {
     /// The kernel sources compiled this way.
     public enum Source: String, Sendable, Hashable, CaseIterable {
@@ -11,6 +11,8 @@ public struct FixedKernel: KernelVariantDescriptor {
         case referenceForward = "reference_forward"
         /// `reference_backward.cu`: the backward oracle's dQ and dK/dV kernels.
         case referenceBackward = "reference_backward"
+        /// `merge_attentions.cu`: `mergeAttentions` on the device.
+        case mergeAttentions = "merge_attentions"
     }
 
     /// Which kernel source.
@@ -30,6 +32,7 @@ public struct FixedKernel: KernelVariantDescriptor {
         case .dropoutMask: ["fmha_dropout_keep"]
         case .referenceForward: ["fmha_reference_forward"]
         case .referenceBackward: ["fmha_reference_backward_dq", "fmha_reference_backward_dkdv"]
+        case .mergeAttentions: ["fmha_merge_attentions"]
         }
     }
 

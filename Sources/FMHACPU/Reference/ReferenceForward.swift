@@ -1,10 +1,11 @@
 import FMHACore
 
-/// The forward oracle: every bias, layout, dtype, K ≠ Kv, custom scale, dropout and partial
-/// output, accumulated in float64 one query row at a time.
+/// The forward oracle: every bias, layout, dtype, K ≠ Kv, custom scale, dropout, partial output
+/// and quantized K/V (dequantized to the query's dtype), accumulated in float64 one query row at a
+/// time.
 public struct ReferenceForward: ForwardOperator {
     public let name = "cpu-reference"
-    public var capabilities: OperatorCapabilities { ReferenceCapabilities.all }
+    public var capabilities: OperatorCapabilities { ReferenceCapabilities.forward }
 
     /// The operator.
     public init() {}
@@ -12,7 +13,7 @@ public struct ReferenceForward: ForwardOperator {
     public func forward(_ attention: AttentionProblem) throws -> ForwardOutput {
         try requireSupport(attention)
         let dimensions = attention.dimensions
-        let problem = try ReferenceProblem(attention)
+        let problem = try ReferenceProblem(attention.dequantized())
         let valueDimension = dimensions.valueHeadDimension
         try HostMemory.checkFits(shape: dimensions.outputShape5D, elementSize: MemoryLayout<Double>.size,
                                  argument: "query/value", what: "a float64 output of shape")
@@ -40,10 +41,17 @@ public struct ReferenceForward: ForwardOperator {
     }
 }
 
-/// What the reference operators support: everything, on the CPU.
+/// What the reference operators support: everything, on the CPU (the forward also quantized
+/// K/V, dequantized first; no gradient is defined for those).
 enum ReferenceCapabilities {
+    static let forward: OperatorCapabilities = {
+        var capabilities = all
+        capabilities.supportsQuantizedKeyValue = true
+        return capabilities
+    }()
+
     static let all = OperatorCapabilities(
-        devices: [.cpu], dtypes: Set(DType.allCases), maxHeadDimension: .max, biasTypes: attentionBiasTypes,
+        devices: [.cpu], dtypes: Set(DType.floatingPointCases), maxHeadDimension: .max, biasTypes: attentionBiasTypes,
         supportsDropout: true, supportsCustomScale: true, supportsDifferentValueHeadDimension: true,
         supportsBMGHK: true, supportsPartial: true, supportsOutputDType: true, isDeterministic: true,
         supportsBiasGradient: true)

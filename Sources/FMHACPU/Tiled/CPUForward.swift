@@ -9,7 +9,8 @@ import FMHACore
 /// stride-0 (grouped-query) layouts, and converted from float16/bfloat16 tile by tile. Tiles that
 /// the mask hides are never visited (`MaskLowering.tiles`); partial tiles are masked per element. The inner
 /// loops are C (`CFMHAKernels`) compiled for AVX2/FMA and chosen at run time, with a baseline
-/// build for other CPUs.
+/// build for other CPUs. Quantized K/V caches are dequantized into the query's dtype first (a pass
+/// over the cache's distinct rows per call, and their size in memory).
 public struct CPUForward: ForwardOperator {
     /// Which compiled kernels run.
     public let kernels: CPUKernels
@@ -32,6 +33,7 @@ public struct CPUForward: ForwardOperator {
 
     public func forward(_ problem: AttentionProblem) throws -> ForwardOutput {
         try requireSupport(problem)
+        let problem = try problem.dequantized()
         let d = problem.dimensions
         let biasView = problem.tensorBias
         let output = try Tensor.zeros(d.outputShape, dtype: problem.outputDType)

@@ -111,7 +111,7 @@ enum CPUTiledCapabilities {
         devices: [.cpu], dtypes: [.float32, .float16, .bfloat16], maxHeadDimension: 4096,
         biasTypes: attentionBiasTypes, supportsDropout: true, supportsCustomScale: true,
         supportsDifferentValueHeadDimension: true, supportsBMGHK: true, supportsPartial: true,
-        supportsOutputDType: true, isDeterministic: true)
+        supportsOutputDType: true, isDeterministic: true, supportsQuantizedKeyValue: true)
     static let backward = OperatorCapabilities(
         devices: [.cpu], dtypes: [.float32, .float16, .bfloat16], maxHeadDimension: 4096,
         biasTypes: attentionBiasTypes, supportsDropout: true, supportsCustomScale: true,
@@ -120,12 +120,12 @@ enum CPUTiledCapabilities {
 }
 
 extension DType {
-    /// The kernels' code for this dtype (float64 has none: the tiled operators refuse it).
+    /// The kernels' code for this dtype (float64 and int32 have none: the tiled operators refuse them).
     var kernelCode: Int32 {
         switch self {
         case .float16: Int32(FMHA_DTYPE_F16)
         case .bfloat16: Int32(FMHA_DTYPE_BF16)
-        case .float32, .float64: Int32(FMHA_DTYPE_F32)
+        case .float32, .float64, .int32: Int32(FMHA_DTYPE_F32)
         }
     }
 }

@@ -12,10 +12,15 @@
 // fmha_decode_merge combines the splits.
 // Masks come from the lowering (prelude.cu): each row's visible keys from fmha::BlockBand, pages
 // from fmha::page_lookup; keys outside a row's range or the split are masked per element.
+// Quantized K/V caches (FMHA_KV_FORMAT 1: int4 with 1-8 scale/shift groups per row, 2: fp8 e4m3
+// with a scale/shift word per row; FMHACore's KeyValueFormat): the ring holds the rows' packed
+// words, copied 4 bytes at a time, and before each tile's products the warp dequantizes it
+// (x·scale + shift in float32, rounded to the input type) into one K and one V tile of the plain
+// layout, which the products read as for a plain cache.
 // Needs prelude.cu, tensor_core.cu and FMHA_HEAD_DIM (a multiple of 16, at most 256: at least K
 // and Kv; columns past them are zero), FMHA_DTYPE (1 float16, 2 bfloat16), FMHA_WARPS,
-// FMHA_BLOCK_N (16 or 32) and FMHA_STAGES (2 to 4). Dynamic shared memory:
-// (FMHA_WARPS · FMHA_STAGES · 2 · FMHA_BLOCK_N + 16) · FMHA_ROW 16-bit values.
+// FMHA_BLOCK_N (16 or 32), FMHA_STAGES (2 to 4) and FMHA_KV_FORMAT (0 plain, 1 int4, 2 fp8).
+// Dynamic shared memory: FMHA_WARPS · FMHA_WARP_SHARED + 16 · FMHA_ROW 16-bit values.
 
 #define FMHA_THREADS (FMHA_WARPS * 32)
 #define FMHA_ROW (FMHA_HEAD_DIM + 8)
@@ -26,17 +31,109 @@
 /// Int64 words per tile of the merge list (DecodePlan.mergeList).
 #define FMHA_MERGE_WORDS 4
 
+#if FMHA_KV_FORMAT == 0
+/// 16-bit values of a warp's shared memory: its ring of K and V tiles.
+#define FMHA_WARP_SHARED (FMHA_STAGES * 2 * FMHA_BLOCK_N * FMHA_ROW)
+#else
+/// int32 words of a staged K or V row: int4, 8 header slots (the row's scale/shift words, one per
+/// group) then FMHA_HEAD_DIM / 8 words of nibbles; fp8, FMHA_HEAD_DIM / 4 words of bytes then the
+/// row's scale/shift word.
+#define FMHA_STAGE_HEADER (FMHA_KV_FORMAT == 1 ? 8 : 0)
+#define FMHA_STAGE_DATA (FMHA_KV_FORMAT == 1 ? FMHA_HEAD_DIM / 8 : FMHA_HEAD_DIM / 4)
+#define FMHA_STAGE_ROW (FMHA_STAGE_HEADER + FMHA_STAGE_DATA + (FMHA_KV_FORMAT == 2 ? 1 : 0))
+/// 16-bit values of a warp's shared memory: its ring of staged K and V rows, then the dequantized
+/// K and V tile.
+#define FMHA_WARP_SHARED (FMHA_STAGES * 2 * FMHA_BLOCK_N * FMHA_STAGE_ROW * 2 + 2 * FMHA_BLOCK_N * FMHA_ROW)
+#endif
+
 static_assert(FMHA_HEAD_DIM % 16 == 0 && FMHA_HEAD_DIM <= 256, "FMHA_HEAD_DIM: a multiple of 16, at most 256");
 static_assert(FMHA_BLOCK_N % 16 == 0 && FMHA_BLOCK_N <= 32, "FMHA_BLOCK_N: 16 or 32 (a lane holds the page lookup of one key)");
 static_assert(FMHA_STAGES >= 2 && FMHA_STAGES <= 4, "FMHA_STAGES: 2 to 4");
+static_assert(FMHA_KV_FORMAT >= 0 && FMHA_KV_FORMAT <= 2, "FMHA_KV_FORMAT: 0 plain, 1 int4, 2 fp8");
 // The warps' float32 outputs are combined in the space of their K/V buffers.
-static_assert(FMHA_TILE_ROWS * FMHA_HEAD_DIM * 4 <= FMHA_STAGES * 2 * FMHA_BLOCK_N * FMHA_ROW * 2,
-              "a warp's K/V buffers hold its float32 output tile");
+static_assert(FMHA_TILE_ROWS * FMHA_HEAD_DIM * 4 <= FMHA_WARP_SHARED * 2, "a warp's K/V buffers hold its float32 output tile");
 
 /// Waits until at most FMHA_STAGES - 1 of this thread's cp.async groups are pending.
 __device__ __forceinline__ void wait_for_all_but_newest_stages() {
     asm volatile("cp.async.wait_group %0;" :: "n"(FMHA_STAGES - 1) : "memory");
 }
+
+#if FMHA_KV_FORMAT != 0
+/// Starts a 4-byte copy from global `source` to the shared address `destination` (cp.async); when
+/// `valid` is false nothing is read and the 4 bytes are zeroed.
+__device__ __forceinline__ void copy_4_bytes_async(uint32_t destination, const uint32_t* source, bool valid) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(destination), "l"(source), "r"(valid ? 4 : 0) : "memory");
+}
+
+/// The value of fp8 e4m3 byte `byte` (bits 0-7; NaN at S.1111.111, no infinities), exactly.
+__device__ __forceinline__ float e4m3_to_float(uint32_t byte) {
+#if __CUDA_ARCH__ >= 890
+    uint32_t halves;
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(halves) : "h"(uint16_t(byte)));
+    return fmha::half_to_float(uint16_t(halves));
+#else
+    const uint32_t magnitude = byte & 0x7Fu;
+    // Exponent and mantissa placed under a float's, rebiased from 7 to 127: exact for normals;
+    // for subnormals (exponent 0) it gives 2^-7·(1 + m/8), from which m·2^-9 follows.
+    const float normal = __uint_as_float((magnitude << 20) + (120u << 23));
+    float value = magnitude < 8u ? fmaf(normal, 2.0f, -0.015625f) : normal;
+    if (magnitude == 0x7Fu) value = __uint_as_float(0x7FC00000u);
+    return __uint_as_float(__float_as_uint(value) | ((byte & 0x80u) << 24));
+#endif
+}
+
+/// The float16 scale (low half) and shift (high half) of a scale/shift word, as floats.
+struct ScaleShift {
+    float scale, shift;
+    __device__ __forceinline__ explicit ScaleShift(uint32_t word)
+        : scale(fmha::half_to_float(uint16_t(word & 0xFFFFu))), shift(fmha::half_to_float(uint16_t(word >> 16))) {}
+    /// x·scale + shift, fused.
+    __device__ __forceinline__ float operator()(float x) const { return fmaf(x, scale, shift); }
+};
+
+/// Dequantizes a warp's staged rows (FMHA_BLOCK_N rows of FMHA_STAGE_ROW words) into `tile`
+/// (FMHA_BLOCK_N rows of FMHA_ROW values of the input type, columns at or past `head_dim` zero).
+/// int4: word w of a row holds elements 8w ..< 8w + 8 and belongs to group w / group_words.
+__device__ __forceinline__ void dequantize_rows(const uint32_t* staged, uint16_t* tile, int head_dim, int group_words, int lane) {
+    constexpr int per_word = FMHA_KV_FORMAT == 1 ? 8 : 4;
+    constexpr int words = FMHA_HEAD_DIM / per_word;
+    for (int index = lane; index < FMHA_BLOCK_N * words; index += 32) {
+        const int r = index / words, w = index % words;
+        const uint32_t* row = staged + r * FMHA_STAGE_ROW;
+        uint32_t packed[per_word / 2];
+        if (w * per_word < head_dim) {
+#if FMHA_KV_FORMAT == 1
+            const ScaleShift dequantize(row[w / group_words]);
+            const uint32_t data = row[FMHA_STAGE_HEADER + w];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                // (0x4B000000 | n is 2^23 + n: exact small integers without a conversion.)
+                const float low = __uint_as_float(0x4B000000u | ((data >> (8 * e)) & 0xFu)) - 8388608.0f;
+                const float high = __uint_as_float(0x4B000000u | ((data >> (8 * e + 4)) & 0xFu)) - 8388608.0f;
+                packed[e] = pack_pair(dequantize(low), dequantize(high));
+            }
+#else
+            const ScaleShift dequantize(row[FMHA_STAGE_DATA]);
+            const uint32_t data = row[w];
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                packed[e] = pack_pair(dequantize(e4m3_to_float((data >> (16 * e)) & 0xFFu)),
+                                      dequantize(e4m3_to_float((data >> (16 * e + 8)) & 0xFFu)));
+            }
+#endif
+        } else {
+#pragma unroll
+            for (int e = 0; e < per_word / 2; ++e) packed[e] = 0;
+        }
+        uint16_t* destination = tile + r * FMHA_ROW + w * per_word;
+#if FMHA_KV_FORMAT == 1
+        *reinterpret_cast<uint4*>(destination) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+#else
+        *reinterpret_cast<uint2*>(destination) = make_uint2(packed[0], packed[1]);
+#endif
+    }
+}
+#endif
 
 /// The rows of a tile: row r is head `first_head + r % pack` of query `first_query + r / pack`.
 struct TileRows {
@@ -62,15 +159,19 @@ struct TileRows {
 /// 0); a tile of several writes, for each split, row r's normalized output at
 /// partial_out[((head index · entries + entry) · 16 + r) · FMHA_HEAD_DIM] and its LSE at
 /// partial_lse[(head index · entries + entry) · 16 + r], for fmha_decode_merge.
+/// Quantized caches: k and v hold int32 words (the strides in `shape` count words); `quantized`
+/// holds the int4 group count, then the fp8 scale/shift words' strides (b, m, g, h) for k and for
+/// v, whose words are at k_scale_shift and v_scale_shift.
 extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_flash_decode(
     const uint16_t* q, const uint16_t* k, const uint16_t* v, void* out, float* lse, const int64_t* shape,
     const int64_t* mask, const int64_t* work, float scale_log2, int64_t out_dtype, int32_t vector_loads,
-    float* partial_out, float* partial_lse, int32_t pack, int64_t entries) {
+    float* partial_out, float* partial_lse, int32_t pack, int64_t entries, const int64_t* quantized,
+    const uint32_t* k_scale_shift, const uint32_t* v_scale_shift) {
     extern __shared__ __align__(16) uint16_t shared_tiles[];
     constexpr int tile_elements = FMHA_BLOCK_N * FMHA_ROW;
     const int thread = threadIdx.x, warp = thread / 32, lane = thread % 32;
-    uint16_t* const warp_tiles = shared_tiles + warp * FMHA_STAGES * 2 * tile_elements;
-    uint16_t* const query_tile = shared_tiles + FMHA_WARPS * FMHA_STAGES * 2 * tile_elements;
+    uint16_t* const warp_tiles = shared_tiles + warp * FMHA_WARP_SHARED;
+    uint16_t* const query_tile = shared_tiles + FMHA_WARPS * FMHA_WARP_SHARED;
     // After the key loop: warp w's output tile, FMHA_TILE_ROWS × FMHA_HEAD_DIM floats, where its
     // K/V buffers were.
     float* const combined = reinterpret_cast<float*>(shared_tiles);
@@ -124,9 +225,10 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_flash_decode(
         }
         __syncthreads();
 
+        const int64_t k_row_stride = ks[1], v_row_stride = vs[1];
+#if FMHA_KV_FORMAT == 0
         const uint16_t* k_head = k + (b * ks[0] + g * ks[2] + rows.first_head * ks[3]);
         const uint16_t* v_head = v + (b * vs[0] + g * vs[2] + rows.first_head * vs[3]);
-        const int64_t k_row_stride = ks[1], v_row_stride = vs[1];
 
         // The K and V rows of logical keys start + r (r < FMHA_BLOCK_N) into `keys` and `values`,
         // columns below K and Kv (the rest, and rows at or past the split's end, zero); with pages,
@@ -168,13 +270,64 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_flash_decode(
                 }
             }
         };
+        auto key_buffer = [&](int j) { return warp_tiles + (j % FMHA_STAGES) * 2 * tile_elements; };
+        // The tiles the products read: the ring's.
+        auto key_tile = [&](int j) { return key_buffer(j); };
+#else
+        const uint32_t* k_head = reinterpret_cast<const uint32_t*>(k) + (b * ks[0] + g * ks[2] + rows.first_head * ks[3]);
+        const uint32_t* v_head = reinterpret_cast<const uint32_t*>(v) + (b * vs[0] + g * vs[2] + rows.first_head * vs[3]);
+        const int groups_per_row = int(quantized[0]);
+#if FMHA_KV_FORMAT == 2
+        const int64_t* kss = quantized + 1;
+        const int64_t* vss = quantized + 5;
+        const uint32_t* k_pairs = k_scale_shift + (b * kss[0] + g * kss[2] + rows.first_head * kss[3]);
+        const uint32_t* v_pairs = v_scale_shift + (b * vss[0] + g * vss[2] + rows.first_head * vss[3]);
+#endif
+        // A row's words: int4, its groups' scale/shift words then K/8 words of nibbles; fp8, K/4
+        // words of bytes (its scale/shift word is in k_pairs / v_pairs).
+        const int row_words = FMHA_KV_FORMAT == 1 ? groups_per_row + head_dim / 8 : head_dim / 4;
+        const int group_words = FMHA_KV_FORMAT == 1 ? head_dim / 8 / groups_per_row : 1;
+        // The packed K and V rows of logical keys start + r into `keys` and `values` (staged rows
+        // of FMHA_STAGE_ROW words; rows at or past the split's end zero), 4-byte copies, a row per
+        // pass; pages as for a plain cache.
+        auto load_rows = [&](uint32_t* keys, uint32_t* values, int start, int lane_row) {
+            const int count = min(FMHA_BLOCK_N, split_hi - start);
+            auto row_of = [&](int r) { return page_size == 0 ? int64_t(start + r) : int64_t(__shfl_sync(0xffffffffu, lane_row, r)); };
+            const uint32_t key_address = shared_address(keys), value_address = shared_address(values);
+            for (int r = 0; r < FMHA_BLOCK_N; ++r) {
+                const int64_t row = row_of(r);
+                const bool valid = r < count;
+                for (int w = lane; w < row_words; w += 32) {
+                    const int slot = FMHA_KV_FORMAT == 1 ? (w < groups_per_row ? w : FMHA_STAGE_HEADER + w - groups_per_row) : w;
+                    const uint32_t offset = 4 * (r * FMHA_STAGE_ROW + slot);
+                    copy_4_bytes_async(key_address + offset, valid ? k_head + row * k_row_stride + w : k_head, valid);
+                    copy_4_bytes_async(value_address + offset, valid ? v_head + row * v_row_stride + w : v_head, valid);
+                }
+            }
+#if FMHA_KV_FORMAT == 2
+            for (int index = lane; index < 2 * FMHA_BLOCK_N; index += 32) {
+                const int r = index % FMHA_BLOCK_N;
+                const int64_t row = row_of(r);
+                const bool valid = r < count, is_key = index < FMHA_BLOCK_N;
+                const uint32_t* source = is_key ? k_pairs + row * kss[1] : v_pairs + row * vss[1];
+                copy_4_bytes_async((is_key ? key_address : value_address) + 4 * (r * FMHA_STAGE_ROW + FMHA_STAGE_DATA),
+                                   valid ? source : k_pairs, valid);
+            }
+#endif
+        };
+        // Ring stage s: the staged K rows, then the staged V rows.
+        uint32_t* const staged_rows = reinterpret_cast<uint32_t*>(warp_tiles);
+        auto key_buffer = [&](int j) { return staged_rows + (j % FMHA_STAGES) * 2 * FMHA_BLOCK_N * FMHA_STAGE_ROW; };
+        // The tiles the products read: one dequantized K and V tile after the ring.
+        uint16_t* const dequantized = warp_tiles + FMHA_STAGES * 2 * FMHA_BLOCK_N * FMHA_STAGE_ROW * 2;
+        auto key_tile = [&](int) { return dequantized; };
+#endif
 
         // This warp's key tiles: tile t of the split (keys split_lo + t·FMHA_BLOCK_N ...) for
         // t = warp, warp + FMHA_WARPS, ...; its j-th goes into stage j % FMHA_STAGES.
         const int split_tiles = split_hi > split_lo ? (split_hi - split_lo + FMHA_BLOCK_N - 1) / FMHA_BLOCK_N : 0;
         const int warp_tile_count = split_tiles > warp ? (split_tiles - warp + FMHA_WARPS - 1) / FMHA_WARPS : 0;
         auto tile_start = [&](int j) { return split_lo + (warp + j * FMHA_WARPS) * FMHA_BLOCK_N; };
-        auto key_buffer = [&](int j) { return warp_tiles + (j % FMHA_STAGES) * 2 * tile_elements; };
         // With pages, the K/V row of key tile_start(j) + lane of the warp's next tile to fill (j
         // counts up by one per fill; keys past the split's end repeat its last).
         auto look_up = [&](int j) {
@@ -184,7 +337,11 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_flash_decode(
         // One cp.async group per call (empty past the warp's last tile, so that the waits count right).
         auto fill = [&](int j) {
             if (j < warp_tile_count) {
+#if FMHA_KV_FORMAT == 0
                 load_rows(key_buffer(j), key_buffer(j) + tile_elements, tile_start(j), next_row);
+#else
+                load_rows(key_buffer(j), key_buffer(j) + FMHA_BLOCK_N * FMHA_STAGE_ROW, tile_start(j), next_row);
+#endif
                 next_row = look_up(j + 1);
             }
             asm volatile("cp.async.commit_group;");
@@ -207,7 +364,12 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_flash_decode(
             fill(j + FMHA_STAGES - 1);
             wait_for_all_but_newest_stages();
             __syncwarp();
-            uint16_t* const keys = key_buffer(j);
+#if FMHA_KV_FORMAT != 0
+            dequantize_rows(key_buffer(j), key_tile(j), head_dim, group_words, lane);
+            dequantize_rows(key_buffer(j) + FMHA_BLOCK_N * FMHA_STAGE_ROW, key_tile(j) + tile_elements, head_dim, group_words, lane);
+            __syncwarp();
+#endif
+            uint16_t* const keys = key_tile(j);
             const uint32_t key_rows = shared_address(keys + ((lane / 16) * 8 + lane % 8) * FMHA_ROW + ((lane / 8) % 2) * 8);
             const uint32_t value_rows = shared_address(keys + tile_elements + (lane % 16) * FMHA_ROW + (lane / 16) * 8);
 
@@ -301,7 +463,6 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_flash_decode(
             }
         }
         __syncthreads();
-        const int64_t out_row_step = groups * heads * value_dim;
         const float ln2 = 0.6931471805599453f;
         for (int item = thread; item < FMHA_TILE_ROWS * FMHA_HEAD_DIM / 2; item += FMHA_THREADS) {
             const int r = item / (FMHA_HEAD_DIM / 2), c = (item % (FMHA_HEAD_DIM / 2)) * 2;
@@ -339,9 +500,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_flash_decode(
 /// Combines the splits of the decode tiles that have several: `merges` holds, per blockIdx.x,
 /// FMHA_MERGE_WORDS words (the tile's first entry, its number of splits, its first and end query);
 /// blockIdx.z is the row of the tile, heads as in fmha_flash_decode. Writes the output and LSE
-/// where fmha_flash_decode writes those of a single split: the splits' outputs weighted by
-/// exp(LSE - max LSE), and their log-sum-exp (a row no split sees gets 0 and -inf; NaN in any
-/// split makes the row NaN).
+/// where fmha_flash_decode writes those of a single split, by fmha::MergeWeights.
 extern "C" __global__ void __launch_bounds__(128) fmha_decode_merge(
     void* out, float* lse, const int64_t* shape, const int64_t* merges, const float* partial_out,
     const float* partial_lse, int64_t out_dtype, int32_t pack, int64_t entries) {
@@ -351,31 +510,24 @@ extern "C" __global__ void __launch_bounds__(128) fmha_decode_merge(
     const int64_t first_entry = tile[0], splits = tile[1];
     const int r = blockIdx.z;
     const int64_t chunks = (heads + pack - 1) / pack, head_count = batch * groups * chunks;
-    const float log2e = 1.4426950408889634f, ln2 = 0.6931471805599453f;
     for (int64_t head_index = blockIdx.y; head_index < head_count; head_index += gridDim.y) {
         const int64_t chunk = head_index % chunks, g = (head_index / chunks) % groups, b = head_index / (chunks * groups);
         const TileRows rows{tile[2], tile[3], chunk * pack, heads, pack};
         if (!rows.valid(r)) continue;
         const int64_t first_slot = (head_index * entries + first_entry) * FMHA_TILE_ROWS + r;
-        auto split_lse = [&](int64_t s) { return partial_lse[first_slot + s * FMHA_TILE_ROWS]; };
-        float top = -FMHA_INFINITY;
-        for (int64_t s = 0; s < splits; ++s) top = fmaxf(top, split_lse(s));
-        const float shift = top == -FMHA_INFINITY ? 0.0f : top;
-        float total = 0.0f;
-        for (int64_t s = 0; s < splits; ++s) total += exp2_approx((split_lse(s) - shift) * log2e);
-        const float inverse = total != 0.0f ? 1.0f / total : 0.0f;
+        const fmha::MergeWeights weights(splits, [&](int64_t s) { return partial_lse[first_slot + s * FMHA_TILE_ROWS]; });
         const int64_t i = rows.query(r), h = rows.head(r);
         const int64_t out_row = (((b * queries + i) * groups + g) * heads + h) * value_dim;
         for (int c = 2 * threadIdx.x; c < value_dim; c += 2 * blockDim.x) {
             float low = 0.0f, high = 0.0f;
             for (int64_t s = 0; s < splits; ++s) {
-                const float weight = exp2_approx((split_lse(s) - shift) * log2e);
+                const float weight = weights.weight(partial_lse[first_slot + s * FMHA_TILE_ROWS]);
                 const float2 values = *reinterpret_cast<const float2*>(partial_out + (first_slot + s * FMHA_TILE_ROWS) * FMHA_HEAD_DIM + c);
                 low += weight * values.x;
                 high += weight * values.y;
             }
-            fmha::store_pair(out, out_row + c, out_dtype, low * inverse, high * inverse);
+            fmha::store_pair(out, out_row + c, out_dtype, low, high);
         }
-        if (threadIdx.x == 0) lse[((b * groups + g) * heads + h) * queries + i] = total != 0.0f ? shift + logf(total) : -FMHA_INFINITY;
+        if (threadIdx.x == 0) lse[((b * groups + g) * heads + h) * queries + i] = weights.lse;
     }
 }

@@ -112,6 +112,17 @@ __device__ __forceinline__ float load_element(const void* base, int64_t index, i
     return static_cast<const float*>(base)[index];
 }
 
+/// Writes `value` as element `index` of a float32 (0), float16 (1) or bfloat16 (2) array.
+__device__ __forceinline__ void store_element(void* base, int64_t index, int64_t dtype, float value) {
+    if (dtype == 1) {
+        static_cast<uint16_t*>(base)[index] = float_to_half(value);
+    } else if (dtype == 2) {
+        static_cast<uint16_t*>(base)[index] = float_to_bfloat16(value);
+    } else {
+        static_cast<float*>(base)[index] = value;
+    }
+}
+
 /// Writes `low` and `high` as elements `index` and `index + 1` (even) of a float32 (0), float16 (1)
 /// or bfloat16 (2) array.
 __device__ __forceinline__ void store_pair(void* base, int64_t index, int64_t dtype, float low, float high) {
@@ -202,7 +213,32 @@ struct Lowering {
     }
 };
 
-} // namespace fmha
-
 /// +infinity without math.h.
 #define FMHA_INFINITY __int_as_float(0x7f800000)
+
+// ---- Merging partial results by their LSEs --------------------------------------------------
+
+/// How `count` partial results of one row (attention over disjoint key sets, natural-log LSEs
+/// lse_of(s)) combine, for the decode splits' merge and mergeAttentions': partial s weighs
+/// exp(lse_s - max) / Σ exp(lse_t - max), and the merged LSE is max + log Σ exp(lse_t - max). A row
+/// whose partials are all -inf gets weights 0 (output 0) and LSE -inf; a NaN LSE makes every
+/// weight and the LSE NaN.
+struct MergeWeights {
+    float shift, inverse, lse;
+
+    template <typename Lse>
+    __device__ __forceinline__ MergeWeights(int64_t count, Lse lse_of) {
+        float top = -FMHA_INFINITY;
+        for (int64_t s = 0; s < count; ++s) top = fmaxf(top, lse_of(s));
+        shift = top == -FMHA_INFINITY ? 0.0f : top;
+        float total = 0.0f;
+        for (int64_t s = 0; s < count; ++s) total += expf(lse_of(s) - shift);
+        inverse = total != 0.0f ? 1.0f / total : 0.0f;
+        lse = total != 0.0f ? shift + logf(total) : -FMHA_INFINITY;
+    }
+
+    /// The weight of the partial whose LSE is `partial_lse`.
+    __device__ __forceinline__ float weight(float partial_lse) const { return expf(partial_lse - shift) * inverse; }
+};
+
+} // namespace fmha

@@ -31,6 +31,9 @@ extension AttentionBias {
         guard shape.count >= 2 else {
             throw FMHAError.invalidArgument("shape", expected: "at least 2 dimensions [..., Mq, Mkv]", got: "\(shape)")
         }
+        guard dtype.isFloatingPoint else {
+            throw FMHAError.invalidArgument("dtype", expected: "a floating-point dtype for a bias", got: "\(dtype)")
+        }
         _ = try Tensor.checkedCount(shape, argument: "shape")
         let queryCount = shape[shape.count - 2], keyCount = shape[shape.count - 1]
         _ = try Tensor.checkedCount([queryCount, keyCount], argument: "shape")

@@ -9,6 +9,11 @@
 /// | BMK | `[B, Mq, K]` | `[B, Mkv, K]` | `[B, Mkv, Kv]` | `[B, Mq, Kv]` |
 /// | BMHK | `[B, Mq, H, K]` | `[B, Mkv, H, K]` | `[B, Mkv, H, Kv]` | `[B, Mq, H, Kv]` |
 /// | BMGHK | `[B, Mq, G, H, K]` | `[B, Mkv, G, H, K]` | `[B, Mkv, G, H, Kv]` | `[B, Mq, G, H, Kv]` |
+///
+/// Quantized K/V caches (`KeyValueFormat`, as xFormers' split-K decoder takes them) are int32
+/// key and value tensors whose last dimension holds a row's packed words, Kv = K: int4 when no
+/// scale/shift tensors are given (its group count read from the last dimension, groups + K/8),
+/// fp8 with `keyScaleShift` and `valueScaleShift`.
 public struct Inputs: Sendable {
     /// Queries.
     public var query: Tensor
@@ -30,14 +35,22 @@ public struct Inputs: Sendable {
     public var isPartial: Bool
     /// Only operators that give the same bits every run qualify.
     public var requiresDeterminism: Bool
+    /// For an fp8 key cache: each key row's float16 scale and shift packed in one int32 word, shaped
+    /// like `key` without its last dimension; `nil` otherwise.
+    public var keyScaleShift: Tensor?
+    /// For an fp8 value cache: as `keyScaleShift`, for `value`.
+    public var valueScaleShift: Tensor?
 
     /// Gathers the inputs of one call; `validate()` checks them. Dropout with probability `p`
-    /// draws from `seed` (a random one when `nil`).
+    /// draws from `seed` (a random one when `nil`). `keyScaleShift` and `valueScaleShift` go with
+    /// fp8 K/V caches.
     public init(query: Tensor, key: Tensor, value: Tensor, bias: (any AttentionBias)? = nil, p: Double = 0,
                 seed: UInt64? = nil, scale: Double? = nil, outputDType: DType? = nil, isPartial: Bool = false,
-                requiresDeterminism: Bool = false) {
+                requiresDeterminism: Bool = false, keyScaleShift: Tensor? = nil, valueScaleShift: Tensor? = nil) {
         self.init(query: query, key: key, value: value, bias: bias, dropout: Self.dropout(p: p, seed: seed), scale: scale,
                   outputDType: outputDType, isPartial: isPartial, requiresDeterminism: requiresDeterminism)
+        self.keyScaleShift = keyScaleShift
+        self.valueScaleShift = valueScaleShift
     }
 
     /// Gathers the inputs of one call with the dropout state to replay (a backward pass's).

@@ -60,6 +60,9 @@ extension AttentionOperator {
         if let outputDType = inputs.outputDType, outputDType != dtype, !capabilities.supportsOutputDType {
             reasons.append("output dtype \(outputDType) different from the input dtype \(dtype) is not supported")
         }
+        if let format = problem.keyValueFormat, !capabilities.supportsQuantizedKeyValue {
+            reasons.append("quantized K/V (\(format)) is not supported")
+        }
         if problem.requiresDeterminism, !capabilities.isDeterministic {
             reasons.append("it is not deterministic, and determinism was required")
         }

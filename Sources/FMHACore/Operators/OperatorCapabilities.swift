@@ -28,13 +28,16 @@ public struct OperatorCapabilities: Sendable {
     public var supportsBiasGradient: Bool
     /// The least CUDA compute capability, for CUDA operators.
     public var minimumComputeCapability: ComputeCapability?
+    /// Quantized K/V caches (`KeyValueFormat`: int4, fp8) with a floating-point query.
+    public var supportsQuantizedKeyValue: Bool
 
     /// Capabilities with everything optional switched off; set what the operator has.
     public init(devices: Set<DeviceKind>, dtypes: Set<DType>, maxHeadDimension: Int, biasTypes: [any AttentionBias.Type],
                 supportsDropout: Bool = false, supportsCustomScale: Bool = false,
                 supportsDifferentValueHeadDimension: Bool = false, supportsBMGHK: Bool = false,
                 supportsPartial: Bool = false, supportsOutputDType: Bool = false, isDeterministic: Bool = false,
-                supportsBiasGradient: Bool = false, minimumComputeCapability: ComputeCapability? = nil) {
+                supportsBiasGradient: Bool = false, minimumComputeCapability: ComputeCapability? = nil,
+                supportsQuantizedKeyValue: Bool = false) {
         self.devices = devices
         self.dtypes = dtypes
         self.maxHeadDimension = maxHeadDimension
@@ -48,6 +51,7 @@ public struct OperatorCapabilities: Sendable {
         self.isDeterministic = isDeterministic
         self.supportsBiasGradient = supportsBiasGradient
         self.minimumComputeCapability = minimumComputeCapability
+        self.supportsQuantizedKeyValue = supportsQuantizedKeyValue
     }
 
     /// True when `biasTypes` lists the exact type of `bias`.

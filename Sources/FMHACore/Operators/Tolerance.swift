@@ -15,7 +15,7 @@ public struct Tolerance: Sendable, Hashable {
     /// Forward outputs in `dtype`.
     public static func forward(_ dtype: DType) -> Tolerance {
         switch dtype {
-        case .float64: Tolerance(absolute: 1e-10, relative: 1e-10)
+        case .float64, .int32: Tolerance(absolute: 1e-10, relative: 1e-10)
         case .float32: Tolerance(absolute: 3e-4, relative: 2e-5)
         case .float16: Tolerance(absolute: 4e-3, relative: 4e-4)
         case .bfloat16: Tolerance(absolute: 2e-2, relative: 5e-3)
@@ -25,7 +25,7 @@ public struct Tolerance: Sendable, Hashable {
     /// Gradients in `dtype` (calibrated for scale ≤ (1/32)^0.5, as upstream).
     public static func backward(_ dtype: DType) -> Tolerance {
         switch dtype {
-        case .float64: Tolerance(absolute: 1e-9, relative: 1e-9)
+        case .float64, .int32: Tolerance(absolute: 1e-9, relative: 1e-9)
         case .float32: Tolerance(absolute: 9e-4, relative: 1e-4)
         case .float16: Tolerance(absolute: 0.2, relative: 2e-2)
         case .bfloat16: Tolerance(absolute: 0.9, relative: 0.1)

@@ -26,14 +26,29 @@ public struct AttentionProblem: Sendable {
     /// The dtype the output is written in: the caller's, else float32 for partial attention
     /// (float64 for float64 inputs), else the query's.
     public let outputDType: DType
+    /// How K and V are quantized (their views then hold int32 words); nil for a plain cache.
+    public let keyValueFormat: KeyValueFormat?
+    /// For fp8 K/V: the `[B, Mkv, G, H]` view of each key row's scale/shift word.
+    public let keyScaleShift: Tensor?
+    /// For fp8 K/V: the `[B, Mkv, G, H]` view of each value row's scale/shift word.
+    public let valueScaleShift: Tensor?
 
     /// A problem from inputs that `validate()` has checked.
-    init(_ inputs: Inputs, dimensions: AttentionDimensions) throws {
+    init(_ inputs: Inputs, dimensions: AttentionDimensions, keyValueFormat: KeyValueFormat?) throws {
+        try self.init(inputs, dimensions: dimensions, key: Inputs.bmghkView(inputs.key), value: Inputs.bmghkView(inputs.value),
+                      keyValueFormat: keyValueFormat)
+    }
+
+    /// A problem with `key` and `value` (BMGHK views) in place of the inputs' own.
+    private init(_ inputs: Inputs, dimensions: AttentionDimensions, key: Tensor, value: Tensor, keyValueFormat: KeyValueFormat?) throws {
         self.inputs = inputs
         self.dimensions = dimensions
         query = try Inputs.bmghkView(inputs.query)
-        key = try Inputs.bmghkView(inputs.key)
-        value = try Inputs.bmghkView(inputs.value)
+        self.key = key
+        self.value = value
+        self.keyValueFormat = keyValueFormat
+        keyScaleShift = keyValueFormat == .fp8 ? try inputs.keyScaleShift.map(Self.scaleShiftView) : nil
+        valueScaleShift = keyValueFormat == .fp8 ? try inputs.valueScaleShift.map(Self.scaleShiftView) : nil
         tensorBias = try inputs.bias?.tensorBias.map(Inputs.bmghkBiasView)
         lowering = MaskLowering(inputs.bias?.maskLayout, queryLength: dimensions.queryLength,
                                 keyLength: dimensions.keyLength)
@@ -43,8 +58,37 @@ public struct AttentionProblem: Sendable {
             ?? (inputs.isPartial ? (inputs.query.dtype == .float64 ? .float64 : .float32) : inputs.query.dtype)
     }
 
-    /// The dtype of query, key and value.
+    /// Scale/shift words `[B, Mkv]`, `[B, Mkv, H]` or `[B, Mkv, G, H]` as a `[B, Mkv, G, H]` view.
+    private static func scaleShiftView(_ words: Tensor) throws -> Tensor {
+        switch words.rank {
+        case 2: try words.unsqueezed(at: 2).unsqueezed(at: 2)
+        case 3: try words.unsqueezed(at: 2)
+        default: words
+        }
+    }
+
+    /// The dtype of the query (and of key and value unless they are quantized).
     public var dtype: DType { query.dtype }
+
+    /// This problem with quantized K/V replaced by their values in the query's dtype (contiguous
+    /// host tensors; a dimension of stride 0 keeps it, so GQA's shared heads are dequantized once);
+    /// `self` for a plain cache. For operators that have no quantized path of their own.
+    public func dequantized() throws -> AttentionProblem {
+        guard let format = keyValueFormat else { return self }
+        func values(_ cache: Tensor, _ scaleShift: Tensor?) throws -> Tensor {
+            // The distinct rows: stride-0 dimensions cut to one, expanded back afterwards.
+            var rows = cache, words = scaleShift
+            for axis in 0..<4 where cache.strides[axis] == 0 && cache.shape[axis] > 1 {
+                rows = try rows.slice(dimension: axis, range: 0..<1)
+                words = try words?.slice(dimension: axis, range: 0..<1)
+            }
+            let dense = try format.dequantize(rows.to(.cpu), scaleShift: words?.to(.cpu), headDimension: dimensions.headDimension,
+                                              dtype: dtype)
+            return try dense.expanded(to: Array(cache.shape.dropLast()) + [dimensions.headDimension]).to(device)
+        }
+        return try AttentionProblem(inputs, dimensions: dimensions, key: values(key, keyScaleShift), value: values(value, valueScaleShift),
+                                    keyValueFormat: nil)
+    }
     /// The device query, key and value are on.
     public var device: Device { query.device }
     /// Partial attention over one chunk of keys (for `mergeAttentions`).

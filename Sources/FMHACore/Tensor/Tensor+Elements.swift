@@ -7,10 +7,12 @@ extension DType {
         case .float16: Double(base.load(fromByteOffset: index &* 2, as: Float16.self))
         case .bfloat16: Double(BFloat16(bitPattern: base.load(fromByteOffset: index &* 2, as: UInt16.self)).floatValue)
         case .float64: base.load(fromByteOffset: index &* 8, as: Double.self)
+        case .int32: Double(base.load(fromByteOffset: index &* 4, as: Int32.self))
         }
     }
 
-    /// Writes `value`, rounded to nearest (ties to even) in this dtype, as element `index` at `base`.
+    /// Writes `value`, rounded to nearest (ties to even) in this dtype, as element `index` at `base`
+    /// (int32: rounded to nearest, clamped to its range, NaN as 0).
     @inline(__always)
     func store(_ value: Double, _ base: UnsafeMutableRawPointer, _ index: Int) {
         switch self {
@@ -19,6 +21,9 @@ extension DType {
         case .bfloat16:
             base.storeBytes(of: BFloat16(value).bitPattern, toByteOffset: index &* 2, as: UInt16.self)
         case .float64: base.storeBytes(of: value, toByteOffset: index &* 8, as: Double.self)
+        case .int32:
+            let integer = value.isNaN ? 0 : Int32(max(-2_147_483_648, min(2_147_483_647, value.rounded(.toNearestOrEven))))
+            base.storeBytes(of: integer, toByteOffset: index &* 4, as: Int32.self)
         }
     }
 }
@@ -70,6 +75,20 @@ extension Tensor {
     /// The elements in logical row-major order as `Float` (float64 values are rounded).
     public func toArray() throws -> [Float] {
         try toDoubleArray().map { Float($0) }
+    }
+
+    /// Builds a contiguous int32 tensor of `shape` from row-major `words` (a quantized cache's).
+    public init(shape: [Int], words: [Int32], device: Device = .cpu) throws {
+        let expected = try Tensor.checkedCount(shape, argument: "shape")
+        guard expected == words.count else {
+            throw FMHAError.invalidArgument("words", expected: "\(expected) values for shape \(shape)", got: "\(words.count)")
+        }
+        let host = try Tensor(allocating: shape, dtype: .int32, device: .cpu)
+        let base = try host.storage.hostAddress("init(shape:words:)")
+        words.withUnsafeBytes { bytes in
+            if let source = bytes.baseAddress { base.copyMemory(from: source, byteCount: bytes.count) }
+        }
+        self = try host.to(device)
     }
 
     /// Builds a contiguous tensor of `shape` from row-major `scalars` (`Float`, `Double`,

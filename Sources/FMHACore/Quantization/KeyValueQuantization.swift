@@ -1,0 +1,106 @@
+extension KeyValueFormat {
+    /// `tensor` (`[..., K]`, floating point, any device) quantized into this format: the int32
+    /// words `[..., wordsPerRow(K)]` and, for fp8, the per-row scale/shift words `[...]` (nil for
+    /// int4), on the tensor's device. An int4 group takes scale (max − min)/15 and shift min, an fp8
+    /// row shift (max + min)/2 and scale max |x − shift| / 448, each rounded to float16; elements
+    /// take the nearest step (int4 clamped to 0...15, fp8 saturating). Runs on the host element by
+    /// element: for filling caches and for tests.
+    public func quantize(_ tensor: Tensor) throws -> (values: Tensor, scaleShift: Tensor?) {
+        guard tensor.dtype.isFloatingPoint, tensor.rank >= 1 else {
+            throw FMHAError.invalidArgument("tensor", expected: "a floating-point tensor [..., K] to quantize",
+                                            got: "\(tensor.dtype) of shape \(tensor.shape)")
+        }
+        let headDimension = tensor.shape[tensor.rank - 1]
+        if let problem = headDimensionProblem(headDimension) {
+            throw FMHAError.invalidArgument("tensor", expected: problem, got: "shape \(tensor.shape)")
+        }
+        let elements = try tensor.toDoubleArray().map(Float.init)
+        let rows = headDimension == 0 ? 0 : elements.count / headDimension, words = wordsPerRow(headDimension: headDimension)
+        var packed = [UInt32](repeating: 0, count: rows * words), scaleShifts = [UInt32]()
+        for row in 0..<rows {
+            let values = elements[row * headDimension ..< (row + 1) * headDimension]
+            switch self {
+            case .int4(let groups):
+                let size = headDimension / groups
+                for group in 0..<groups {
+                    let part = values.dropFirst(group * size).prefix(size)
+                    let low = part.min() ?? 0, high = part.max() ?? 0
+                    let pair = Self.halfPair(scale: (high - low) / 15, shift: low)
+                    packed[row * words + group] = pair.bits
+                    for (index, x) in zip(part.indices, part) {
+                        let step = pair.scale == 0 ? 0 : UInt32(max(0, min(15, ((x - pair.shift) / pair.scale).rounded(.toNearestOrEven))))
+                        let element = index - row * headDimension
+                        packed[row * words + groups + element / 8] |= step << (4 * UInt32(element % 8))
+                    }
+                }
+            case .fp8:
+                let low = values.min() ?? 0, high = values.max() ?? 0, middle = Float(Float16((high + low) / 2))
+                let reach = values.map { abs($0 - middle) }.max() ?? 0
+                let pair = Self.halfPair(scale: reach / 448, shift: middle, roundScaleUp: true)
+                scaleShifts.append(pair.bits)
+                for (element, x) in values.enumerated() {
+                    let byte = pair.scale == 0 ? 0 : UInt32(FP8E4M3.encode((x - pair.shift) / pair.scale))
+                    packed[row * words + element / 4] |= byte << (8 * UInt32(element % 4))
+                }
+            }
+        }
+        let leading = Array(tensor.shape.dropLast())
+        let values = try Tensor(shape: leading + [words], words: packed.map { Int32(bitPattern: $0) }, device: tensor.device)
+        let scaleShift = self == .fp8 ? try Tensor(shape: leading, words: scaleShifts.map { Int32(bitPattern: $0) }, device: tensor.device) : nil
+        return (values, scaleShift)
+    }
+
+    /// The float16 scale and shift as stored (scale in the low half), and their values; the
+    /// scale rounded up when `roundScaleUp`, so that no element overflows the format's range.
+    private static func halfPair(scale: Float, shift: Float, roundScaleUp: Bool = false) -> (bits: UInt32, scale: Float, shift: Float) {
+        var halfScale = Float16(scale)
+        if roundScaleUp, Float(halfScale) < scale { halfScale = halfScale.nextUp }
+        let halfShift = Float16(shift)
+        return (UInt32(halfScale.bitPattern) | UInt32(halfShift.bitPattern) << 16, Float(halfScale), Float(halfShift))
+    }
+
+    /// The scale and shift packed in `word` (scale in the low 16 bits), as floats.
+    static func scaleAndShift(_ word: UInt32) -> (scale: Float, shift: Float) {
+        (Float(Float16(bitPattern: UInt16(word & 0xFFFF))), Float(Float16(bitPattern: UInt16(word >> 16))))
+    }
+
+    /// Quantized `values` (`[..., words]`, int32) and, for fp8, their `scaleShift` words (`[...]`)
+    /// dequantized into a contiguous `[..., headDimension]` tensor of `dtype` on the host: each
+    /// element `x·scale + shift` fused in float32, then rounded once to `dtype`.
+    public func dequantize(_ values: Tensor, scaleShift: Tensor?, headDimension: Int, dtype: DType) throws -> Tensor {
+        let words = wordsPerRow(headDimension: headDimension)
+        guard values.dtype == .int32, values.rank >= 1, values.shape[values.rank - 1] == words else {
+            throw FMHAError.invalidArgument("values", expected: "int32 words [..., \(words)] of \(self) rows of \(headDimension) elements",
+                                            got: "\(values.dtype) of shape \(values.shape)")
+        }
+        let leading = Array(values.shape.dropLast())
+        let packed = try values.toDoubleArray().map { UInt32(bitPattern: Int32($0)) }
+        var pairs = [UInt32]()
+        if self == .fp8 {
+            guard let scaleShift, scaleShift.dtype == .int32, scaleShift.shape == leading else {
+                throw FMHAError.invalidArgument("scaleShift", expected: "int32 scale/shift words of shape \(leading) for fp8",
+                                                got: scaleShift.map { "\($0.dtype) of shape \($0.shape)" } ?? "none")
+            }
+            pairs = try scaleShift.toDoubleArray().map { UInt32(bitPattern: Int32($0)) }
+        }
+        let rows = words == 0 ? 0 : packed.count / words
+        var result = [Float](repeating: 0, count: rows * headDimension)
+        for row in 0..<rows {
+            let base = row * words
+            for element in 0..<headDimension {
+                let x: Float, pair: (scale: Float, shift: Float)
+                switch self {
+                case .int4(let groups):
+                    pair = Self.scaleAndShift(packed[base + element / (headDimension / groups)])
+                    x = Float((packed[base + groups + element / 8] >> (4 * UInt32(element % 8))) & 0xF)
+                case .fp8:
+                    pair = Self.scaleAndShift(pairs[row])
+                    x = FP8E4M3.values[Int((packed[base + element / 4] >> (8 * UInt32(element % 4))) & 0xFF)]
+                }
+                result[row * headDimension + element] = pair.shift.addingProduct(x, pair.scale)
+            }
+        }
+        // (Rounded once more to dtype: the float32 values are what a kernel computes.)
+        return try Tensor(shape: leading + [headDimension], scalars: result, dtype: dtype)
+    }
+}
