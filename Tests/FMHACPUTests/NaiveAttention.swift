@@ -161,7 +161,7 @@ func forwardTolerance(_ dtype: DType) -> (atol: Double, rtol: Double) {
     case .float32: (3e-4, 2e-5)
     case .float16: (4e-3, 4e-4)
     case .bfloat16: (2e-2, 5e-3)
-    case .float64: (1e-12, 1e-12)
+    case .float64, .int32: (1e-12, 1e-12)
     }
 }
 
@@ -172,7 +172,7 @@ func roundingTolerance(_ dtype: DType) -> (atol: Double, rtol: Double) {
     case .float32: (1e-12, 0x1p-22)
     case .float16: (0x1p-23, 0x1p-9)
     case .bfloat16: (1e-12, 0x1p-6)
-    case .float64: (1e-15, 1e-13)
+    case .float64, .int32: (1e-15, 1e-13)
     }
 }
 

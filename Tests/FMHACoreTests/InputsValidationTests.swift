@@ -91,7 +91,7 @@ import FMHATestSupport
     @Test func rejectsMixedDTypes() throws {
         var inputs = try bmhk()
         inputs.key = try inputs.key.converted(to: .float16)
-        expectFailure(inputs, mentioning: "one dtype", "key float16")
+        expectFailure(inputs, mentioning: "one floating-point dtype", "key float16")
     }
 
     @Test func rejectsNonUnitLastStride() throws {

@@ -12,26 +12,34 @@ import Testing
 /// merged by `mergeAttentions`, unaligned rows, B·H > 65535, NaN in keys no query sees, dispatch.
 @Suite(.enabled(if: cudaDeviceAvailable, "no CUDA device"))
 struct CUDAFlashDecodeTests {
-    /// Output and LSE of cuda-decode within the forward tolerance of cuda-reference, the same bits twice.
+    /// Output and LSE of cuda-decode within the forward tolerance of cuda-reference, the same bits
+    /// twice. A quantized cache: cuda-reference on the dequantized cache, and the same bits as
+    /// cuda-decode on it (the kernel dequantizes exactly as the host).
     func check(_ inputs: Inputs, _ what: String, operator decode: CUDAFlashDecode = CUDAFlashDecode()) throws {
         let problem = try inputs.validate(), d = problem.dimensions
         #expect(decode.notSupportedReasons(problem).isEmpty, "\(what): \(decode.notSupportedReasons(problem))")
-        func run() throws -> ForwardOutput {
+        func run(_ problem: AttentionProblem) throws -> ForwardOutput {
             let result = ForwardOutput(
                 output: try Tensor.full(d.outputShape, value: .nan, dtype: problem.outputDType).to(.cuda(0)),
                 lse: try Tensor.full(d.lseShape, value: .nan, dtype: .float32).to(.cuda(0)))
             try decode.run(problem, output: result.output, lse: result.lse)
             return result
         }
-        let first = try run(), second = try run()
-        let reference = try CUDAReferenceForward().forward(problem)
+        func sameBits(_ a: ForwardOutput, _ b: ForwardOutput) throws -> Bool {
+            try a.output.toDoubleArray().elementsEqual(b.output.toDoubleArray()) { $0.bitPattern == $1.bitPattern }
+                && a.lse.toDoubleArray().elementsEqual(b.lse.toDoubleArray()) { $0.bitPattern == $1.bitPattern }
+        }
+        let first = try run(problem), second = try run(problem)
+        let plain = try problem.dequantized()
+        if problem.keyValueFormat != nil {
+            #expect(try sameBits(first, run(plain)), "\(what): differs from the dequantized cache's")
+        }
+        let reference = try CUDAReferenceForward().forward(plain)
         let output = try first.output.toDoubleArray(), lse = try first.lse.toDoubleArray()
         let outputRatio = Tolerance.forward(inputs.query.dtype).worstRatio(output, try reference.output.toDoubleArray())
         let lseRatio = Tolerance(absolute: 2e-3, relative: 1e-4).worstRatio(lse, try reference.lse.toDoubleArray())
         #expect(outputRatio <= 1 && lseRatio <= 1, "\(what): output \(outputRatio), LSE \(lseRatio)")
-        let same = try second.output.toDoubleArray().elementsEqual(output) { $0.bitPattern == $1.bitPattern }
-            && second.lse.toDoubleArray().elementsEqual(lse) { $0.bitPattern == $1.bitPattern }
-        #expect(same, "\(what): a second run differs")
+        #expect(try sameBits(first, second), "\(what): a second run differs")
     }
 
     static func randn(_ shape: [Int], _ seed: UInt64, _ dtype: DType) throws -> Tensor {
@@ -226,5 +234,82 @@ struct CUDAFlashDecodeTests {
         let outputRatio = Tolerance.forward(.bfloat16).worstRatio(try merged.output.toDoubleArray(), try whole.output.toDoubleArray())
         let lseRatio = Tolerance(absolute: 2e-3, relative: 1e-4).worstRatio(try merged.lse!.toDoubleArray(), try whole.lse.toDoubleArray())
         #expect(outputRatio <= 1 && lseRatio <= 1, "output \(outputRatio), LSE \(lseRatio)")
+    }
+
+    @Test(arguments: everyKeyValueFormat, [DType.float16, .bfloat16])
+    func quantizedCachesUnderEveryDecodingMask(format: KeyValueFormat, dtype: DType) throws {
+        let lengths = [0, 1, 1025, 700, 257]
+        for headDimension in [64, 128, 256] {
+            for (queries, ratio, pageSize) in [(1, 8, 16), (4, 1, 256), (2, 4, 64)] {
+                for (mask, keys) in try Self.decodingMasks(queries: queries, lengths: lengths, padding: 1100, pageSize: pageSize) {
+                    let inputs = try quantizedDecodingInputs(queries: queries * lengths.count, keys: keys, ratio: ratio,
+                                                             headDimension: headDimension, format: format, dtype: dtype, bias: mask,
+                                                             device: .cuda(0), seed: 2)
+                    try check(inputs, "\(format) \(type(of: mask).name) \(dtype) K=\(headDimension) Mq=\(queries) GQA \(ratio) page \(pageSize)")
+                }
+            }
+        }
+    }
+
+    @Test func quantizedCachesAtEveryWidthLongSplitsAndDispatch() throws {
+        for format in everyKeyValueFormat {
+            for headDimension in stride(from: 64, through: 256, by: 64) + [16, 32, 48, 80, 96, 112] where format.canStore(headDimension: headDimension) {
+                let inputs = try quantizedDecodingInputs(queries: 3, keys: 333, ratio: 4, headDimension: headDimension, format: format,
+                                                         dtype: .bfloat16, bias: LowerTriangularFromBottomRightMask(), device: .cuda(0), seed: 7)
+                try check(inputs, "\(format) K=\(headDimension)")
+            }
+            // One sequence of 65537 keys: many splits merged on the device; partial output.
+            var inputs = try quantizedDecodingInputs(queries: 1, keys: 65537, ratio: 8, headDimension: 128, format: format, dtype: .float16,
+                                                     bias: nil, device: .cuda(0), seed: 9)
+            try check(inputs, "\(format) 65537 keys")
+            inputs.isPartial = true
+            try check(inputs, "\(format) 65537 keys, partial")
+            #expect(try Operators.forwardOperator(for: inputs.validate()).name == "cuda-decode")
+            #expect(try memoryEfficientAttentionPartial(inputs.query, inputs.key, inputs.value, keyScaleShift: inputs.keyScaleShift,
+                                                        valueScaleShift: inputs.valueScaleShift).output.device == .cuda(0))
+            let reasons = try CUDAFlashForward().notSupportedReasons(inputs.validate())
+            #expect(reasons.contains { $0.contains("quantized K/V") }, "\(reasons)")
+        }
+    }
+
+    @Test func deviceMergeEqualsTheHostMerge() throws {
+        // Five partials of one BMGHK shape: contiguous float32, a strided view, float16, bfloat16,
+        // and one whose rows are all fully masked (LSE -inf, output 0) but one NaN row.
+        let shape = [2, 7, 2, 3, 40], lseShape = [2, 2, 3, 7]
+        var outputs = try (0..<4).map { try FMHATestSupport.randn(shape, UInt64(30 + $0)) }
+        var lses = try (0..<4).map {
+            try Tensor(shape: lseShape, scalars: FMHATestSupport.randn(lseShape, UInt64(40 + $0)).toDoubleArray().map { $0 * 4 })
+        }
+        outputs[1] = try FMHATestSupport.randn([2, 7, 2, 3, 80], 50).slice(dimension: 4, range: 20..<60)
+        outputs[2] = try outputs[2].converted(to: .float16)
+        outputs[3] = try outputs[3].converted(to: .bfloat16)
+        lses[2] = try lses[2].converted(to: .float16)
+        outputs.append(try Tensor.zeros(shape))
+        var masked = [Double](repeating: -.infinity, count: lseShape.reduce(1, *))
+        masked[5] = .nan
+        lses.append(try Tensor(shape: lseShape, scalars: masked))
+        for layout in [5, 4, 3] {
+            func view(_ t: Tensor, lse: Bool) throws -> Tensor {
+                switch layout {
+                case 5: t
+                case 4: lse ? try t.slice(dimension: 1, range: 0..<1).reshaped([2, 3, 7]) : try t.slice(dimension: 2, range: 0..<1).reshaped([2, 7, 3, 40])
+                default: lse ? try t.slice(dimension: 1, range: 0..<1).slice(dimension: 2, range: 0..<1).reshaped([2, 1, 7])
+                    : try t.slice(dimension: 2, range: 0..<1).slice(dimension: 3, range: 0..<1).reshaped([2, 7, 40])
+                }
+            }
+            let hostOutputs = try outputs.map { try view($0, lse: false) }, hostLSEs = try lses.map { try view($0, lse: true) }
+            for outputDType in [DType.float32, .bfloat16] {
+                let host = try mergeAttentions(hostOutputs, lses: hostLSEs, outputDType: outputDType)
+                let device = try mergeAttentions(hostOutputs.map { try $0.to(.cuda(0)) }, lses: hostLSEs.map { try $0.to(.cuda(0)) },
+                                                 outputDType: outputDType)
+                #expect(device.output.device == .cuda(0) && device.output.dtype == outputDType && device.lse?.shape == host.lse?.shape)
+                let tolerance = outputDType == .float32 ? Tolerance(absolute: 1e-6, relative: 1e-5) : Tolerance.forward(.bfloat16)
+                let outputRatio = tolerance.worstRatio(try device.output.toDoubleArray(), try host.output.toDoubleArray())
+                let lseRatio = Tolerance(absolute: 1e-5, relative: 1e-6).worstRatio(try device.lse!.toDoubleArray(), try host.lse!.toDoubleArray())
+                #expect(outputRatio <= 1 && lseRatio <= 1, "rank \(layout) \(outputDType): output \(outputRatio), LSE \(lseRatio)")
+                let merged = try mergeAttentions(hostOutputs.map { try $0.to(.cuda(0)) }, lses: hostLSEs.map { try $0.to(.cuda(0)) }, writeLSE: false)
+                #expect(merged.lse == nil)
+            }
+        }
     }
 }

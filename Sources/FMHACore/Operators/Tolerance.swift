@@ -40,10 +40,11 @@ public struct Tolerance: Sendable, Hashable {
     }
 
     /// The largest error of `values` against `references` as a multiple of the allowed error:
-    /// ≤ 1 passes; infinity when a value is NaN (or infinite) and its reference is not.
+    /// ≤ 1 passes; infinity when a value is NaN (or infinite) and its reference is not (NaN
+    /// against NaN passes).
     public func worstRatio(_ values: [Double], _ references: [Double]) -> Double {
         var worst = 0.0
-        for (value, reference) in zip(values, references) where value != reference {
+        for (value, reference) in zip(values, references) where value != reference && !(value.isNaN && reference.isNaN) {
             let error = abs(value - reference)
             worst = max(worst, error.isNaN ? .infinity : error / (absolute + relative * abs(reference)))
         }

@@ -41,6 +41,9 @@ public enum KeyValueFormat: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// Whether rows of `headDimension` elements can be stored in this format.
+    public func canStore(headDimension: Int) -> Bool { headDimensionProblem(headDimension) == nil }
+
     /// Why rows of `headDimension` elements cannot be stored in this format (nil when they can).
     func headDimensionProblem(_ headDimension: Int) -> String? {
         switch self {
