@@ -20,6 +20,9 @@ struct BenchCommand: ParsableCommand {
     var tensorBias = false
     @Option(help: "Store K/V in a paged cache of pages of this many keys, handed out in a shuffled order: B sequences of Mq queries over Mkv keys each under a paged padded-keys mask (causal with offset when causal); dense cases only.")
     var paged: Int?
+    @Option(name: .customLong("kv-cache"),
+            help: "Quantize K/V: int4 (1 scale/shift group a row), int4:G (G = 1, 2, 4, 8 groups) or fp8 (e4m3 row-wise); forward only, no --tensor-bias.")
+    var kvCache: KeyValueCacheArgument?
     @Option(help: "Forward operator name (default: dispatch chooses).") var op: String?
     @Flag(help: "With --backward: only a backward that gives the same bits every run (on CUDA: cuda-flash, not cuda-flash-atomic).")
     var deterministic = false
@@ -32,6 +35,9 @@ struct BenchCommand: ParsableCommand {
         guard dropout >= 0, dropout < 1 else { throw ValidationError("--dropout: expected 0 ≤ p < 1, got \(dropout)") }
         if tensorBias, let grouped = cases.first(where: { $0.sequenceLengths != nil || $0.kvHeads != nil }) {
             throw ValidationError("--tensor-bias takes dense cases without kv=, got \(grouped)")
+        }
+        if kvCache != nil, backward || tensorBias || dropout > 0 {
+            throw ValidationError("--kv-cache times the forward alone, without --backward, --tensor-bias or --dropout")
         }
         if let paged {
             guard paged >= 1 else { throw ValidationError("--paged: expected a page size of at least 1 key, got \(paged)") }
@@ -62,7 +68,7 @@ struct BenchCommand: ParsableCommand {
             let mode = backward ? "fwd+bwd" : "fwd"
             let teraflops = benchCase.flops(backward: backward) / (measurement.milliseconds * 1e-3) / 1e12
             if json {
-                emit(#"{"op": "\#(measurement.operatorName)", "device": "\#(device.device)", "dtype": "\#(dtype)", "B": \#(benchCase.batch), "Mq": \#(benchCase.queries), "Mkv": \#(benchCase.keys), "H": \#(benchCase.heads), "Hkv": \#(benchCase.kvHeads ?? benchCase.heads), "K": \#(benchCase.headDimension), "causal": \#(benchCase.causal), "case": "\#(benchCase)", "dropout": \#(dropout), "tensor_bias": \#(tensorBias), "paged": \#(paged.map(String.init) ?? "null"), "mode": "\#(mode)", "ms": \#(measurement.milliseconds), "gpu_ms": \#(measurement.kernelMilliseconds.map { "\($0)" } ?? "null"), "tflops": \#(teraflops)\#(backwardFields(measurement, benchCase))}"#)
+                emit(#"{"op": "\#(measurement.operatorName)", "device": "\#(device.device)", "dtype": "\#(dtype)", "B": \#(benchCase.batch), "Mq": \#(benchCase.queries), "Mkv": \#(benchCase.keys), "H": \#(benchCase.heads), "Hkv": \#(benchCase.kvHeads ?? benchCase.heads), "K": \#(benchCase.headDimension), "causal": \#(benchCase.causal), "case": "\#(benchCase)", "dropout": \#(dropout), "tensor_bias": \#(tensorBias), "paged": \#(paged.map(String.init) ?? "null"), "kv_cache": \#(kvCache.map { "\"\($0)\"" } ?? "null"), "kv_bytes": \#(benchCase.keyValueBytes(dtype: dtype, format: kvCache?.format)), "mode": "\#(mode)", "ms": \#(measurement.milliseconds), "gpu_ms": \#(measurement.kernelMilliseconds.map { "\($0)" } ?? "null"), "tflops": \#(teraflops)\#(backwardFields(measurement, benchCase))}"#)
             } else {
                 rows.append([measurement.operatorName + (measurement.backwardOperatorName.map { " / " + $0 } ?? ""), dtype.rawValue, benchCase.description, mode,
                              Formatting.decimal(measurement.milliseconds, digits: 3),
@@ -104,17 +110,20 @@ struct BenchCommand: ParsableCommand {
     private func measure(_ benchCase: BenchCase, dtype: DType, op: (any ForwardOperator)?) throws -> Measurement {
         let (query, key, value): (Tensor, Tensor, Tensor)
         let bias: (any AttentionBias)?
+        var scaleShifts: (key: Tensor?, value: Tensor?) = (nil, nil)
+        let format = kvCache?.format
         if let paged {
-            (query, key, value, bias) = try benchCase.pagedInputs(pageSize: paged, dtype: dtype, device: device.device)
+            (query, key, value, bias, scaleShifts) = try benchCase.pagedInputs(pageSize: paged, dtype: dtype, format: format, device: device.device)
         } else {
-            (query, key, value) = try benchCase.inputs(dtype: dtype, device: device.device)
+            (query, key, value, scaleShifts) = try benchCase.inputs(dtype: dtype, format: format, device: device.device)
             bias = try benchCase.bias(tensor: tensorBias ? try Tensor.randn(
                 [benchCase.batch, benchCase.heads, benchCase.queries, benchCase.keys], dtype: dtype, device: device.device, seed: 4) : nil)
         }
         var operatorName = ""
         func once() throws {
             let forward = try memoryEfficientAttentionForwardRequiresGrad(query, key, value, bias: bias, p: dropout, op: op,
-                                                                           seed: 5)
+                                                                           seed: 5, keyScaleShift: scaleShifts.key,
+                                                                           valueScaleShift: scaleShifts.value)
             operatorName = forward.operatorName
             if backward {
                 _ = try memoryEfficientAttentionBackward(forward.output, output: forward.output, lse: forward.lse,
@@ -212,21 +221,39 @@ struct BenchCase: ExpressibleByArgument, CustomStringConvertible {
         return "\(batch),\(queries),\(keys),\(heads),\(headDimension)\(suffix)"
     }
 
-    /// Query, key and value: BMHK, or BMGHK with stride-0 K/V heads for `kv=`.
-    func inputs(dtype: DType, device: Device) throws -> (query: Tensor, key: Tensor, value: Tensor) {
-        guard let kvHeads else {
-            let tensors = try (1...3).map { seed in
-                try Self.random([batch, seed == 1 ? queries : keys, heads, headDimension], dtype: dtype, device: device,
-                                seed: UInt64(seed))
-            }
-            return (tensors[0], tensors[1], tensors[2])
+    /// Query, key and value: BMHK, or BMGHK with stride-0 K/V heads for `kv=`; K/V quantized in
+    /// `format` (with fp8's scale/shift words) when given.
+    func inputs(dtype: DType, format: KeyValueFormat? = nil,
+                device: Device) throws -> (query: Tensor, key: Tensor, value: Tensor, scaleShifts: (key: Tensor?, value: Tensor?)) {
+        let kvHeads = kvHeads ?? heads, ratio = heads / kvHeads
+        let query = try Self.random(self.kvHeads == nil ? [batch, queries, heads, headDimension] : [batch, queries, kvHeads, ratio, headDimension],
+                                    dtype: dtype, device: device, seed: 1)
+        let caches = try (2...3).map { seed in
+            try Self.cache([batch, keys, kvHeads, 1, headDimension], sharedBy: ratio, dtype: dtype, format: format, device: device, seed: UInt64(seed))
         }
-        let query = try Self.random([batch, queries, kvHeads, heads / kvHeads, headDimension], dtype: dtype, device: device, seed: 1)
-        let shared = try (2...3).map { seed in
-            try Self.random([batch, keys, kvHeads, 1, headDimension], dtype: dtype, device: device, seed: UInt64(seed))
-                .expanded(to: [batch, keys, kvHeads, heads / kvHeads, headDimension])
+        // (BMHK without kv=: the shared-head dimension of size 1 dropped.)
+        func layout(_ tensor: Tensor?) throws -> Tensor? {
+            guard let tensor, self.kvHeads == nil else { return tensor }
+            return try tensor.reshaped(Array(tensor.shape.prefix(3)) + Array(tensor.shape.dropFirst(4)))
         }
-        return (query, shared[0], shared[1])
+        return (query, try layout(caches[0].values)!, try layout(caches[1].values)!, (try layout(caches[0].scaleShift), try layout(caches[1].scaleShift)))
+    }
+
+    /// A K or V cache `[..., Hkv, 1, K]` read as `sharing` stride-0 heads `[..., Hkv, sharing, K]`:
+    /// normal random values of `dtype` (`random`), or quantized in `format` from a drawn block of
+    /// rows repeated over the cache, with fp8's scale/shift words `[..., Hkv, sharing]`.
+    static func cache(_ shape: [Int], sharedBy sharing: Int, dtype: DType, format: KeyValueFormat?, device: Device,
+                      seed: UInt64) throws -> (values: Tensor, scaleShift: Tensor?) {
+        let headDimension = shape[shape.count - 1], leading = Array(shape.dropLast(2))
+        func shared(_ tensor: Tensor, _ last: [Int]) throws -> Tensor {
+            try tensor.expanded(to: leading + [sharing] + last)
+        }
+        guard let format else { return (try shared(random(shape, dtype: dtype, device: device, seed: seed), [headDimension]), nil) }
+        let rows = leading.reduce(1, *), blockRows = max(1, min(rows, (1 << 22) / headDimension))
+        let (words, pairs) = try format.quantize(Tensor.randn([blockRows, headDimension], seed: seed))
+        let width = format.wordsPerRow(headDimension: headDimension)
+        let values = try repeating(words, shape: leading + [1, width], device: device)
+        return (try shared(values, [width]), try pairs.map { try shared(repeating($0, shape: leading + [1], device: device), []) })
     }
 
     /// Normal random values of `shape` on `device`: up to 2^22 elements drawn one by one, past
@@ -235,13 +262,18 @@ struct BenchCase: ExpressibleByArgument, CustomStringConvertible {
     static func random(_ shape: [Int], dtype: DType, device: Device, seed: UInt64) throws -> Tensor {
         let count = shape.reduce(1, *), block = 1 << 22
         guard count > block else { return try Tensor.randn(shape, dtype: dtype, device: device, seed: seed) }
-        let drawn = try Tensor.randn([block], dtype: dtype, seed: seed)
-        let tensor = try Tensor.uninitialized(shape, dtype: dtype)
-        try drawn.withUnsafeHostAddress { source in
+        return try repeating(Tensor.randn([block], dtype: dtype, seed: seed), shape: shape, device: device)
+    }
+
+    /// A contiguous tensor of `shape` on `device` whose elements are `block`'s (contiguous, on the
+    /// host) over and over.
+    static func repeating(_ block: Tensor, shape: [Int], device: Device) throws -> Tensor {
+        let tensor = try Tensor.uninitialized(shape, dtype: block.dtype)
+        try block.withUnsafeHostAddress { source in
             try tensor.withUnsafeHostAddress { target in
-                let bytes = count * dtype.byteSize, blockBytes = block * dtype.byteSize
+                let bytes = shape.reduce(1, *) * block.dtype.byteSize, blockBytes = block.count * block.dtype.byteSize
                 var filled = 0
-                while filled < bytes {
+                while filled < bytes, blockBytes > 0 {
                     (target + filled).copyMemory(from: source, byteCount: min(blockBytes, bytes - filled))
                     filled += blockBytes
                 }
@@ -254,7 +286,8 @@ struct BenchCase: ExpressibleByArgument, CustomStringConvertible {
     /// keys in pages of `pageSize` handed out by a fixed shuffle (K/V [1, pages·pageSize, ...]), under
     /// `PagedBlockDiagonalCausalWithOffsetPaddedKeysMask` when causal, else
     /// `PagedBlockDiagonalPaddedKeysMask`. Dense cases only.
-    func pagedInputs(pageSize: Int, dtype: DType, device: Device) throws -> (Tensor, Tensor, Tensor, any AttentionBias) {
+    func pagedInputs(pageSize: Int, dtype: DType, format: KeyValueFormat? = nil,
+                     device: Device) throws -> (Tensor, Tensor, Tensor, any AttentionBias, scaleShifts: (key: Tensor?, value: Tensor?)) {
         let perSequence = (keys + pageSize - 1) / pageSize, pages = batch * perSequence
         // Page i of the cache goes to slot (i · step) mod pages, step coprime to the page count.
         var step = max(1, pages / 2 + 1)
@@ -268,10 +301,10 @@ struct BenchCase: ExpressibleByArgument, CustomStringConvertible {
         let kvHeads = kvHeads ?? heads, ratio = heads / kvHeads
         let query = try Self.random([1, batch * queries, kvHeads, ratio, headDimension], dtype: dtype, device: device, seed: 1)
         let cache = try (2...3).map { seed in
-            try Self.random([1, pages * pageSize, kvHeads, 1, headDimension], dtype: dtype, device: device, seed: UInt64(seed))
-                .expanded(to: [1, pages * pageSize, kvHeads, ratio, headDimension])
+            try Self.cache([1, pages * pageSize, kvHeads, 1, headDimension], sharedBy: ratio, dtype: dtype, format: format, device: device,
+                           seed: UInt64(seed))
         }
-        return (query, cache[0], cache[1], bias)
+        return (query, cache[0].values, cache[1].values, bias, (cache[0].scaleShift, cache[1].scaleShift))
     }
 
     /// The mask: block-diagonal (causal or not) for varlen, bottom-right causal or none otherwise;
@@ -285,6 +318,15 @@ struct BenchCase: ExpressibleByArgument, CustomStringConvertible {
         return causal ? LowerTriangularFromBottomRightMask() : nil
     }
 
+    /// The bytes of K and V a call reads (every key of every sequence once per K/V head, as the
+    /// decode kernel does): rows of K elements of `dtype`, or of `format`'s words (fp8's scale/shift
+    /// word included).
+    func keyValueBytes(dtype: DType, format: KeyValueFormat?) -> Int {
+        let rowBytes = format.map { 4 * $0.wordsPerRow(headDimension: headDimension) + ($0 == .fp8 ? 4 : 0) } ?? headDimension * dtype.byteSize
+        let rows = (sequenceLengths?.reduce(0, +) ?? batch * keys) * (kvHeads ?? heads)
+        return 2 * rows * rowBytes
+    }
+
     /// 4·B·H·Mq·Mkv·K (per sequence for varlen), halved when causal with Mq = Mkv, times 3.5 with
     /// the backward pass.
     func flops(backward: Bool) -> Double {
@@ -293,5 +335,30 @@ struct BenchCase: ExpressibleByArgument, CustomStringConvertible {
         var flops = 4 * Double(heads) * products * Double(headDimension)
         if causal, queries == keys { flops /= 2 }
         return backward ? flops * 3.5 : flops
+    }
+}
+
+/// `--kv-cache int4[:G] | fp8`: a quantized K/V cache format.
+struct KeyValueCacheArgument: ExpressibleByArgument, CustomStringConvertible {
+    /// The format named.
+    var format: KeyValueFormat
+
+    init?(argument: String) {
+        if argument == "fp8" {
+            format = .fp8
+        } else if argument == "int4" {
+            format = .int4(groups: 1)
+        } else if argument.hasPrefix("int4:"), let groups = Int(argument.dropFirst(5)), KeyValueFormat.int4GroupCounts.contains(groups) {
+            format = .int4(groups: groups)
+        } else {
+            return nil
+        }
+    }
+
+    var description: String {
+        switch format {
+        case .int4(let groups): "int4:\(groups)"
+        case .fp8: "fp8"
+        }
     }
 }

@@ -14,7 +14,7 @@ struct BenchCaseTests {
 
         let grouped = try #require(BenchCase(argument: "1,16,16,32,8,kv=8"))
         #expect(grouped.kvHeads == 8 && grouped.description == "1,16,16,32,8,kv=8")
-        let (query, key, _) = try grouped.inputs(dtype: .float32, device: .cpu)
+        let (query, key, _, _) = try grouped.inputs(dtype: .float32, device: .cpu)
         #expect(query.shape == [1, 16, 8, 4, 8] && key.shape == [1, 16, 8, 4, 8] && key.strides[3] == 0)
 
         let varlen = try #require(BenchCase(argument: "varlen=3/5,2,8,causal"))
@@ -73,7 +73,7 @@ struct BenchCaseTests {
             Issue.record("not a JSON object: \(lines)")
         }
         let benchCase = try #require(BenchCase(argument: "2,3,40,4,8,kv=2,causal"))
-        let (query, key, value, bias) = try benchCase.pagedInputs(pageSize: 16, dtype: .float32, device: .cpu)
+        let (query, key, value, bias, _) = try benchCase.pagedInputs(pageSize: 16, dtype: .float32, device: .cpu)
         #expect(query.shape == [1, 6, 2, 2, 8] && key.shape == [1, 96, 2, 2, 8] && value.shape == key.shape && key.strides[3] == 0)
         let paged = try #require(bias as? PagedBlockDiagonalCausalWithOffsetPaddedKeysMask)
         let pages = paged.pages.blockTables.flatMap { $0 }
@@ -85,6 +85,34 @@ struct BenchCaseTests {
         // Inputs past 2^22 elements repeat one drawn block.
         let large = try BenchCase.random([3, 1 << 21], dtype: .bfloat16, device: .cpu, seed: 9).toArray()
         #expect(Array(large[0..<16]) == Array(large[(1 << 22)..<((1 << 22) + 16)]) && large[0] != large[1])
+    }
+
+    @Test func quantizedCacheOption() throws {
+        for (name, format) in [("int4", KeyValueFormat.int4(groups: 1)), ("int4:4", .int4(groups: 4)), ("fp8", .fp8)] {
+            for paged in [[], ["--paged", "16"]] {
+                let command = try BenchCommand.parse(["--case", "2,1,40,4,64,kv=2", "--kv-cache", name, "--dtype", "bfloat16",
+                                                      "--repeats", "1", "--json"] + paged)
+                var lines = [String]()
+                try command.run { lines.append($0) }
+                guard case .object(let fields) = try JSONValue.parse(lines.first ?? "") else {
+                    Issue.record("not a JSON object: \(lines)")
+                    continue
+                }
+                // K and V of 2 sequences × 40 keys × 2 K/V heads (paged: 3 pages of 16 a sequence, all read).
+                let rowBytes = 4 * format.wordsPerRow(headDimension: 64) + (format == .fp8 ? 4 : 0)
+                #expect(fields["kv_cache"] == .string(name == "int4" ? "int4:1" : name) && fields["kv_bytes"] == .number(Double(2 * 80 * 2 * rowBytes)),
+                        "\(lines)")
+            }
+            let benchCase = try #require(BenchCase(argument: "2,1,40,4,64,kv=2"))
+            let (query, key, value, scaleShifts) = try benchCase.inputs(dtype: .bfloat16, format: format, device: .cpu)
+            #expect(key.dtype == .int32 && key.shape == [2, 40, 2, 2, format.wordsPerRow(headDimension: 64)] && key.strides[3] == 0)
+            #expect(throws: Never.self) {
+                try Inputs(query: query, key: key, value: value, keyScaleShift: scaleShifts.key, valueScaleShift: scaleShifts.value).validate()
+            }
+        }
+        for bad in [["--kv-cache", "int3"], ["--kv-cache", "int4:3"], ["--kv-cache", "fp8", "--backward"], ["--kv-cache", "int4", "--dropout", "0.1"]] {
+            #expect(throws: (any Error).self, "\(bad)") { try BenchCommand.parse(bad) }
+        }
     }
 
     /// A valid shape too large for host memory gives one line naming the shape and the bytes and
