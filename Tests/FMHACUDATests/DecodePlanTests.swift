@@ -76,22 +76,30 @@ struct DecodePlanTests {
     }
 
     @Test func standardShapesFitTheDevicesSharedMemory() {
-        for width in CUDAFlashForward.widths {
-            for limit in [232_448, 166_912, 101_376] {
-                let shape = FlashDecodeKernel.Shape.standard(width: width, sharedMemoryLimit: limit)
-                #expect(shape.totalSharedMemoryBytes(width: width) <= limit, "width \(width), limit \(limit): \(shape)")
-                #expect(shape.keys == (width <= 64 ? 32 : 16) && shape.stages == 2)
-                // The most warps of 8, 6, 4 that fit.
-                let more = [8, 6, 4].filter { $0 > shape.warps }
-                    .map { FlashDecodeKernel.Shape(warps: $0, keys: shape.keys, stages: 2) }
-                #expect(more.allSatisfy { $0.totalSharedMemoryBytes(width: width) > limit }, "width \(width), limit \(limit): \(shape)")
+        for cache in FlashDecodeKernel.Cache.allCases {
+            for width in CUDAFlashForward.widths {
+                for limit in [232_448, 166_912, 101_376] {
+                    let shape = FlashDecodeKernel.Shape.standard(width: width, cache: cache, sharedMemoryLimit: limit)
+                    #expect(shape.totalSharedMemoryBytes(width: width, cache: cache) <= limit, "\(cache) width \(width), limit \(limit): \(shape)")
+                    #expect(shape.keys == (width <= 64 ? 32 : 16) && shape.stages == 2)
+                    // The most warps of 8, 6, 4 that fit.
+                    let more = [8, 6, 4].filter { $0 > shape.warps }
+                        .map { FlashDecodeKernel.Shape(warps: $0, keys: shape.keys, stages: 2) }
+                    #expect(more.allSatisfy { $0.totalSharedMemoryBytes(width: width, cache: cache) > limit },
+                            "\(cache) width \(width), limit \(limit): \(shape)")
+                }
             }
         }
+        // int4 at 128 columns: a warp's ring of 2 stages × (K, V) × 16 rows of 8 + 16 words, then its
+        // dequantized K and V tiles; the Q tile.
+        #expect(FlashDecodeKernel.Shape(warps: 8, keys: 16, stages: 2).sharedMemoryBytes(width: 128, cache: .int4)
+                    == 8 * (2 * 2 * 16 * 24 * 4 + 2 * 16 * 136 * 2) + 16 * 136 * 2)
         #expect(FlashDecodeKernel.Shape.standard(width: 128, sharedMemoryLimit: 232_448).description == "w8n16s2")
         #expect(FlashDecodeKernel.Shape.standard(width: 256, sharedMemoryLimit: 232_448).description == "w6n16s2")
         let kernel = FlashDecodeKernel(width: 128, dtype: .bfloat16, shape: .standard(width: 128, sharedMemoryLimit: 232_448),
                                        architecture: "sm_90")
-        #expect(kernel.defines == ["FMHA_HEAD_DIM": "128", "FMHA_DTYPE": "2", "FMHA_WARPS": "8", "FMHA_BLOCK_N": "16", "FMHA_STAGES": "2"])
+        #expect(kernel.defines == ["FMHA_HEAD_DIM": "128", "FMHA_DTYPE": "2", "FMHA_WARPS": "8", "FMHA_BLOCK_N": "16", "FMHA_STAGES": "2",
+                                  "FMHA_KV_FORMAT": "0"])
         #expect(kernel.entryPoints == ["fmha_flash_decode", "fmha_decode_merge"] && kernel.headers == ["tensor_core"])
         #expect(kernel.dynamicSharedMemoryBytes == (8 * 2 * 2 * 16 + 16) * 136 * 2)
     }
