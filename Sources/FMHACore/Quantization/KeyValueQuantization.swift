@@ -74,33 +74,55 @@ extension KeyValueFormat {
                                             got: "\(values.dtype) of shape \(values.shape)")
         }
         let leading = Array(values.shape.dropLast())
-        let packed = try values.toDoubleArray().map { UInt32(bitPattern: Int32($0)) }
+        let packed = try values.words()
         var pairs = [UInt32]()
         if self == .fp8 {
             guard let scaleShift, scaleShift.dtype == .int32, scaleShift.shape == leading else {
                 throw FMHAError.invalidArgument("scaleShift", expected: "int32 scale/shift words of shape \(leading) for fp8",
                                                 got: scaleShift.map { "\($0.dtype) of shape \($0.shape)" } ?? "none")
             }
-            pairs = try scaleShift.toDoubleArray().map { UInt32(bitPattern: Int32($0)) }
+            pairs = try scaleShift.words()
         }
         let rows = words == 0 ? 0 : packed.count / words
         var result = [Float](repeating: 0, count: rows * headDimension)
-        for row in 0..<rows {
-            let base = row * words
-            for element in 0..<headDimension {
-                let x: Float, pair: (scale: Float, shift: Float)
+        let table = FP8E4M3.values
+        result.withUnsafeMutableBufferPointer { out in
+            for row in 0..<rows {
+                let base = row * words, first = row * headDimension
                 switch self {
                 case .int4(let groups):
-                    pair = Self.scaleAndShift(packed[base + element / (headDimension / groups)])
-                    x = Float((packed[base + groups + element / 8] >> (4 * UInt32(element % 8))) & 0xF)
+                    let groupSize = headDimension / groups
+                    for group in 0..<groups {
+                        let pair = Self.scaleAndShift(packed[base + group])
+                        for element in group * groupSize ..< (group + 1) * groupSize {
+                            let x = Float((packed[base + groups + element / 8] >> (4 * UInt32(element % 8))) & 0xF)
+                            out[first + element] = pair.shift.addingProduct(x, pair.scale)
+                        }
+                    }
                 case .fp8:
-                    pair = Self.scaleAndShift(pairs[row])
-                    x = FP8E4M3.values[Int((packed[base + element / 4] >> (8 * UInt32(element % 4))) & 0xFF)]
+                    let pair = Self.scaleAndShift(pairs[row])
+                    for element in 0..<headDimension {
+                        let x = table[Int((packed[base + element / 4] >> (8 * UInt32(element % 4))) & 0xFF)]
+                        out[first + element] = pair.shift.addingProduct(x, pair.scale)
+                    }
                 }
-                result[row * headDimension + element] = pair.shift.addingProduct(x, pair.scale)
             }
         }
         // (Rounded once more to dtype: the float32 values are what a kernel computes.)
         return try Tensor(shape: leading + [headDimension], scalars: result, dtype: dtype)
+    }
+}
+
+extension Tensor {
+    /// The elements of an int32 tensor in logical row-major order, as their bit patterns.
+    func words() throws -> [UInt32] {
+        let host = try (isContiguous ? self : contiguous()).to(.cpu)
+        var result = [UInt32](repeating: 0, count: host.count)
+        try host.withUnsafeHostAddress { base in
+            result.withUnsafeMutableBytes { bytes in
+                if let target = bytes.baseAddress { target.copyMemory(from: base, byteCount: bytes.count) }
+            }
+        }
+        return result
     }
 }
