@@ -68,16 +68,24 @@ public struct FlashDecodeKernel: KernelVariantDescriptor {
             sharedMemoryBytes(width: width, cache: cache) + 2 * warps * DecodePlan.tileRows * 4 + 2 * DecodePlan.tileRows * 4
         }
 
-        /// The standard shape at `width` on a device giving a block `limit` bytes of shared memory:
-        /// key tiles of 32 keys up to 64 columns, else 16 (4 KiB of K per tile at 128 columns), two
-        /// stages, and as many warps of 8, 6, 4 and 2 as fit (more warps, more bytes in flight: on the
-        /// H200 at 128 columns 8 warps read 1.15-1.37× faster than 4 of 32-key tiles).
+        /// The standard shape at `width` for `cache` on a device giving a block `limit` bytes of shared
+        /// memory: key tiles of 32 keys up to 64 columns, else 16 (4 KiB of K per tile at 128 columns),
+        /// two stages, and as many warps of `warpCounts` as fit (more warps, more bytes in flight: on
+        /// the H200 at 128 columns 8 warps read 1.15-1.37× faster than 4 of 32-key tiles).
         static func standard(width: Int, cache: Cache = .plain, sharedMemoryLimit limit: Int) -> Shape {
             let keys = width <= 64 ? 32 : 16
-            let fitting = [8, 6, 4].lazy.map { Shape(warps: $0, keys: keys, stages: 2) }.first {
+            let fitting = warpCounts(width: width, cache: cache).lazy.map { Shape(warps: $0, keys: keys, stages: 2) }.first {
                 $0.totalSharedMemoryBytes(width: width, cache: cache) <= limit
             }
             return fitting ?? Shape(warps: 2, keys: keys, stages: 2)
+        }
+
+        /// The warp counts the standard shape tries, most first: 8, 6, 4; for a quantized cache up to
+        /// 160 columns 12 first (its warps are bound by their own dequantizing, not by memory: 12 warps
+        /// were 1.24× faster than 8 on the H200, bench/GPU-NOTES.md D5; past 160 columns 12 warps' 168
+        /// registers a thread spill).
+        static func warpCounts(width: Int, cache: Cache) -> [Int] {
+            cache != .plain && width <= 160 ? [12, 8, 6, 4] : [8, 6, 4]
         }
 
         /// The opt-in shared memory per block that the catalog's variants are chosen for on

@@ -82,14 +82,16 @@ struct DecodePlanTests {
                     let shape = FlashDecodeKernel.Shape.standard(width: width, cache: cache, sharedMemoryLimit: limit)
                     #expect(shape.totalSharedMemoryBytes(width: width, cache: cache) <= limit, "\(cache) width \(width), limit \(limit): \(shape)")
                     #expect(shape.keys == (width <= 64 ? 32 : 16) && shape.stages == 2)
-                    // The most warps of 8, 6, 4 that fit.
-                    let more = [8, 6, 4].filter { $0 > shape.warps }
+                    // The most warps of the candidates that fit.
+                    let more = FlashDecodeKernel.Shape.warpCounts(width: width, cache: cache).filter { $0 > shape.warps }
                         .map { FlashDecodeKernel.Shape(warps: $0, keys: shape.keys, stages: 2) }
                     #expect(more.allSatisfy { $0.totalSharedMemoryBytes(width: width, cache: cache) > limit },
                             "\(cache) width \(width), limit \(limit): \(shape)")
                 }
             }
         }
+        #expect(FlashDecodeKernel.Shape.standard(width: 128, cache: .int4, sharedMemoryLimit: 232_448).description == "w12n16s2")
+        #expect(FlashDecodeKernel.Shape.standard(width: 192, cache: .fp8, sharedMemoryLimit: 232_448).warps == 8)
         // int4 at 128 columns: a warp's ring of 2 stages × (K, V) × 16 rows of 8 + 16 words, then its
         // dequantized K and V tiles; the Q tile.
         #expect(FlashDecodeKernel.Shape(warps: 8, keys: 16, stages: 2).sharedMemoryBytes(width: 128, cache: .int4)

@@ -255,6 +255,19 @@ struct CUDAFlashDecodeTests {
         }
     }
 
+    @Test func quantizedCachesOnePagedStepPerFormat() throws {
+        // The quick subset: one decoding step of 3 sequences over a shuffled paged cache, GQA 8.
+        let lengths = [1, 1500, 333]
+        for format in everyKeyValueFormat {
+            for headDimension in [64, 128, 256] where format.canStore(headDimension: headDimension) {
+                let (mask, keys) = try Self.decodingMasks(queries: 1, lengths: lengths, padding: 1600, pageSize: 16)[4]
+                let inputs = try quantizedDecodingInputs(queries: lengths.count, keys: keys, ratio: 8, headDimension: headDimension,
+                                                         format: format, dtype: .bfloat16, bias: mask, device: .cuda(0), seed: 4)
+                try check(inputs, "\(format) K=\(headDimension) paged")
+            }
+        }
+    }
+
     @Test func quantizedCachesAtEveryWidthLongSplitsAndDispatch() throws {
         for format in everyKeyValueFormat {
             for headDimension in stride(from: 64, through: 256, by: 64) + [16, 32, 48, 80, 96, 112] where format.canStore(headDimension: headDimension) {

@@ -24,6 +24,10 @@ import Testing
                                                                       value.slice(dimension: 1, range: 4..<8))
         let merged = try mergeAttentions([first, second], lses: [firstLSE, secondLSE])
         #expect(merged.output.shape == [1, 8, 4, 64])
+        let cache = try Tensor.randn([1, 8, 4, 64], seed: 4)
+        let (packed, _) = try KeyValueFormat.int4(groups: 2).quantize(cache)
+        let step = try memoryEfficientAttention(query.slice(dimension: 1, range: 7..<8), packed, packed)
+        #expect(packed.shape == [1, 8, 4, 10] && step.shape == [1, 1, 4, 64])
         #expect(Operators.explainForward(problem).map(\.name) == ["cpu-tiled", "cuda-decode", "cuda-flash", "cuda-reference", "cpu-reference"])
         let mask = try bias.materialize(shape: [8, 8]).toArray()
         // Row 4 is the second query of the second sequence (keys 3..<8): it sees keys 3 and 4.
