@@ -55,10 +55,10 @@ import Testing
         for architecture in KernelCatalog.architectures {
             let variants = KernelCatalog.allVariants(architecture: architecture)
             // Twelve widths (16 ... 128 by 16, 160 ... 256 by 32) × two dtypes × with and without extras,
-            // then the decoding kernels' twelve widths × two dtypes.
+            // then the decoding kernels' three cache kinds × twelve widths × two dtypes.
             let flash = (0..<48).map { _ in "flash_forward" } + (0..<48).map { _ in "flash_backward" }
-                + (0..<24).map { _ in "flash_decode" }
-            #expect(variants.map(\.sourceName) == ["dropout_mask", "reference_forward", "reference_backward"] + flash)
+                + (0..<72).map { _ in "flash_decode" }
+            #expect(variants.map(\.sourceName) == ["dropout_mask", "reference_forward", "reference_backward", "merge_attentions"] + flash)
             // Distinct typed descriptors, each producing its own kernel descriptor.
             #expect(Set(variants.map { AnyKernelVariant($0) }).count == variants.count)
             #expect(Set(variants.map(\.kernelDescriptor)).count == variants.count)
@@ -88,11 +88,11 @@ import Testing
 
     @Test func fixedKernelsHaveNoDefines() {
         let kernels = FixedKernel.Source.allCases.map { FixedKernel($0, architecture: "sm_90a") }
-        #expect(kernels.map(\.kernelDescriptor) == ["dropout_mask", "reference_forward", "reference_backward"].map {
+        #expect(kernels.map(\.kernelDescriptor) == ["dropout_mask", "reference_forward", "reference_backward", "merge_attentions"].map {
             KernelDescriptor(sourceName: $0, architecture: "sm_90a")
         })
         #expect(kernels.map(\.entryPoints) == [["fmha_dropout_keep"], ["fmha_reference_forward"],
-                                              ["fmha_reference_backward_dq", "fmha_reference_backward_dkdv"]])
+                                              ["fmha_reference_backward_dq", "fmha_reference_backward_dkdv"], ["fmha_merge_attentions"]])
         #expect(kernels.allSatisfy { $0.dynamicSharedMemoryBytes == 0 })
         #expect(kernels[0].description == "dropout_mask sm_90a")
     }

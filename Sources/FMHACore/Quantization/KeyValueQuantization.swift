@@ -87,29 +87,44 @@ extension KeyValueFormat {
         var result = [Float](repeating: 0, count: rows * headDimension)
         let table = FP8E4M3.values
         result.withUnsafeMutableBufferPointer { out in
-            for row in 0..<rows {
-                let base = row * words, first = row * headDimension
-                switch self {
-                case .int4(let groups):
-                    let groupSize = headDimension / groups
-                    for group in 0..<groups {
-                        let pair = Self.scaleAndShift(packed[base + group])
-                        for element in group * groupSize ..< (group + 1) * groupSize {
-                            let x = Float((packed[base + groups + element / 8] >> (4 * UInt32(element % 8))) & 0xF)
+            packed.withUnsafeBufferPointer { packed in
+                for row in 0..<rows {
+                    let base = row * words, first = row * headDimension
+                    switch self {
+                    case .int4(let groups):
+                        let groupSize = headDimension / groups
+                        for group in 0..<groups {
+                            let pair = Self.scaleAndShift(packed[base + group])
+                            for element in group * groupSize ..< (group + 1) * groupSize {
+                                let x = Float((packed[base + groups + element / 8] >> (4 * UInt32(element % 8))) & 0xF)
+                                out[first + element] = pair.shift.addingProduct(x, pair.scale)
+                            }
+                        }
+                    case .fp8:
+                        let pair = Self.scaleAndShift(pairs[row])
+                        for element in 0..<headDimension {
+                            let x = table[Int((packed[base + element / 4] >> (8 * UInt32(element % 4))) & 0xFF)]
                             out[first + element] = pair.shift.addingProduct(x, pair.scale)
                         }
-                    }
-                case .fp8:
-                    let pair = Self.scaleAndShift(pairs[row])
-                    for element in 0..<headDimension {
-                        let x = table[Int((packed[base + element / 4] >> (8 * UInt32(element % 4))) & 0xFF)]
-                        out[first + element] = pair.shift.addingProduct(x, pair.scale)
                     }
                 }
             }
         }
         // (Rounded once more to dtype: the float32 values are what a kernel computes.)
-        return try Tensor(shape: leading + [headDimension], scalars: result, dtype: dtype)
+        let tensor = try Tensor.uninitialized(leading + [headDimension], dtype: dtype)
+        try tensor.withUnsafeHostAddress { base in
+            switch dtype {
+            case .bfloat16:
+                let target = base.assumingMemoryBound(to: UInt16.self)
+                for index in result.indices { target[index] = BFloat16(result[index]).bitPattern }
+            case .float16:
+                let target = base.assumingMemoryBound(to: Float16.self)
+                for index in result.indices { target[index] = Float16(result[index]) }
+            default:
+                for index in result.indices { dtype.store(Double(result[index]), base, index) }
+            }
+        }
+        return tensor
     }
 }
 
