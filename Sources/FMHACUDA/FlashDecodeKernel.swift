@@ -81,11 +81,11 @@ public struct FlashDecodeKernel: KernelVariantDescriptor {
         }
 
         /// The warp counts the standard shape tries, most first: 8, 6, 4; for a quantized cache up to
-        /// 160 columns 12 first (its warps are bound by their own dequantizing, not by memory: 12 warps
-        /// were 1.24× faster than 8 on the H200, bench/GPU-NOTES.md D5; past 160 columns 12 warps' 168
-        /// registers a thread spill).
+        /// 128 columns 12 first (its warps are bound by their own per-tile work, not by memory: 12 warps
+        /// were 1.24× faster than 8 on the H200, bench/GPU-NOTES.md D5-D6; wider, 12 warps' 168
+        /// registers a thread spill, fp8 from 160 columns on sm_80).
         static func warpCounts(width: Int, cache: Cache) -> [Int] {
-            cache != .plain && width <= 160 ? [12, 8, 6, 4] : [8, 6, 4]
+            cache != .plain && width <= 128 ? [12, 8, 6, 4] : [8, 6, 4]
         }
 
         /// The opt-in shared memory per block that the catalog's variants are chosen for on

@@ -93,23 +93,17 @@ struct ScaleShift {
 
 /// Dequantizes a warp's staged rows (FMHA_BLOCK_N rows of FMHA_STAGE_ROW words) into `tile`
 /// (FMHA_BLOCK_N rows of FMHA_ROW values of the input type, columns at or past `head_dim` zero).
-/// int4: word w of a row holds elements 8w ..< 8w + 8 and belongs to group w / group_words, found
-/// as (w + 1/2) · group_inverse truncated (group_inverse = 1 / group_words; exact for w < 2^20).
-/// Each lane converts a fixed number of words, unrolled by up to 8, so that their chains overlap.
-__device__ __forceinline__ void dequantize_rows(const uint32_t* staged, uint16_t* tile, int head_dim, float group_inverse, int lane) {
+/// int4: word w of a row holds elements 8w ..< 8w + 8 and belongs to group w / group_words.
+__device__ __forceinline__ void dequantize_rows(const uint32_t* staged, uint16_t* tile, int head_dim, int group_words, int lane) {
     constexpr int per_word = FMHA_KV_FORMAT == 1 ? 8 : 4;
     constexpr int words = FMHA_HEAD_DIM / per_word;
-    static_assert(FMHA_BLOCK_N * words % 32 == 0, "whole words per lane");
-// (By 8, 4 past 128 columns: fully unrolled, the wider tiles spill.)
-#pragma unroll (FMHA_HEAD_DIM > 128 ? 4 : 8)
-    for (int pass = 0; pass < FMHA_BLOCK_N * words / 32; ++pass) {
-        const int index = lane + 32 * pass;
+    for (int index = lane; index < FMHA_BLOCK_N * words; index += 32) {
         const int r = index / words, w = index % words;
         const uint32_t* row = staged + r * FMHA_STAGE_ROW;
         uint32_t packed[per_word / 2];
         if (w * per_word < head_dim) {
 #if FMHA_KV_FORMAT == 1
-            const ScaleShift dequantize(row[int((float(w) + 0.5f) * group_inverse)]);
+            const ScaleShift dequantize(row[w / group_words]);
             const uint32_t data = row[FMHA_STAGE_HEADER + w];
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
@@ -292,7 +286,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_flash_decode(
         // A row's words: int4, its groups' scale/shift words then K/8 words of nibbles; fp8, K/4
         // words of bytes (its scale/shift word is in k_pairs / v_pairs).
         const int row_words = FMHA_KV_FORMAT == 1 ? groups_per_row + head_dim / 8 : head_dim / 4;
-        const float group_inverse = FMHA_KV_FORMAT == 1 ? float(groups_per_row) / float(head_dim / 8) : 1.0f;
+        const int group_words = FMHA_KV_FORMAT == 1 ? head_dim / 8 / groups_per_row : 1;
         // The packed K and V rows of logical keys start + r into `keys` and `values` (staged rows
         // of FMHA_STAGE_ROW words; rows at or past the split's end zero), 4-byte copies, a row per
         // pass; pages as for a plain cache.
@@ -371,8 +365,8 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_flash_decode(
             wait_for_all_but_newest_stages();
             __syncwarp();
 #if FMHA_KV_FORMAT != 0
-            dequantize_rows(key_buffer(j), key_tile(j), head_dim, group_inverse, lane);
-            dequantize_rows(key_buffer(j) + FMHA_BLOCK_N * FMHA_STAGE_ROW, key_tile(j) + tile_elements, head_dim, group_inverse, lane);
+            dequantize_rows(key_buffer(j), key_tile(j), head_dim, group_words, lane);
+            dequantize_rows(key_buffer(j) + FMHA_BLOCK_N * FMHA_STAGE_ROW, key_tile(j) + tile_elements, head_dim, group_words, lane);
             __syncwarp();
 #endif
             uint16_t* const keys = key_tile(j);
