@@ -24,6 +24,20 @@ import FMHATestSupport
         #expect(FP8E4M3.encode(1.5 * 0x1p-9) == 0x02 && FP8E4M3.encode(0x1p-11) == 0x00 && FP8E4M3.encode(.nan) == 0x7F)
     }
 
+    @Test func dequantizingEqualsAFusedMultiplyAdd() {
+        // Every e4m3 value and int4 step against float16 scales and shifts of every magnitude.
+        let halves: [Float16] = [0x1p-24, 0x1p-14, 0.001, 0.3, -0.7, 1, 3.14, -100, 2050, 65504, -65504, 0x1.ffcp-15]
+        let xs = FP8E4M3.values.filter { !$0.isNaN } + (0..<16).map(Float.init)
+        for scale in halves {
+            for shift in halves + [0] {
+                for x in xs {
+                    let fused = Float(shift).addingProduct(x, Float(scale))
+                    #expect(KeyValueFormat.fused(x, Float(scale), Float(shift)).bitPattern == fused.bitPattern, "\(x)·\(scale) + \(shift)")
+                }
+            }
+        }
+    }
+
     @Test func int4RowLayout() throws {
         // K = 16, 2 groups: elements 8w + n are nibble n of data word w; group 1 starts at element 8.
         let row: [Int32] = [Self.pair(scale: 2, shift: -1), Self.pair(scale: 0.5, shift: 10),

@@ -59,6 +59,16 @@ extension KeyValueFormat {
         return (UInt32(halfScale.bitPattern) | UInt32(halfShift.bitPattern) << 16, Float(halfScale), Float(halfShift))
     }
 
+    /// `x·scale + shift` rounded once to a float, as a fused multiply-add gives it, without libm's
+    /// `fmaf` call (the x86-64 baseline Swift targets has no FMA instruction): x has at most 4
+    /// significant bits and scale 11, so their product is exact in a double, and so is its sum with
+    /// shift unless their exponents lie more than ~38 bits apart; then the product sits far below
+    /// the float rounding point of shift and both roundings give the same float.
+    @inline(__always)
+    static func fused(_ x: Float, _ scale: Float, _ shift: Float) -> Float {
+        Float(Double(x) * Double(scale) + Double(shift))
+    }
+
     /// The scale and shift packed in `word` (scale in the low 16 bits), as floats.
     static func scaleAndShift(_ word: UInt32) -> (scale: Float, shift: Float) {
         (Float(Float16(bitPattern: UInt16(word & 0xFFFF))), Float(Float16(bitPattern: UInt16(word >> 16))))
@@ -97,14 +107,14 @@ extension KeyValueFormat {
                             let pair = Self.scaleAndShift(packed[base + group])
                             for element in group * groupSize ..< (group + 1) * groupSize {
                                 let x = Float((packed[base + groups + element / 8] >> (4 * UInt32(element % 8))) & 0xF)
-                                out[first + element] = pair.shift.addingProduct(x, pair.scale)
+                                out[first + element] = Self.fused(x, pair.scale, pair.shift)
                             }
                         }
                     case .fp8:
                         let pair = Self.scaleAndShift(pairs[row])
                         for element in 0..<headDimension {
                             let x = table[Int((packed[base + element / 4] >> (8 * UInt32(element % 4))) & 0xFF)]
-                            out[first + element] = pair.shift.addingProduct(x, pair.scale)
+                            out[first + element] = Self.fused(x, pair.scale, pair.shift)
                         }
                     }
                 }
