@@ -67,12 +67,14 @@ import FMHATestSupport
         for row in 0..<(original.count / 64) {
             let part = original[row * 64 ..< (row + 1) * 64], restored = back[row * 64 ..< (row + 1) * 64]
             let range = (part.max() ?? 0) - (part.min() ?? 0)
-            for (a, b) in zip(part, restored) {
+            for (offset, (a, b)) in zip(part, restored).enumerated() {
                 switch format {
                 case .int4(let groups):
-                    // Half a step of the widest group's 15 steps, plus float16 rounding of scale and shift.
-                    #expect(abs(a - b) <= range / 30 * 1.02 + 4e-3, "\(format) row \(row): \(a) → \(b)")
-                    _ = groups
+                    // Half a step of the element's group (15 steps over its range), plus float16
+                    // rounding of scale and shift.
+                    let size = 64 / groups, group = part.dropFirst(offset / size * size).prefix(size)
+                    let groupRange = (group.max() ?? 0) - (group.min() ?? 0)
+                    #expect(abs(a - b) <= groupRange / 30 * 1.02 + 4e-3, "\(format) row \(row): \(a) → \(b)")
                 case .fp8:
                     // e4m3 keeps 3 mantissa bits: half an ulp is 1/16 of the magnitude (of |x − shift| ≤ range).
                     #expect(abs(a - b) <= range / 16 + 4e-3, "fp8 row \(row): \(a) → \(b)")
@@ -93,6 +95,24 @@ import FMHATestSupport
         let expected = try KeyValueFormat.int4(groups: 4).dequantize(words, scaleShift: nil, headDimension: 32, dtype: .bfloat16)
             .expanded(to: [1, 9, 2, 4, 32]).toDoubleArray()
         #expect(try plain.key.toDoubleArray() == expected && plain.value.toDoubleArray() == expected)
+    }
+
+    @Test func fp8RowsAreSharedOnlyWhereTheirScaleShiftWordsAreToo() throws {
+        // Words shared by 4 heads (stride 0), scale/shift words per head: each head dequantizes
+        // with its own pair, and no kernel may read the heads' rows once for all of them.
+        let query = try randn([1, 2, 1, 4, 8], 1, .float32)
+        let words = try Tensor(shape: [1, 3, 1, 1, 2], words: (0..<6).map { _ in Int32(bitPattern: 0x3838_3838) })
+            .expanded(to: [1, 3, 1, 4, 2])
+        let perHead = try Tensor(shape: [1, 3, 1, 4], words: (0..<12).map { Self.pair(scale: Float16($0 % 4 + 1), shift: 0) })
+        let problem = try Inputs(query: query, key: words, value: words, keyScaleShift: perHead, valueScaleShift: perHead).validate()
+        #expect(problem.keyValueHeads.sharing == [1, 1, 1])
+        let key = try problem.dequantized().key.toArray()
+        // Element value 1.0 (e4m3 0x38) times head h's scale h + 1.
+        #expect(key == (0..<3).flatMap { _ in (0..<4).flatMap { h in [Float](repeating: Float(h + 1), count: 8) } })
+        // Shared scale/shift words too: the heads share their rows.
+        let sharedPairs = try perHead.slice(dimension: 3, range: 0..<1).expanded(to: [1, 3, 1, 4])
+        let shared = try Inputs(query: query, key: words, value: words, keyScaleShift: sharedPairs, valueScaleShift: sharedPairs).validate()
+        #expect(try shared.keyValueHeads.sharing == [1, 1, 4] && shared.dequantized().key.strides[3] == 0)
     }
 
     /// Validation fails with a message containing every one of `fragments`.

@@ -76,9 +76,10 @@ public struct AttentionProblem: Sendable {
     public func dequantized() throws -> AttentionProblem {
         guard let format = keyValueFormat else { return self }
         func values(_ cache: Tensor, _ scaleShift: Tensor?) throws -> Tensor {
-            // The distinct rows: stride-0 dimensions cut to one, expanded back afterwards.
+            // The distinct rows: dimensions along which the words and their scale/shift words
+            // have stride 0 cut to one, expanded back afterwards.
             var rows = cache, words = scaleShift
-            for axis in 0..<4 where cache.strides[axis] == 0 && cache.shape[axis] > 1 {
+            for axis in 0..<4 where cache.strides[axis] == 0 && cache.shape[axis] > 1 && (scaleShift?.strides[axis] ?? 0) == 0 {
                 rows = try rows.slice(dimension: axis, range: 0..<1)
                 words = try words?.slice(dimension: axis, range: 0..<1)
             }
@@ -98,12 +99,17 @@ public struct AttentionProblem: Sendable {
     /// The dropout mask to apply, `nil` without dropout.
     public var dropoutMask: DropoutMask? { dropout.map(DropoutMask.init) }
 
-    /// The K/V heads a backward sums dK and dV over, per dimension (batch, group, head): `grid`
-    /// is the dimension's size, or 1 where both K and V have stride 0 (a size above 1), and
+    /// The K/V heads a backward sums dK and dV over, and that the decode kernel reads once for all
+    /// the query heads sharing them, per dimension (batch, group, head): `grid` is the dimension's
+    /// size, or 1 where both K and V (and an fp8 cache's scale/shift words) have stride 0 (a size above 1), and
     /// `sharing` how many query heads share each grid head along it (the size there, else 1).
     public var keyValueHeads: (grid: [Int], sharing: [Int]) {
         let d = dimensions, sizes = [d.batch, d.groups, d.heads]
-        let shared = [0, 2, 3].map { key.strides[$0] == 0 && value.strides[$0] == 0 && key.shape[$0] > 1 }
+        // (An fp8 cache's rows are shared only where their scale/shift words are too.)
+        let words = [keyScaleShift, valueScaleShift].compactMap { $0 }
+        let shared = [0, 2, 3].map { axis in
+            key.strides[axis] == 0 && value.strides[axis] == 0 && key.shape[axis] > 1 && words.allSatisfy { $0.strides[axis] == 0 }
+        }
         return (zip(shared, sizes).map { $0 ? 1 : $1 }, zip(shared, sizes).map { $0 ? $1 : 1 })
     }
 

@@ -33,14 +33,6 @@ public enum KeyValueFormat: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    /// The kernels' code for the format: 1 int4, 2 fp8 (0 is an unquantized cache).
-    public var kernelCode: Int {
-        switch self {
-        case .int4: 1
-        case .fp8: 2
-        }
-    }
-
     /// Whether rows of `headDimension` elements can be stored in this format.
     public func canStore(headDimension: Int) -> Bool { headDimensionProblem(headDimension) == nil }
 
