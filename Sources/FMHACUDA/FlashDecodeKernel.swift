@@ -19,12 +19,12 @@ public struct FlashDecodeKernel: KernelVariantDescriptor {
 
         /// Bytes of shared memory per staged K or V row at `width` columns (the ring's rows):
         /// plain rows of width + 8 16-bit values; int4, 8 header words and width/8 words; fp8,
-        /// width/4 words and the scale/shift word.
+        /// width/4 words, the scale/shift word and 3 unused (16-byte aligned rows).
         func stagedRowBytes(width: Int) -> Int {
             switch self {
             case .plain: (width + 8) * 2
             case .int4: (8 + width / 8) * 4
-            case .fp8: (width / 4 + 1) * 4
+            case .fp8: (width / 4 + 4) * 4
             }
         }
     }

@@ -794,8 +794,8 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS) fmha_flash_backward_b
 // Quantized K/V caches (FMHA_KV_FORMAT 1: int4 with 1-8 scale/shift groups per row, 2: fp8 e4m3
 // with a scale/shift word per row; FMHACore's KeyValueFormat): the ring holds the rows' packed
 // words, copied 4 bytes at a time, and before each tile's products the warp dequantizes it
-// (x·scale + shift in float32, rounded to the input type) into one K and one V tile of the plain
-// layout, which the products read as for a plain cache.
+// (x·scale + shift by paired fused multiply-adds of the input type, KeyValueFormat's rule) into
+// one K and one V tile of the plain layout, which the products read as for a plain cache.
 // Needs prelude.cu, tensor_core.cu and FMHA_HEAD_DIM (a multiple of 16, at most 256: at least K
 // and Kv; columns past them are zero), FMHA_DTYPE (1 float16, 2 bfloat16), FMHA_WARPS,
 // FMHA_BLOCK_N (16 or 32), FMHA_STAGES (2 to 4) and FMHA_KV_FORMAT (0 plain, 1 int4, 2 fp8).
@@ -814,12 +814,13 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS) fmha_flash_backward_b
 /// 16-bit values of a warp's shared memory: its ring of K and V tiles.
 #define FMHA_WARP_SHARED (FMHA_STAGES * 2 * FMHA_BLOCK_N * FMHA_ROW)
 #else
-/// int32 words of a staged K or V row: int4, 8 header slots (the row's scale/shift words, one per
-/// group) then FMHA_HEAD_DIM / 8 words of nibbles; fp8, FMHA_HEAD_DIM / 4 words of bytes then the
-/// row's scale/shift word.
+/// int32 words of a staged K or V row, a multiple of 4 (16-byte aligned rows): int4, the row's
+/// words as stored, its G scale/shift words in slots 8 - G ..< 8 (so that data word i is at slot
+/// FMHA_STAGE_HEADER + i, 16-byte aligned), then FMHA_HEAD_DIM / 8 words of nibbles; fp8,
+/// FMHA_HEAD_DIM / 4 words of bytes, the row's scale/shift word, and 3 unused.
 #define FMHA_STAGE_HEADER (FMHA_KV_FORMAT == 1 ? 8 : 0)
 #define FMHA_STAGE_DATA (FMHA_KV_FORMAT == 1 ? FMHA_HEAD_DIM / 8 : FMHA_HEAD_DIM / 4)
-#define FMHA_STAGE_ROW (FMHA_STAGE_HEADER + FMHA_STAGE_DATA + (FMHA_KV_FORMAT == 2 ? 1 : 0))
+#define FMHA_STAGE_ROW (FMHA_STAGE_HEADER + FMHA_STAGE_DATA + (FMHA_KV_FORMAT == 2 ? 4 : 0))
 /// 16-bit values of a warp's shared memory: its ring of staged K and V rows, then the dequantized
 /// K and V tile.
 #define FMHA_WARP_SHARED (FMHA_STAGES * 2 * FMHA_BLOCK_N * FMHA_STAGE_ROW * 2 + 2 * FMHA_BLOCK_N * FMHA_ROW)
@@ -844,72 +845,123 @@ __device__ __forceinline__ void copy_4_bytes_async(uint32_t destination, const u
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(destination), "l"(source), "r"(valid ? 4 : 0) : "memory");
 }
 
-/// The value of fp8 e4m3 byte `byte` (bits 0-7; NaN at S.1111.111, no infinities), exactly.
+#if FMHA_KV_FORMAT == 2 && __CUDA_ARCH__ < 890
+/// The value of fp8 e4m3 byte `byte` (bits 0-7; NaN at S.1111.111, no infinities), exactly, where
+/// the device has no e4m3 conversion: exponent and mantissa placed under a float's, rebiased from
+/// 7 to 127, exact for normals; for subnormals (exponent 0) that is 2^-7·(1 + m/8), from which
+/// m·2^-9 follows.
 __device__ __forceinline__ float e4m3_to_float(uint32_t byte) {
-#if __CUDA_ARCH__ >= 890
-    uint32_t halves;
-    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(halves) : "h"(uint16_t(byte)));
-    return fmha::half_to_float(uint16_t(halves));
-#else
     const uint32_t magnitude = byte & 0x7Fu;
-    // Exponent and mantissa placed under a float's, rebiased from 7 to 127: exact for normals;
-    // for subnormals (exponent 0) it gives 2^-7·(1 + m/8), from which m·2^-9 follows.
     const float normal = __uint_as_float((magnitude << 20) + (120u << 23));
     float value = magnitude < 8u ? fmaf(normal, 2.0f, -0.015625f) : normal;
     if (magnitude == 0x7Fu) value = __uint_as_float(0x7FC00000u);
     return __uint_as_float(__float_as_uint(value) | ((byte & 0x80u) << 24));
+}
 #endif
+
+/// a·b + c on two pairs of the input type at once, rounded once (fma.rn: subnormals kept).
+__device__ __forceinline__ uint32_t fma_pairs(uint32_t a, uint32_t b, uint32_t c) {
+    uint32_t result;
+#if FMHA_DTYPE == 1
+    asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(result) : "r"(a), "r"(b), "r"(c));
+#else
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(result) : "r"(a), "r"(b), "r"(c));
+#endif
+    return result;
 }
 
-/// The float16 scale (low half) and shift (high half) of a scale/shift word, as floats.
-struct ScaleShift {
-    float scale, shift;
-    __device__ __forceinline__ explicit ScaleShift(uint32_t word)
-        : scale(fmha::half_to_float(uint16_t(word & 0xFFFFu))), shift(fmha::half_to_float(uint16_t(word >> 16))) {}
-    /// x·scale + shift, fused.
-    __device__ __forceinline__ float operator()(float x) const { return fmaf(x, scale, shift); }
+/// A scale/shift word (float16 scale in the low, shift in the high half) as two registers of the
+/// input type holding the scale twice and the shift twice (bfloat16: each rounded to nearest).
+struct PairedScaleShift {
+    uint32_t scale, shift;
+    __device__ __forceinline__ explicit PairedScaleShift(uint32_t word) {
+#if FMHA_DTYPE == 1
+        scale = __byte_perm(word, 0, 0x1010);
+        shift = __byte_perm(word, 0, 0x3232);
+#else
+        const float s = fmha::half_to_float(uint16_t(word & 0xFFFFu)), t = fmha::half_to_float(uint16_t(word >> 16));
+        scale = pack_pair(s, s);
+        shift = pack_pair(t, t);
+#endif
+    }
+    /// x·scale + shift for both values of the pair `x`, rounded once.
+    __device__ __forceinline__ uint32_t operator()(uint32_t x) const { return fma_pairs(x, scale, shift); }
 };
 
-/// Dequantizes a warp's staged rows (FMHA_BLOCK_N rows of FMHA_STAGE_ROW words) into `tile`
-/// (FMHA_BLOCK_N rows of FMHA_ROW values of the input type, columns at or past `head_dim` zero).
-/// int4: word w of a row holds elements 8w ..< 8w + 8 and belongs to group w / group_words.
-__device__ __forceinline__ void dequantize_rows(const uint32_t* staged, uint16_t* tile, int head_dim, int group_words, int lane) {
-    constexpr int per_word = FMHA_KV_FORMAT == 1 ? 8 : 4;
-    constexpr int words = FMHA_HEAD_DIM / per_word;
-    for (int index = lane; index < FMHA_BLOCK_N * words; index += 32) {
-        const int r = index / words, w = index % words;
+#if FMHA_KV_FORMAT == 1
+/// Elements 2e and 2e + 1 of an int4 word, e = 0 ..< 4, as a pair of the input type (exact small
+/// integers): nibbles j and j + 4 lie at bits 4j and 4j + 16 of the word shifted right by 4j, so
+/// OR-ing them into the mantissa of 2^10 (float16) or 2^7 (bfloat16) and subtracting that gives
+/// the pairs (j, j + 4), which two byte permutations put in order.
+__device__ __forceinline__ void int4_word_pairs(uint32_t data, uint32_t pairs[4]) {
+#if FMHA_DTYPE == 1
+    constexpr uint32_t magic = 0x64006400u, one = 0x3C003C00u, minus_magic = 0xE400E400u;
+#else
+    constexpr uint32_t magic = 0x43004300u, one = 0x3F803F80u, minus_magic = 0xC300C300u;
+#endif
+    uint32_t spread[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) spread[j] = fma_pairs(((data >> (4 * j)) & 0x000F000Fu) | magic, one, minus_magic);
+    pairs[0] = __byte_perm(spread[0], spread[1], 0x5410);
+    pairs[1] = __byte_perm(spread[2], spread[3], 0x5410);
+    pairs[2] = __byte_perm(spread[0], spread[1], 0x7632);
+    pairs[3] = __byte_perm(spread[2], spread[3], 0x7632);
+}
+#else
+/// The fp8 e4m3 bytes 0 and 1 of `bytes` (NaN at S.1111.111, no infinities) as a pair of the
+/// input type, exactly (every e4m3 value is a float16 and a bfloat16).
+__device__ __forceinline__ uint32_t e4m3_pair(uint32_t bytes) {
+#if __CUDA_ARCH__ >= 890
+    uint32_t halves;
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(halves) : "h"(uint16_t(bytes)));
+#if FMHA_DTYPE == 1
+    return halves;
+#else
+    return pack_pair(fmha::half_to_float(uint16_t(halves)), fmha::half_to_float(uint16_t(halves >> 16)));
+#endif
+#else
+    return pack_pair(e4m3_to_float(bytes & 0xFFu), e4m3_to_float((bytes >> 8) & 0xFFu));
+#endif
+}
+#endif
+
+/// Dequantizes a warp's staged rows (FMHA_BLOCK_N rows of FMHA_STAGE_ROW words, laid out as
+/// FMHA_STAGE_ROW says) into `tile` (FMHA_BLOCK_N rows of FMHA_ROW values of the input type,
+/// columns at or past `head_dim` zero): x·scale + shift by fma_pairs. Each lane converts 8
+/// elements a pass (an int4 word; two fp8 words), passes unrolled so that their chains overlap.
+/// int4: `scale_slot` gives the staged slot of the scale/shift word of data word w (its group's).
+template <typename ScaleSlot>
+__device__ __forceinline__ void dequantize_rows(const uint32_t* staged, uint16_t* tile, int head_dim, ScaleSlot scale_slot, int lane) {
+    constexpr int items = FMHA_HEAD_DIM / 8;
+    static_assert(FMHA_BLOCK_N * items % 32 == 0, "whole items per lane");
+    // (With items dividing 32, a lane's item is the same in every row it takes.)
+    constexpr bool fixed_item = 32 % items == 0;
+    const int lane_item = lane % items;
+    const int lane_slot = scale_slot(lane_item);
+// (By 8, 4 past 128 columns or where the item moves from row to row: fully unrolled, the wider
+// tiles spill, and so do 112 columns on sm_80 by 8.)
+#pragma unroll (FMHA_HEAD_DIM > 128 || 32 % (FMHA_HEAD_DIM / 8) != 0 ? 4 : 8)
+    for (int pass = 0; pass < FMHA_BLOCK_N * items / 32; ++pass) {
+        const int index = lane + 32 * pass;
+        const int r = index / items, item = fixed_item ? lane_item : index % items;
         const uint32_t* row = staged + r * FMHA_STAGE_ROW;
-        uint32_t packed[per_word / 2];
-        if (w * per_word < head_dim) {
+        uint32_t pairs[4];
 #if FMHA_KV_FORMAT == 1
-            const ScaleShift dequantize(row[w / group_words]);
-            const uint32_t data = row[FMHA_STAGE_HEADER + w];
+        const PairedScaleShift dequantize(row[fixed_item ? lane_slot : scale_slot(item)]);
+        int4_word_pairs(row[FMHA_STAGE_HEADER + item], pairs);
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                // (0x4B000000 | n is 2^23 + n: exact small integers without a conversion.)
-                const float low = __uint_as_float(0x4B000000u | ((data >> (8 * e)) & 0xFu)) - 8388608.0f;
-                const float high = __uint_as_float(0x4B000000u | ((data >> (8 * e + 4)) & 0xFu)) - 8388608.0f;
-                packed[e] = pack_pair(dequantize(low), dequantize(high));
-            }
+        for (int e = 0; e < 4; ++e) pairs[e] = dequantize(pairs[e]);
 #else
-            const ScaleShift dequantize(row[FMHA_STAGE_DATA]);
-            const uint32_t data = row[w];
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                packed[e] = pack_pair(dequantize(e4m3_to_float((data >> (16 * e)) & 0xFFu)),
-                                      dequantize(e4m3_to_float((data >> (16 * e + 8)) & 0xFFu)));
-            }
+        const PairedScaleShift dequantize(row[FMHA_STAGE_DATA]);
+        const uint2 data = *reinterpret_cast<const uint2*>(row + 2 * item);
+        pairs[0] = dequantize(e4m3_pair(data.x));
+        pairs[1] = dequantize(e4m3_pair(data.x >> 16));
+        pairs[2] = dequantize(e4m3_pair(data.y));
+        pairs[3] = dequantize(e4m3_pair(data.y >> 16));
 #endif
-        } else {
-#pragma unroll
-            for (int e = 0; e < per_word / 2; ++e) packed[e] = 0;
-        }
-        uint16_t* destination = tile + r * FMHA_ROW + w * per_word;
-#if FMHA_KV_FORMAT == 1
-        *reinterpret_cast<uint4*>(destination) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
-#else
-        *reinterpret_cast<uint2*>(destination) = make_uint2(packed[0], packed[1]);
-#endif
+        const bool used = item * 8 < head_dim;
+        *reinterpret_cast<uint4*>(tile + r * FMHA_ROW + item * 8) =
+            used ? make_uint4(pairs[0], pairs[1], pairs[2], pairs[3]) : make_uint4(0, 0, 0, 0);
     }
 }
 #endif
@@ -1057,43 +1109,58 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_flash_decode(
         const uint32_t* v_head = reinterpret_cast<const uint32_t*>(v) + (b * vs[0] + g * vs[2] + rows.first_head * vs[3]);
         const int groups_per_row = int(quantized[0]);
 #if FMHA_KV_FORMAT == 2
-        const int64_t* kss = quantized + 1;
-        const int64_t* vss = quantized + 5;
-        const uint32_t* k_pairs = k_scale_shift + (b * kss[0] + g * kss[2] + rows.first_head * kss[3]);
-        const uint32_t* v_pairs = v_scale_shift + (b * vss[0] + g * vss[2] + rows.first_head * vss[3]);
+        const uint32_t* k_pairs = k_scale_shift + (b * quantized[1] + g * quantized[3] + rows.first_head * quantized[4]);
+        const uint32_t* v_pairs = v_scale_shift + (b * quantized[5] + g * quantized[7] + rows.first_head * quantized[8]);
+        const int64_t k_pair_stride = quantized[2], v_pair_stride = quantized[6];
 #endif
         // A row's words: int4, its groups' scale/shift words then K/8 words of nibbles; fp8, K/4
-        // words of bytes (its scale/shift word is in k_pairs / v_pairs).
+        // words of bytes (its scale/shift word is in k_pairs / v_pairs). Word w of a row goes to
+        // staged slot first_slot + w.
         const int row_words = FMHA_KV_FORMAT == 1 ? groups_per_row + head_dim / 8 : head_dim / 4;
-        const int group_words = FMHA_KV_FORMAT == 1 ? head_dim / 8 / groups_per_row : 1;
-        // The packed K and V rows of logical keys start + r into `keys` and `values` (staged rows
-        // of FMHA_STAGE_ROW words; rows at or past the split's end zero), 4-byte copies, a row per
-        // pass; pages as for a plain cache.
+        const int first_slot = FMHA_KV_FORMAT == 1 ? FMHA_STAGE_HEADER - groups_per_row : 0;
+        // Word i = lane + 32·pass of a tile (its rows' words one after another) is word w of row
+        // r; from one pass to the next r grows by rows_step and w by words_step (then wraps).
+        const int rows_step = 32 / row_words, words_step = 32 % row_words;
+        const int lane_first_row = lane / row_words, lane_first_word = lane % row_words;
+        const int passes = (FMHA_BLOCK_N * row_words + 31) / 32;
+        // The packed K and V rows of logical keys start + r into `keys` and `values` (rows at or
+        // past the split's end zero), 4-byte copies with every lane busy; pages as for a plain cache.
         auto load_rows = [&](uint32_t* keys, uint32_t* values, int start, int lane_row) {
             const int count = min(FMHA_BLOCK_N, split_hi - start);
-            auto row_of = [&](int r) { return page_size == 0 ? int64_t(start + r) : int64_t(__shfl_sync(0xffffffffu, lane_row, r)); };
+            auto row_of = [&](int r) { return page_size == 0 ? start + r : __shfl_sync(0xffffffffu, lane_row, r); };
             const uint32_t key_address = shared_address(keys), value_address = shared_address(values);
-            for (int r = 0; r < FMHA_BLOCK_N; ++r) {
-                const int64_t row = row_of(r);
-                const bool valid = r < count;
-                for (int w = lane; w < row_words; w += 32) {
-                    const int slot = FMHA_KV_FORMAT == 1 ? (w < groups_per_row ? w : FMHA_STAGE_HEADER + w - groups_per_row) : w;
-                    const uint32_t offset = 4 * (r * FMHA_STAGE_ROW + slot);
+            int r = lane_first_row, w = lane_first_word;
+            for (int pass = 0; pass < passes; ++pass) {
+                // (Every lane takes part in the shuffle.)
+                const int row = row_of(min(r, FMHA_BLOCK_N - 1));
+                if (r < FMHA_BLOCK_N) {
+                    const bool valid = r < count;
+                    const uint32_t offset = 4 * (r * FMHA_STAGE_ROW + first_slot + w);
                     copy_4_bytes_async(key_address + offset, valid ? k_head + row * k_row_stride + w : k_head, valid);
                     copy_4_bytes_async(value_address + offset, valid ? v_head + row * v_row_stride + w : v_head, valid);
                 }
+                r += rows_step;
+                w += words_step;
+                if (w >= row_words) {
+                    w -= row_words;
+                    ++r;
+                }
             }
 #if FMHA_KV_FORMAT == 2
+            // The rows' scale/shift words: entry i < FMHA_BLOCK_N K's of row i, FMHA_BLOCK_N + i V's.
             for (int index = lane; index < 2 * FMHA_BLOCK_N; index += 32) {
-                const int r = index % FMHA_BLOCK_N;
-                const int64_t row = row_of(r);
-                const bool valid = r < count, is_key = index < FMHA_BLOCK_N;
-                const uint32_t* source = is_key ? k_pairs + row * kss[1] : v_pairs + row * vss[1];
-                copy_4_bytes_async((is_key ? key_address : value_address) + 4 * (r * FMHA_STAGE_ROW + FMHA_STAGE_DATA),
+                const int r_pair = index % FMHA_BLOCK_N, row = row_of(r_pair);
+                const bool valid = r_pair < count, is_key = index < FMHA_BLOCK_N;
+                const uint32_t* source = is_key ? k_pairs + row * k_pair_stride : v_pairs + row * v_pair_stride;
+                copy_4_bytes_async((is_key ? key_address : value_address) + 4 * (r_pair * FMHA_STAGE_ROW + FMHA_STAGE_DATA),
                                    valid ? source : k_pairs, valid);
             }
 #endif
         };
+        // int4: the staged slot of data word w's scale/shift word, group w·G / (K/8) (by a float
+        // reciprocal: exact for w < 2^20).
+        const float group_factor = FMHA_KV_FORMAT == 1 ? float(groups_per_row) / float(head_dim / 8) : 0.0f;
+        auto scale_slot = [=](int w) { return first_slot + int((float(w) + 0.5f) * group_factor); };
         // Ring stage s: the staged K rows, then the staged V rows.
         uint32_t* const staged_rows = reinterpret_cast<uint32_t*>(warp_tiles);
         auto key_buffer = [&](int j) { return staged_rows + (j % FMHA_STAGES) * 2 * FMHA_BLOCK_N * FMHA_STAGE_ROW; };
@@ -1144,8 +1211,8 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_flash_decode(
             wait_for_all_but_newest_stages();
             __syncwarp();
 #if FMHA_KV_FORMAT != 0
-            dequantize_rows(key_buffer(j), key_tile(j), head_dim, group_words, lane);
-            dequantize_rows(key_buffer(j) + FMHA_BLOCK_N * FMHA_STAGE_ROW, key_tile(j) + tile_elements, head_dim, group_words, lane);
+            dequantize_rows(key_buffer(j), key_tile(j), head_dim, scale_slot, lane);
+            dequantize_rows(key_buffer(j) + FMHA_BLOCK_N * FMHA_STAGE_ROW, key_tile(j) + tile_elements, head_dim, scale_slot, lane);
             __syncwarp();
 #endif
             uint16_t* const keys = key_tile(j);

@@ -24,17 +24,76 @@ import FMHATestSupport
         #expect(FP8E4M3.encode(1.5 * 0x1p-9) == 0x02 && FP8E4M3.encode(0x1p-11) == 0x00 && FP8E4M3.encode(.nan) == 0x7F)
     }
 
-    @Test func dequantizingEqualsAFusedMultiplyAdd() {
-        // Every e4m3 value and int4 step against float16 scales and shifts of every magnitude.
-        let halves: [Float16] = [0x1p-24, 0x1p-14, 0.001, 0.3, -0.7, 1, 3.14, -100, 2050, 65504, -65504, 0x1.ffcp-15]
-        let xs = FP8E4M3.values.filter { !$0.isNaN } + (0..<16).map(Float.init)
+    /// The values of `dtype` next to `value` (one of them) below and above it.
+    static func neighbours(of value: Double, _ dtype: DType) -> [Double] {
+        switch dtype {
+        case .float16: return [Double(Float16(value).nextDown), Double(Float16(value).nextUp)]
+        case .bfloat16:
+            let bits = BFloat16(Float(value)).bitPattern, magnitude = bits & 0x7FFF, sign = bits & 0x8000
+            let down = magnitude == 0 ? 0x8001 : sign | (magnitude - 1)
+            return [BFloat16(bitPattern: sign | (magnitude + 1)), BFloat16(bitPattern: down)].map { Double($0.floatValue) }
+        default: return [Double(Float(value).nextDown), Double(Float(value).nextUp)]
+        }
+    }
+
+    /// The smallest magnitude that rounds to infinity in `dtype`.
+    static func overflowThreshold(_ dtype: DType) -> Double {
+        switch dtype {
+        case .float16: 65520
+        case .bfloat16: (2 - 0x1p-8) * 0x1p127
+        default: (2 - 0x1p-24) * 0x1p127
+        }
+    }
+
+    @Test(arguments: [DType.float16, .bfloat16, .float32])
+    func dequantizingRoundsTheExactValueOnce(dtype: DType) throws {
+        // Every e4m3 byte and int4 step against float16 scales and shifts of every magnitude: the
+        // result is the value of dtype nearest to x·scale + shift (ties to even), with scale and
+        // shift first rounded to dtype.
+        let halves: [Float16] = [0x1p-24, 0x1p-14, 0.001, 0.3, -0.7, 1, 3.14, -100, 2050, 65504, -65504, 0x1.ffcp-15, 0.10004]
+        // Byte n of word w is 4w + n: every byte once.
+        let fp8Words: [Int32] = (0..<64).map { (w: Int) -> Int32 in
+            let first = UInt32(4 * w)
+            return Int32(bitPattern: first | (first + 1) << 8 | (first + 2) << 16 | (first + 3) << 24)
+        }
+        var checked = 0
         for scale in halves {
             for shift in halves + [0] {
-                for x in xs {
-                    let fused = Float(shift).addingProduct(x, Float(scale))
-                    #expect(KeyValueFormat.fused(x, Float(scale), Float(shift)).bitPattern == fused.bitPattern, "\(x)·\(scale) + \(shift)")
+                let pair = Self.pair(scale: scale, shift: shift)
+                let fp8 = try KeyValueFormat.fp8.dequantize(Tensor(shape: [1, 64], words: fp8Words), scaleShift: Tensor(shape: [1], words: [pair]),
+                                                            headDimension: 256, dtype: dtype).toDoubleArray()
+                let int4 = try KeyValueFormat.int4(groups: 1).dequantize(
+                    Tensor(shape: [1, 3], words: [pair, Int32(bitPattern: 0x7654_3210), Int32(bitPattern: 0xFEDC_BA98)]),
+                    scaleShift: nil, headDimension: 16, dtype: dtype).toDoubleArray()
+                let (s, t) = dtype == .bfloat16 ? (Double(BFloat16(Float(scale)).floatValue), Double(BFloat16(Float(shift)).floatValue))
+                                                : (Double(scale), Double(shift))
+                let xs: [Double] = FP8E4M3.values.map { Double($0) } + (0..<16).map { Double($0) }
+                for (x, result) in zip(xs, fp8 + int4) where !x.isNaN {
+                    let exact = x * s + t
+                    // (Only where the double holds the exact value.)
+                    guard exact - t == x * s, exact.magnitude < 1e30 else { continue }
+                    if result.isInfinite {
+                        #expect(exact.magnitude >= Self.overflowThreshold(dtype) && (result > 0) == (exact > 0), "\(dtype): \(exact) → \(result)")
+                        continue
+                    }
+                    let error: Double = (result - exact).magnitude
+                    for neighbour in Self.neighbours(of: result, dtype) {
+                        let other: Double = (neighbour - exact).magnitude
+                        #expect(error < other || (error == other && Self.isEven(result, dtype)), "\(dtype): \(x)·\(scale) + \(shift) = \(exact) → \(result)")
+                    }
+                    checked += 1
                 }
             }
+        }
+        #expect(checked > 30_000)
+    }
+
+    /// Whether `value`'s last significand bit in `dtype` is 0.
+    static func isEven(_ value: Double, _ dtype: DType) -> Bool {
+        switch dtype {
+        case .float16: Float16(value).bitPattern & 1 == 0
+        case .bfloat16: BFloat16(Float(value)).bitPattern & 1 == 0
+        default: Float(value).bitPattern & 1 == 0
         }
     }
 

@@ -1,7 +1,9 @@
 /// How a key or value cache holds its elements when it is quantized: packed into int32 words, as
 /// xFormers' split-K decoder (`triton_splitk`) takes them. Dequantized, an element is
-/// `x·scale + shift`, fused in float32 (`x` the stored integer or fp8 value, `scale` and `shift`
-/// float16), then rounded once to the query's dtype, which is what the kernels compute in.
+/// `x·scale + shift` (`x` the stored integer or fp8 value, `scale` and `shift` float16, first
+/// rounded to the query's dtype: exact but for bfloat16) computed exactly and rounded once to the
+/// query's dtype, which is what the kernels compute in (one paired fused multiply-add of that
+/// dtype per two elements on the GPU).
 public enum KeyValueFormat: Sendable, Hashable, CustomStringConvertible {
     /// int4 with `groups` (1, 2, 4 or 8) scale/shift pairs per row: a row of head dimension K is
     /// `groups + K/8` words. Word g < `groups` holds group g's float16 scale in its low and its

@@ -59,24 +59,26 @@ extension KeyValueFormat {
         return (UInt32(halfScale.bitPattern) | UInt32(halfShift.bitPattern) << 16, Float(halfScale), Float(halfShift))
     }
 
-    /// `x·scale + shift` rounded once to a float, as a fused multiply-add gives it, without libm's
-    /// `fmaf` call (the x86-64 baseline Swift targets has no FMA instruction): x has at most 4
-    /// significant bits and scale 11, so their product is exact in a double, and so is its sum with
-    /// shift unless their exponents lie more than ~38 bits apart; then the product sits far below
-    /// the float rounding point of shift and both roundings give the same float.
+    /// `x·scale + shift` exactly, as a double: x has at most 4 significant bits and scale at most
+    /// 11, so their product is exact, and so is its sum with shift unless their exponents lie more
+    /// than ~38 bits apart; then the product sits far below the rounding point of shift in any
+    /// 16- or 32-bit type, and rounding the double gives what rounding the exact sum would.
     @inline(__always)
-    static func fused(_ x: Float, _ scale: Float, _ shift: Float) -> Float {
-        Float(Double(x) * Double(scale) + Double(shift))
+    static func exactProduct(_ x: Float, _ scale: Float, _ shift: Float) -> Double {
+        Double(x) * Double(scale) + Double(shift)
     }
 
-    /// The scale and shift packed in `word` (scale in the low 16 bits), as floats.
-    static func scaleAndShift(_ word: UInt32) -> (scale: Float, shift: Float) {
-        (Float(Float16(bitPattern: UInt16(word & 0xFFFF))), Float(Float16(bitPattern: UInt16(word >> 16))))
+    /// The scale and shift packed in `word` (scale in the low 16 bits) rounded to `dtype` (exact
+    /// but for bfloat16, which keeps 8 of float16's 11 significant bits), as floats.
+    static func scaleAndShift(_ word: UInt32, dtype: DType) -> (scale: Float, shift: Float) {
+        let scale = Float(Float16(bitPattern: UInt16(word & 0xFFFF))), shift = Float(Float16(bitPattern: UInt16(word >> 16)))
+        return dtype == .bfloat16 ? (BFloat16(scale).floatValue, BFloat16(shift).floatValue) : (scale, shift)
     }
 
     /// Quantized `values` (`[..., words]`, int32) and, for fp8, their `scaleShift` words (`[...]`)
     /// dequantized into a contiguous `[..., headDimension]` tensor of `dtype` on the host: each
-    /// element `x·scale + shift` fused in float32, then rounded once to `dtype`.
+    /// element `x·scale + shift` with scale and shift rounded to `dtype`, computed exactly and
+    /// rounded once to `dtype` (KeyValueFormat's rule, which the kernels follow bit for bit).
     public func dequantize(_ values: Tensor, scaleShift: Tensor?, headDimension: Int, dtype: DType) throws -> Tensor {
         let words = wordsPerRow(headDimension: headDimension)
         guard values.dtype == .int32, values.rank >= 1, values.shape[values.rank - 1] == words else {
@@ -94,47 +96,54 @@ extension KeyValueFormat {
             pairs = try scaleShift.words()
         }
         let rows = words == 0 ? 0 : packed.count / words
-        var result = [Float](repeating: 0, count: rows * headDimension)
-        let table = FP8E4M3.values
-        result.withUnsafeMutableBufferPointer { out in
-            packed.withUnsafeBufferPointer { packed in
-                for row in 0..<rows {
-                    let base = row * words, first = row * headDimension
-                    switch self {
-                    case .int4(let groups):
-                        let groupSize = headDimension / groups
-                        for group in 0..<groups {
-                            let pair = Self.scaleAndShift(packed[base + group])
-                            for element in group * groupSize ..< (group + 1) * groupSize {
-                                let x = Float((packed[base + groups + element / 8] >> (4 * UInt32(element % 8))) & 0xF)
-                                out[first + element] = Self.fused(x, pair.scale, pair.shift)
-                            }
-                        }
-                    case .fp8:
-                        let pair = Self.scaleAndShift(pairs[row])
-                        for element in 0..<headDimension {
-                            let x = table[Int((packed[base + element / 4] >> (8 * UInt32(element % 4))) & 0xFF)]
-                            out[first + element] = Self.fused(x, pair.scale, pair.shift)
-                        }
-                    }
-                }
-            }
-        }
-        // (Rounded once more to dtype: the float32 values are what a kernel computes.)
         let tensor = try Tensor.uninitialized(leading + [headDimension], dtype: dtype)
         try tensor.withUnsafeHostAddress { base in
             switch dtype {
             case .bfloat16:
                 let target = base.assumingMemoryBound(to: UInt16.self)
-                for index in result.indices { target[index] = BFloat16(result[index]).bitPattern }
+                fill(packed, pairs, rows: rows, headDimension: headDimension, dtype: dtype) { target[$0] = BFloat16($1).bitPattern }
             case .float16:
                 let target = base.assumingMemoryBound(to: Float16.self)
-                for index in result.indices { target[index] = Float16(result[index]) }
+                fill(packed, pairs, rows: rows, headDimension: headDimension, dtype: dtype) { target[$0] = Float16(Float.roundedToOdd($1)) }
+            case .float32:
+                let target = base.assumingMemoryBound(to: Float.self)
+                fill(packed, pairs, rows: rows, headDimension: headDimension, dtype: dtype) { target[$0] = Float($1) }
             default:
-                for index in result.indices { dtype.store(Double(result[index]), base, index) }
+                fill(packed, pairs, rows: rows, headDimension: headDimension, dtype: dtype) { dtype.store($1, base, $0) }
             }
         }
         return tensor
+    }
+
+    /// Calls `store(index, value)` with every element's exact value (`exactProduct`) in row-major
+    /// order; `pairs` holds the fp8 rows' scale/shift words.
+    @inline(__always)
+    private func fill(_ packed: [UInt32], _ pairs: [UInt32], rows: Int, headDimension: Int, dtype: DType,
+                      store: (Int, Double) -> Void) {
+        let words = wordsPerRow(headDimension: headDimension)
+        let table = FP8E4M3.values
+        packed.withUnsafeBufferPointer { packed in
+            for row in 0..<rows {
+                let base = row * words, first = row * headDimension
+                switch self {
+                case .int4(let groups):
+                    let groupSize = headDimension / groups
+                    for group in 0..<groups {
+                        let pair = Self.scaleAndShift(packed[base + group], dtype: dtype)
+                        for element in group * groupSize ..< (group + 1) * groupSize {
+                            let x = Float((packed[base + groups + element / 8] >> (4 * UInt32(element % 8))) & 0xF)
+                            store(first + element, Self.exactProduct(x, pair.scale, pair.shift))
+                        }
+                    }
+                case .fp8:
+                    let pair = Self.scaleAndShift(pairs[row], dtype: dtype)
+                    for element in 0..<headDimension {
+                        let x = table[Int((packed[base + element / 4] >> (8 * UInt32(element % 4))) & 0xFF)]
+                        store(first + element, Self.exactProduct(x, pair.scale, pair.shift))
+                    }
+                }
+            }
+        }
     }
 }
 

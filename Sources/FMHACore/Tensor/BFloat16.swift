@@ -32,11 +32,7 @@ public struct BFloat16: Sendable, Hashable, CustomStringConvertible {
     /// through `Float` rounds to odd, which keeps enough bits for the last step to be exact.
     @_disfavoredOverload
     public init(_ value: Double) {
-        var narrowed = Float(value)
-        if narrowed.isFinite, Double(narrowed) != value, narrowed.bitPattern & 1 == 0 {
-            narrowed = Double(narrowed) < value ? narrowed.nextUp : narrowed.nextDown
-        }
-        self.init(narrowed)
+        self.init(Float.roundedToOdd(value))
     }
 
     /// The exact value as a `Float`.
@@ -49,6 +45,17 @@ public struct BFloat16: Sendable, Hashable, CustomStringConvertible {
 }
 
 extension Float {
+    /// `value` rounded to a float, to odd: the nearest float when it is exact, else the neighbour
+    /// of the two around `value` whose last bit is 1. Rounding that once more to a format of at
+    /// most 22 significant bits (float16, bfloat16) gives what rounding `value` directly would.
+    public static func roundedToOdd(_ value: Double) -> Float {
+        var narrowed = Float(value)
+        if narrowed.isFinite, Double(narrowed) != value, narrowed.bitPattern & 1 == 0 {
+            narrowed = Double(narrowed) < value ? narrowed.nextUp : narrowed.nextDown
+        }
+        return narrowed
+    }
+
     /// The exact value of a bfloat16.
     public init(_ value: BFloat16) {
         self = value.floatValue
