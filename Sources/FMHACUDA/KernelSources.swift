@@ -845,20 +845,6 @@ __device__ __forceinline__ void copy_4_bytes_async(uint32_t destination, const u
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(destination), "l"(source), "r"(valid ? 4 : 0) : "memory");
 }
 
-#if FMHA_KV_FORMAT == 2 && __CUDA_ARCH__ < 890
-/// The value of fp8 e4m3 byte `byte` (bits 0-7; NaN at S.1111.111, no infinities), exactly, where
-/// the device has no e4m3 conversion: exponent and mantissa placed under a float's, rebiased from
-/// 7 to 127, exact for normals; for subnormals (exponent 0) that is 2^-7·(1 + m/8), from which
-/// m·2^-9 follows.
-__device__ __forceinline__ float e4m3_to_float(uint32_t byte) {
-    const uint32_t magnitude = byte & 0x7Fu;
-    const float normal = __uint_as_float((magnitude << 20) + (120u << 23));
-    float value = magnitude < 8u ? fmaf(normal, 2.0f, -0.015625f) : normal;
-    if (magnitude == 0x7Fu) value = __uint_as_float(0x7FC00000u);
-    return __uint_as_float(__float_as_uint(value) | ((byte & 0x80u) << 24));
-}
-#endif
-
 /// a·b + c on two pairs of the input type at once, rounded once (fma.rn: subnormals kept).
 __device__ __forceinline__ uint32_t fma_pairs(uint32_t a, uint32_t b, uint32_t c) {
     uint32_t result;
@@ -920,48 +906,92 @@ __device__ __forceinline__ uint32_t e4m3_pair(uint32_t bytes) {
     return pack_pair(fmha::half_to_float(uint16_t(halves)), fmha::half_to_float(uint16_t(halves >> 16)));
 #endif
 #else
-    return pack_pair(e4m3_to_float(bytes & 0xFFu), e4m3_to_float((bytes >> 8) & 0xFFu));
+    // Each byte at the top of a half, its exponent and mantissa moved under the input type's: a
+    // value of 2^-8 (float16) or 2^-120 (bfloat16) times the byte's, normal or subnormal alike,
+    // which a paired multiply by the power makes exact; then S.1111.111 as NaN.
+    const uint32_t top = __byte_perm(bytes, 0, 0x1404);
+    const uint32_t nan = __vcmpeq2(top & 0x7F007F00u, 0x7F007F00u);
+    uint32_t pair;
+#if FMHA_DTYPE == 1
+    asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(pair) : "r"(((top >> 1) & 0x3F803F80u) | (top & 0x80008000u)), "r"(0x5C005C00u));
+    return pair | (nan & 0x7E007E00u);
+#else
+    pair = fma_pairs(((top >> 4) & 0x07F007F0u) | (top & 0x80008000u), 0x7B807B80u, 0x80008000u);
+    return pair | (nan & 0x7FC07FC0u);
+#endif
 #endif
 }
 #endif
 
 /// Dequantizes a warp's staged rows (FMHA_BLOCK_N rows of FMHA_STAGE_ROW words, laid out as
 /// FMHA_STAGE_ROW says) into `tile` (FMHA_BLOCK_N rows of FMHA_ROW values of the input type,
-/// columns at or past `head_dim` zero): x·scale + shift by fma_pairs. Each lane converts 8
-/// elements a pass (an int4 word; two fp8 words), passes unrolled so that their chains overlap.
-/// int4: `scale_slot` gives the staged slot of the scale/shift word of data word w (its group's).
+/// columns at or past `head_dim` zero): x·scale + shift by fma_pairs. An item is 8 elements (an
+/// int4 word; two fp8 words); each lane converts `span` consecutive items of a row a pass (two
+/// where the tile's items divide evenly, so that they share a scale/shift conversion), passes
+/// unrolled so that their chains overlap. int4: `scale_slot(i)` is the staged slot of item i's
+/// scale/shift word (its group's), and `span_shares_scale` says that a lane's items share it.
 template <typename ScaleSlot>
-__device__ __forceinline__ void dequantize_rows(const uint32_t* staged, uint16_t* tile, int head_dim, ScaleSlot scale_slot, int lane) {
+__device__ __forceinline__ void dequantize_rows(const uint32_t* staged, uint16_t* tile, int head_dim, ScaleSlot scale_slot,
+                                                bool span_shares_scale, int lane) {
     constexpr int items = FMHA_HEAD_DIM / 8;
-    static_assert(FMHA_BLOCK_N * items % 32 == 0, "whole items per lane");
-    // (With items dividing 32, a lane's item is the same in every row it takes.)
-    constexpr bool fixed_item = 32 % items == 0;
-    const int lane_item = lane % items;
-    const int lane_slot = scale_slot(lane_item);
-// (By 8, 4 past 128 columns or where the item moves from row to row: fully unrolled, the wider
-// tiles spill, and so do 112 columns on sm_80 by 8.)
-#pragma unroll (FMHA_HEAD_DIM > 128 || 32 % (FMHA_HEAD_DIM / 8) != 0 ? 4 : 8)
-    for (int pass = 0; pass < FMHA_BLOCK_N * items / 32; ++pass) {
+    constexpr int span = FMHA_BLOCK_N * items / 2 % 32 == 0 ? 2 : 1;
+    constexpr int spans = items / span;
+    static_assert(FMHA_BLOCK_N * spans % 32 == 0, "whole spans per lane");
+    // (With spans dividing 32, a lane's span is the same in every row it takes.)
+    constexpr bool fixed_span = 32 % spans == 0;
+    const int lane_first_item = (lane % spans) * span;
+    const int lane_slot = scale_slot(lane_first_item);
+// (32 elements a lane unrolled, 16 past 128 columns or where the span moves from row to row:
+// more, and those spill.)
+#pragma unroll (FMHA_HEAD_DIM > 128 || !fixed_span ? 2 : 4)
+    for (int pass = 0; pass < FMHA_BLOCK_N * spans / 32; ++pass) {
         const int index = lane + 32 * pass;
-        const int r = index / items, item = fixed_item ? lane_item : index % items;
+        const int r = index / spans, first_item = fixed_span ? lane_first_item : (index % spans) * span;
         const uint32_t* row = staged + r * FMHA_STAGE_ROW;
-        uint32_t pairs[4];
+        uint32_t pairs[span][4];
 #if FMHA_KV_FORMAT == 1
-        const PairedScaleShift dequantize(row[fixed_item ? lane_slot : scale_slot(item)]);
-        int4_word_pairs(row[FMHA_STAGE_HEADER + item], pairs);
+        const PairedScaleShift first(row[fixed_span ? lane_slot : scale_slot(first_item)]);
+        uint32_t data[span];
+        if constexpr (span == 2) {
+            const uint2 words = *reinterpret_cast<const uint2*>(row + FMHA_STAGE_HEADER + first_item);
+            data[0] = words.x;
+            data[1] = words.y;
+        } else {
+            data[0] = row[FMHA_STAGE_HEADER + first_item];
+        }
 #pragma unroll
-        for (int e = 0; e < 4; ++e) pairs[e] = dequantize(pairs[e]);
+        for (int i = 0; i < span; ++i) {
+            const PairedScaleShift dequantize = i == 0 || span_shares_scale ? first : PairedScaleShift(row[scale_slot(first_item + i)]);
+            int4_word_pairs(data[i], pairs[i]);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) pairs[i][e] = dequantize(pairs[i][e]);
+        }
 #else
         const PairedScaleShift dequantize(row[FMHA_STAGE_DATA]);
-        const uint2 data = *reinterpret_cast<const uint2*>(row + 2 * item);
-        pairs[0] = dequantize(e4m3_pair(data.x));
-        pairs[1] = dequantize(e4m3_pair(data.x >> 16));
-        pairs[2] = dequantize(e4m3_pair(data.y));
-        pairs[3] = dequantize(e4m3_pair(data.y >> 16));
+        uint32_t data[2 * span];
+        if constexpr (span == 2) {
+            const uint4 words = *reinterpret_cast<const uint4*>(row + 2 * first_item);
+            data[0] = words.x;
+            data[1] = words.y;
+            data[2] = words.z;
+            data[3] = words.w;
+        } else {
+            const uint2 words = *reinterpret_cast<const uint2*>(row + 2 * first_item);
+            data[0] = words.x;
+            data[1] = words.y;
+        }
+#pragma unroll
+        for (int i = 0; i < span; ++i) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) pairs[i][e] = dequantize(e4m3_pair(data[2 * i + e / 2] >> (16 * (e % 2))));
+        }
 #endif
-        const bool used = item * 8 < head_dim;
-        *reinterpret_cast<uint4*>(tile + r * FMHA_ROW + item * 8) =
-            used ? make_uint4(pairs[0], pairs[1], pairs[2], pairs[3]) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int i = 0; i < span; ++i) {
+            const bool used = (first_item + i) * 8 < head_dim;
+            *reinterpret_cast<uint4*>(tile + r * FMHA_ROW + (first_item + i) * 8) =
+                used ? make_uint4(pairs[i][0], pairs[i][1], pairs[i][2], pairs[i][3]) : make_uint4(0, 0, 0, 0);
+        }
     }
 }
 #endif
@@ -1118,49 +1148,53 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_flash_decode(
         // staged slot first_slot + w.
         const int row_words = FMHA_KV_FORMAT == 1 ? groups_per_row + head_dim / 8 : head_dim / 4;
         const int first_slot = FMHA_KV_FORMAT == 1 ? FMHA_STAGE_HEADER - groups_per_row : 0;
-        // Word i = lane + 32·pass of a tile (its rows' words one after another) is word w of row
-        // r; from one pass to the next r grows by rows_step and w by words_step (then wraps).
-        const int rows_step = 32 / row_words, words_step = 32 % row_words;
-        const int lane_first_row = lane / row_words, lane_first_word = lane % row_words;
-        const int passes = (FMHA_BLOCK_N * row_words + 31) / 32;
         // The packed K and V rows of logical keys start + r into `keys` and `values` (rows at or
-        // past the split's end zero), 4-byte copies with every lane busy; pages as for a plain cache.
+        // past the split's end zero), 4-byte copies: lanes_per_row lanes take a row, lane l of
+        // them its words l, l + lanes_per_row, ... (consecutive lanes, consecutive words), so that
+        // a lane computes one K and one V row address a row and its copies differ by constant
+        // offsets; fp8, lane 0 of a row also copies its K and lane 1 its V scale/shift word. Pages
+        // as for a plain cache.
+        constexpr int most_row_words = FMHA_KV_FORMAT == 1 ? FMHA_STAGE_HEADER + FMHA_HEAD_DIM / 8 : FMHA_HEAD_DIM / 4;
+        constexpr int lanes_per_row = most_row_words >= 16 ? 8 : 4, rows_per_pass = 32 / lanes_per_row;
+        const int column = lane % lanes_per_row;
         auto load_rows = [&](uint32_t* keys, uint32_t* values, int start, int lane_row) {
             const int count = min(FMHA_BLOCK_N, split_hi - start);
-            auto row_of = [&](int r) { return page_size == 0 ? start + r : __shfl_sync(0xffffffffu, lane_row, r); };
-            const uint32_t key_address = shared_address(keys), value_address = shared_address(values);
-            int r = lane_first_row, w = lane_first_word;
-            for (int pass = 0; pass < passes; ++pass) {
-                // (Every lane takes part in the shuffle.)
-                const int row = row_of(min(r, FMHA_BLOCK_N - 1));
-                if (r < FMHA_BLOCK_N) {
-                    const bool valid = r < count;
-                    const uint32_t offset = 4 * (r * FMHA_STAGE_ROW + first_slot + w);
-                    copy_4_bytes_async(key_address + offset, valid ? k_head + row * k_row_stride + w : k_head, valid);
-                    copy_4_bytes_async(value_address + offset, valid ? v_head + row * v_row_stride + w : v_head, valid);
+            // (Every lane takes part in the shuffles; a row past the end reads nothing, from the
+            // tile's first row.)
+            const int first_row = page_size == 0 ? start : __shfl_sync(0xffffffffu, lane_row, 0);
+// (Fully unrolled up to 128 columns; by 2 past that, where sm_80 would spill.)
+#pragma unroll (FMHA_HEAD_DIM > 128 ? 2 : FMHA_BLOCK_N / rows_per_pass)
+            for (int pass = 0; pass < FMHA_BLOCK_N / rows_per_pass; ++pass) {
+                const int r = lane / lanes_per_row + rows_per_pass * pass;
+                const int looked_up = page_size == 0 ? start + r : __shfl_sync(0xffffffffu, lane_row, r);
+                const bool valid = r < count;
+                const uint32_t row = uint32_t(valid ? looked_up : first_row);
+                const uint32_t* k_row = k_head + row * k_row_stride + column;
+                const uint32_t* v_row = v_head + row * v_row_stride + column;
+                const uint32_t offset = 4 * (r * FMHA_STAGE_ROW + first_slot + column);
+                const uint32_t key_address = shared_address(keys) + offset, value_address = shared_address(values) + offset;
+#pragma unroll
+                for (int i = 0; i < (most_row_words + lanes_per_row - 1) / lanes_per_row; ++i) {
+                    if (lanes_per_row * i + column < row_words) {
+                        copy_4_bytes_async(key_address + 4 * lanes_per_row * i, k_row + lanes_per_row * i, valid);
+                        copy_4_bytes_async(value_address + 4 * lanes_per_row * i, v_row + lanes_per_row * i, valid);
+                    }
                 }
-                r += rows_step;
-                w += words_step;
-                if (w >= row_words) {
-                    w -= row_words;
-                    ++r;
-                }
-            }
 #if FMHA_KV_FORMAT == 2
-            // The rows' scale/shift words: entry i < FMHA_BLOCK_N K's of row i, FMHA_BLOCK_N + i V's.
-            for (int index = lane; index < 2 * FMHA_BLOCK_N; index += 32) {
-                const int r_pair = index % FMHA_BLOCK_N, row = row_of(r_pair);
-                const bool valid = r_pair < count, is_key = index < FMHA_BLOCK_N;
-                const uint32_t* source = is_key ? k_pairs + row * k_pair_stride : v_pairs + row * v_pair_stride;
-                copy_4_bytes_async((is_key ? key_address : value_address) + 4 * (r_pair * FMHA_STAGE_ROW + FMHA_STAGE_DATA),
-                                   valid ? source : k_pairs, valid);
-            }
+                if (column < 2) {
+                    const uint32_t* pair = column == 0 ? k_pairs + row * k_pair_stride : v_pairs + row * v_pair_stride;
+                    copy_4_bytes_async((column == 0 ? shared_address(keys) : shared_address(values)) + 4 * (r * FMHA_STAGE_ROW + FMHA_STAGE_DATA),
+                                       pair, valid);
+                }
 #endif
+            }
         };
         // int4: the staged slot of data word w's scale/shift word, group w·G / (K/8) (by a float
         // reciprocal: exact for w < 2^20).
         const float group_factor = FMHA_KV_FORMAT == 1 ? float(groups_per_row) / float(head_dim / 8) : 0.0f;
         auto scale_slot = [=](int w) { return first_slot + int((float(w) + 0.5f) * group_factor); };
+        // Whether a group's words come in pairs (dequantize_rows' spans of two items).
+        const bool span_shares_scale = FMHA_KV_FORMAT == 2 || head_dim / 8 / groups_per_row % 2 == 0;
         // Ring stage s: the staged K rows, then the staged V rows.
         uint32_t* const staged_rows = reinterpret_cast<uint32_t*>(warp_tiles);
         auto key_buffer = [&](int j) { return staged_rows + (j % FMHA_STAGES) * 2 * FMHA_BLOCK_N * FMHA_STAGE_ROW; };
@@ -1211,8 +1245,9 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_flash_decode(
             wait_for_all_but_newest_stages();
             __syncwarp();
 #if FMHA_KV_FORMAT != 0
-            dequantize_rows(key_buffer(j), key_tile(j), head_dim, scale_slot, lane);
-            dequantize_rows(key_buffer(j) + FMHA_BLOCK_N * FMHA_STAGE_ROW, key_tile(j) + tile_elements, head_dim, scale_slot, lane);
+            dequantize_rows(key_buffer(j), key_tile(j), head_dim, scale_slot, span_shares_scale, lane);
+            dequantize_rows(key_buffer(j) + FMHA_BLOCK_N * FMHA_STAGE_ROW, key_tile(j) + tile_elements, head_dim, scale_slot,
+                            span_shares_scale, lane);
             __syncwarp();
 #endif
             uint16_t* const keys = key_tile(j);
@@ -1246,7 +1281,8 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_flash_decode(
                     tile_maximum[row] = fmaxf(tile_maximum[row], score[n][e]);
                 }
             }
-            float base[2];
+            float base[2], rescale[2];
+            bool grew = false;
 #pragma unroll
             for (int row = 0; row < 2; ++row) {
                 tile_maximum[row] = fmaxf(tile_maximum[row], __shfl_xor_sync(0xffffffffu, tile_maximum[row], 1));
@@ -1254,13 +1290,21 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_flash_decode(
                 const float new_maximum = fmaxf(maximum[row], tile_maximum[row]);
                 // A row that has seen no key yet keeps maximum -inf; subtract 0 so that exp2 gives 0.
                 base[row] = new_maximum == -FMHA_INFINITY ? 0.0f : new_maximum;
-                const float rescale = exp2_approx(maximum[row] - base[row]);
+                rescale[row] = exp2_approx(maximum[row] - base[row]);
+                grew |= new_maximum != maximum[row];
                 maximum[row] = new_maximum;
-                sum[row] *= rescale;
+            }
+            // Only when some row's maximum grew (long splits: rarely, once the first keys are in);
+            // otherwise every rescale is exp2(0) = 1, or 0 of a sum and output still 0.
+            if (__any_sync(0xffffffffu, grew)) {
 #pragma unroll
-                for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) {
-                    accumulator[n][2 * row] *= rescale;
-                    accumulator[n][2 * row + 1] *= rescale;
+                for (int row = 0; row < 2; ++row) {
+                    sum[row] *= rescale[row];
+#pragma unroll
+                    for (int n = 0; n < FMHA_HEAD_DIM / 8; ++n) {
+                        accumulator[n][2 * row] *= rescale[row];
+                        accumulator[n][2 * row + 1] *= rescale[row];
+                    }
                 }
             }
             uint32_t probability[FMHA_BLOCK_N / 16][4];
