@@ -65,6 +65,9 @@ struct DriverFunctions: Sendable {
     let cuModuleUnload = LibraryFunction<Destroy>("cuModuleUnload")
     let cuModuleGetFunction = LibraryFunction<@convention(c) (HandleOut, Handle, UnsafePointer<CChar>?) -> Int32>("cuModuleGetFunction")
     let cuFuncSetAttribute = LibraryFunction<@convention(c) (Handle, Int32, Int32) -> Int32>("cuFuncSetAttribute")
+    let cuTensorMapEncodeTiled = LibraryFunction<@convention(c) (UnsafeMutableRawPointer?, Int32, UInt32, UnsafeMutableRawPointer?,
+                                                                 UnsafePointer<UInt64>?, UnsafePointer<UInt64>?, UnsafePointer<UInt32>?,
+                                                                 UnsafePointer<UInt32>?, Int32, Int32, Int32, Int32) -> Int32>("cuTensorMapEncodeTiled")
     let cuLaunchKernel = LibraryFunction<@convention(c) (Handle, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, Handle,
                                                          UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
                                                          UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32>("cuLaunchKernel")

@@ -6,7 +6,7 @@ import FMHACUDA
 public enum Operators {
     /// Forward operators, most preferred first.
     public static let forward: [any ForwardOperator] = [
-        CPUForward(), CUDAFlashDecode(), CUDAFlashForward(), CUDAReferenceForward(), ReferenceForward(),
+        CPUForward(), CUDAFlashDecode(), CUDAHopperForward(), CUDAFlashForward(), CUDAReferenceForward(), ReferenceForward(),
     ]
     /// Backward operators, most preferred first.
     public static let backward: [any BackwardOperator] = [

@@ -8,7 +8,7 @@ import FMHACore
 /// LSE. float16 and bfloat16, head dimensions that are multiples of 8 up to 256; the rest goes to
 /// `cuda-reference`. Output and LSE stay on the device. Tensor bias and dropout run in a second
 /// build of the kernel (`FMHA_EXTRAS`) with its own tile shapes.
-public struct CUDAFlashForward: ForwardOperator {
+public struct CUDAFlashForward: CUDAForwardRunner {
     /// The widths kernels are compiled for: K and Kv are padded to the first one that holds both.
     static let widths = Array(stride(from: 16, through: 128, by: 16)) + [160, 192, 224, 256]
 

@@ -176,6 +176,13 @@ final class CUDAKernels: Sendable {
     }
 }
 
+/// A CUDA forward operator whose kernels write every element of the output and LSE tensors it is
+/// given (contiguous, the problem's output shape and dtype, and float32, on its device): what the
+/// GPU tests call with poisoned tensors, to see that nothing is left unwritten.
+protocol CUDAForwardRunner: ForwardOperator {
+    func run(_ problem: AttentionProblem, output: Tensor, lse: Tensor) throws
+}
+
 extension CUDADevice {
     /// The architecture kernels are compiled for on this device, `sm_<major><minor>` (e.g. `sm_90`).
     var kernelArchitecture: String { "sm_\(computeCapability.major)\(computeCapability.minor)" }

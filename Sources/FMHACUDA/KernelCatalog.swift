@@ -50,11 +50,13 @@ public enum KernelCatalog {
 
     /// Every variant for `architecture`: the fixed kernels, the tensor-core forward's kernel of
     /// the tuning table for every width, input dtype (float16, bfloat16) and build (plain, and
-    /// with tensor bias and dropout), then the tensor-core backward's and the decoding kernels' for every width and dtype.
+    /// with tensor bias and dropout), then the tensor-core backward's and the decoding kernels' for every width and dtype, and
+    /// on sm_90a the Hopper forward's.
     public static func allVariants(architecture: String) -> [any KernelVariantDescriptor] {
         FixedKernel.Source.allCases.map { FixedKernel($0, architecture: architecture) }
             + FlashForwardKernel.tableVariants(architecture: architecture)
             + FlashBackwardKernel.allVariants(architecture: architecture)
             + FlashDecodeKernel.allVariants(architecture: architecture)
+            + HopperForwardKernel.allVariants(architecture: architecture)
     }
 }

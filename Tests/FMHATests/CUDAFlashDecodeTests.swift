@@ -215,7 +215,7 @@ struct CUDAFlashDecodeTests {
         let k = try Self.randn([1, 64, 1, 64], 20, .float16)
         let few = try Self.randn([1, 16, 1, 64], 21, .float16), many = try Self.randn([1, 17, 1, 64], 22, .float16)
         #expect(try Operators.forwardOperator(for: Inputs(query: few, key: k, value: k).validate()).name == "cuda-decode")
-        #expect(try Operators.forwardOperator(for: Inputs(query: many, key: k, value: k).validate()).name == "cuda-flash")
+        #expect(try Operators.forwardOperator(for: Inputs(query: many, key: k, value: k).validate()).name == CUDAFlashForwardTests.prefillOperator)
         let packed = try BlockDiagonalCausalWithOffsetPaddedKeysMask.fromSeqlens(qSeqlen: [16, 1], kvPadding: 32, kvSeqlen: [30, 2])
         let queries = try Self.randn([1, 17, 1, 64], 23, .float16)
         #expect(try Operators.forwardOperator(for: Inputs(query: queries, key: k, value: k, bias: packed).validate()).name == "cuda-decode")

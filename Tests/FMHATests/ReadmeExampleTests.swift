@@ -28,7 +28,7 @@ import Testing
         let (packed, _) = try KeyValueFormat.int4(groups: 2).quantize(cache)
         let step = try memoryEfficientAttention(query.slice(dimension: 1, range: 7..<8), packed, packed)
         #expect(packed.shape == [1, 8, 4, 10] && step.shape == [1, 1, 4, 64])
-        #expect(Operators.explainForward(problem).map(\.name) == ["cpu-tiled", "cuda-decode", "cuda-flash", "cuda-reference", "cpu-reference"])
+        #expect(Operators.explainForward(problem).map(\.name) == ["cpu-tiled", "cuda-decode", "cuda-hopper", "cuda-flash", "cuda-reference", "cpu-reference"])
         let mask = try bias.materialize(shape: [8, 8]).toArray()
         // Row 4 is the second query of the second sequence (keys 3..<8): it sees keys 3 and 4.
         #expect(mask[4 * 8 ..< 5 * 8].map { $0 == 0 } == [false, false, false, true, true, false, false, false])

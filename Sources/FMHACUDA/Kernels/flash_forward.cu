@@ -39,36 +39,6 @@ static_assert(FMHA_BLOCK_N % 16 == 0, "FMHA_BLOCK_N: a multiple of 16");
 #error "FMHA_STAGES: 1, or 2 with Q in shared memory and no extras"
 #endif
 
-/// mbarrier (shared address `barrier`): set up for `count` arrivals per phase.
-__device__ __forceinline__ void barrier_init(uint32_t barrier, uint32_t count) {
-    asm volatile("mbarrier.init.shared.b64 [%0], %1;" :: "r"(barrier), "r"(count) : "memory");
-}
-
-/// One arrival on `barrier` (release: this thread's earlier shared-memory accesses are ordered before it).
-__device__ __forceinline__ void barrier_arrive(uint32_t barrier) {
-    asm volatile("{ .reg .b64 state; mbarrier.arrive.shared.b64 state, [%0]; }" :: "r"(barrier) : "memory");
-}
-
-/// One arrival on `barrier` once every cp.async this thread has started so far has landed.
-__device__ __forceinline__ void barrier_arrive_on_copies(uint32_t barrier) {
-    asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];" :: "r"(barrier) : "memory");
-}
-
-/// Waits until the phase of `barrier` with parity `parity` has completed (on sm_90 and newer with
-/// try_wait, which suspends the thread for a while instead of spinning on issue slots).
-__device__ __forceinline__ void barrier_wait(uint32_t barrier, uint32_t parity) {
-    uint32_t done;
-    do {
-#if __CUDA_ARCH__ >= 900
-        asm volatile("{ .reg .pred complete; mbarrier.try_wait.parity.shared::cta.b64 complete, [%1], %2; selp.u32 %0, 1, 0, complete; }"
-                     : "=r"(done) : "r"(barrier), "r"(parity) : "memory");
-#else
-        asm volatile("{ .reg .pred complete; mbarrier.test_wait.parity.shared.b64 complete, [%1], %2; selp.u32 %0, 1, 0, complete; }"
-                     : "=r"(done) : "r"(barrier), "r"(parity) : "memory");
-#endif
-    } while (!done);
-}
-
 /// `shape` as for fmha_reference_forward (K, Kv ≤ FMHA_HEAD_DIM, multiples of 8 when
 /// `vector_loads`, even otherwise), `mask` the mask lowering (prelude.cu). `vector_loads`: every row
 /// of q, k and v starts 16-byte aligned (rows move 8 elements at a time). `work`: per blockIdx.x,

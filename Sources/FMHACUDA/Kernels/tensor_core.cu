@@ -1,6 +1,7 @@
-// Tensor-core building blocks shared by the flash forward and backward kernels (compiled after
-// prelude.cu and before the kernel file; needs FMHA_DTYPE: 1 float16, 2 bfloat16): 16-bit pairs
-// of the input type, exp2, mma.sync m16n8k16 with float32 accumulation, ldmatrix and cp.async.
+// Tensor-core building blocks shared by the flash forward, backward, decode and Hopper kernels
+// (compiled after prelude.cu and before the kernel file; needs FMHA_DTYPE: 1 float16, 2 bfloat16):
+// 16-bit pairs of the input type, exp2, mma.sync m16n8k16 with float32 accumulation, ldmatrix,
+// cp.async and mbarriers.
 // Fragment layouts (PTX ISA, mma.m16n8k16): with g = lane / 4 and t = lane % 4, an A fragment
 // (16×16, row-major) holds rows g and g + 8 at columns 2t, 2t + 1 and 2t + 8, 2t + 9; a B fragment
 // (16×8, column-major) holds column g at rows 2t, 2t + 1 and 2t + 8, 2t + 9; an accumulator
@@ -157,4 +158,34 @@ __device__ __forceinline__ void load_matrices_transposed(uint32_t address, uint3
 /// cached in L2 only); when `valid` is false nothing is read and the 16 bytes are zeroed.
 __device__ __forceinline__ void copy_16_bytes_async(uint32_t destination, const uint16_t* source, bool valid) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(destination), "l"(source), "r"(valid ? 16 : 0) : "memory");
+}
+
+/// mbarrier (shared address `barrier`): set up for `count` arrivals per phase.
+__device__ __forceinline__ void barrier_init(uint32_t barrier, uint32_t count) {
+    asm volatile("mbarrier.init.shared.b64 [%0], %1;" :: "r"(barrier), "r"(count) : "memory");
+}
+
+/// One arrival on `barrier` (release: this thread's earlier shared-memory accesses are ordered before it).
+__device__ __forceinline__ void barrier_arrive(uint32_t barrier) {
+    asm volatile("{ .reg .b64 state; mbarrier.arrive.shared.b64 state, [%0]; }" :: "r"(barrier) : "memory");
+}
+
+/// One arrival on `barrier` once every cp.async this thread has started so far has landed.
+__device__ __forceinline__ void barrier_arrive_on_copies(uint32_t barrier) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];" :: "r"(barrier) : "memory");
+}
+
+/// Waits until the phase of `barrier` with parity `parity` has completed (on sm_90 and newer with
+/// try_wait, which suspends the thread for a while instead of spinning on issue slots).
+__device__ __forceinline__ void barrier_wait(uint32_t barrier, uint32_t parity) {
+    uint32_t done;
+    do {
+#if __CUDA_ARCH__ >= 900
+        asm volatile("{ .reg .pred complete; mbarrier.try_wait.parity.shared::cta.b64 complete, [%1], %2; selp.u32 %0, 1, 0, complete; }"
+                     : "=r"(done) : "r"(barrier), "r"(parity) : "memory");
+#else
+        asm volatile("{ .reg .pred complete; mbarrier.test_wait.parity.shared.b64 complete, [%1], %2; selp.u32 %0, 1, 0, complete; }"
+                     : "=r"(done) : "r"(barrier), "r"(parity) : "memory");
+#endif
+    } while (!done);
 }
