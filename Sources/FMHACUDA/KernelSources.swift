@@ -2008,6 +2008,13 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, FMHA_MIN_BLOCKS) fmha
 #define FMHA_BOXES (FMHA_HEAD_DIM / 64)
 #define FMHA_Q_BYTES (FMHA_BOXES * FMHA_BLOCK_M * 128)
 #define FMHA_KV_BYTES (FMHA_BOXES * FMHA_BLOCK_N * 128)
+/// Registers a thread of the producer and of a consumer warpgroup keeps after setmaxnreg. The
+/// consumers' increase comes out of what the producer gives back: the block's pool is what it
+/// was launched with, 168 registers a thread (65536 / 384, `__launch_bounds__(384, 1)`), so
+/// 128 · producer + 256 · consumer must stay within 384 · 168, or the increase waits forever.
+#define FMHA_PRODUCER_REGISTERS 24
+#define FMHA_CONSUMER_REGISTERS 240
+static_assert(128 * FMHA_PRODUCER_REGISTERS + 256 * FMHA_CONSUMER_REGISTERS <= FMHA_THREADS * 168, "setmaxnreg within the block's registers");
 /// The tiles, and 1 KiB to align them to the swizzle pattern's 1024 bytes.
 #define FMHA_SHARED_BYTES (FMHA_Q_BYTES + 2 * FMHA_STAGES * FMHA_KV_BYTES + 1024)
 
@@ -2171,7 +2178,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_hopper_forwar
 
     if (warpgroup == 0) {
         // The producer: one thread issues every copy; the other warps have nothing to do.
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 32;");
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" :: "n"(FMHA_PRODUCER_REGISTERS));
         if (thread != 0) return;
         const uint32_t groups = uint32_t(shape[3]), heads = uint32_t(shape[4]), head_count = uint32_t(total_heads());
         const int64_t tile_start = tile(1);
@@ -2213,7 +2220,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_hopper_forwar
 
     // A consumer warpgroup: rows 64·(warpgroup - 1) ..< + 64 of the tile; this thread's rows
     // row[0] and row[1] = row[0] + 8.
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 240;");
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" :: "n"(FMHA_CONSUMER_REGISTERS));
     const int64_t queries = shape[1];
     const uint32_t groups = uint32_t(shape[3]), heads = uint32_t(shape[4]), head_count = uint32_t(total_heads());
     const int value_dim = int(shape[6]);
@@ -2318,25 +2325,38 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_hopper_forwar
                 asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
                 asm volatile("bar.sync 3, 256;" ::: "memory");
             }
-            // Scale (base 2), mask, online softmax.
-            const bool masked = !(first_key >= inner_lo && first_key + FMHA_BLOCK_N <= inner_hi);
+            // Mask (only tiles that reach past some row's keys), then the online softmax in base 2
+            // on the unscaled scores: the maximum is taken before scaling (by factor > 0) and each
+            // probability is exp2(score · factor - base), one fused multiply-add. (A scale ≤ 0 is
+            // applied to the scores first.)
+            if (scale_log2 <= 0.0f) {
+#pragma unroll
+                for (int i = 0; i < 64; ++i) score[i] *= scale_log2;
+            }
+            const float factor = scale_log2 > 0.0f ? scale_log2 : 1.0f;
+            if (!(first_key >= inner_lo && first_key + FMHA_BLOCK_N <= inner_hi)) {
+#pragma unroll
+                for (int i = 0; i < 16; ++i) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int key = first_key + 8 * i + column + e % 2, r = e / 2;
+                        const bool visible = key >= lo[r] && key < hi[r];
+                        score[4 * i + e] = visible ? score[4 * i + e] : -FMHA_INFINITY;
+                    }
+                }
+            }
             float tile_maximum[2] = {-FMHA_INFINITY, -FMHA_INFINITY};
 #pragma unroll
             for (int i = 0; i < 16; ++i) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int key = first_key + 8 * i + column + e % 2, r = e / 2;
-                    float& s = score[4 * i + e];
-                    s = masked && (key < lo[r] || key >= hi[r]) ? -FMHA_INFINITY : s * scale_log2;
-                    tile_maximum[r] = fmaxf(tile_maximum[r], s);
-                }
+                tile_maximum[0] = fmaxf(tile_maximum[0], fmaxf(score[4 * i], score[4 * i + 1]));
+                tile_maximum[1] = fmaxf(tile_maximum[1], fmaxf(score[4 * i + 2], score[4 * i + 3]));
             }
             float base[2];
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
                 tile_maximum[r] = fmaxf(tile_maximum[r], __shfl_xor_sync(0xffffffffu, tile_maximum[r], 1));
                 tile_maximum[r] = fmaxf(tile_maximum[r], __shfl_xor_sync(0xffffffffu, tile_maximum[r], 2));
-                const float new_maximum = fmaxf(maximum[r], tile_maximum[r]);
+                const float new_maximum = fmaxf(maximum[r], tile_maximum[r] * factor);
                 // A row that has seen no key yet keeps maximum -inf; subtract 0 so that exp2 gives 0.
                 base[r] = new_maximum == -FMHA_INFINITY ? 0.0f : new_maximum;
                 const float rescale = exp2_approx(maximum[r] - base[r]);
@@ -2350,8 +2370,8 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_hopper_forwar
             }
 #pragma unroll
             for (int i = 0; i < 16; ++i) {
-                const float p0 = exp2_approx(score[4 * i] - base[0]), p1 = exp2_approx(score[4 * i + 1] - base[0]);
-                const float p2 = exp2_approx(score[4 * i + 2] - base[1]), p3 = exp2_approx(score[4 * i + 3] - base[1]);
+                const float p0 = exp2_approx(fmaf(score[4 * i], factor, -base[0])), p1 = exp2_approx(fmaf(score[4 * i + 1], factor, -base[0]));
+                const float p2 = exp2_approx(fmaf(score[4 * i + 2], factor, -base[1])), p3 = exp2_approx(fmaf(score[4 * i + 3], factor, -base[1]));
                 sum[0] += p0 + p1;
                 sum[1] += p2 + p3;
                 probability[i / 2][(i % 2) * 2] = pack_pair(p0, p1);
