@@ -8,9 +8,9 @@ import FMHACore
 /// S = Q·Kᵀ and O += P·V by `wgmma` with the softmax in registers. Every mask without a tensor
 /// and without pages through the mask lowering, GQA and stride-0 K/V in place (the tensor maps
 /// give such a dimension extent 1), K ≠ Kv, partial output and any output dtype; float16 and
-/// bfloat16 with K and Kv up to 128. Everything else (compute capability other than 9.0, wider
-/// heads, a tensor bias, dropout, paged caches, quantized caches, rows the tensor memory
-/// accelerator cannot address) goes to `cuda-flash`, and dispatch says why.
+/// bfloat16 with K and Kv up to 256 (128-key tiles, 64 past 128 columns). Everything else
+/// (compute capability other than 9.0, a tensor bias, dropout, paged caches, quantized caches, rows
+/// the tensor memory accelerator cannot address) goes to `cuda-flash`, and dispatch says why.
 public struct CUDAHopperForward: CUDAForwardRunner {
     public let name = "cuda-hopper"
 
@@ -54,14 +54,14 @@ public struct CUDAHopperForward: CUDAForwardRunner {
     }
 
     /// The tensor map of `tensor` at `address`: dimensions (column, row, h, g, b), boxes of 64
-    /// columns × 128 rows; a dimension of one index or of stride 0 has extent 1.
-    static func map(_ tensor: Tensor, address: UInt64, driver: CUDADriver) throws -> TensorMap {
+    /// columns × `rows` rows; a dimension of one index or of stride 0 has extent 1.
+    static func map(_ tensor: Tensor, address: UInt64, rows: Int, driver: CUDADriver) throws -> TensorMap {
         let order = [1, 3, 2, 0]
         let extents = [UInt64(tensor.shape[4])]
             + order.map { tensor.strides[$0] == 0 ? 1 : UInt64(tensor.shape[$0]) }
         let strides = order.map { tensor.strides[$0] == 0 || tensor.shape[$0] == 1 ? UInt64(16) : UInt64(tensor.strides[$0] * 2) }
         return try TensorMap(driver: driver, elementType: tensor.dtype == .float16 ? .float16 : .bfloat16, address: address,
-                             extents: extents, strides: strides, box: [64, UInt32(HopperForwardKernel.blockQueries), 1, 1, 1])
+                             extents: extents, strides: strides, box: [64, UInt32(rows), 1, 1, 1])
     }
 
     public func forward(_ problem: AttentionProblem) throws -> ForwardOutput {
@@ -88,8 +88,9 @@ public struct CUDAHopperForward: CUDAForwardRunner {
             let function = try CUDAKernels.shared().function(kernel, entry: HopperForwardKernel.entryPoint, context: context)
             try CUDAKernels.withAddresses([views.query, views.key, views.value, output, lse]) { addresses in
                 var arguments = KernelArguments()
-                for (tensor, address) in zip([views.query, views.key, views.value], addresses) {
-                    arguments.append(words: try Self.map(tensor, address: address, driver: driver).words)
+                for (tensor, (address, rows)) in zip([views.query, views.key, views.value],
+                                                     zip(addresses, [HopperForwardKernel.blockQueries, kernel.blockKeys, kernel.blockKeys])) {
+                    arguments.append(words: try Self.map(tensor, address: address, rows: rows, driver: driver).words)
                 }
                 arguments.append(addresses[3])
                 arguments.append(addresses[4])

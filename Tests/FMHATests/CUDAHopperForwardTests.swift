@@ -8,7 +8,7 @@ let hopperAvailable = CUDAFlashForwardTests.prefillOperator == "cuda-hopper"
 
 /// The Hopper forward (`cuda-hopper`) against the CUDA reference on the same device inputs,
 /// outputs poisoned with NaN before each run (`CUDAFlashForwardTests.check`): every mask family it
-/// takes, head dimensions 8 ... 128 and K ≠ Kv, float16 and bfloat16, lengths one past a tile and
+/// takes, head dimensions 8 ... 256 and K ≠ Kv, float16 and bfloat16, lengths one past a tile and
 /// long enough for the K/V ring to wrap many times, GQA in place, BMGHK, partial output, strided
 /// queries, B·H > 65535, NaN in keys no query sees; and what it refuses, with the reasons.
 @Suite(.enabled(if: hopperAvailable, "no compute capability 9.0 GPU"))
@@ -23,7 +23,7 @@ struct CUDAHopperForwardTests {
         try FMHATestSupport.randn(shape, seed, dtype, device: .cuda(0))
     }
 
-    @Test(arguments: [DType.float16, .bfloat16], [16, 40, 64, 96, 128])
+    @Test(arguments: [DType.float16, .bfloat16], [16, 40, 64, 96, 128, 160, 256])
     func masksOfEveryFamily(dtype: DType, headDimension: Int) throws {
         let q = try Self.randn([1, 131, 2, headDimension], 1, dtype), k = try Self.randn([1, 200, 2, headDimension], 2, dtype)
         let v = try Self.randn([1, 200, 2, headDimension], 3, dtype)
@@ -41,7 +41,7 @@ struct CUDAHopperForwardTests {
 
     @Test(arguments: [DType.float16, .bfloat16])
     func headDimensionsLengthsAndKNotKv(dtype: DType) throws {
-        for headDimension in [8, 24, 64, 72, 128] {
+        for headDimension in [8, 24, 64, 72, 128, 136, 192, 256] {
             for (queries, keys) in [(1, 1), (33, 129), (129, 65), (300, 1025)] {
                 let q = try Self.randn([2, queries, 1, headDimension], 21, dtype), k = try Self.randn([2, keys, 1, headDimension], 22, dtype)
                 let v = try Self.randn([2, keys, 1, headDimension], 23, dtype)
@@ -51,7 +51,7 @@ struct CUDAHopperForwardTests {
                 }
             }
         }
-        for (headDimension, valueDimension) in [(64, 128), (128, 40), (8, 120)] {
+        for (headDimension, valueDimension) in [(64, 128), (128, 40), (8, 120), (256, 64), (40, 200)] {
             let q = try Self.randn([1, 70, 2, headDimension], 24, dtype), k = try Self.randn([1, 290, 2, headDimension], 25, dtype)
             let v = try Self.randn([1, 290, 2, valueDimension], 26, dtype)
             try check(Inputs(query: q, key: k, value: v, bias: LowerTriangularFromBottomRightMask()), "\(dtype) K=\(headDimension) Kv=\(valueDimension)")
@@ -67,6 +67,8 @@ struct CUDAHopperForwardTests {
             as [(any AttentionBias)?] {
             try check(Inputs(query: q, key: k, value: v, bias: mask), "long, \(mask.map { type(of: $0).name } ?? "dense")")
         }
+        let wide = try Self.randn([1, 1500, 2, 256], 35, .float16)
+        try check(Inputs(query: wide, key: wide, value: wide, bias: LowerTriangularMask()), "long, K = 256, causal")
         let varlen = try BlockDiagonalCausalMask.fromSeqlens(qSeqlen: [1000, 1, 1999])
         let packed = try Self.randn([1, 3000, 4, 64], 34, .float16)
         try check(Inputs(query: packed, key: packed, value: packed, bias: varlen), "varlen causal 1000, 1, 1999")
@@ -106,8 +108,8 @@ struct CUDAHopperForwardTests {
         let q = try Self.randn([1, 300, 2, 128], 17, .bfloat16)
         #expect(try Operators.forwardOperator(for: Inputs(query: q, key: q, value: q).validate()).name == "cuda-hopper")
         func reasons(_ inputs: Inputs) throws -> [String] { CUDAHopperForward().notSupportedReasons(try inputs.validate()) }
-        let wide = try Self.randn([1, 300, 2, 192], 18, .bfloat16)
-        #expect(try reasons(Inputs(query: wide, key: wide, value: wide)).contains { $0.contains("192") })
+        let bias = try Self.randn([1, 2, 300, 300], 18, .bfloat16)
+        #expect(try reasons(Inputs(query: q, key: q, value: q, bias: bias)).contains { $0.contains("bias") })
         #expect(try reasons(Inputs(query: q, key: q, value: q, p: 0.1)).contains { $0.contains("dropout") })
         let shifted = try Self.randn([1, 77, 2, 136], 19, .bfloat16).slice(dimension: 3, range: 4..<68)
         let unaligned = Inputs(query: try Self.randn([1, 77, 2, 64], 20, .bfloat16), key: shifted, value: shifted)

@@ -16,9 +16,9 @@
 // work list gives each tile's key range and the range every row sees; keys outside a row's own
 // range are masked per element. Columns past K and Kv, and rows past the tensors' ends, arrive
 // as zeros (the tensor maps' out-of-bounds fill).
-// Needs prelude.cu, tensor_core.cu and FMHA_HEAD_DIM (64 or 128: the padded width of Q, K and V),
-// FMHA_DTYPE (1 float16, 2 bfloat16), FMHA_BLOCK_N (128) and FMHA_STAGES (2 to 4). Dynamic shared
-// memory: FMHA_SHARED_BYTES.
+// Needs prelude.cu, tensor_core.cu and FMHA_HEAD_DIM (64, 128, 192 or 256: the padded width of Q, K
+// and V), FMHA_DTYPE (1 float16, 2 bfloat16), FMHA_BLOCK_N (128, or 64 past 128 columns) and
+// FMHA_STAGES (2 to 4). Dynamic shared memory: FMHA_SHARED_BYTES.
 
 #define FMHA_BLOCK_M 128
 #define FMHA_THREADS 384
@@ -38,8 +38,8 @@ static_assert(128 * FMHA_PRODUCER_REGISTERS + 256 * FMHA_CONSUMER_REGISTERS <= F
 /// The tiles, and 1 KiB to align them to the swizzle pattern's 1024 bytes.
 #define FMHA_SHARED_BYTES (FMHA_Q_BYTES + 2 * FMHA_STAGES * FMHA_KV_BYTES + 1024)
 
-static_assert(FMHA_HEAD_DIM == 64 || FMHA_HEAD_DIM == 128, "FMHA_HEAD_DIM: 64 or 128");
-static_assert(FMHA_BLOCK_N == 128, "FMHA_BLOCK_N: 128");
+static_assert(FMHA_HEAD_DIM % 64 == 0 && FMHA_HEAD_DIM <= 256, "FMHA_HEAD_DIM: 64, 128, 192 or 256");
+static_assert(FMHA_BLOCK_N == 64 || FMHA_BLOCK_N == 128, "FMHA_BLOCK_N: 64 or 128");
 static_assert(FMHA_STAGES >= 2 && FMHA_STAGES <= 4, "FMHA_STAGES: 2 to 4");
 
 #if FMHA_DTYPE == 1
@@ -83,9 +83,10 @@ __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_grou
 __device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
 
 /// d (+)= A·B for one k16 step of S = Q·Kᵀ: A = the warpgroup's 64 query rows × 16 columns
-/// (descriptor `a`), B = 128 keys × 16 columns (descriptor `b`), both K-major; `accumulate` 0
-/// overwrites d. Accumulator layout: warp w of the warpgroup holds rows 16w + lane / 4 and + 8;
+/// (descriptor `a`), B = FMHA_BLOCK_N keys × 16 columns (descriptor `b`), both K-major; `accumulate`
+/// 0 overwrites d. Accumulator layout: warp w of the warpgroup holds rows 16w + lane / 4 and + 8;
 /// d[4i + e] is row + 8·(e / 2), column 8i + 2·(lane % 4) + e % 2.
+#if FMHA_BLOCK_N == 128
 __device__ __forceinline__ void wgmma_scores(float (&d)[64], uint64_t a, uint64_t b, int accumulate) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
@@ -105,11 +106,40 @@ __device__ __forceinline__ void wgmma_scores(float (&d)[64], uint64_t a, uint64_
           "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
         : "l"(a), "l"(b), "r"(accumulate));
 }
+#else
+__device__ __forceinline__ void wgmma_scores(float (&d)[32], uint64_t a, uint64_t b, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16" FMHA_MMA_TYPES " "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+        "%32, %33, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "l"(a), "l"(b), "r"(accumulate));
+}
+#endif
 
 /// d += A·B for one k16 step of O = P·V: A = the warpgroup's 64 rows × 16 keys of P in registers
 /// (mma.sync's A fragment layout per warp), B = 16 keys × FMHA_HEAD_DIM columns of V (descriptor
 /// `b`, MN-major). d as for wgmma_scores, columns being V's.
-#if FMHA_HEAD_DIM == 128
+#if FMHA_HEAD_DIM == 64
+__device__ __forceinline__ void wgmma_values(float (&d)[32], const uint32_t (&a)[4], uint64_t b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16" FMHA_MMA_TYPES " "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+        "{%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+}
+#elif FMHA_HEAD_DIM == 128
 __device__ __forceinline__ void wgmma_values(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
@@ -129,24 +159,68 @@ __device__ __forceinline__ void wgmma_values(float (&d)[64], const uint32_t (&a)
           "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
 }
-#else
-__device__ __forceinline__ void wgmma_values(float (&d)[32], const uint32_t (&a)[4], uint64_t b) {
+#elif FMHA_HEAD_DIM == 192
+__device__ __forceinline__ void wgmma_values(float (&d)[96], const uint32_t (&a)[4], uint64_t b) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k16" FMHA_MMA_TYPES " "
+        "wgmma.mma_async.sync.aligned.m64n192k16" FMHA_MMA_TYPES " "
         "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-        "{%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95}, "
+        "{%96, %97, %98, %99}, %100, p, 1, 1, 1;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
           "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
           "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+}
+#else
+__device__ __forceinline__ void wgmma_values(float (&d)[128], const uint32_t (&a)[4], uint64_t b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k16" FMHA_MMA_TYPES " "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
+        "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
+        "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
+        "{%128, %129, %130, %131}, %132, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+          "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+          "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+          "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+          "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
 }
 #endif
 
 /// `shape` as for fmha_reference_forward (K, Kv ≤ FMHA_HEAD_DIM, multiples of 8); `q_map`, `k_map`
-/// and `v_map` the tensors' maps over (column, row, h, g, b) with boxes of 64 columns × 128 rows
+/// and `v_map` the tensors' maps over (column, row, h, g, b) with boxes of 64 columns × 128 rows (Q) or FMHA_BLOCK_N rows (K, V)
 /// (a dimension of stride 0 has extent 1: its coordinate is 0). `work`: per blockIdx.x,
 /// FMHA_WORK_WORDS words (block, first and end query, key range, the range every row sees). Heads
 /// (b, g, h) are blockIdx.y, then every gridDim.y-th. Writes out[((b·Mq + i)·G + g)·H + h][0 ..< Kv]
@@ -298,7 +372,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_hopper_forwar
             const int stage = (consumed + t) % FMHA_STAGES, parity = ((consumed + t) / FMHA_STAGES) & 1;
             const int previous = (consumed + t - 1) % FMHA_STAGES, previous_parity = ((consumed + t - 1) / FMHA_STAGES) & 1;
             const int first_key = key_lo + t * FMHA_BLOCK_N;
-            float score[64];
+            float score[FMHA_BLOCK_N / 2];
             if (t > 0) barrier_wait(value_full(previous), previous_parity);
             if (t < key_tiles) barrier_wait(key_full(stage), parity);
             take_turn(round == 0 && t == 0);
@@ -322,7 +396,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_hopper_forwar
             for (int i = 0; i < FMHA_HEAD_DIM / 2; ++i) pin(output[i]);
             if (t == key_tiles) break;
 #pragma unroll
-            for (int i = 0; i < 64; ++i) pin(score[i]);
+            for (int i = 0; i < FMHA_BLOCK_N / 2; ++i) pin(score[i]);
             if (lane == 0) {
                 if (t > 0) barrier_arrive(value_empty(previous));
                 barrier_arrive(key_empty(stage));
@@ -351,12 +425,12 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_hopper_forwar
             // applied to the scores first.)
             if (scale_log2 <= 0.0f) {
 #pragma unroll
-                for (int i = 0; i < 64; ++i) score[i] *= scale_log2;
+                for (int i = 0; i < FMHA_BLOCK_N / 2; ++i) score[i] *= scale_log2;
             }
             const float factor = scale_log2 > 0.0f ? scale_log2 : 1.0f;
             if (!(first_key >= inner_lo && first_key + FMHA_BLOCK_N <= inner_hi)) {
 #pragma unroll
-                for (int i = 0; i < 16; ++i) {
+                for (int i = 0; i < FMHA_BLOCK_N / 8; ++i) {
 #pragma unroll
                     for (int e = 0; e < 4; ++e) {
                         const int key = first_key + 8 * i + column + e % 2, r = e / 2;
@@ -367,7 +441,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_hopper_forwar
             }
             float tile_maximum[2] = {-FMHA_INFINITY, -FMHA_INFINITY};
 #pragma unroll
-            for (int i = 0; i < 16; ++i) {
+            for (int i = 0; i < FMHA_BLOCK_N / 8; ++i) {
                 tile_maximum[0] = fmaxf(tile_maximum[0], fmaxf(score[4 * i], score[4 * i + 1]));
                 tile_maximum[1] = fmaxf(tile_maximum[1], fmaxf(score[4 * i + 2], score[4 * i + 3]));
             }
@@ -389,7 +463,7 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_hopper_forwar
                 }
             }
 #pragma unroll
-            for (int i = 0; i < 16; ++i) {
+            for (int i = 0; i < FMHA_BLOCK_N / 8; ++i) {
                 const float p0 = exp2_approx(fmaf(score[4 * i], factor, -base[0])), p1 = exp2_approx(fmaf(score[4 * i + 1], factor, -base[0]));
                 const float p2 = exp2_approx(fmaf(score[4 * i + 2], factor, -base[1])), p3 = exp2_approx(fmaf(score[4 * i + 3], factor, -base[1]));
                 sum[0] += p0 + p1;
@@ -411,12 +485,34 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_hopper_forwar
             sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 2);
             if (row[r] >= tile_end) continue;
             // (0 for a row that sees no key; NaN stays NaN.)
-            const float inverse = sum[r] != 0.0f ? 1.0f / sum[r] : 0.0f;
+            const float inverse = sum[r] != 0.0f ? __frcp_rn(sum[r]) : 0.0f;
             const int64_t out_row = (((b * queries + row[r]) * groups + g) * heads + h) * value_dim;
+            // Pairs of columns 8i + column, + 1, stored at constant offsets from the row: float32, or
+            // both rounded to nearest by one cvt (float16, bfloat16).
+            if (out_dtype == 0) {
+                float* const destination = static_cast<float*>(out) + out_row + column;
 #pragma unroll
-            for (int i = 0; i < FMHA_HEAD_DIM / 8; ++i) {
-                const int c = 8 * i + column;
-                if (c < value_dim) fmha::store_pair(out, out_row + c, out_dtype, output[4 * i + 2 * r] * inverse, output[4 * i + 2 * r + 1] * inverse);
+                for (int i = 0; i < FMHA_HEAD_DIM / 8; ++i) {
+                    if (8 * i + column < value_dim) {
+                        *reinterpret_cast<float2*>(destination + 8 * i) = make_float2(output[4 * i + 2 * r] * inverse, output[4 * i + 2 * r + 1] * inverse);
+                    }
+                }
+            } else {
+                uint32_t* const destination = reinterpret_cast<uint32_t*>(static_cast<uint16_t*>(out) + out_row + column);
+                const bool half = out_dtype == 1;
+#pragma unroll
+                for (int i = 0; i < FMHA_HEAD_DIM / 8; ++i) {
+                    if (8 * i + column < value_dim) {
+                        const float low = output[4 * i + 2 * r] * inverse, high = output[4 * i + 2 * r + 1] * inverse;
+                        uint32_t pair;
+                        if (half) {
+                            asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(pair) : "f"(high), "f"(low));
+                        } else {
+                            asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(pair) : "f"(high), "f"(low));
+                        }
+                        destination[4 * i] = pair;
+                    }
+                }
             }
             if (lane % 4 == 0) {
                 lse[((b * groups + g) * heads + h) * queries + row[r]] = sum[r] != 0.0f ? maximum[r] * ln2 + logf(sum[r]) : -FMHA_INFINITY;
