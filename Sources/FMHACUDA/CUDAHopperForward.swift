@@ -27,6 +27,11 @@ public struct CUDAHopperForward: CUDAForwardRunner {
 
     public func notSupportedReasons(_ problem: AttentionProblem) -> [String] {
         var reasons = capabilityReasons(problem) + CUDAKernels.tensorCoreSizeReasons(problem)
+        let d = problem.dimensions
+        if d.batch * d.groups * d.heads >= Int(Int32.max) {
+            reasons.append("\(d.batch * d.groups * d.heads) heads (B·G·H) reach 2^31")
+        }
+        if d.queryLength >= Int(Int32.max) { reasons.append("\(d.queryLength) queries reach 2^31") }
         if problem.lowering.pages != nil {
             reasons.append("paged keys: the tensor memory accelerator copies whole tiles, not pages")
         }

@@ -55,9 +55,10 @@ import Testing
         for architecture in KernelCatalog.architectures {
             let variants = KernelCatalog.allVariants(architecture: architecture)
             // Twelve widths (16 ... 128 by 16, 160 ... 256 by 32) × two dtypes × with and without extras,
-            // then the decoding kernels' three cache kinds × twelve widths × two dtypes.
+            // then the decoding kernels' three cache kinds × twelve widths × two dtypes, and on sm_90a
+            // the Hopper forward's four widths × two dtypes.
             let flash = (0..<48).map { _ in "flash_forward" } + (0..<48).map { _ in "flash_backward" }
-                + (0..<72).map { _ in "flash_decode" }
+                + (0..<72).map { _ in "flash_decode" } + (0..<(architecture == "sm_90a" ? 8 : 0)).map { _ in "hopper_forward" }
             #expect(variants.map(\.sourceName) == ["dropout_mask", "reference_forward", "reference_backward", "merge_attentions"] + flash)
             // Distinct typed descriptors, each producing its own kernel descriptor.
             #expect(Set(variants.map { AnyKernelVariant($0) }).count == variants.count)
