@@ -47,11 +47,15 @@ public struct CUDAHopperForward: CUDAForwardRunner {
     }
 
     /// Why the tensor memory accelerator cannot address `tensor` ([B, M, G, H, K] of 16-bit
-    /// values), or nil: its rows must be contiguous, start 16-byte aligned, and lie a multiple of
-    /// 16 bytes apart along every dimension that has more than one index.
+    /// values), or nil: its rows must be contiguous, start 16-byte aligned, lie a multiple of 16
+    /// bytes apart along every dimension that has more than one index, and not be broadcast along
+    /// the sequence.
     static func mapReason(_ tensor: Tensor) -> String? {
         if tensor.strides[4] != 1 && tensor.shape[4] > 1 { return "the last dimension has stride \(tensor.strides[4]), not 1" }
         if tensor.offset % 8 != 0 { return "its first element is not 16-byte aligned" }
+        // (The maps give a stride-0 dimension extent 1 and the kernel reads its index 0, which the
+        // rows of a sequence cannot be.)
+        if tensor.shape[1] > 1 && tensor.strides[1] == 0 { return "its rows have stride 0 (broadcast along the sequence)" }
         for dimension in 0..<4 where tensor.shape[dimension] > 1 && tensor.strides[dimension] % 8 != 0 {
             return "stride \(tensor.strides[dimension]) along dimension \(dimension) is not a multiple of 16 bytes"
         }

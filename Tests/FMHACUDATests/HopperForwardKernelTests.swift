@@ -27,6 +27,10 @@ struct HopperForwardKernelTests {
         // Rows 36 elements (72 bytes) apart.
         let narrow = try Tensor.zeros([1, 10, 1, 1, 36]).slice(dimension: 4, range: 0..<32)
         #expect(CUDAHopperForward.mapReason(narrow)?.contains("multiple of 16 bytes") == true)
+        // One row broadcast along the sequence (stride 0): refused; broadcast heads are read in place.
+        let broadcastRows = try Tensor.zeros([1, 1, 1, 2, 64]).expanded(to: [1, 10, 1, 2, 64])
+        #expect(CUDAHopperForward.mapReason(broadcastRows)?.contains("stride 0") == true)
+        #expect(CUDAHopperForward.mapReason(try Tensor.zeros([1, 10, 1, 1, 64]).expanded(to: [1, 10, 1, 4, 64])) == nil)
         // A transposed view: the last dimension not contiguous.
         let transposed = try Tensor.zeros([1, 10, 1, 64, 2]).transposed(3, 4)
         #expect(CUDAHopperForward.mapReason(transposed)?.contains("not 1") == true)
