@@ -11,7 +11,7 @@ import FMHACore
 /// dtype, and quantized K/V caches (int4 with 1-8 groups, fp8 e4m3 row-wise: `KeyValueFormat`),
 /// dequantized tile by tile in shared memory; no dropout. Dispatch tries it before `cuda-flash`, whose 64- and 128-query tiles would
 /// hold a few real rows here.
-public struct CUDAFlashDecode: ForwardOperator {
+public struct CUDAFlashDecode: CUDAForwardRunner {
     /// The most queries of one mask block it takes.
     public static let maximumQueriesPerBlock = 16
     /// The tuning shapes `op:` can name ("cuda-decode-w4n32s2", ...).
@@ -82,8 +82,7 @@ public struct CUDAFlashDecode: ForwardOperator {
     }
 
     public func forward(_ problem: AttentionProblem) throws -> ForwardOutput {
-        try requireSupport(problem)
-        return try CUDAKernels.forwardOutput(problem) { try run(problem, output: $0, lse: $1) }
+        try forwardByRunning(problem)
     }
 
     /// Runs the kernels on a supported `problem`, writing every element of `output` (contiguous,

@@ -14,7 +14,7 @@ public struct CUDAFlashForward: CUDAForwardRunner {
 
     /// The width (one of `widths`) a problem of sizes `d` runs at: the first that holds K and Kv.
     static func width(for d: AttentionDimensions) -> Int {
-        widths.first { $0 >= max(d.headDimension, d.valueHeadDimension) } ?? widths.last!
+        CUDAKernels.width(for: d, among: widths) ?? widths.last!
     }
 
     public let name: String
@@ -45,8 +45,7 @@ public struct CUDAFlashForward: CUDAForwardRunner {
     }
 
     public func forward(_ problem: AttentionProblem) throws -> ForwardOutput {
-        try requireSupport(problem)
-        return try CUDAKernels.forwardOutput(problem) { try run(problem, output: $0, lse: $1) }
+        try forwardByRunning(problem)
     }
 
     /// Runs the kernel on a supported `problem`, writing every element of `output` (contiguous,

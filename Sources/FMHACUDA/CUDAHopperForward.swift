@@ -74,8 +74,7 @@ public struct CUDAHopperForward: CUDAForwardRunner {
     }
 
     public func forward(_ problem: AttentionProblem) throws -> ForwardOutput {
-        try requireSupport(problem)
-        return try CUDAKernels.forwardOutput(problem) { try run(problem, output: $0, lse: $1) }
+        try forwardByRunning(problem)
     }
 
     /// Runs the kernel on a supported `problem`, writing every element of `output` (contiguous,
@@ -84,7 +83,8 @@ public struct CUDAHopperForward: CUDAForwardRunner {
         let d = problem.dimensions
         let device = problem.device, context = try device.cudaContext()
         let views = (query: problem.query, key: problem.key, value: problem.value)
-        let width = HopperForwardKernel.widths.first { $0 >= max(d.headDimension, d.valueHeadDimension) }!
+        // (Some width holds them: the capabilities refuse K or Kv past the widest.)
+        let width = CUDAKernels.width(for: d, among: HopperForwardKernel.widths)!
         let kernel = HopperForwardKernel(width: width, dtype: problem.dtype)
         let shape = CUDAKernels.shapeWords(d, dtype: problem.dtype, views: views, bias: nil)
         let mask = DeviceLowering.words(problem.lowering, rowBlocks: false)

@@ -108,17 +108,6 @@ final class CUDAKernels: Sendable {
         return buffer
     }
 
-    /// A forward's output and LSE for `problem` (contiguous, the output shape and dtype, and
-    /// float32) on its device, filled by `run(output, lse)`. Not zero-filled: the kernels write every
-    /// element (the tests poison them to check).
-    static func forwardOutput(_ problem: AttentionProblem, run: (Tensor, Tensor) throws -> Void) throws -> ForwardOutput {
-        let d = problem.dimensions
-        let output = try Tensor.uninitialized(d.outputShape, dtype: problem.outputDType, device: problem.device)
-        let lse = try Tensor.uninitialized(d.lseShape, dtype: .float32, device: problem.device)
-        try run(output, lse)
-        return ForwardOutput(output: output, lse: lse)
-    }
-
     /// The first `count` float32 values of `buffer`, on the host.
     static func download(_ buffer: DeviceBuffer, count: Int) throws -> [Float] {
         var values = [Float](repeating: 0, count: count)
@@ -138,6 +127,12 @@ final class CUDAKernels: Sendable {
         words += [CUDAKernels.dtypeCode(dtype), bias == nil ? 0 : 1]
         for view in [views.query, views.key, views.value] { words += view.strides.prefix(4).map(Int64.init) }
         return words + (bias?.strides ?? [0, 0, 0, 0, 0]).map(Int64.init)
+    }
+
+    /// The first of `widths` (ascending) that holds both K and Kv of `d`, if any: the padded width
+    /// a kernel is compiled for.
+    static func width(for d: AttentionDimensions, among widths: [Int]) -> Int? {
+        widths.first { $0 >= max(d.headDimension, d.valueHeadDimension) }
     }
 
     /// Why the tensor-core kernels (flash forward and backward) refuse `problem`'s sizes: head
@@ -181,6 +176,19 @@ final class CUDAKernels: Sendable {
 /// GPU tests call with poisoned tensors, to see that nothing is left unwritten.
 protocol CUDAForwardRunner: ForwardOperator {
     func run(_ problem: AttentionProblem, output: Tensor, lse: Tensor) throws
+}
+
+extension CUDAForwardRunner {
+    /// What `forward(_:)` does for each of them: refuses what it cannot run, then runs the kernels
+    /// into a new output and LSE (not zero-filled: the kernels write every element).
+    func forwardByRunning(_ problem: AttentionProblem) throws -> ForwardOutput {
+        try requireSupport(problem)
+        let d = problem.dimensions
+        let output = try Tensor.uninitialized(d.outputShape, dtype: problem.outputDType, device: problem.device)
+        let lse = try Tensor.uninitialized(d.lseShape, dtype: .float32, device: problem.device)
+        try run(problem, output: output, lse: lse)
+        return ForwardOutput(output: output, lse: lse)
+    }
 }
 
 extension CUDADevice {

@@ -2054,7 +2054,8 @@ __device__ __forceinline__ uint64_t matrix_descriptor(uint32_t address, uint32_t
     return uint64_t((address & 0x3FFFF) >> 4) | (uint64_t(leading >> 4) << 16) | (uint64_t(stride >> 4) << 32) | (uint64_t(1) << 62);
 }
 
-/// Keeps the compiler from moving accesses of `x` across a wgmma issue or wait.
+/// Keeps the compiler from moving accesses of `x` across a wgmma issue or wait (accumulators, and
+/// A operands in registers, which wgmma reads until it completes).
 __device__ __forceinline__ void pin(float& x) { asm volatile("" : "+f"(x) :: "memory"); }
 __device__ __forceinline__ void pin(uint32_t& x) { asm volatile("" : "+r"(x) :: "memory"); }
 
@@ -2062,142 +2063,71 @@ __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.a
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
 
+// The wgmma wrappers' operand lists: the accumulators d[0 ..< n] are operands %0 ..< %n ("+f"), the
+// inputs follow. FMHA_ACCUMULATORS_<n> lists them for the constraint list and FMHA_PLACES_<n>
+// writes "{%0, ..., %(n-1)}" for the instruction.
+#define FMHA_ACCUMULATORS_8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+#define FMHA_ACCUMULATORS_32(i) FMHA_ACCUMULATORS_8(i), FMHA_ACCUMULATORS_8(i + 8), FMHA_ACCUMULATORS_8(i + 16), FMHA_ACCUMULATORS_8(i + 24)
+#define FMHA_ACCUMULATORS_64 FMHA_ACCUMULATORS_32(0), FMHA_ACCUMULATORS_32(32)
+#define FMHA_ACCUMULATORS_96 FMHA_ACCUMULATORS_64, FMHA_ACCUMULATORS_32(64)
+#define FMHA_ACCUMULATORS_128 FMHA_ACCUMULATORS_96, FMHA_ACCUMULATORS_32(96)
+#define FMHA_OPERANDS_0 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+#define FMHA_OPERANDS_16 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+#define FMHA_OPERANDS_32 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47"
+#define FMHA_OPERANDS_48 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+#define FMHA_OPERANDS_64 "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79"
+#define FMHA_OPERANDS_80 "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95"
+#define FMHA_OPERANDS_96 "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111"
+#define FMHA_OPERANDS_112 "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+#define FMHA_PLACES_32 "{" FMHA_OPERANDS_0 ", " FMHA_OPERANDS_16 "}"
+#define FMHA_PLACES_64 "{" FMHA_OPERANDS_0 ", " FMHA_OPERANDS_16 ", " FMHA_OPERANDS_32 ", " FMHA_OPERANDS_48 "}"
+#define FMHA_PLACES_96 "{" FMHA_OPERANDS_0 ", " FMHA_OPERANDS_16 ", " FMHA_OPERANDS_32 ", " FMHA_OPERANDS_48 ", " FMHA_OPERANDS_64 ", " FMHA_OPERANDS_80 "}"
+#define FMHA_PLACES_128 "{" FMHA_OPERANDS_0 ", " FMHA_OPERANDS_16 ", " FMHA_OPERANDS_32 ", " FMHA_OPERANDS_48 ", " FMHA_OPERANDS_64 ", " FMHA_OPERANDS_80 ", " FMHA_OPERANDS_96 ", " FMHA_OPERANDS_112 "}"
+#define FMHA_TEXT(x) #x
+#define FMHA_STRING(x) FMHA_TEXT(x)
+
 /// d (+)= A·B for one k16 step of S = Q·Kᵀ: A = the warpgroup's 64 query rows × 16 columns
 /// (descriptor `a`), B = FMHA_BLOCK_N keys × 16 columns (descriptor `b`), both K-major; `accumulate`
 /// 0 overwrites d. Accumulator layout: warp w of the warpgroup holds rows 16w + lane / 4 and + 8;
 /// d[4i + e] is row + 8·(e / 2), column 8i + 2·(lane % 4) + e % 2.
 #if FMHA_BLOCK_N == 128
-__device__ __forceinline__ void wgmma_scores(float (&d)[64], uint64_t a, uint64_t b, int accumulate) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16" FMHA_MMA_TYPES " "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-        "%64, %65, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-        : "l"(a), "l"(b), "r"(accumulate));
-}
+#define FMHA_SCORE_ACCUMULATORS FMHA_ACCUMULATORS_64
+#define FMHA_SCORE_PLACES FMHA_PLACES_64 ", %64, %65"
+#define FMHA_SCORE_FLAG "%66"
 #else
-__device__ __forceinline__ void wgmma_scores(float (&d)[32], uint64_t a, uint64_t b, int accumulate) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k16" FMHA_MMA_TYPES " "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-        "%32, %33, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-        : "l"(a), "l"(b), "r"(accumulate));
-}
+#define FMHA_SCORE_ACCUMULATORS FMHA_ACCUMULATORS_32(0)
+#define FMHA_SCORE_PLACES FMHA_PLACES_32 ", %32, %33"
+#define FMHA_SCORE_FLAG "%34"
 #endif
+__device__ __forceinline__ void wgmma_scores(float (&d)[FMHA_BLOCK_N / 2], uint64_t a, uint64_t b, int accumulate) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " FMHA_SCORE_FLAG ", 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n" FMHA_STRING(FMHA_BLOCK_N) "k16" FMHA_MMA_TYPES " " FMHA_SCORE_PLACES
+                 ", p, 1, 1, 0, 0;\n}\n"
+                 : FMHA_SCORE_ACCUMULATORS : "l"(a), "l"(b), "r"(accumulate));
+}
 
 /// d += A·B for one k16 step of O = P·V: A = the warpgroup's 64 rows × 16 keys of P in registers
 /// (mma.sync's A fragment layout per warp), B = 16 keys × FMHA_HEAD_DIM columns of V (descriptor
 /// `b`, MN-major). d as for wgmma_scores, columns being V's.
 #if FMHA_HEAD_DIM == 64
-__device__ __forceinline__ void wgmma_values(float (&d)[32], const uint32_t (&a)[4], uint64_t b) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k16" FMHA_MMA_TYPES " "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-        "{%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
-}
+#define FMHA_VALUE_ACCUMULATORS FMHA_ACCUMULATORS_32(0)
+#define FMHA_VALUE_PLACES FMHA_PLACES_32 ", {%32, %33, %34, %35}, %36"
 #elif FMHA_HEAD_DIM == 128
-__device__ __forceinline__ void wgmma_values(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16" FMHA_MMA_TYPES " "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-        "{%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
-}
+#define FMHA_VALUE_ACCUMULATORS FMHA_ACCUMULATORS_64
+#define FMHA_VALUE_PLACES FMHA_PLACES_64 ", {%64, %65, %66, %67}, %68"
 #elif FMHA_HEAD_DIM == 192
-__device__ __forceinline__ void wgmma_values(float (&d)[96], const uint32_t (&a)[4], uint64_t b) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n192k16" FMHA_MMA_TYPES " "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
-        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
-        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95}, "
-        "{%96, %97, %98, %99}, %100, p, 1, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
-          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
-          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
-          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
-          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
-}
+#define FMHA_VALUE_ACCUMULATORS FMHA_ACCUMULATORS_96
+#define FMHA_VALUE_PLACES FMHA_PLACES_96 ", {%96, %97, %98, %99}, %100"
 #else
-__device__ __forceinline__ void wgmma_values(float (&d)[128], const uint32_t (&a)[4], uint64_t b) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n256k16" FMHA_MMA_TYPES " "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
-        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
-        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
-        "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
-        "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
-        "{%128, %129, %130, %131}, %132, p, 1, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
-          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
-          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
-          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
-          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
-          "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
-          "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
-          "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
-          "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
-}
+#define FMHA_VALUE_ACCUMULATORS FMHA_ACCUMULATORS_128
+#define FMHA_VALUE_PLACES FMHA_PLACES_128 ", {%128, %129, %130, %131}, %132"
 #endif
+__device__ __forceinline__ void wgmma_values(float (&d)[FMHA_HEAD_DIM / 2], const uint32_t (&a)[4], uint64_t b) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n" FMHA_STRING(FMHA_HEAD_DIM) "k16" FMHA_MMA_TYPES " " FMHA_VALUE_PLACES
+                 ", p, 1, 1, 1;\n}\n"
+                 : FMHA_VALUE_ACCUMULATORS : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+}
 
 /// `shape` as for fmha_reference_forward (K, Kv ≤ FMHA_HEAD_DIM, multiples of 8); `q_map`, `k_map`
 /// and `v_map` the tensors' maps over (column, row, h, g, b) with boxes of 64 columns × 128 rows (Q) or FMHA_BLOCK_N rows (K, V)
@@ -2264,29 +2194,27 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_hopper_forwar
         for (uint32_t head_index = blockIdx.y; head_index < head_count; head_index += gridDim.y, ++round) {
             if (key_tiles == 0) continue;
             const int h = int(head_index % heads), g = int((head_index / heads) % groups), b = int(head_index / (heads * groups));
-            // A dimension of stride 0 is a map dimension of extent 1.
-            auto coordinate = [](const int64_t* strides, int dimension, int index) { return strides[dimension] == 0 ? 0 : index; };
+            // The boxes of one tile of `rows` rows from `first_row` into `destination`, on `barrier`
+            // (a dimension of stride 0, `strides` over (b, m, g, h), is a map dimension of extent 1).
+            auto copy_tile = [&](uint32_t destination, int rows, const TensorMap& map, const int64_t* strides, int first_row,
+                                 uint32_t barrier) {
+                for (int box = 0; box < FMHA_BOXES; ++box) {
+                    tensor_copy(destination + box * rows * 128, map, 64 * box, first_row, strides[3] == 0 ? 0 : h,
+                                strides[2] == 0 ? 0 : g, strides[0] == 0 ? 0 : b, barrier);
+                }
+            };
             barrier_wait(query_empty, (round & 1) ^ 1);
             barrier_arrive_expecting(query_full, FMHA_Q_BYTES);
-            for (int box = 0; box < FMHA_BOXES; ++box) {
-                tensor_copy(query_tile + box * FMHA_BLOCK_M * 128, q_map, 64 * box, int(tile_start), coordinate(qs, 3, h),
-                            coordinate(qs, 2, g), coordinate(qs, 0, b), query_full);
-            }
+            copy_tile(query_tile, FMHA_BLOCK_M, q_map, qs, int(tile_start), query_full);
             for (int t = 0; t < key_tiles; ++t, ++filled) {
                 const int stage = filled % FMHA_STAGES, parity = ((filled / FMHA_STAGES) & 1) ^ 1;
                 const int first_key = key_lo + t * FMHA_BLOCK_N;
                 barrier_wait(key_empty(stage), parity);
                 barrier_arrive_expecting(key_full(stage), FMHA_KV_BYTES);
-                for (int box = 0; box < FMHA_BOXES; ++box) {
-                    tensor_copy(key_tile(stage) + box * FMHA_BLOCK_N * 128, k_map, 64 * box, first_key, coordinate(ks, 3, h),
-                                coordinate(ks, 2, g), coordinate(ks, 0, b), key_full(stage));
-                }
+                copy_tile(key_tile(stage), FMHA_BLOCK_N, k_map, ks, first_key, key_full(stage));
                 barrier_wait(value_empty(stage), parity);
                 barrier_arrive_expecting(value_full(stage), FMHA_KV_BYTES);
-                for (int box = 0; box < FMHA_BOXES; ++box) {
-                    tensor_copy(value_tile(stage) + box * FMHA_BLOCK_N * 128, v_map, 64 * box, first_key, coordinate(vs, 3, h),
-                                coordinate(vs, 2, g), coordinate(vs, 0, b), value_full(stage));
-                }
+                copy_tile(value_tile(stage), FMHA_BLOCK_N, v_map, vs, first_key, value_full(stage));
             }
         }
         return;
@@ -2372,8 +2300,11 @@ extern "C" __global__ void __launch_bounds__(FMHA_THREADS, 1) fmha_hopper_forwar
             wgmma_commit();
             hand_over();
             wgmma_wait_all();
+            // (P's registers, which O += P·V reads while it runs, stay untouched until here too.)
 #pragma unroll
             for (int i = 0; i < FMHA_HEAD_DIM / 2; ++i) pin(output[i]);
+#pragma unroll
+            for (int i = 0; i < FMHA_BLOCK_N / 16; ++i) pin(probability[i][0]), pin(probability[i][1]), pin(probability[i][2]), pin(probability[i][3]);
             if (t == key_tiles) break;
 #pragma unroll
             for (int i = 0; i < FMHA_BLOCK_N / 2; ++i) pin(score[i]);

@@ -200,11 +200,7 @@ struct CUDAFlashDecodeTests {
         for (row, length) in zip(tables, lengths) {
             for key in 0..<length { used.insert(row[key / 16] * 16 + key % 16) }
         }
-        var keys = try Tensor.randn([1, pages * 16, 1, 64], dtype: .float32, seed: 18).toArray()
-        for row in 0..<(pages * 16) where !used.contains(row) {
-            for column in 0..<64 { keys[row * 64 + column] = .nan }
-        }
-        let k = try Tensor(shape: [1, pages * 16, 1, 64], scalars: keys, dtype: .float16).to(.cuda(0))
+        let k = try keysWithNaNRows(pages * 16, width: 64, seed: 18, device: .cuda(0)) { !used.contains($0) }
         let inputs = Inputs(query: try Self.randn([1, 3, 1, 64], 19, .float16), key: k, value: k, bias: bias)
         let output = try CUDAFlashDecode().forward(inputs, dropout: nil).output.toArray()
         #expect(output.allSatisfy { $0.isFinite })

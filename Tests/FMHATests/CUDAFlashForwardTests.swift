@@ -176,11 +176,7 @@ struct CUDAFlashForwardTests {
     @Test func nanInKeysNoQuerySeesDoesNotLeak() throws {
         // Padding rows of a padded-keys mask hold NaN; no query sees them.
         let bias = try BlockDiagonalCausalWithOffsetPaddedKeysMask.fromSeqlens(qSeqlen: [40, 7], kvPadding: 90, kvSeqlen: [70, 9])
-        var keys = try Tensor.randn([1, 180, 1, 64], dtype: .float32, seed: 15).toArray()
-        for row in 0..<180 where (row % 90) >= (row < 90 ? 70 : 9) {
-            for column in 0..<64 { keys[row * 64 + column] = .nan }
-        }
-        let k = try Tensor(shape: [1, 180, 1, 64], scalars: keys, dtype: .float16).to(.cuda(0))
+        let k = try keysWithNaNRows(180, width: 64, seed: 15, device: .cuda(0)) { ($0 % 90) >= ($0 < 90 ? 70 : 9) }
         let inputs = Inputs(query: try Self.randn([1, 47, 1, 64], 16, .float16), key: k, value: k, bias: bias)
         let output = try CUDAFlashForward().forward(inputs, dropout: nil).output.toArray()
         #expect(output.allSatisfy { $0.isFinite })

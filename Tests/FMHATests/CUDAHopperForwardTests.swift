@@ -93,11 +93,7 @@ struct CUDAHopperForwardTests {
         // Padding rows of a padded-keys mask hold NaN; no query sees them, but they share key
         // tiles with keys that queries see.
         let bias = try BlockDiagonalCausalWithOffsetPaddedKeysMask.fromSeqlens(qSeqlen: [40, 7], kvPadding: 190, kvSeqlen: [170, 9])
-        var keys = try Tensor.randn([1, 380, 1, 64], dtype: .float32, seed: 15).toArray()
-        for row in 0..<380 where (row % 190) >= (row < 190 ? 170 : 9) {
-            for column in 0..<64 { keys[row * 64 + column] = .nan }
-        }
-        let k = try Tensor(shape: [1, 380, 1, 64], scalars: keys, dtype: .float16).to(.cuda(0))
+        let k = try keysWithNaNRows(380, width: 64, seed: 15, device: .cuda(0)) { ($0 % 190) >= ($0 < 190 ? 170 : 9) }
         let inputs = Inputs(query: try Self.randn([1, 47, 1, 64], 16, .float16), key: k, value: k, bias: bias)
         let output = try CUDAHopperForward().forward(inputs, dropout: nil).output.toArray()
         #expect(output.allSatisfy { $0.isFinite })
